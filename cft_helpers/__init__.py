@@ -1,0 +1,1 @@
+"""Two-phase continual instruction fine-tuning (CFT) helpers."""

