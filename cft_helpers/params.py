@@ -401,8 +401,19 @@ def parse_overrides(overrides: str | dict | list | None) -> dict[str, Any]:
         if "=" not in item:
             raise ParamsError(f"override {item!r} is not of the form key.path=value")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = _yaml_value(value)
     return out
+
+
+def _yaml_value(text: str) -> Any:
+    """A YAML scalar, except that YAML 1.1's strings like '1e-4' (no dot) become floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+        except ValueError:
+            return value
+    return value
 
 
 def _apply_override(raw: dict, dotted: str, value: Any) -> None:

@@ -12,7 +12,8 @@ from cft_helpers.params import Params
 from cft_helpers.runs import RunStore, read_jsonl
 
 ARM_COLUMNS = ["label", "phase", "start", "datasets", "examples", "steps", "trained_tokens",
-               "loss_first", "loss_last", "eval_loss_before", "eval_loss_after", "wall_s",
+               "loss_first", "loss_last", "train_rows_loss_before", "train_rows_loss_after",
+               "eval_loss_before", "eval_loss_after", "wall_s",
                "resumed_from"]
 
 

@@ -156,6 +156,12 @@ def _loss_summary(log: list[dict]) -> dict[str, Any]:
             "loss_last_quarter_mean": sum(losses[-k:]) / k, "logged_steps": len(losses)}
 
 
+def _eval_losses(trainer) -> dict[str, float]:
+    """Mean response loss on each evaluation set (held-out rows, training rows)."""
+    out = trainer.evaluate()
+    return {name: out[f"eval_{name}_loss"] for name in trainer.eval_dataset}
+
+
 def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bool = False,
               callbacks: Sequence[Any] = (), progress: bool = True) -> dict[str, Any]:
     """Train one arm (or reuse it when done for the same inputs); returns its metrics.
@@ -215,8 +221,10 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     rows = training_examples(store, spec.datasets, seed=training.seed)
     held = heldout_examples(store, spec.datasets, training.n_eval, seed=training.seed)
     args = sft_config(training, output_dir, device, progress)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=_to_dataset(rows),
-                         eval_dataset=_to_dataset(held) if held else None,
+    # Loss before/after on the same rows: held-out rows, and the first training rows (whose
+    # per-step loss is too noisy on tiny runs to say whether training lowered it).
+    evals = {"heldout": _to_dataset(held), "train": _to_dataset(rows[: training.n_eval])} if held else None
+    trainer = SFTTrainer(model=model, args=args, train_dataset=_to_dataset(rows), eval_dataset=evals,
                          processing_class=tok, callbacks=list(callbacks))
     return trainer, len(rows), len(held)
 
@@ -228,23 +236,23 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
     trainer, n_rows, n_held = build_trainer(params, arm, store, ckpt_dir, device, callbacks, progress)
     tok, args = trainer.processing_class, trainer.args
 
-    # Held-out loss before training, kept next to the checkpoints so a resumed run reports it.
+    # Losses before training, kept next to the checkpoints so that a resumed run reports them.
     before_file = ckpt_dir / "eval_before.json"
-    eval_before = None
+    before: dict[str, float] = {}
     if n_held:
         if resumable and before_file.exists():
             import json
 
-            eval_before = json.loads(before_file.read_text())["eval_loss"]
+            before = json.loads(before_file.read_text())
         else:
-            eval_before = trainer.evaluate()["eval_loss"]
-            atomic_write_json(before_file, {"eval_loss": eval_before})
+            before = _eval_losses(trainer)
+            atomic_write_json(before_file, before)
 
     resume = last_checkpoint(ckpt_dir) if resumable else None
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall_s = time.perf_counter() - t0
-    eval_after = trainer.evaluate()["eval_loss"] if n_held else None
+    after = _eval_losses(trainer) if n_held else {}
 
     # Final checkpoint: written to a temporary folder, then renamed, so it is whole or absent.
     final = arm_dir / "model"
@@ -262,7 +270,9 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
         "checkpoint": str(final), "examples": n_rows, "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch, "trained_tokens": int(trainer.state.num_input_tokens_seen),
         "train_loss": result.training_loss, **_loss_summary(log),
-        "eval_examples": n_held, "eval_loss_before": eval_before, "eval_loss_after": eval_after,
+        "eval_examples": n_held, "eval_loss_before": before.get("heldout"),
+        "eval_loss_after": after.get("heldout"), "train_rows_loss_before": before.get("train"),
+        "train_rows_loss_after": after.get("train"),
         "wall_s": wall_s, "resumed_from": resume.name if resume else None, "device": device,
         "bf16": args.bf16,
     }

@@ -31,6 +31,8 @@ from typing import Callable
 
 from cft_helpers.data.lexicon import LANGUAGES
 
+# Bump when templates or sampling change: prepared data of an older version is then rebuilt.
+GENERATOR_VERSION = 1
 HELDOUT_FRACTION = 0.2
 SPLITS = ("train", "heldout")
 

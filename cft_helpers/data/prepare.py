@@ -26,8 +26,10 @@ def _file_hash(path: Path) -> str:
 
 
 def data_input_hash(params: Params) -> str:
+    from cft_helpers.data.generator import GENERATOR_VERSION
+
     return stable_hash({"datasets": {k: v.model_dump(by_alias=True) for k, v in params.datasets.items()},
-                        "seed": params.seed})
+                        "seed": params.seed, "generator_version": GENERATOR_VERSION})
 
 
 def prepare_datasets(params: Params, store: RunStore | None = None, force: bool = False,

@@ -1,0 +1,52 @@
+"""Shared fixtures: the smoke parameter set pointed at temporary folders.
+
+Every test that trains uses params/smoke.yaml (random-init 2-layer Llama, built-in data, one
+CPU thread): the same code path as the default and paper presets, in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """One model cache for the session: the random-init model is built once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def write_params(tmp_path: Path, model_cache: Path, preset: str = "smoke", **changes) -> Path:
+    """A copy of a preset with run_dir/cache_dir in temporary folders (and other top-level changes)."""
+    raw = yaml.safe_load((ROOT / "params" / f"{preset}.yaml").read_text())
+    raw["run_dir"] = str(tmp_path / "run")
+    raw["cache_dir"] = str(model_cache)
+    raw.update(changes)
+    path = tmp_path / f"{preset}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    return path
+
+
+@pytest.fixture
+def smoke_params(tmp_path, model_cache):
+    from cft_helpers.params import load_params
+
+    return load_params(write_params(tmp_path, model_cache))
+
+
+@pytest.fixture
+def prepared(smoke_params):
+    """Smoke params with the data prepared in the run store."""
+    from cft_helpers.data import prepare_datasets
+
+    prepare_datasets(smoke_params, progress=False)
+    return smoke_params

@@ -1,0 +1,92 @@
+"""The book on smoke params, end to end: three notebooks, Phase 2 moves the model, loss falls."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cft_helpers.book import BookError, list_notebooks, notebook_dir, run_book
+from cft_helpers.checkpoints import weight_change
+from cft_helpers.params import load_params
+from cft_helpers.runs import RunStore
+
+from conftest import write_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def book_run(tmp_path_factory, model_cache):
+    tmp = tmp_path_factory.mktemp("book")
+    path = write_params(tmp, model_cache)
+    timing = run_book(str(path), progress=False)
+    return load_params(path), timing
+
+
+def test_book_runs_every_notebook_into_the_run_store(book_run):
+    params, timing = book_run
+    names = [p.stem for p in list_notebooks(notebook_dir())]
+    assert list(timing) == names and names[:3] == ["01_data_prep", "02_phase1_training", "03_phase2_training"]
+    for name in names:
+        nb = json.loads((params.run_path / "notebooks" / f"{name}.ipynb").read_text())
+        errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, name
+    assert json.loads((params.run_path / "book_timing.json").read_text()) == timing
+
+
+def test_every_arm_done_with_loss_going_down(book_run):
+    params, _ = book_run
+    store = RunStore(params.run_path)
+    for arm in params.arms:
+        m = store.arm_metrics(arm)
+        assert store.arm_manifest(arm)["status"] == "done", arm
+        # same rows before and after: held-out rows and the first training rows
+        assert m["eval_loss_after"] < m["eval_loss_before"], arm
+        assert m["train_rows_loss_after"] < m["train_rows_loss_before"], arm
+        log = [json.loads(l) for l in (store.arm_dir(arm) / "train_log.jsonl").read_text().splitlines()]
+        assert sum("loss" in e for e in log) == m["steps"]
+
+
+def test_phase2_checkpoint_differs_from_phase1(book_run):
+    params, _ = book_run
+    store = RunStore(params.run_path)
+    for arm in params.arms_in_phase("phase2"):
+        change = weight_change(store.arm_checkpoint(params.arms[arm].start), store.arm_checkpoint(arm))
+        assert change["tensors_changed"] == change["tensors"] > 0
+        assert change["relative_l2"] > 1e-3, arm
+
+
+def test_rerun_skips_done_stages(book_run):
+    params, timing = book_run
+    store = RunStore(params.run_path)
+    before = {a: store.arm_manifest(a)["finished"] for a in params.arms}
+    run_book(params.source_path, only=["02"], progress=False)
+    assert {a: store.arm_manifest(a)["finished"] for a in params.arms} == before
+
+
+def test_papermill_runs_notebook_03_on_its_own(book_run, tmp_path):
+    """The issue's command: papermill notebooks/03_phase2_training.ipynb out.ipynb -p params ..."""
+    params, _ = book_run
+    out = tmp_path / "out.ipynb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "03_phase2_training.ipynb"), str(out),
+         "-p", "params", params.source_path, "--cwd", str(ROOT / "notebooks")],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "ALPACA -> MULTIALPACA" in text and "held-out loss" in text
+
+
+def test_failure_names_the_notebook_and_cell(tmp_path, model_cache):
+    """Notebook 03 on a run store without Phase 1: the book stops there and says where."""
+    path = write_params(tmp_path, model_cache)
+    with pytest.raises(BookError) as e:
+        run_book(str(path), only=["01", "03"], progress=False)
+    msg = str(e.value)
+    assert "03_phase2_training.ipynb" in msg and "cell" in msg and "not done" in msg
+    with pytest.raises(BookError, match="valid"):
+        run_book(str(path), only=["09_nothing"], progress=False)

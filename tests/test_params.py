@@ -1,0 +1,186 @@
+"""Parameter sets: every preset loads; every kind of mistake fails at load, saying what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cft_helpers.params import ParamsError, load_params, parse_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = sorted((ROOT / "params").rglob("*.yaml"))
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return p
+
+
+def _smoke_raw() -> dict:
+    return yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[str(p.relative_to(ROOT)) for p in PRESETS])
+def test_every_preset_loads_and_validates(preset):
+    p = load_params(preset)
+    assert p.arms and p.models and p.datasets
+    assert p.arm_order()  # every start chain ends at a model
+
+
+def test_paper_presets_cover_the_grid():
+    """Each paper preset has Phase 1, Phase 2 (from the Phase-1 and the Instruct model), mixture and reverse."""
+    paper = sorted((ROOT / "params" / "paper").glob("*.yaml"))
+    assert len(paper) >= 2
+    for preset in paper:
+        p = load_params(preset)
+        phases = {a.phase for a in p.arms.values()}
+        assert {"phase1", "phase2", "mixture", "reverse1", "reverse2"} <= phases, preset.name
+        t = p.training
+        assert (t.learning_rate, t.epochs, t.global_batch_size, t.scheduler, t.warmup_steps,
+                t.weight_decay) == (1e-6, 4, 16, "cosine", 10, 0.0), preset.name
+        used_as_is = [a for a in p.arms.values() if a.phase == "phase1" and not a.datasets]
+        assert used_as_is, f"{preset.name}: no off-the-shelf Instruct arm"
+
+
+def test_preset_by_name_and_relative_paths_resolve_to_project_root():
+    p = load_params("smoke")
+    assert Path(p.source_path) == ROOT / "params" / "smoke.yaml"
+    assert p.run_path == ROOT / "runs" / "smoke"
+
+
+def test_unknown_top_level_key_names_it_and_lists_valid_keys(tmp_path):
+    raw = _smoke_raw()
+    raw["trainng"] = {}
+    with pytest.raises(ParamsError) as e:
+        load_params(_write(tmp_path, raw))
+    msg = str(e.value)
+    assert "'trainng'" in msg and "training" in msg and "datasets" in msg
+
+
+def test_unknown_nested_key_lists_the_fields_of_that_section(tmp_path):
+    raw = _smoke_raw()
+    raw["training"]["learnig_rate"] = 1e-3
+    with pytest.raises(ParamsError) as e:
+        load_params(_write(tmp_path, raw))
+    msg = str(e.value)
+    assert "training.learnig_rate" in msg and "'learning_rate'" in msg and "'warmup_steps'" in msg
+
+
+def test_unknown_key_inside_a_model_entry_lists_that_sources_fields(tmp_path):
+    raw = _smoke_raw()
+    raw["models"]["base"]["layers"] = 3
+    with pytest.raises(ParamsError) as e:
+        load_params(_write(tmp_path, raw))
+    assert "'layers'" in str(e.value) and "tokenizer_vocab_size" in str(e.value)
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    raw = _smoke_raw()
+    raw["training"]["learning_rate"] = "fast"
+    with pytest.raises(ParamsError) as e:
+        load_params(_write(tmp_path, raw))
+    assert "training.learning_rate" in str(e.value) and "'fast'" in str(e.value)
+
+
+def test_unknown_model_source_lists_valid_sources(tmp_path):
+    raw = _smoke_raw()
+    raw["models"]["base"] = {"source": "ollama", "name": "x"}
+    with pytest.raises(ParamsError) as e:
+        load_params(_write(tmp_path, raw))
+    msg = str(e.value)
+    for s in ("'hub'", "'local'", "'gguf_package'", "'random_init'"):
+        assert s in msg
+
+
+def test_unknown_arm_start_and_dataset_list_valid_names(tmp_path):
+    raw = _smoke_raw()
+    raw["arms"]["p2_alpaca"]["start"] = "p1_alpacca"
+    with pytest.raises(ParamsError) as e:
+        load_params(_write(tmp_path, raw))
+    assert "p1_alpacca" in str(e.value) and "p1_alpaca" in str(e.value) and "base" in str(e.value)
+    raw = _smoke_raw()
+    raw["arms"]["mixture"]["datasets"] = ["alpaca", "multi_alpaca"]
+    with pytest.raises(ParamsError) as e:
+        load_params(_write(tmp_path, raw))
+    assert "multi_alpaca" in str(e.value) and "multialpaca" in str(e.value)
+
+
+def test_cycle_in_start_chain_is_rejected(tmp_path):
+    raw = _smoke_raw()
+    raw["arms"]["rev1"]["start"] = "rev2"
+    with pytest.raises(ParamsError, match="cycle"):
+        load_params(_write(tmp_path, raw))
+
+
+def test_unknown_builtin_language_lists_languages(tmp_path):
+    raw = _smoke_raw()
+    raw["datasets"]["multialpaca"]["langs"] = ["fr", "xx"]
+    with pytest.raises(ParamsError) as e:
+        load_params(_write(tmp_path, raw))
+    assert "'xx'" in str(e.value) and "'th'" in str(e.value)
+
+
+def test_batch_sizes_must_divide(tmp_path):
+    raw = _smoke_raw()
+    raw["training"]["global_batch_size"] = 6
+    with pytest.raises(ParamsError, match="multiple"):
+        load_params(_write(tmp_path, raw))
+
+
+def test_missing_params_file_lists_presets():
+    with pytest.raises(ParamsError) as e:
+        load_params("params/does_not_exist.yaml")
+    assert "params/smoke.yaml" in str(e.value) and "params/default.yaml" in str(e.value)
+
+
+def test_missing_local_files_fail_at_load(tmp_path):
+    raw = _smoke_raw()
+    raw["datasets"]["mine"] = {"source": "local", "path": str(tmp_path / "nope.jsonl"),
+                               "schema": "alpaca", "lang": "en"}
+    with pytest.raises(ParamsError, match="datasets.mine.path"):
+        load_params(_write(tmp_path, raw))
+    raw = _smoke_raw()
+    raw["models"]["base"] = {"source": "local", "path": str(tmp_path / "no_model")}
+    with pytest.raises(ParamsError, match="models.base.path"):
+        load_params(_write(tmp_path, raw))
+
+
+def test_external_dataset_needs_a_language(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text("{}\n")
+    raw = _smoke_raw()
+    raw["datasets"]["mine"] = {"source": "local", "path": str(f), "schema": "alpaca"}
+    with pytest.raises(ParamsError, match="lang"):
+        load_params(_write(tmp_path, raw))
+
+
+def test_overrides_apply_with_yaml_values_and_reject_unknown_keys():
+    assert parse_overrides("a.b=1; c=[x, y]; d=1e-4") == {"a.b": 1, "c": ["x", "y"], "d": 1e-4}
+    p = load_params("smoke", overrides="training.learning_rate=1e-4; arms.mixture.datasets=[alpaca]")
+    assert p.training.learning_rate == 1e-4
+    assert p.arms["mixture"].datasets == ["alpaca"]
+    with pytest.raises(ParamsError, match="trainig"):
+        load_params("smoke", overrides="trainig.learning_rate=1")
+    with pytest.raises(ParamsError, match="training.warmup_steps"):
+        load_params("smoke", overrides="training.warmup_steps=-3")
+
+
+def test_arm_training_merges_overrides_over_global_values(tmp_path):
+    raw = _smoke_raw()
+    raw["arms"]["p2_alpaca"]["training"] = {"learning_rate": 5e-4}
+    p = load_params(_write(tmp_path, raw))
+    assert p.arm_training("p2_alpaca").learning_rate == 5e-4
+    assert p.arm_training("p2_alpaca").epochs == raw["training"]["epochs"]
+    assert p.arm_training("p1_alpaca").learning_rate == raw["training"]["learning_rate"]
+
+
+def test_arm_order_puts_start_arms_first():
+    p = load_params("smoke")
+    order = p.arm_order()
+    for arm, spec in p.arms.items():
+        if spec.start in p.arms:
+            assert order.index(spec.start) < order.index(arm)
+    assert p.arms_in_phase("reverse1", "reverse2") == ["rev1", "rev2"]

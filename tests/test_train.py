@@ -1,0 +1,127 @@
+"""The training core on the smoke model: response-only loss, skip-if-done, force, resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cft_helpers.runs import RunStore
+from cft_helpers.train import build_trainer, train_arm
+
+
+def test_only_response_tokens_carry_loss(prepared, tmp_path):
+    """Labels are -100 on system/user/template tokens and equal the ids on the response."""
+    store = RunStore(prepared.run_path)
+    trainer, n_rows, _ = build_trainer(prepared, "p1_instruct", store, tmp_path / "out", "cpu",
+                                       progress=False)
+    tok = trainer.processing_class
+    from cft_helpers.data import training_examples
+
+    rows = training_examples(store, ["instruct"], seed=prepared.training.seed)
+    assert len(trainer.train_dataset) == n_rows == len(rows)
+    for example, row in zip(trainer.train_dataset, rows):
+        ids, labels = example["input_ids"], example["labels"]
+        trained = [t for t, lab in zip(ids, labels) if lab != -100]
+        assert all(lab in (-100, t) for t, lab in zip(ids, labels))
+        response = row["messages"][-1]["content"]
+        assert tok.decode(trained) == response + "<|im_end|>\n"
+        first = labels.index(next(lab for lab in labels if lab != -100))
+        prompt_text = tok.decode(ids[:first])
+        assert prompt_text.endswith("<|im_start|>assistant\n")
+        assert row["messages"][0]["content"] in prompt_text  # the system prompt is masked
+        assert all(lab == -100 for lab in labels[:first])
+    # padding added by the collator never carries loss either
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+
+
+def test_done_arm_is_skipped_force_retrains_changed_inputs_retrain(prepared):
+    store = RunStore(prepared.run_path)
+    m1 = train_arm(prepared, "p1_alpaca", store, progress=False)
+    finished = store.arm_manifest("p1_alpaca")["finished"]
+    assert m1["trained"] and m1["steps"] == 4
+    m2 = train_arm(prepared, "p1_alpaca", store, progress=False)
+    assert m2 == m1 and store.arm_manifest("p1_alpaca")["finished"] == finished
+    m3 = train_arm(prepared, "p1_alpaca", store, force=True, progress=False)
+    assert store.arm_manifest("p1_alpaca")["status"] == "done"
+    assert m3["wall_s"] != m1["wall_s"]
+    # a different learning rate is a different arm result: not skipped
+    from cft_helpers.params import load_params
+
+    changed = load_params(prepared.source_path, overrides="training.learning_rate=1e-3")
+    old_hash = store.arm_manifest("p1_alpaca")["input_hash"]
+    train_arm(changed, "p1_alpaca", store, progress=False)
+    assert store.arm_manifest("p1_alpaca")["input_hash"] != old_hash
+
+
+def test_phase2_needs_its_phase1_arm(prepared):
+    with pytest.raises(RuntimeError, match="p1_alpaca"):
+        train_arm(prepared, "p2_alpaca", progress=False)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after_save(step: int):
+    from transformers import TrainerCallback
+
+    class CrashAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise _Crash(f"simulated crash after checkpoint {step}")
+
+    return CrashAfterSave()
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(prepared, tmp_path_factory):
+    """Crash after the step-2 checkpoint of the mixture arm (10 steps), rerun: it resumes and
+    ends with the weights of an uninterrupted run."""
+    store = RunStore(prepared.run_path)
+    with pytest.raises(_Crash):
+        train_arm(prepared, "mixture", store, callbacks=[_crash_after_save(2)], progress=False)
+    m = store.arm_manifest("mixture")
+    assert m["status"] == "failed" and "simulated crash" in m["error"]
+    assert (store.arm_dir("mixture") / "checkpoints" / "checkpoint-2").is_dir()
+    with pytest.raises(RuntimeError, match="not done"):
+        store.arm_checkpoint("mixture")
+
+    resumed = train_arm(prepared, "mixture", store, progress=False)
+    assert resumed["resumed_from"] == "checkpoint-2"
+    assert resumed["steps"] == 10 and store.arm_manifest("mixture")["status"] == "done"
+    assert not (store.arm_dir("mixture") / "checkpoints").exists()
+
+    # the same arm without interruption, in another run store
+    from cft_helpers.data import prepare_datasets
+    from cft_helpers.params import load_params
+
+    other = load_params(prepared.source_path, overrides=f"run_dir={tmp_path_factory.mktemp('clean')}")
+    prepare_datasets(other, progress=False)
+    clean = train_arm(other, "mixture", progress=False)
+    assert clean["resumed_from"] is None
+    a, b = _weights(store.arm_checkpoint("mixture")), _weights(RunStore(other.run_path).arm_checkpoint("mixture"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5)
+    assert resumed["trained_tokens"] == clean["trained_tokens"]
+
+
+def test_heldout_response_loss_matches_the_trainers_loss(prepared, tmp_path):
+    """cft_helpers.heldout masks prompts exactly as the trainer does: same rows, same loss."""
+    from cft_helpers.data import load_prepared
+    from cft_helpers.heldout import response_loss
+
+    store = RunStore(prepared.run_path)
+    trainer, _, _ = build_trainer(prepared, "p1_instruct", store, tmp_path / "out", "cpu", progress=False)
+    rows = load_prepared(store, "instruct", "heldout")[:4]  # one eval batch: token-weighted mean
+    from cft_helpers.train import _to_dataset
+
+    trainer_loss = trainer.evaluate(eval_dataset=_to_dataset(rows))["eval_loss"]
+    ours = response_loss(trainer.model, trainer.processing_class, rows, batch_size=3)
+    assert ours == pytest.approx(trainer_loss, rel=1e-4)
