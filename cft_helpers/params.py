@@ -50,11 +50,8 @@ class HubModel(Strict):
     repo_id: str
     revision: str | None = None
     trust_remote_code: bool = False
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # Checkpoints without a chat template (base models) get this one, recorded with the run.
     chat_template: str | None = None
-    # An architecture config carried by the preset, so a run can be planned without weights.
-    config: dict[str, Any] | None = None
 
 
 class LocalModel(Strict):
@@ -63,7 +60,6 @@ class LocalModel(Strict):
     source: Literal["local"]
     path: str
     trust_remote_code: bool = False
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     chat_template: str | None = None
 
 
@@ -342,9 +338,6 @@ class Params(Strict):
     def resolved(self) -> dict[str, Any]:
         """The fully resolved parameter set as plain data (what the run store records)."""
         return json.loads(self.model_dump_json(by_alias=True))
-
-    def fingerprint(self, part: Any) -> str:
-        return stable_hash(part)
 
 
 def stable_hash(obj: Any) -> str:

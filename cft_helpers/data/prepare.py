@@ -18,7 +18,7 @@ from typing import Any
 
 from cft_helpers.data.loaders import load_splits
 from cft_helpers.params import Params, stable_hash
-from cft_helpers.runs import RunStore, read_json, read_jsonl, write_jsonl
+from cft_helpers.runs import RunStore, atomic_write_json, read_json, read_jsonl, write_jsonl
 
 
 def _file_hash(path: Path) -> str:
@@ -60,8 +60,6 @@ def prepare_datasets(params: Params, store: RunStore | None = None, force: bool 
                 entry[split] = {"rows": len(rows), "by_lang": dict(sorted(counts.items())),
                                 "file": path.name, "sha256": _file_hash(path)}
             report["datasets"][name] = entry
-        from cft_helpers.runs import atomic_write_json
-
         atomic_write_json(stage.dir / "report.json", report)
         stage.finish({"report": "report.json"})
         return report
@@ -71,9 +69,8 @@ def prepare_datasets(params: Params, store: RunStore | None = None, force: bool 
 
 
 def _require_prepared(store: RunStore) -> dict[str, Any]:
-    path = store.data_dir / "report.json"
-    m = store.stage("data", "").manifest()
-    if not path.exists() or not m or m.get("status") != "done":
+    path, manifest = store.data_dir / "report.json", store.data_dir / "manifest.json"
+    if not path.exists() or not manifest.exists() or read_json(manifest).get("status") != "done":
         raise RuntimeError(f"no prepared data in {store.data_dir}; run notebook 01_data_prep "
                            "(or cft_helpers.data.prepare_datasets) first")
     return read_json(path)
