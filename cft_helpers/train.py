@@ -66,7 +66,19 @@ def use_bf16(training: Training, device: str) -> bool:
 
 
 def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:
-    """Everything that determines an arm's result: spec, hyperparameters, start point, data."""
+    """Everything that determines an arm's result: spec, hyperparameters, start point, data.
+
+    Raises RuntimeError when the prepared data in the run store was made from other dataset
+    parameters (rerun data preparation) or the start arm is not done (train it first).
+    """
+    from cft_helpers.data.prepare import data_input_hash
+
+    data_stage = store.stage("data", data_input_hash(params))
+    if not data_stage.is_done():
+        raise RuntimeError(
+            f"the prepared data in {store.data_dir} is {data_stage.status()} for these parameters "
+            "(missing, or made from other dataset settings); run notebook 01_data_prep "
+            "(cft_helpers.data.prepare_datasets) first")
     spec = params.arms[arm]
     if spec.start in params.arms:
         upstream = store.arm_manifest(spec.start)

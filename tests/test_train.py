@@ -125,3 +125,11 @@ def test_heldout_response_loss_matches_the_trainers_loss(prepared, tmp_path):
     trainer_loss = trainer.evaluate(eval_dataset=_to_dataset(rows))["eval_loss"]
     ours = response_loss(trainer.model, trainer.processing_class, rows, batch_size=3)
     assert ours == pytest.approx(trainer_loss, rel=1e-4)
+
+
+def test_training_refuses_data_prepared_for_other_parameters(prepared):
+    from cft_helpers.params import load_params
+
+    changed = load_params(prepared.source_path, overrides="datasets.alpaca.n=12")
+    with pytest.raises(RuntimeError, match="01_data_prep"):
+        train_arm(changed, "p1_alpaca", progress=False)
