@@ -26,6 +26,7 @@ From a shell (the same code path; under ``accelerate launch`` for several GPUs):
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import time
@@ -253,8 +254,6 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
     before: dict[str, float] = {}
     if n_held:
         if resumable and before_file.exists():
-            import json
-
             before = json.loads(before_file.read_text())
         else:
             before = _eval_losses(trainer)
