@@ -81,15 +81,16 @@ moved
 # ## Held-out response loss of every model on every dataset
 #
 # A quick proxy, not the paper's metric (English and Multilingual Ability come from the
-# benchmarks of the evaluation notebook): the per-token loss of the reference responses of each
-# dataset's held-out rows, lower is better. Rows are models: the starting model(s) and every arm
-# trained so far. Read a Phase-2 row against its Phase-1 row: the multilingual column should
-# fall; the English columns show what Phase 2 cost.
+# benchmarks of the evaluation notebook): the per-token loss of the reference responses of the
+# held-out rows of every dataset an arm trains on, lower is better. Rows are models: the
+# starting model(s) and every arm trained so far. Read a Phase-2 row against its Phase-1 row:
+# the multilingual column should fall; the English columns show what Phase 2 cost.
 
 # %%
 every_arm = store.finished_arms(P.arm_order())
 start_models = sorted({P.arms[a].start for a in every_arm if P.arms[a].start in P.models})
-with_heldout = [d for d, spec in P.datasets.items() if spec.n_heldout]
+with_heldout = [d for d, spec in P.datasets.items()
+                if spec.n_heldout and any(d in P.arms[a].datasets for a in every_arm)]
 losses = heldout_loss_table(P, start_models + every_arm, with_heldout, n=P.training.n_eval or 16, store=store)
 losses.round(3)
 
