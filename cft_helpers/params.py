@@ -20,6 +20,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -398,15 +399,14 @@ def parse_overrides(overrides: str | dict | list | None) -> dict[str, Any]:
     return out
 
 
+# YAML 1.1 reads exponent notation without a dot ("1e-4") as a string; we read it as a number.
+_EXPONENT_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _yaml_value(text: str) -> Any:
-    """A YAML scalar, except that YAML 1.1's strings like '1e-4' (no dot) become floats."""
+    """A YAML scalar, with '1e-4'-style numbers read as floats."""
     value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
-        except ValueError:
-            return value
-    return value
+    return float(value) if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value) else value
 
 
 def _apply_override(raw: dict, dotted: str, value: Any) -> None:

@@ -23,6 +23,15 @@ def _smoke_raw() -> dict:
     return yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
 
 
+def _error(tmp_path: Path, edit) -> str:
+    """The ParamsError message for the smoke preset changed by ``edit(raw)``."""
+    raw = _smoke_raw()
+    edit(raw)
+    with pytest.raises(ParamsError) as e:
+        load_params(_write(tmp_path, raw))
+    return str(e.value)
+
+
 @pytest.mark.parametrize("preset", PRESETS, ids=[str(p.relative_to(ROOT)) for p in PRESETS])
 def test_every_preset_loads_and_validates(preset):
     p = load_params(preset)
@@ -52,82 +61,49 @@ def test_preset_by_name_and_relative_paths_resolve_to_project_root():
 
 
 def test_unknown_top_level_key_names_it_and_lists_valid_keys(tmp_path):
-    raw = _smoke_raw()
-    raw["trainng"] = {}
-    with pytest.raises(ParamsError) as e:
-        load_params(_write(tmp_path, raw))
-    msg = str(e.value)
+    msg = _error(tmp_path, lambda r: r.update(trainng={}))
     assert "'trainng'" in msg and "training" in msg and "datasets" in msg
 
 
 def test_unknown_nested_key_lists_the_fields_of_that_section(tmp_path):
-    raw = _smoke_raw()
-    raw["training"]["learnig_rate"] = 1e-3
-    with pytest.raises(ParamsError) as e:
-        load_params(_write(tmp_path, raw))
-    msg = str(e.value)
+    msg = _error(tmp_path, lambda r: r["training"].update(learnig_rate=1e-3))
     assert "training.learnig_rate" in msg and "'learning_rate'" in msg and "'warmup_steps'" in msg
 
 
 def test_unknown_key_inside_a_model_entry_lists_that_sources_fields(tmp_path):
-    raw = _smoke_raw()
-    raw["models"]["base"]["layers"] = 3
-    with pytest.raises(ParamsError) as e:
-        load_params(_write(tmp_path, raw))
-    assert "'layers'" in str(e.value) and "tokenizer_vocab_size" in str(e.value)
+    msg = _error(tmp_path, lambda r: r["models"]["base"].update(layers=3))
+    assert "'layers'" in msg and "tokenizer_vocab_size" in msg
 
 
 def test_wrong_type_names_key_and_value(tmp_path):
-    raw = _smoke_raw()
-    raw["training"]["learning_rate"] = "fast"
-    with pytest.raises(ParamsError) as e:
-        load_params(_write(tmp_path, raw))
-    assert "training.learning_rate" in str(e.value) and "'fast'" in str(e.value)
+    msg = _error(tmp_path, lambda r: r["training"].update(learning_rate="fast"))
+    assert "training.learning_rate" in msg and "'fast'" in msg
 
 
 def test_unknown_model_source_lists_valid_sources(tmp_path):
-    raw = _smoke_raw()
-    raw["models"]["base"] = {"source": "ollama", "name": "x"}
-    with pytest.raises(ParamsError) as e:
-        load_params(_write(tmp_path, raw))
-    msg = str(e.value)
+    msg = _error(tmp_path, lambda r: r["models"].update(base={"source": "ollama", "name": "x"}))
     for s in ("'hub'", "'local'", "'gguf_package'", "'random_init'"):
         assert s in msg
 
 
 def test_unknown_arm_start_and_dataset_list_valid_names(tmp_path):
-    raw = _smoke_raw()
-    raw["arms"]["p2_alpaca"]["start"] = "p1_alpacca"
-    with pytest.raises(ParamsError) as e:
-        load_params(_write(tmp_path, raw))
-    assert "p1_alpacca" in str(e.value) and "p1_alpaca" in str(e.value) and "base" in str(e.value)
-    raw = _smoke_raw()
-    raw["arms"]["mixture"]["datasets"] = ["alpaca", "multi_alpaca"]
-    with pytest.raises(ParamsError) as e:
-        load_params(_write(tmp_path, raw))
-    assert "multi_alpaca" in str(e.value) and "multialpaca" in str(e.value)
+    msg = _error(tmp_path, lambda r: r["arms"]["p2_alpaca"].update(start="p1_alpacca"))
+    assert "p1_alpacca" in msg and "p1_alpaca" in msg and "base" in msg
+    msg = _error(tmp_path, lambda r: r["arms"]["mixture"].update(datasets=["alpaca", "multi_alpaca"]))
+    assert "multi_alpaca" in msg and "multialpaca" in msg
 
 
 def test_cycle_in_start_chain_is_rejected(tmp_path):
-    raw = _smoke_raw()
-    raw["arms"]["rev1"]["start"] = "rev2"
-    with pytest.raises(ParamsError, match="cycle"):
-        load_params(_write(tmp_path, raw))
+    assert "cycle" in _error(tmp_path, lambda r: r["arms"]["rev1"].update(start="rev2"))
 
 
 def test_unknown_builtin_language_lists_languages(tmp_path):
-    raw = _smoke_raw()
-    raw["datasets"]["multialpaca"]["langs"] = ["fr", "xx"]
-    with pytest.raises(ParamsError) as e:
-        load_params(_write(tmp_path, raw))
-    assert "'xx'" in str(e.value) and "'th'" in str(e.value)
+    msg = _error(tmp_path, lambda r: r["datasets"]["multialpaca"].update(langs=["fr", "xx"]))
+    assert "'xx'" in msg and "'th'" in msg
 
 
 def test_batch_sizes_must_divide(tmp_path):
-    raw = _smoke_raw()
-    raw["training"]["global_batch_size"] = 6
-    with pytest.raises(ParamsError, match="multiple"):
-        load_params(_write(tmp_path, raw))
+    assert "multiple" in _error(tmp_path, lambda r: r["training"].update(global_batch_size=6))
 
 
 def test_missing_params_file_lists_presets():
