@@ -16,6 +16,28 @@ from pathlib import Path
 from typing import Iterator
 
 
+# safetensors dtype codes -> torch dtypes (the ones model checkpoints use).
+_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+           "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def safetensors_header(file: Path | str) -> tuple[dict[str, dict], int]:
+    """The header of a safetensors file: {name: {dtype, shape, data_offsets}} and the byte offset
+    where tensor data starts. Reads only the header, never the tensors."""
+    import struct
+
+    with open(file, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise ValueError(f"{file}: not a safetensors file (shorter than 8 bytes)")
+        (size,) = struct.unpack("<Q", raw)
+        if size > 100_000_000:
+            raise ValueError(f"{file}: not a safetensors file (header length {size})")
+        header = json.loads(f.read(size))
+    header.pop("__metadata__", None)
+    return header, 8 + size
+
+
 def tensor_files(checkpoint: Path | str) -> dict[str, Path]:
     """Tensor name -> safetensors file, for single-file and sharded checkpoints."""
     folder = Path(checkpoint)
@@ -26,17 +48,64 @@ def tensor_files(checkpoint: Path | str) -> dict[str, Path]:
     single = folder / "model.safetensors"
     if not single.exists():
         raise FileNotFoundError(f"{folder}: no model.safetensors or model.safetensors.index.json")
-    from safetensors import safe_open
+    return {name: single for name in safetensors_header(single)[0]}
 
-    with safe_open(str(single), framework="pt") as f:
-        return {name: single for name in f.keys()}
+
+def _entry(file: Path, name: str) -> tuple[dict, int]:
+    header, start = safetensors_header(file)
+    if name not in header:
+        raise KeyError(f"{file}: no tensor {name!r}")
+    info = header[name]
+    if info["dtype"] not in _DTYPES:
+        raise ValueError(f"{file}: tensor {name!r} has dtype {info['dtype']}, which we do not read")
+    return info, start
 
 
 def read_tensor(file: Path, name: str):
-    from safetensors import safe_open
+    """One tensor, read with plain file reads into fresh memory.
 
-    with safe_open(str(file), framework="pt") as f:
-        return f.get_tensor(name)
+    Not through a memory map: mapped pages stay counted in the process's resident memory
+    (SPEC.md section 8), so streaming a 7B checkpoint through mmap looks like loading it.
+    """
+    import torch
+
+    info, start = _entry(file, name)
+    begin, end = info["data_offsets"]
+    out = torch.empty(info["shape"], dtype=getattr(torch, _DTYPES[info["dtype"]]))
+    view = memoryview(out.view(-1).view(torch.uint8).numpy()) if out.numel() else memoryview(b"")
+    with open(file, "rb") as f:
+        f.seek(start + begin)
+        if f.readinto(view) != end - begin:
+            raise ValueError(f"{file}: tensor {name!r} is truncated")
+    return out
+
+
+def tensor_chunks(file: Path, name: str, chunk_elements: int = 1 << 20):
+    """A tensor as consecutive flat pieces of at most ``chunk_elements`` values, read one at a time.
+
+    Every piece is a view of one buffer that the next piece overwrites: copy what you keep. One
+    buffer for the whole tensor keeps memory flat (a fresh allocation per piece fragments the
+    heap, and resident memory grows with the number of pieces).
+    """
+    import torch
+
+    info, start = _entry(file, name)
+    begin, end = info["data_offsets"]
+    dtype = getattr(torch, _DTYPES[info["dtype"]])
+    step = chunk_elements * dtype.itemsize
+    buffer = bytearray(min(step, end - begin))
+    with open(file, "rb") as f:
+        f.seek(start + begin)
+        for offset in range(begin, end, step):
+            size = min(step, end - offset)
+            view = memoryview(buffer)[:size]
+            if f.readinto(view) != size:
+                raise ValueError(f"{file}: tensor {name!r} is truncated")
+            yield torch.frombuffer(buffer, dtype=dtype, count=size // dtype.itemsize)
+
+
+def tensor_shape(file: Path, name: str) -> tuple[int, ...]:
+    return tuple(_entry(file, name)[0]["shape"])
 
 
 def iter_tensor_pairs(a: Path | str, b: Path | str) -> Iterator[tuple[str, "object", "object"]]:

@@ -93,3 +93,27 @@ def heldout_loss_table(params: Params, models: Sequence[str], datasets: Sequence
             atomic_write_json(cache_file, cache)
         table[m] = {d: cache[keys[d]] for d in datasets}
     return pd.DataFrame.from_dict(table, orient="index")[list(datasets)]
+
+
+def phase1_heldout_change(params: Params, arms: Sequence[str], store: RunStore | None = None,
+                          progress: bool = True):
+    """What each Phase-2 arm forgot of its Phase-1 data: the held-out response loss on the
+    Phase-1 dataset (``Params.phase1_dataset``) at the Phase-1 model and after Phase 2
+    (``change`` > 0: worse). A quick forgetting proxy, not the paper's English Ability.
+    A pandas DataFrame indexed by arm; arms whose Phase-1 data is unknown are left out."""
+    import pandas as pd
+
+    store = store or RunStore(params.run_path)
+    rows = {}
+    for arm in arms:
+        start = params.arms[arm].start
+        d1 = params.phase1_dataset(start) if start in params.arms else None
+        if d1 is None or not params.datasets[d1].n_heldout:
+            continue
+        t = heldout_loss_table(params, [start, arm], [d1], n=params.training.n_eval or 16, store=store,
+                               progress=progress)
+        rows[arm] = {"start": start, "dataset": d1, "loss_start": float(t.loc[start, d1]),
+                     "loss_after": float(t.loc[arm, d1])}
+        rows[arm]["change"] = rows[arm]["loss_after"] - rows[arm]["loss_start"]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["start", "dataset", "loss_start",
+                                                                 "loss_after", "change"])

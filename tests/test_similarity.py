@@ -1,0 +1,320 @@
+"""DES and MPD (SPEC.md section 4): definitions checked against direct computations."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cft_helpers.data.generator import generate, render_in_language
+from cft_helpers.data.loaders import normalise_rows
+from cft_helpers.embedders import EmbedderError, load_embedder
+from cft_helpers.params import ParamsError, load_params
+from cft_helpers.similarity import (SimilarityError, correlation, des, des_from_embeddings, des_spread,
+                                    main, mean_direction, mpd, mpd_arms, mpd_table, sample_rows)
+
+from conftest import ROOT, write_params
+
+
+def rows_of(family: str, langs: list[str], n: int, stream: int = 0) -> list[dict]:
+    schema = {"general": "alpaca", "reasoning": "orca"}[family]
+    return normalise_rows(generate(family, langs, n=n, split="train", seed=0, stream=stream),
+                          name=f"{family}-{stream}", schema=schema)
+
+
+@pytest.fixture(scope="module")
+def use():
+    return load_embedder("use-multilingual-v3")
+
+
+# --------------------------------------------------------------------------- DES
+
+
+def test_des_of_known_vectors():
+    a = np.array([[1.0, 0.0], [0.0, 1.0]])          # mean direction (1, 1) / sqrt 2
+    assert des_from_embeddings(a, np.array([[3.0, 0.0]])) == pytest.approx(1 / np.sqrt(2))
+    assert des_from_embeddings(np.array([[1.0, 0.0]]), np.array([[0.0, 2.0]])) == pytest.approx(0.0)
+    assert np.linalg.norm(mean_direction(np.array([[2.0, 0.0], [0.0, 2.0]]))) == pytest.approx(1.0)
+    with pytest.raises(SimilarityError):
+        mean_direction(np.zeros((0, 3)))
+    with pytest.raises(SimilarityError, match="zero"):
+        mean_direction(np.array([[1.0, 0.0], [-1.0, 0.0]]))
+
+
+def test_sample_rows_is_seeded_and_takes_all_when_short():
+    rows = [{"i": i} for i in range(50)]
+    assert sample_rows(rows, 10, 3) == sample_rows(rows, 10, 3)
+    assert sample_rows(rows, 10, 3) != sample_rows(rows, 10, 4)
+    assert len({r["i"] for r in sample_rows(rows, 10, 3)}) == 10
+    assert sample_rows(rows, 500, 0) == rows
+
+
+def test_des_is_one_with_itself_and_symmetric(use):
+    a, b = rows_of("general", ["en"], 30), rows_of("reasoning", ["en"], 30)
+    assert des(a, a, use, n=30, progress=False, n_bootstrap=0)["des"] == pytest.approx(1.0, abs=1e-6)
+    ab = des(a, b, use, n=30, progress=False, n_bootstrap=0)["des"]
+    ba = des(b, a, use, n=30, progress=False, n_bootstrap=0)["des"]
+    assert ab == pytest.approx(ba, abs=1e-9) and ab < 0.9
+
+
+def test_translations_score_higher_than_unrelated_text(use):
+    english = rows_of("general", ["en"], 40)
+    french = [{**r, "lang": "fr", "messages": normalise_rows([render_in_language(r["meta"], "fr")],
+                                                             name="fr", schema="alpaca", lang="fr")[0]["messages"]}
+              for r in english]
+    assert french[0]["messages"][0]["content"] != english[0]["messages"][0]["content"]
+    unrelated = rows_of("reasoning", ["en"], 40)
+    translated = des(english, french, use, n=40, progress=False, n_bootstrap=50)
+    other = des(english, unrelated, use, n=40, progress=False, n_bootstrap=50)
+    assert translated["des"] > 0.8 and other["des"] < 0.6
+    # the gap is many bootstrap standard deviations wide, not noise
+    assert translated["des"] - other["des"] > 5 * (translated["sd"] + other["sd"])
+    assert 0 < translated["sd"] < 0.1
+
+
+def test_des_spread_shrinks_with_more_rows():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(size=(10, 8)) + 1, rng.normal(size=(400, 8)) + 1
+    assert des_spread(large, large[::-1], 100) < des_spread(small, small[::-1], 100)
+    assert np.isnan(des_spread(small, small, 0))
+
+
+def test_embedder_errors_are_clear(tmp_path):
+    with pytest.raises(EmbedderError, match="non-empty"):
+        load_embedder("")
+    with pytest.raises(EmbedderError, match="not a local folder"):
+        load_embedder("no-such-org/no-such-embedder", device="cpu", cache_folder=tmp_path,
+                      local_files_only=True)  # offline here: skip the hub's retries
+
+
+def test_sentence_transformers_embedder_from_a_local_folder(tmp_path):
+    """The paper's path (LaBSE through sentence-transformers), exercised on a tiny local model."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz"]
+    BertTokenizerFast(vocab={v: i for i, v in enumerate(vocab)}).save_pretrained(tmp_path / "bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(tmp_path / "bert")
+    word = models.Transformer(str(tmp_path / "bert"))
+    SentenceTransformer(modules=[word, models.Pooling(16)]).save(str(tmp_path / "st"))
+
+    emb = load_embedder(str(tmp_path / "st"), device="cpu")
+    out = emb.encode(["a b c", "x y z", "a b c"], batch_size=2, progress=False)
+    assert out.shape == (3, 16) and emb.dim == 16
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(out[0], out[2], atol=1e-6) and not np.allclose(out[0], out[1])
+
+
+# --------------------------------------------------------------------------- MPD
+
+
+def tiny_checkpoint(path: Path, seed: int, tie: bool = False, hidden: int = 32, shard: str | None = None) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tie)
+    model = LlamaForCausalLM(cfg)
+    kwargs = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(path, **kwargs)
+    return path
+
+
+def direct_mpd(a: Path, b: Path) -> float:
+    """MPD from both models whole in memory (the definition, for comparison)."""
+    from transformers import AutoModelForCausalLM
+
+    ma, mb = AutoModelForCausalLM.from_pretrained(a), AutoModelForCausalLM.from_pretrained(b)
+    sa, sb = ma.state_dict(), mb.state_dict()
+    if ma.config.tie_word_embeddings:
+        sa.pop("lm_head.weight"), sb.pop("lm_head.weight")  # tied: the same tensor, counted once
+    return sum(float(torch.linalg.vector_norm((sa[k] - sb[k]).double())) for k in sa) / len(sa)
+
+
+@pytest.mark.parametrize("tie, shard", [(False, None), (True, "40KB")])
+def test_mpd_equals_direct_computation(tmp_path, tie, shard):
+    a = tiny_checkpoint(tmp_path / "a", 0, tie=tie, shard=shard)
+    b = tiny_checkpoint(tmp_path / "b", 1, tie=tie, shard=shard)
+    if shard:
+        assert (a / "model.safetensors.index.json").exists()
+    got = mpd(a, b)
+    assert got["mpd"] == pytest.approx(direct_mpd(a, b), rel=1e-9)
+    assert got["tensors"] == (20 if tie else 21)
+    assert mpd(a, a)["mpd"] == 0.0
+    assert mpd(b, a)["mpd"] == pytest.approx(got["mpd"], rel=1e-12)
+
+
+def test_mpd_table_normalises_by_the_largest(tmp_path):
+    ref = tiny_checkpoint(tmp_path / "ref", 0)
+    near, far = tmp_path / "near", tmp_path / "far"
+    from safetensors.torch import load_file, save_file
+
+    for out, scale in ((near, 0.01), (far, 0.05)):
+        out.mkdir()
+        tensors = load_file(ref / "model.safetensors")
+        g = torch.Generator().manual_seed(1)
+        save_file({k: v + scale * torch.randn(v.shape, generator=g) for k, v in tensors.items()},
+                  out / "model.safetensors")
+        (out / "config.json").write_text((ref / "config.json").read_text())
+    df = mpd_table(ref, {"near": near, "far": far}, progress=False)
+    assert df.loc["far", "mpd_normalised"] == 1.0
+    assert df.loc["near", "mpd_normalised"] == pytest.approx(df.loc["near", "mpd"] / df.loc["far", "mpd"])
+    assert 0.15 < df.loc["near", "mpd_normalised"] < 0.25  # noise 5x smaller
+
+
+def test_mpd_refuses_mismatched_checkpoints(tmp_path):
+    a = tiny_checkpoint(tmp_path / "a", 0)
+    with pytest.raises(SimilarityError, match="hidden_size"):
+        mpd(a, tiny_checkpoint(tmp_path / "wide", 0, hidden=48))
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(a / "model.safetensors")
+    missing = tmp_path / "missing"
+    missing.mkdir()
+    save_file({k: v for k, v in tensors.items() if k != "model.norm.weight"}, missing / "model.safetensors")
+    with pytest.raises(SimilarityError, match="model.norm.weight"):
+        mpd(a, missing)
+    nan = tmp_path / "nan"
+    nan.mkdir()
+    save_file({k: (v * float("nan") if k == "model.norm.weight" else v) for k, v in tensors.items()},
+              nan / "model.safetensors")
+    with pytest.raises(SimilarityError, match="not finite"):
+        mpd(a, nan)
+    with pytest.raises(SimilarityError, match="no model.safetensors"):
+        mpd(a, tmp_path)
+
+
+PEAK_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import torch
+    from cft_helpers.similarity import mpd
+
+    def status(key):  # kB -> MB, from the kernel's own accounting
+        line = next(l for l in open("/proc/self/status") if l.startswith(key))
+        return int(line.split()[1]) / 1024
+
+    def peak_growth(fn):
+        open("/proc/self/clear_refs", "w").write("5")   # reset the high-water mark
+        before = status("VmRSS:")
+        value = fn()
+        return value, status("VmHWM:") - before
+
+    def naive():  # both models whole in memory: what streaming avoids
+        from safetensors.torch import load_file
+        from pathlib import Path
+        sa = {k: v for f in sorted(Path(sys.argv[1]).glob("*.safetensors")) for k, v in load_file(f).items()}
+        sb = {k: v for f in sorted(Path(sys.argv[2]).glob("*.safetensors")) for k, v in load_file(f).items()}
+        return sum(float(torch.linalg.vector_norm((sa[k] - sb[k]).double())) for k in sa) / len(sa)
+
+    streamed, ours = peak_growth(lambda: mpd(sys.argv[1], sys.argv[2])["mpd"])
+    direct, theirs = peak_growth(naive)
+    print(json.dumps({"mpd": streamed, "direct": direct, "peak_growth_mb": ours, "naive_growth_mb": theirs}))
+""")
+
+
+def test_mpd_peak_memory_stays_near_the_largest_tensor(tmp_path):
+    """Two 4-shard checkpoints of 256 MB each: streaming must not hold either model."""
+    from safetensors.torch import save_file
+
+    n_tensors, shape = 16, (2048, 2048)         # 16 MB per float32 tensor
+    tensor_mb = 16
+    for ckpt, seed in (("a", 0), ("b", 1)):
+        folder = tmp_path / ckpt
+        folder.mkdir()
+        g = torch.Generator().manual_seed(seed)
+        weight_map = {}
+        for shard in range(4):
+            file = f"model-{shard + 1:05d}-of-00004.safetensors"
+            names = [f"layer.{shard * 4 + i}.weight" for i in range(n_tensors // 4)]
+            save_file({n: torch.randn(shape, generator=g) for n in names}, folder / file)
+            weight_map.update({n: file for n in names})
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / "a"), str(tmp_path / "b")],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"MPD peak RSS growth: {result['peak_growth_mb']:.1f} MB streamed vs "
+          f"{result['naive_growth_mb']:.0f} MB with both models loaded (largest tensor {tensor_mb} MB, "
+          f"checkpoints {n_tensors * tensor_mb} MB each)")
+    # two independent N(0,1) matrices differ by N(0,2): each L2 is about sqrt(2 * 2048^2)
+    assert result["mpd"] == pytest.approx(np.sqrt(2) * 2048, rel=0.01)
+    assert result["mpd"] == pytest.approx(result["direct"], rel=1e-9)
+    # both models whole: 512 MB and more; streamed: less than one tensor
+    assert result["naive_growth_mb"] > 2 * n_tensors * tensor_mb * 0.9, result
+    assert result["peak_growth_mb"] < tensor_mb, result
+
+
+# --------------------------------------------------------------------------- params, CLI
+
+
+def test_mpd_arms_follow_table_4(tmp_path, model_cache):
+    ref, others = mpd_arms(load_params(write_params(tmp_path, model_cache, preset="default")))
+    assert ref == "rev1" and others == ["p1_alpaca", "p1_instruct"]
+    ref, others = mpd_arms(load_params("params/paper/mistral7b.yaml"))
+    assert ref == "rev1" and set(others) == {"p1_alpaca", "p1_openorca", "p1_instruct", "rev1_mopenorca"}
+
+
+def test_similarity_params_are_checked(tmp_path, model_cache):
+    path = write_params(tmp_path, model_cache)
+    with pytest.raises(ParamsError, match="mpd_reference.*nope"):
+        load_params(path, overrides="similarity.mpd_reference=nope")
+    with pytest.raises(ParamsError, match="stand_ins"):
+        load_params(path, overrides="similarity.stand_ins={p1_alpaca: nope}")
+    with pytest.raises(ParamsError, match="similarity.n"):
+        load_params(path, overrides="similarity.n=0")
+    with pytest.raises(ParamsError, match="embeder"):
+        load_params(path, overrides="similarity.embeder=x")
+    p = load_params(path, overrides="similarity.stand_ins={p1_alpaca: instruct}")
+    assert p.phase1_dataset("p1_alpaca") == "alpaca" and p.phase1_dataset("p2_alpaca") == "multialpaca"
+
+
+def test_correlation_refuses_too_few_points():
+    few = correlation([0.9, 0.4], [0.01, 0.05])
+    assert few["pearson"] is None and "too few" in few["verdict"]
+    many = correlation([1, 2, 3, 4, float("nan")], [2, 4, 6, 9, 1])
+    assert many["n"] == 4 and many["spearman"] == pytest.approx(1.0) and 0.98 < many["pearson"] < 1.0
+
+
+def test_paper_points():
+    from cft_helpers.paper_results import paper_des, paper_mpd, similarity_forgetting_points
+
+    points = {(p["model"], p["pair"]): p for p in similarity_forgetting_points()}
+    assert points[("Mistral-7B", "ALPACA -> MULTIALPACA")] == {
+        "model": "Mistral-7B", "pair": "ALPACA -> MULTIALPACA", "des": 0.924, "mpd": 0.29,
+        "ea_p1": 0.404, "ea_p2": 0.436, "ea_change": 0.032}
+    assert points[("Mistral-7B", "Instruct -> MULTIALPACA")]["ea_change"] == -0.139
+    assert ("Llama-3-8B", "Instruct -> MULTIALPACA") not in points  # Table 3 has no Llama stand-in
+    assert paper_des("OPENORCA -> MOPENORCA") == 0.953 and paper_des("ALPACA") is None
+    assert paper_mpd("Instruct") == 1.0 and paper_mpd("MULTIALPACA") is None
+
+
+def test_cli_des_and_mpd(tmp_path, model_cache, capsys):
+    params = write_params(tmp_path, model_cache)
+    local = tmp_path / "mine.jsonl"
+    local.write_text("\n".join(json.dumps({"instruction": f"Add {i} and {i + 1}.", "input": "",
+                                           "output": str(2 * i + 1)}) for i in range(12)))
+    out = tmp_path / "des.json"
+    assert main(["des", "alpaca", "multialpaca", str(local), "--params", str(params), "--n", "10",
+                 "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [(p["a"], p["b"]) for p in result["pairs"]] == [("alpaca", "multialpaca"), ("alpaca", "mine"),
+                                                           ("multialpaca", "mine")]
+    assert result["rows"] == {"alpaca": 10, "multialpaca": 10, "mine": 10} and result["n"] == 10
+    assert "DES" in capsys.readouterr().out
+
+    a, b = tiny_checkpoint(tmp_path / "a", 0), tiny_checkpoint(tmp_path / "b", 1)
+    assert main(["mpd", str(a), str(b), str(a), "--output", str(tmp_path / "mpd.json")]) == 0
+    rows = json.loads((tmp_path / "mpd.json").read_text())["rows"]
+    assert rows[0]["mpd_normalised"] == 1.0 and rows[1]["mpd"] == 0.0
+
+    assert main(["des", "alpaca", "nope", "--params", str(params)]) == 2
+    assert "neither a file nor a dataset" in capsys.readouterr().err
+    assert main(["mpd", str(a)]) == 2
