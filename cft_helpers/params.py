@@ -22,7 +22,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Sequence, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -206,6 +206,55 @@ class TrainingOverrides(Strict):
 # --------------------------------------------------------------------------- arms
 
 
+STRATEGIES = ("vanilla", "LF_H1", "LF_H2", "Spectrum", "GR_5", "GR_10", "ER_10", "LoRA")
+REPLAY_FRACTION = {"GR_5": 0.05, "GR_10": 0.10, "ER_10": 0.10}
+
+
+class LayerFreezing(Strict):
+    # Layers frozen by LF_H1, and per projection by LF_H2 (paper: 10 of 32; scale to the depth).
+    n_layers: int = Field(default=10, ge=1)
+    seed: int | None = None                  # LF_H1's draw; None: the params' seed
+    projections: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj"], min_length=1)
+    # LF_H2 freezes the ranked projection in its layers ("projection") or the whole blocks ("layer").
+    scope: Literal["projection", "layer"] = "projection"
+    # LF_H2 compares this models: entry with the Phase-1 model; None: the start model of the
+    # Phase-1 arm's chain (set it when Phase 1 is an off-the-shelf Instruct model).
+    base_model: str | None = None
+
+
+class SpectrumSettings(Strict):
+    percent: float = Field(default=50.0, ge=0, le=100)
+    # The paper freezes what Spectrum selects; upstream trains only that.
+    direction: Literal["freeze_selected", "train_selected"] = "freeze_selected"
+    module_types: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                               "gate_proj", "up_proj", "down_proj"],
+                                    min_length=1)
+
+
+class ReplaySettings(Strict):
+    # Where the English replay instructions come from: None takes the English counterparts of the
+    # Phase-2 rows (built-in data renders any row in English); a dataset name samples its rows.
+    english_dataset: str | None = None
+    max_new_tokens: int = Field(default=128, ge=1)   # GR generation (greedy)
+    batch_size: int = Field(default=8, ge=1)
+
+
+class LoraSettings(Strict):
+    r: int = Field(default=64, ge=1)
+    alpha: int = Field(default=128, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+
+class Mitigation(Strict):
+    """Settings of the Phase-2 mitigation strategies (SPEC.md section 2; paper section 5)."""
+
+    layer_freezing: LayerFreezing = Field(default_factory=LayerFreezing)
+    spectrum: SpectrumSettings = Field(default_factory=SpectrumSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+
+
 class Arm(Strict):
     """One cell of the experiment grid: start from ``start``, fine-tune on ``datasets``.
 
@@ -214,9 +263,11 @@ class Arm(Strict):
     Phase-1 model).
     """
 
-    phase: Literal["phase1", "phase2", "mixture", "reverse1", "reverse2"]
+    phase: Literal["phase1", "phase2", "mixture", "reverse1", "reverse2", "mitigation"]
     start: str
     datasets: list[str] = Field(default_factory=list)
+    # How Phase 2 is run (paper section 5): full fine-tuning ("vanilla") or one mitigation.
+    strategy: Literal[STRATEGIES] = "vanilla"
     # Short label used in tables, e.g. "ALPACA -> MULTIALPACA".
     label: str | None = None
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
@@ -263,6 +314,7 @@ class Params(Strict):
     training: Training = Field(default_factory=Training)
     arms: dict[str, Arm]
     similarity: Similarity = Field(default_factory=Similarity)
+    mitigation: Mitigation = Field(default_factory=Mitigation)
     # Notebooks the book runs, in order (file stems under notebooks/); None: all of them.
     notebooks: list[str] | None = None
 
@@ -310,6 +362,17 @@ class Params(Strict):
                     f"datasets.{ds_name}: give the language with 'lang', 'lang_column' or "
                     "(hub) 'data_files' keyed by language"
                 )
+        for arm_name, arm in self.arms.items():
+            if arm.strategy != "vanilla" and not arm.datasets:
+                raise ValueError(f"arms.{arm_name}: strategy {arm.strategy!r} needs datasets to train on")
+        lf = self.mitigation.layer_freezing
+        if lf.base_model is not None and lf.base_model not in self.models:
+            raise ValueError(f"mitigation.layer_freezing.base_model: unknown model {lf.base_model!r}; "
+                             f"valid: {sorted(self.models)}")
+        eng = self.mitigation.replay.english_dataset
+        if eng is not None and eng not in self.datasets:
+            raise ValueError(f"mitigation.replay.english_dataset: unknown dataset {eng!r}; "
+                             f"valid: {sorted(self.datasets)}")
         ref = self.similarity.mpd_reference
         if ref is not None and ref not in self.arms:
             raise ValueError(f"similarity.mpd_reference: unknown arm {ref!r}; valid: {sorted(self.arms)}")
@@ -360,6 +423,31 @@ class Params(Strict):
         if len(spec.datasets) == 1:
             return spec.datasets[0]
         return self.similarity.stand_ins.get(arm)
+
+    def strategy_arms(self, strategy: str = "all") -> list[str]:
+        """Arms of the mitigation comparison (Table 5) for one strategy, or all of them.
+
+        "vanilla" is plain Phase 2 from the same start on the same data as the mitigation arms
+        (the paper's first row of Table 5, e.g. Instruct -> MULTIALPACA)."""
+        if strategy != "all" and strategy not in STRATEGIES:
+            raise ParamsError(f"unknown strategy {strategy!r}; valid: {['all', *STRATEGIES]}")
+        mitigation = [a for a, s in self.arms.items() if s.phase == "mitigation"]
+        setups = {(self.arms[a].start, tuple(self.arms[a].datasets)) for a in mitigation}
+        vanilla = [a for a, s in self.arms.items() if s.strategy == "vanilla"
+                   and s.phase in ("phase2", "mitigation") and (s.start, tuple(s.datasets)) in setups]
+        chosen = [a for a in self.arms if a in vanilla or (a in mitigation and self.arms[a].strategy != "vanilla")]
+        if strategy != "all":
+            chosen = [a for a in chosen if self.arms[a].strategy == strategy]
+        return chosen
+
+    def with_upstream(self, arms: Sequence[str]) -> list[str]:
+        """``arms`` and every arm they start from, in training order."""
+        need: set[str] = set()
+        for a in arms:
+            while a in self.arms and a not in need:
+                need.add(a)
+                a = self.arms[a].start
+        return [a for a in self.arm_order() if a in need]
 
     def english_datasets(self) -> list[str]:
         """Datasets whose every row is English (what English held-out checks read)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from cft_helpers.params import Params
+from cft_helpers.params import REPLAY_FRACTION, Params
 from cft_helpers.runs import RunStore, read_jsonl
 
 ARM_COLUMNS = ["label", "phase", "start", "datasets", "examples", "steps", "trained_tokens",
@@ -68,10 +68,15 @@ def arm_plan(params: Params, arms: Sequence[str], store: RunStore | None = None)
     for arm in arms:
         spec, t = params.arms[arm], params.arm_training(arm)
         n = sum(report[d]["train"]["rows"] for d in spec.datasets)
+        if spec.strategy in REPLAY_FRACTION:  # replay rows are added on top of the Phase-2 rows
+            from cft_helpers.replay import replay_count
+
+            n += replay_count(n, REPLAY_FRACTION[spec.strategy])
         steps = t.max_steps or math.ceil(math.ceil(n / t.micro_batch_size)
                                          / (t.global_batch_size // t.micro_batch_size) * t.epochs)
         rows.append({"arm": arm, "label": spec.label or arm, "start": spec.start,
-                     "datasets": " + ".join(spec.datasets) or "(used as is)", "rows": n,
+                     "datasets": " + ".join(spec.datasets) or "(used as is)", "strategy": spec.strategy,
+                     "rows": n,
                      "epochs": t.epochs, "global batch": t.global_batch_size, "lr": t.learning_rate,
                      "scheduler": f"{t.scheduler}, warmup {t.warmup_steps}",
                      "optimizer steps": steps if spec.datasets else 0})
@@ -96,3 +101,77 @@ def weight_change_table(params: Params, arms: Sequence[str], store: RunStore | N
         rows.append({"arm": arm, "label": spec.label or arm, "from": spec.start,
                      **weight_change(start, store.arm_checkpoint(arm))})
     return pd.DataFrame(rows).set_index("arm")
+
+
+def compute_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
+    """Compute accounting per arm (paper D.5): trainable parameters, rows and tokens trained,
+    replay generation time, training wall time, and each relative to vanilla Phase 2 (the
+    vanilla arm among ``arms``; NaN when there is none)."""
+    import pandas as pd
+
+    store = store or RunStore(params.run_path)
+    rows = []
+    for arm in arms:
+        m = store.arm_metrics(arm)
+        replay = m.get("replay") or {}
+        total = m.get("total_params") or float("nan")
+        rows.append({"arm": arm, "strategy": params.arms[arm].strategy, "frozen tensors": m.get("frozen_tensors", 0),
+                     "trainable params": m.get("trainable_params"),
+                     "trainable %": 100 * m["trainable_params"] / total if m.get("trainable_params") else None,
+                     "rows": m.get("examples"), "replay rows": replay.get("replay_rows", 0),
+                     "trained tokens": m.get("trained_tokens"),
+                     "replay generation s": replay.get("generation_s", 0.0), "training s": m.get("wall_s")})
+    df = pd.DataFrame(rows).set_index("arm")
+    vanilla = [a for a in arms if params.arms[a].strategy == "vanilla"]
+    if vanilla:
+        ref = df.loc[vanilla[0]]
+        df["tokens vs vanilla"] = df["trained tokens"] / ref["trained tokens"]
+        df["time vs vanilla"] = (df["training s"] + df["replay generation s"]) / ref["training s"]
+    return df
+
+
+def mitigation_table(params: Params, arms: Sequence[str], losses, english: Sequence[str],
+                     multilingual: Sequence[str]):
+    """Table 5's shape from held-out losses (lower is better) until the evaluation suite scores
+    EA and MA: per arm the mean English and multilingual held-out loss, their change from the
+    start model, and the paper's EA / MA / combined for the same strategy beside them.
+
+    ``losses``: a heldout_loss_table with the start model and every arm as rows."""
+    import pandas as pd
+
+    from cft_helpers.paper_results import TABLE5
+
+    rows = []
+    for arm in arms:
+        spec = params.arms[arm]
+        en, ml = losses.loc[arm, list(english)].mean(), losses.loc[arm, list(multilingual)].mean()
+        en0, ml0 = losses.loc[spec.start, list(english)].mean(), losses.loc[spec.start, list(multilingual)].mean()
+        row = {"arm": arm, "strategy": spec.strategy, "English loss": en, "English change": en - en0,
+               "multilingual loss": ml, "multilingual change": ml - ml0}
+        for model in ("Mistral-7B", "Llama-3-8B"):
+            ea, ma, comb = TABLE5.get((model, spec.strategy), (None, None, None))
+            row.update({f"paper {model} EA": ea, f"paper {model} MA": ma, f"paper {model} combined": comb})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("arm")
+
+
+def freeze_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
+    """Per layer-freezing arm, the decoder layers touched and how many tensors were frozen."""
+    import pandas as pd
+
+    from cft_helpers.freezing import layer_of
+    from cft_helpers.runs import read_json
+
+    store = store or RunStore(params.run_path)
+    rows = []
+    for arm in arms:
+        path = store.arm_dir(arm) / "freeze.json"
+        if not path.exists():
+            continue
+        plan = read_json(path)
+        layers = sorted({layer_of(n) for n in plan["frozen"]} - {None})
+        rows.append({"arm": arm, "strategy": plan["strategy"], "frozen tensors": plan["n_frozen"],
+                     "trainable tensors": plan["n_trainable"], "layers with frozen tensors": layers,
+                     "rule": {k: v for k, v in plan["details"].items() if k in ("layers", "seed", "scope",
+                                                                                 "percent", "direction")}})
+    return pd.DataFrame(rows).set_index("arm") if rows else pd.DataFrame()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import shutil
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ from typing import Any, Sequence
 from cft_helpers.data.prepare import dataset_hash, heldout_examples, training_examples
 from cft_helpers.data.schema import prompt_completion
 from cft_helpers.models import load_model, load_tokenizer, model_checkpoint, model_spec_of_arm
-from cft_helpers.params import Params, Training, load_params, stable_hash
+from cft_helpers.params import REPLAY_FRACTION, Params, Training, load_params, stable_hash
 from cft_helpers.runs import RunStore, atomic_write_json, write_jsonl
 
 
@@ -92,11 +93,36 @@ def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:
         start = {"model": params.models[spec.start].model_dump(by_alias=True)}
     return stable_hash({
         "arm": spec.model_dump(by_alias=True, exclude={"label"}),
+        "mitigation": strategy_settings(params, arm),
         "training": params.arm_training(arm).model_dump(),
         "start": start,
         "data": {d: dataset_hash(store, d) for d in spec.datasets},
         "seed": params.seed,
     })
+
+
+def strategy_settings(params: Params, arm: str) -> dict[str, Any] | None:
+    """The settings that shape an arm's mitigation strategy (None for vanilla training)."""
+    strategy = params.arms[arm].strategy
+    m = params.mitigation
+    if strategy in ("LF_H1", "LF_H2"):
+        lf = m.layer_freezing.model_dump()
+        if strategy == "LF_H2":
+            base = lf_h2_base(params, arm)
+            lf["base"] = params.models[base].model_dump(by_alias=True)
+        return {"layer_freezing": lf, "seed": params.seed}
+    if strategy == "Spectrum":
+        return {"spectrum": m.spectrum.model_dump()}
+    if strategy in REPLAY_FRACTION:
+        return {"replay": m.replay.model_dump()}
+    if strategy == "LoRA":
+        return {"lora": m.lora.model_dump()}
+    return None
+
+
+def lf_h2_base(params: Params, arm: str) -> str:
+    """The base model LF_H2 compares the Phase-1 model with (a ``models:`` name)."""
+    return params.mitigation.layer_freezing.base_model or model_spec_of_arm(params, arm)[0]
 
 
 def start_checkpoint(params: Params, store: RunStore, arm: str) -> Path:
@@ -195,7 +221,7 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
     root_model, _ = model_spec_of_arm(params, arm)
     start = start_checkpoint(params, store, arm)
 
-    resumable = stage.begin(force=force)
+    resumable = stage.begin(force=force, keep=("checkpoints", "replay"))
     try:
         atomic_write_json(stage.dir / "params.json", {
             "arm": arm, **spec.model_dump(by_alias=True), "training": training.model_dump(),
@@ -233,13 +259,67 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     model = load_model(start, dtype="float32", trust_remote_code=trust)
     rows = training_examples(store, spec.datasets, seed=training.seed)
     held = heldout_examples(store, spec.datasets, training.n_eval, seed=training.seed)
-    args = sft_config(training, output_dir, device, progress)
-    # Loss before/after on the same rows: held-out rows, and the first training rows (whose
-    # per-step loss is too noisy on tiny runs to say whether training lowered it).
+    # Loss before/after on the same rows: held-out rows, and the first Phase-2 training rows
+    # (whose per-step loss is too noisy on tiny runs to say whether training lowered it).
     evals = {"heldout": _to_dataset(held), "train": _to_dataset(rows[: training.n_eval])} if held else None
+    info: dict[str, Any] = {"strategy": spec.strategy}
+    if spec.strategy in REPLAY_FRACTION:  # GR_5 / GR_10 / ER_10: add replay rows, shuffled in
+        from cft_helpers.replay import build_replay
+
+        replay, summary = build_replay(params, store, arm, model, tok, progress=progress)
+        rows = rows + replay
+        random.Random(f"{training.seed}|{arm}|replay").shuffle(rows)
+        info["replay"] = summary
+    if spec.strategy in ("LF_H1", "LF_H2", "Spectrum"):
+        from cft_helpers import freezing
+
+        plan = freeze_plan(params, store, arm, model, progress=progress)
+        freezing.apply(model, plan)
+        atomic_write_json(store.arm_dir(arm) / "freeze.json", plan.as_dict())
+        info["frozen_tensors"] = len(plan.frozen)
+    peft_config = lora_config(params) if spec.strategy == "LoRA" else None
+    args = sft_config(training, output_dir, device, progress)
     trainer = SFTTrainer(model=model, args=args, train_dataset=_to_dataset(rows), eval_dataset=evals,
-                         processing_class=tok, callbacks=list(callbacks))
+                         processing_class=tok, callbacks=list(callbacks), peft_config=peft_config)
+    params_total = sum(p.numel() for p in trainer.model.parameters())
+    info["trainable_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    info["total_params"] = params_total
+    trainer.cft_info = info  # what the strategy did, for the arm's metrics
     return trainer, len(rows), len(held)
+
+
+def freeze_plan(params: Params, store: RunStore, arm: str, model, progress: bool = True):
+    """The FreezePlan of an LF_H1 / LF_H2 / Spectrum arm for ``model`` (its start checkpoint)."""
+    from cft_helpers import freezing, spectrum
+    from cft_helpers.runs import atomic_write_text
+
+    spec = params.arms[arm]
+    names = [n for n, _ in model.named_parameters()]
+    lf = params.mitigation.layer_freezing
+    if spec.strategy == "LF_H1":
+        return freezing.lf_h1(names, lf.n_layers, params.seed if lf.seed is None else lf.seed)
+    start = start_checkpoint(params, store, arm)
+    if spec.strategy == "LF_H2":
+        base = model_checkpoint(params, lf_h2_base(params, arm))
+        if Path(base).resolve() == Path(start).resolve():
+            raise ValueError(f"LF_H2 for arm {arm!r}: the base and the Phase-1 model are the same checkpoint "
+                             f"({start}); set mitigation.layer_freezing.base_model to the base model")
+        changes = freezing.projection_changes(base, start, lf.projections)
+        return freezing.lf_h2(names, changes, lf.n_layers, lf.scope)
+    cfg = params.mitigation.spectrum
+    scores = spectrum.scan(start, cfg.module_types, progress=progress)
+    arm_dir = store.arm_dir(arm)
+    atomic_write_json(arm_dir / "spectrum_snr.json", scores)
+    atomic_write_text(arm_dir / "unfrozen.yaml", spectrum.unfrozen_yaml(spectrum.select(scores, cfg.percent)))
+    return freezing.spectrum_plan(names, scores, cfg.percent, cfg.direction)
+
+
+def lora_config(params: Params):
+    from peft import LoraConfig
+
+    cfg = params.mitigation.lora
+    return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                      target_modules=cfg.target_modules, task_type="CAUSAL_LM")
 
 
 def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: bool, callbacks,
@@ -269,7 +349,11 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
     final = arm_dir / "model"
     tmp = arm_dir / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
+    if spec.strategy == "LoRA":  # evaluated merged (SPEC.md section 2); the adapter is kept too
+        trainer.model.save_pretrained(str(arm_dir / "adapter"))
+        trainer.model.merge_and_unload().save_pretrained(str(tmp))
+    else:
+        trainer.save_model(str(tmp))
     tok.save_pretrained(str(tmp))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -285,7 +369,7 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
         "eval_loss_after": after.get("heldout"), "train_rows_loss_before": before.get("train"),
         "train_rows_loss_after": after.get("train"),
         "wall_s": wall_s, "resumed_from": resume.name if resume else None, "device": device,
-        "bf16": args.bf16,
+        "bf16": args.bf16, **trainer.cft_info,
     }
     atomic_write_json(arm_dir / "metrics.json", metrics)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # resume state is no longer needed

@@ -110,3 +110,29 @@ def test_similarity_notebook_writes_tables_3_and_4(book_run):
     assert set(points) == {"p2_alpaca", "p2_instruct"}
     assert all(p["english_change"] == p["english_change"] for p in points.values())  # not NaN
     assert "too few" in summary["correlation"]["des"]["verdict"]
+
+
+def test_papermill_runs_one_strategy_and_refuses_an_unknown_one(book_run, tmp_path):
+    """papermill notebooks/04_mitigation.ipynb out.ipynb -p strategy LF_H2 -p params ..."""
+    params, _ = book_run
+    cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "04_mitigation.ipynb"),
+           str(tmp_path / "out.ipynb"), "-p", "params", params.source_path, "--cwd", str(ROOT / "notebooks")]
+    proc = subprocess.run(cmd + ["-p", "strategy", "LF_H2"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (tmp_path / "out.ipynb").read_text()
+    assert "arms ['lf_h2']" in text and "q_proj" in text
+    proc = subprocess.run(cmd + ["-p", "strategy", "LF_H3"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "unknown strategy 'LF_H3'" in proc.stderr + proc.stdout and "Spectrum" in proc.stderr + proc.stdout
+
+
+def test_every_strategy_arm_trained_its_own_way(book_run):
+    params, _ = book_run
+    store = RunStore(params.run_path)
+    by_strategy = {params.arms[a].strategy: store.arm_metrics(a) for a in params.strategy_arms()}
+    assert set(by_strategy) == {"vanilla", "LF_H1", "LF_H2", "Spectrum", "GR_5", "GR_10", "ER_10", "LoRA"}
+    full = by_strategy["vanilla"]["trainable_params"]
+    for s in ("LF_H1", "LF_H2", "Spectrum", "LoRA"):
+        assert by_strategy[s]["trainable_params"] < full, s
+    for s, extra in (("GR_5", 1), ("GR_10", 2), ("ER_10", 2)):  # 22 Phase-2 rows: 5% -> 1, 10% -> 2
+        assert by_strategy[s]["examples"] == by_strategy["vanilla"]["examples"] + extra, s

@@ -1,0 +1,105 @@
+"""Replay data for Phase 2 (SPEC.md section 2): GR_5 / GR_10 (generative) and ER_10 (English).
+
+The English counterparts of the Phase-2 instructions are *added* to the Phase-2 data, numbering
+5% or 10% of the Phase-2 training rows (rounded half up, at least one row). ER_10 keeps their
+original English responses; GR_5 / GR_10 replace them with the Phase-1 model's own greedy
+responses, so Phase 2 rehearses what the Phase-1 model did in English.
+
+Counterparts come from ``mitigation.replay.english_dataset`` when set (its rows are sampled), or
+else from the Phase-2 rows themselves: built-in data renders any row in English, in parallel.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from cft_helpers.data.loaders import normalise_rows
+from cft_helpers.data.prepare import load_prepared
+from cft_helpers.params import REPLAY_FRACTION, Params
+from cft_helpers.runs import RunStore
+
+
+def replay_count(n_phase2: int, fraction: float) -> int:
+    """Rows of replay for ``n_phase2`` Phase-2 rows: fraction x n, rounded half up, at least 1."""
+    if fraction <= 0:
+        return 0
+    return max(1, math.floor(n_phase2 * fraction + 0.5))
+
+
+def english_counterparts(params: Params, store: RunStore, arm: str, count: int) -> list[dict]:
+    """``count`` English rows (instruction and original response) for the arm's Phase-2 data."""
+    spec = params.arms[arm]
+    seed = params.arm_training(arm).seed
+    rng = random.Random(f"{seed}|replay|{arm}")
+    source = params.mitigation.replay.english_dataset
+    if source is not None:
+        rows = load_prepared(store, source, "train")
+        if count > len(rows):
+            raise ValueError(f"replay needs {count} rows but dataset {source!r} has {len(rows)}")
+        picked = rng.sample(rows, count)
+        return [{**r, "id": f"replay-{r['id']}", "source": f"replay:{source}"} for r in picked]
+    phase2 = [r for d in spec.datasets for r in load_prepared(store, d, "train")]
+    picked = rng.sample(phase2, count)
+    from cft_helpers.data.generator import FAMILY_SCHEMA, render_in_language
+
+    out = []
+    for r in picked:
+        meta = r.get("meta") or {}
+        if "task" not in meta or "family" not in meta:
+            raise ValueError(f"row {r['id']} has no built-in task metadata, so its English counterpart "
+                             "is unknown; set mitigation.replay.english_dataset to an English dataset")
+        en = render_in_language(meta, "en")
+        (row,) = normalise_rows([en], name=f"replay-{r['id']}", schema=FAMILY_SCHEMA[meta["family"]], lang="en",
+                                source=f"replay:counterpart:{r['id']}")
+        out.append({**row, "id": f"replay-{r['id']}"})
+    return out
+
+
+def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None,
+                 progress: bool = True) -> tuple[list[dict], dict[str, Any]]:
+    """The replay rows of a GR/ER arm and a summary; GR needs the Phase-1 ``model`` / ``tok``.
+
+    Generations are cached in ``<arm>/replay/generations.jsonl`` (a rerun after an interruption
+    generates only what is missing); the replay set is written to ``<arm>/replay/replay.jsonl``.
+    """
+    import time
+
+    from cft_helpers.generation import generate_responses
+    from cft_helpers.runs import atomic_write_json, write_jsonl
+
+    strategy = params.arms[arm].strategy
+    fraction = REPLAY_FRACTION[strategy]
+    n_phase2 = sum(len(load_prepared(store, d, "train")) for d in params.arms[arm].datasets)
+    count = replay_count(n_phase2, fraction)
+    rows = english_counterparts(params, store, arm, count)
+    folder = store.arm_dir(arm) / "replay"
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if strategy.startswith("GR"):
+        if model is None or tok is None:
+            raise ValueError(f"{strategy} generates with the Phase-1 model: pass model and tok")
+        cfg = params.mitigation.replay
+        responses = generate_responses(model, tok, [r["messages"][:-1] for r in rows],
+                                       max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                                       cache_file=folder / "generations.jsonl", progress=progress,
+                                       desc=f"{strategy}: Phase-1 responses")
+        rows = [{**r, "messages": r["messages"][:-1] + [{"role": "assistant", "content": text}],
+                 "meta": {**r.get("meta", {}), "original_response": r["messages"][-1]["content"]}}
+                for r, text in zip(rows, responses)]
+        empty = sum(not text.strip() for text in responses)
+        if empty:  # kept (the Phase-1 model did answer so) but never silently
+            import warnings
+
+            warnings.warn(f"{strategy} for arm {arm!r}: {empty} of {len(responses)} Phase-1 responses are "
+                          "empty; they are kept and counted in replay/summary.json", stacklevel=2)
+    else:
+        empty = 0
+    summary = {"strategy": strategy, "fraction": fraction, "phase2_rows": n_phase2, "replay_rows": len(rows),
+               "rounding": "fraction x Phase-2 rows, rounded half up, at least 1",
+               "generated": strategy.startswith("GR"), "empty_responses": empty,
+               "generation_s": time.perf_counter() - t0}
+    write_jsonl(folder / "replay.jsonl", rows)
+    atomic_write_json(folder / "summary.json", summary)
+    return rows, summary

@@ -1,0 +1,248 @@
+"""Mitigation strategies (SPEC.md sections 2-3): layer selection, Spectrum, replay, LoRA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cft_helpers import freezing, spectrum
+from cft_helpers.checkpoints import read_tensor, tensor_files
+from cft_helpers.params import ParamsError
+from cft_helpers.replay import build_replay, replay_count
+from cft_helpers.runs import RunStore
+from cft_helpers.train import train_arm
+
+
+def tiny_llama(path: Path | None = None, layers: int = 4, seed: int = 0, tie: bool = True):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48,
+                                         num_hidden_layers=layers, num_attention_heads=4,
+                                         num_key_value_heads=2, tie_word_embeddings=tie))
+    if path is not None:
+        model.save_pretrained(path)
+    return model
+
+
+# --------------------------------------------------------------------------- layer selection
+
+
+def test_lf_h1_freezes_whole_random_blocks():
+    names = [n for n, _ in tiny_llama(layers=6).named_parameters()]
+    plan = freezing.lf_h1(names, 2, seed=3)
+    layers = plan.details["layers"]
+    assert len(layers) == 2 and plan.details["n_layers_model"] == 6
+    assert set(plan.frozen) == {n for n in names if f"layers.{layers[0]}." in n or f"layers.{layers[1]}." in n}
+    assert set(plan.frozen) | set(plan.trainable) == set(names) and not set(plan.frozen) & set(plan.trainable)
+    assert freezing.lf_h1(names, 2, seed=3).frozen == plan.frozen
+    assert any(freezing.lf_h1(names, 2, seed=s).details["layers"] != layers for s in range(4, 10))
+    with pytest.raises(ValueError, match="between 1 and 5"):
+        freezing.lf_h1(names, 6, seed=0)
+
+
+def test_lf_h2_picks_the_layers_that_changed_most(tmp_path):
+    """A Phase-1 model built from the base by moving known projections by known amounts."""
+    base = tiny_llama(tmp_path / "base", layers=5)
+    phase1 = tiny_llama(layers=5)
+    moved = {"q_proj": {1: 3.0, 3: 2.0, 4: 0.5}, "k_proj": {0: 1.0, 2: 4.0}, "v_proj": {4: 2.0, 0: 1.5}}
+    with torch.no_grad():
+        for proj, per_layer in moved.items():
+            for layer, size in per_layer.items():
+                w = getattr(phase1.model.layers[layer].self_attn, proj).weight
+                w += size * torch.ones_like(w) / w.numel() ** 0.5   # Frobenius norm of the move: size
+        phase1.save_pretrained(tmp_path / "p1")
+    changes = freezing.projection_changes(tmp_path / "base", tmp_path / "p1")
+    assert changes["q_proj"][1] == pytest.approx(3.0, rel=1e-5) and changes["q_proj"][0] == 0.0
+    names = [n for n, _ in base.named_parameters()]
+    plan = freezing.lf_h2(names, changes, n_layers=2)
+    assert plan.details["layers"] == {"q_proj": [1, 3], "k_proj": [0, 2], "v_proj": [0, 4]}
+    assert set(plan.frozen) == {f"model.layers.{i}.self_attn.{p}.weight"
+                                for p, ls in plan.details["layers"].items() for i in ls}
+    whole = freezing.lf_h2(names, changes, n_layers=2, scope="layer")
+    assert {freezing.layer_of(n) for n in whole.frozen} == {0, 1, 2, 3, 4} - {None}
+
+
+# --------------------------------------------------------------------------- Spectrum
+
+
+def reference_score(w: torch.Tensor) -> float:
+    """Spectrum's score written out directly from SPEC.md section 3, on an in-memory weight."""
+    w = w.float().reshape(1, -1) if w.ndim == 1 else w.float()
+    s = torch.linalg.svdvals(w)
+    sigma = (torch.quantile(s, 0.75) - torch.quantile(s, 0.25)) / 1.349
+    tau = sigma * (1 + (min(w.shape) / max(w.shape)) ** 0.5)
+    signal = s[s > tau].sum().item() if (s > tau).any() else 0.0
+    noise = s[s <= tau].sum().item() if (s <= tau).any() else 1.0
+    return signal / noise / s[0].item()
+
+
+def test_spectrum_scores_match_a_direct_implementation(tmp_path):
+    model = tiny_llama(tmp_path / "m", layers=3)
+    types = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "input_layernorm"]
+    with torch.no_grad():  # a 1-D weight that is not constant, so its score is not trivially 1
+        model.model.layers[0].input_layernorm.weight.uniform_(0.5, 1.5)
+    model.save_pretrained(tmp_path / "m")
+    scores = spectrum.scan(tmp_path / "m", types, progress=False)
+    params = dict(model.named_parameters())
+    assert len(scores) == 3 * len(types)
+    for name, entry in scores.items():
+        assert entry["snr"] == pytest.approx(reference_score(params[name + ".weight"]), rel=1e-5, abs=1e-7), name
+    assert scores["model.layers.0.self_attn.q_proj"]["type"] == "self_attn.q_proj"
+    # selection: per type, the top floor(3 * 50 / 100) = 1 by score
+    chosen = spectrum.select(scores, 50)
+    for kind, mods in chosen.items():
+        same = {n: e["snr"] for n, e in scores.items() if e["type"] == kind}
+        assert mods == [max(same, key=same.get)]
+
+
+def test_spectrum_special_cases():
+    # 1-D: one singular value, no spread: signal = S0, noise defaults to 1 -> score 1
+    assert spectrum.snr_score(torch.full((16,), 0.7)) == pytest.approx(1.0)
+    # no noise (all singular values equal): tau = 0, everything is signal: score = n / 1 / 1
+    assert spectrum.snr_score(torch.eye(8)) == pytest.approx(8.0)
+    assert spectrum.snr_score(torch.eye(8)) == pytest.approx(reference_score(torch.eye(8)))
+    with pytest.raises(spectrum.SpectrumError, match="meta"):
+        spectrum.snr_score(torch.empty(4, 4, device="meta"))
+    with pytest.raises(spectrum.SpectrumError, match="NaN"):
+        spectrum.snr_score(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]))
+
+
+def test_spectrum_cli_writes_axolotl_yaml_and_scores(tmp_path, capsys):
+    model = tiny_llama(tmp_path / "m", layers=4)
+    out = tmp_path / "unfrozen.yaml"
+    assert spectrum.main([str(tmp_path / "m"), "--percent", "50", "--output", str(out)]) == 0
+    scores = json.loads((tmp_path / "unfrozen_snr.json").read_text())
+    assert set(scores["model.layers.2.mlp.down_proj"]) == {"snr", "type"}
+    patterns = spectrum.unfrozen_patterns(out.read_text())
+    assert patterns[:2] == ["^lm_head.weight$", "^model.embed_tokens.weight$"]
+    names = [n for n, _ in model.named_parameters()]
+    unfrozen = {n for n in names if spectrum.matches_unfrozen(n, patterns)}
+    selected = spectrum.select(scores, 50)
+    assert unfrozen == {"model.embed_tokens.weight"} | {f"{m}.weight" for ms in selected.values() for m in ms}
+    assert len(unfrozen) == 1 + 7 * 2  # 2 of 4 layers per type
+    # the paper's direction freezes exactly those selected modules
+    plan = freezing.spectrum_plan(names, scores, 50, "freeze_selected")
+    assert set(plan.frozen) == unfrozen - {"model.embed_tokens.weight"}
+    upstream = freezing.spectrum_plan(names, scores, 50, "train_selected")
+    assert set(upstream.trainable) == unfrozen
+
+    bad = tmp_path / "nan"
+    bad.mkdir()
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(tmp_path / "m" / "model.safetensors")
+    tensors["model.layers.1.self_attn.k_proj.weight"][0, 0] = float("nan")
+    save_file(tensors, bad / "model.safetensors")
+    assert spectrum.main([str(bad), "--output", str(tmp_path / "x.yaml")]) == 2
+    assert "model.layers.1.self_attn.k_proj.weight" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- params
+
+
+def test_strategy_arms_and_unknown_strategy(smoke_params):
+    assert smoke_params.strategy_arms() == ["p2_instruct", "lf_h1", "lf_h2", "spectrum", "gr_5", "gr_10",
+                                            "er_10", "lora"]
+    assert smoke_params.strategy_arms("vanilla") == ["p2_instruct"]
+    assert smoke_params.strategy_arms("LF_H2") == ["lf_h2"]
+    with pytest.raises(ParamsError, match="LF_H3.*valid.*Spectrum"):
+        smoke_params.strategy_arms("LF_H3")
+
+
+def test_replay_counts_round_half_up():
+    assert [replay_count(44, 0.05), replay_count(44, 0.10)] == [2, 4]
+    assert [replay_count(30, 0.05), replay_count(10, 0.05), replay_count(100, 0.10)] == [2, 1, 10]
+    assert replay_count(1000, 0.05) == 50 and replay_count(50, 0.0) == 0
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, model_cache):
+    """Smoke params with the Instruct Phase-1 arm trained once for this module."""
+    from conftest import write_params
+
+    from cft_helpers.data import prepare_datasets
+    from cft_helpers.params import load_params
+
+    params = load_params(write_params(tmp_path_factory.mktemp("mit"), model_cache))
+    prepare_datasets(params, progress=False)
+    train_arm(params, "p1_instruct", progress=False)
+    return params
+
+
+def _changed(start: Path, final: Path) -> dict[str, bool]:
+    fa, fb = tensor_files(start), tensor_files(final)
+    return {n: not torch.equal(read_tensor(fa[n], n), read_tensor(fb[n], n)) for n in fb}
+
+
+@pytest.mark.parametrize("arm", ["lf_h1", "lf_h2", "spectrum"])
+def test_frozen_parameters_stay_bit_identical(trained, arm):
+    store = RunStore(trained.run_path)
+    m = train_arm(trained, arm, store, progress=False)
+    plan = json.loads((store.arm_dir(arm) / "freeze.json").read_text())
+    assert plan["n_frozen"] == m["frozen_tensors"] > 0
+    changed = _changed(store.arm_checkpoint("p1_instruct"), store.arm_checkpoint(arm))
+    for name in plan["frozen"]:
+        assert not changed[name], name
+    for name in plan["trainable"]:
+        assert changed[name], name
+    assert m["trainable_params"] < m["total_params"]
+    if arm == "spectrum":
+        assert (store.arm_dir(arm) / "unfrozen.yaml").exists()
+
+
+def test_english_replay_adds_english_counterparts(trained):
+    store = RunStore(trained.run_path)
+    rows, summary = build_replay(trained, store, "er_10", progress=False)
+    assert summary["phase2_rows"] == 22 and summary["replay_rows"] == len(rows) == 2
+    phase2 = {r["meta"]["key"]: r for r in (json.loads(l) for l in
+              (store.data_dir / "multialpaca.train.jsonl").read_text().splitlines())}
+    for r in rows:
+        assert r["lang"] == "en" and r["meta"]["key"] in phase2  # the same instance, in English
+        assert phase2[r["meta"]["key"]]["messages"][0]["content"] != r["messages"][0]["content"]
+    m = train_arm(trained, "er_10", store, progress=False)
+    assert m["examples"] == 22 + 2 and m["replay"]["replay_rows"] == 2
+
+
+def test_generative_replay_comes_from_the_phase1_model(trained):
+    from cft_helpers.models import load_model, load_tokenizer
+
+    store = RunStore(trained.run_path)
+    m = train_arm(trained, "gr_10", store, progress=False)
+    rows = [json.loads(l) for l in (store.arm_dir("gr_10") / "replay" / "replay.jsonl").read_text().splitlines()]
+    assert len(rows) == m["replay"]["replay_rows"] == 2
+    start = store.arm_checkpoint("p1_instruct")
+    tok, model = load_tokenizer(start), load_model(start)
+    for row in rows:
+        text = tok.apply_chat_template(row["messages"][:-1], tokenize=False, add_generation_prompt=True)
+        enc = tok(text, return_tensors="pt", add_special_tokens=False)
+        out = model.generate(**enc, max_new_tokens=trained.mitigation.replay.max_new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        direct = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        assert row["messages"][-1]["content"] == direct
+        assert row["meta"]["original_response"] != direct  # not the dataset's answer
+
+
+def test_lora_merge_gives_the_adapter_logits(trained):
+    from peft import PeftModel
+
+    from cft_helpers.models import load_model
+
+    store = RunStore(trained.run_path)
+    m = train_arm(trained, "lora", store, progress=False)
+    assert m["trainable_params"] < m["total_params"] / 2
+    start = store.arm_checkpoint("p1_instruct")
+    adapted = PeftModel.from_pretrained(load_model(start), str(store.arm_dir("lora") / "adapter")).eval()
+    merged = load_model(store.arm_checkpoint("lora")).eval()
+    ids = torch.randint(0, 500, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = adapted(input_ids=ids).logits, merged(input_ids=ids).logits
+        base = load_model(start).eval()(input_ids=ids).logits
+    assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    assert (a - base).abs().max() > 1e-3  # the adapter did something
