@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cft_helpers.params import ParamsError, load_params, parse_overrides
+from cft_helpers.params import STRATEGIES, ParamsError, load_params, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "params").rglob("*.yaml"))
@@ -52,6 +52,12 @@ def test_paper_presets_cover_the_grid():
                 t.weight_decay) == (1e-6, 4, 16, "cosine", 10, 0.0), preset.name
         used_as_is = [a for a in p.arms.values() if a.phase == "phase1" and not a.datasets]
         assert used_as_is, f"{preset.name}: no off-the-shelf Instruct arm"
+        # Table 5: every strategy, from the Instruct model, on the Phase-2 data
+        table5 = p.strategy_arms()
+        assert {p.arms[a].strategy for a in table5} == set(STRATEGIES), preset.name
+        assert {(p.arms[a].start, tuple(p.arms[a].datasets)) for a in table5} == {("p1_instruct", ("multialpaca",))}
+        assert p.mitigation.layer_freezing.n_layers == 10 and p.mitigation.lora.r == 64
+        assert p.mitigation.layer_freezing.base_model == "base"  # the Instruct model is used as is
 
 
 def test_preset_by_name_and_relative_paths_resolve_to_project_root():
