@@ -91,14 +91,19 @@ def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:
         start = {"arm": spec.start, "input_hash": upstream["input_hash"]}
     else:
         start = {"model": params.models[spec.start].model_dump(by_alias=True)}
-    return stable_hash({
-        "arm": spec.model_dump(by_alias=True, exclude={"label"}),
-        "mitigation": strategy_settings(params, arm),
+    inputs = {
+        # vanilla arms hash as before strategies existed, so older run stores stay valid
+        "arm": spec.model_dump(by_alias=True,
+                               exclude={"label"} | ({"strategy"} if spec.strategy == "vanilla" else set())),
         "training": params.arm_training(arm).model_dump(),
         "start": start,
         "data": {d: dataset_hash(store, d) for d in spec.datasets},
         "seed": params.seed,
-    })
+    }
+    settings = strategy_settings(params, arm)
+    if settings is not None:
+        inputs["mitigation"] = settings
+    return stable_hash(inputs)
 
 
 def strategy_settings(params: Params, arm: str) -> dict[str, Any] | None:
