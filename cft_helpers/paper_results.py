@@ -20,6 +20,20 @@ ENGLISH_ABILITY = {
     ("Llama-3-8B", "Instruct", "MOPENORCA"): (0.437, 0.173),
 }
 
+# Table 2: Multilingual Ability (MA, the "Average" of MLQA, XLSum, XQuAD), same rows as Table 1.
+MULTILINGUAL_ABILITY = {
+    ("Mistral-7B", "ALPACA", "MULTIALPACA"): (0.177, 0.317),
+    ("Mistral-7B", "Instruct", "MULTIALPACA"): (0.203, 0.259),
+    ("Llama-3-8B", "ALPACA", "MULTIALPACA"): (0.352, 0.456),
+    ("Llama-3-8B", "Instruct", "MULTIALPACA"): (0.456, 0.256),
+}
+
+# Tables 1-2 and B1, "Dataset Mixture" rows: (EA, MA); MA of the OPENORCA mixtures is not transcribed.
+MIXTURE = {
+    ("Mistral-7B", "ALPACA + MULTIALPACA"): (0.441, 0.234),
+    ("Llama-3-8B", "ALPACA + MULTIALPACA"): (0.408, 0.220),
+}
+
 # Table 3: DES with LaBSE, 500 samples per dataset. The Instruct row is Mistral-7B-Instruct's
 # responses on MT-Bench standing in for its unpublished instruction data.
 DES = {
@@ -89,3 +103,17 @@ def paper_des(label: str | None) -> float | None:
 def paper_mpd(label: str | None) -> float | None:
     """Table 4's normalised MPD for an arm labelled like the paper's D_2 ("ALPACA", "Instruct")."""
     return MPD.get((label or "").strip())
+
+
+def paper_phase_scores(label: str | None) -> dict[str, tuple[float, float, float, float]]:
+    """For a Phase-2 arm labelled like a paper row ("ALPACA -> MULTIALPACA"): per model,
+    (EA after P1, EA after P2, MA after P1, MA after P2); MA is NaN where not transcribed."""
+    pair = _pair_of(label)
+    if not pair:
+        return {}
+    out = {}
+    for (model, d1, d2), (e1, e2) in ENGLISH_ABILITY.items():
+        if (d1, d2) == pair:
+            m1, m2 = MULTILINGUAL_ABILITY.get((model, d1, d2), (float("nan"), float("nan")))
+            out[model] = (e1, e2, m1, m2)
+    return out

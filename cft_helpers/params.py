@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # The 11 languages of MULTIALPACA (paper section 4.1) plus English.
 MULTIALPACA_LANGS = ("fr", "ar", "de", "es", "id", "ja", "ko", "pt", "ru", "th", "vi")
@@ -301,6 +301,69 @@ class Similarity(Strict):
     stand_ins: dict[str, str] = Field(default_factory=dict)
 
 
+BENCHMARKS = ("ifeval", "alpacaeval", "mmlu", "hellaswag", "mlqa", "xquad", "xlsum")
+ENGLISH_BENCHMARKS = ("ifeval", "alpacaeval", "mmlu", "hellaswag")
+MULTILINGUAL_BENCHMARKS = ("mlqa", "xquad", "xlsum")
+
+
+class Benchmark(Strict):
+    """How one of the paper's benchmarks is run: a built-in offline stand-in (``task``: mc,
+    completion, qa_lookup, qa_facts, summary), an lm-evaluation-harness task (``task``: its name,
+    ``{lang}`` expanded per language), or ``off`` (reported as missing, never as zero)."""
+
+    source: Literal["offline", "lm_eval", "off"]
+    task: str | None = None
+    langs: list[str] = Field(default_factory=list)
+    metric: str | None = None              # the score the paper reports, e.g. acc_norm, f1, rougeL
+    n: int | None = Field(default=None, ge=1)  # items per task (offline: written; lm_eval: limit)
+    max_gen_toks: int = Field(default=32, ge=1)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+    @model_validator(mode="after")
+    def _check(self) -> "Benchmark":
+        if self.source != "off" and (not self.task or not self.metric):
+            raise ValueError(f"source {self.source!r} needs 'task' and 'metric'")
+        if self.source == "offline":
+            from cft_helpers.evaluation.offline_tasks import KINDS, PER_LANGUAGE
+
+            if self.task not in KINDS:
+                raise ValueError(f"offline task {self.task!r} unknown; valid: {sorted(KINDS)}")
+            if (self.task in PER_LANGUAGE) != bool(self.langs):
+                raise ValueError(f"offline task {self.task!r} " + ("needs langs" if self.task in PER_LANGUAGE
+                                                                   else "takes no langs"))
+        return self
+
+
+def _offline_suite() -> dict[str, "Benchmark"]:
+    return {
+        "ifeval": Benchmark(source="off"),
+        "alpacaeval": Benchmark(source="off"),
+        "mmlu": Benchmark(source="offline", task="mc", metric="acc", n=48),
+        "hellaswag": Benchmark(source="offline", task="completion", metric="acc_norm", n=48),
+        "mlqa": Benchmark(source="offline", task="qa_lookup", metric="f1", n=16, langs=["ar", "de", "es", "vi"]),
+        "xquad": Benchmark(source="offline", task="qa_facts", metric="f1", n=16,
+                           langs=["ar", "de", "es", "ru", "th", "vi"]),
+        "xlsum": Benchmark(source="offline", task="summary", metric="rougeL", n=16, max_gen_toks=48,
+                           langs=["ar", "fr", "ja", "es"]),
+    }
+
+
+class Evaluation(Strict):
+    """English Ability (IFEval, AlpacaEval, MMLU, HellaSwag) and Multilingual Ability (MLQA,
+    XQuAD, XLSum), zero-shot with the chat template (SPEC.md section 5). The default suite is the
+    offline stand-ins; paper presets name the real lm-eval tasks."""
+
+    benchmarks: dict[Literal[BENCHMARKS], Benchmark] = Field(default_factory=_offline_suite)
+    # Models to evaluate (models: names or arms); None: every start model and every arm.
+    models: list[str] | None = None
+    batch_size: int = Field(default=16, ge=1)
+    max_length: int = Field(default=1024, ge=64)
+
+
 class Params(Strict):
     name: str
     description: str = ""
@@ -315,6 +378,7 @@ class Params(Strict):
     arms: dict[str, Arm]
     similarity: Similarity = Field(default_factory=Similarity)
     mitigation: Mitigation = Field(default_factory=Mitigation)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
     # Notebooks the book runs, in order (file stems under notebooks/); None: all of them.
     notebooks: list[str] | None = None
 
@@ -373,6 +437,10 @@ class Params(Strict):
         if eng is not None and eng not in self.datasets:
             raise ValueError(f"mitigation.replay.english_dataset: unknown dataset {eng!r}; "
                              f"valid: {sorted(self.datasets)}")
+        for m in self.evaluation.models or []:
+            if m not in self.models and m not in self.arms:
+                raise ValueError(f"evaluation.models: unknown model or arm {m!r}; valid: "
+                                 f"models {sorted(self.models)} or arms {sorted(self.arms)}")
         ref = self.similarity.mpd_reference
         if ref is not None and ref not in self.arms:
             raise ValueError(f"similarity.mpd_reference: unknown arm {ref!r}; valid: {sorted(self.arms)}")
@@ -448,6 +516,13 @@ class Params(Strict):
                 need.add(a)
                 a = self.arms[a].start
         return [a for a in self.arm_order() if a in need]
+
+    def evaluated_models(self) -> list[str]:
+        """What the evaluation notebook scores: ``evaluation.models`` or every start model and arm."""
+        if self.evaluation.models is not None:
+            return list(self.evaluation.models)
+        starts = [a.start for a in self.arms.values() if a.start in self.models]
+        return list(dict.fromkeys(starts)) + self.arm_order()
 
     def english_datasets(self) -> list[str]:
         """Datasets whose every row is English (what English held-out checks read)."""

@@ -136,3 +136,13 @@ def test_every_strategy_arm_trained_its_own_way(book_run):
         assert by_strategy[s]["trainable_params"] < full, s
     for s, extra in (("GR_5", 1), ("GR_10", 2), ("ER_10", 2)):  # 22 Phase-2 rows: 5% -> 1, 10% -> 2
         assert by_strategy[s]["examples"] == by_strategy["vanilla"]["examples"] + extra, s
+
+
+def test_evaluation_notebook_scores_every_model(book_run):
+    params, _ = book_run
+    summary = json.loads((params.run_path / "eval" / "summary.json").read_text())
+    assert set(summary) == set(params.evaluated_models())
+    for name, s in summary.items():
+        assert 0.0 <= s["EA"] <= 1.0 and 0.0 <= s["MA"] <= 1.0, name
+        assert s["EA_missing"] == ["ifeval", "alpacaeval"] and s["MA_missing"] == []
+        assert abs(s["combined"] - (s["EA"] + s["MA"]) / 2) < 1e-12

@@ -1,0 +1,243 @@
+"""Running the benchmark suite through lm-evaluation-harness, and EA / MA as the paper averages.
+
+Every benchmark of ``params.evaluation`` runs through lm-eval 0.4.13, zero-shot, with the
+model's chat template applied (recorded with the results): offline stand-ins as local JSON
+tasks (``offline_tasks``), real benchmarks by their lm-eval task names. A model loaded once is
+handed to lm-eval in memory (``HFLM(pretrained=model)``); lm-eval batches requests.
+
+Results per model go to ``<run_dir>/eval/<model>.json`` (all metrics, stderr, per task and
+language, sample counts, task versions, the chat template, time and items/s) and the generated
+answers to ``<run_dir>/eval/<model>.samples.jsonl``. They are cached by the checkpoint's
+identity and the suite's settings: rerunning evaluates only what changed.
+
+    results = evaluate_models(params, ["p1_alpaca", "p2_alpaca"])
+    ability_table(params, results)        # per model: each benchmark, EA, MA, combined
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params, stable_hash
+from cft_helpers.runs import RunStore, atomic_write_json, read_json
+
+
+def suite_hash(params: Params) -> str:
+    from cft_helpers.evaluation.offline_tasks import SUITE_VERSION
+
+    return stable_hash({"evaluation": params.evaluation.model_dump(exclude={"models"}),
+                        "seed": params.seed, "suite_version": SUITE_VERSION})
+
+
+def task_plan(params: Params) -> dict[str, list[tuple[str, str | None]]]:
+    """Benchmark -> [(lm-eval task name, language or None)] for every benchmark that runs."""
+    from cft_helpers.evaluation.offline_tasks import PER_LANGUAGE, task_name
+
+    plan: dict[str, list[tuple[str, str | None]]] = {}
+    for bench, b in params.evaluation.benchmarks.items():
+        if b.source == "off":
+            continue
+        if b.source == "offline":
+            langs = b.langs if b.task in PER_LANGUAGE else [None]
+            plan[bench] = [(task_name(b.task, lang), lang) for lang in langs]
+        else:
+            plan[bench] = ([(b.task.format(lang=lang), lang) for lang in b.langs] if "{lang}" in b.task
+                           else [(b.task, None)])
+    return plan
+
+
+def write_suite(params: Params, store: RunStore) -> Path:
+    """Write the offline tasks of the suite (data + lm-eval YAML) once per suite hash."""
+    from cft_helpers.evaluation.offline_tasks import write_task_files
+
+    folder = store.root / "eval" / "tasks" / suite_hash(params)
+    done = folder / "written.json"
+    if done.exists():
+        return folder
+    for bench, b in params.evaluation.benchmarks.items():
+        if b.source == "offline":
+            write_task_files(folder, b.task, b.langs or None, b.n or 32, params.seed, b.max_gen_toks)
+    atomic_write_json(done, {"suite": suite_hash(params)})
+    return folder
+
+
+def benchmark_table(params: Params):
+    """The mapping from each paper benchmark to what runs in its place (shown in every report)."""
+    import pandas as pd
+
+    rows = []
+    for bench, b in params.evaluation.benchmarks.items():
+        ability = "EA" if bench in ENGLISH_BENCHMARKS else "MA"
+        what = {"off": "not run (reported as missing)", "offline": f"offline stand-in '{b.task}'",
+                "lm_eval": f"lm-eval task '{b.task}'"}[b.source]
+        rows.append({"benchmark": bench, "ability": ability, "runs as": what, "metric": b.metric or "",
+                     "languages": ", ".join(b.langs), "items per task": b.n})
+    return pd.DataFrame(rows).set_index("benchmark")
+
+
+def _identity(params: Params, store: RunStore, name: str) -> tuple[Path, str, str | None]:
+    from cft_helpers.models import model_checkpoint
+
+    if name in params.arms:
+        manifest = store.arm_manifest(name)
+        if not manifest or manifest.get("status") != "done":
+            raise RuntimeError(f"arm {name!r} is not trained; run its notebook first")
+        root = params.arms[name].start
+        while root in params.arms:
+            root = params.arms[root].start
+        return store.arm_checkpoint(name), manifest["input_hash"], getattr(params.models[root], "chat_template", None)
+    if name not in params.models:
+        raise KeyError(f"unknown model or arm {name!r}")
+    return model_checkpoint(params, name), stable_hash(params.models[name]), \
+        getattr(params.models[name], "chat_template", None)
+
+
+def evaluate_model(params: Params, name: str, store: RunStore | None = None, force: bool = False,
+                   progress: bool = True) -> dict[str, Any]:
+    """Run the suite on one model or arm (cached); returns its results record."""
+    store = store or RunStore(params.run_path)
+    ckpt, ident, template = _identity(params, store, name)
+    key = stable_hash({"model": ident, "suite": suite_hash(params)})
+    out_file = store.root / "eval" / f"{name}.json"
+    if out_file.exists() and not force:
+        cached = read_json(out_file)
+        if cached.get("key") == key:
+            return cached
+    plan = task_plan(params)
+    record: dict[str, Any] = {"model": name, "key": key, "checkpoint": str(ckpt), "suite": suite_hash(params),
+                              "benchmarks": {}, "tasks": {}}
+    if plan:
+        record.update(_run_lm_eval(params, store, ckpt, template, plan, name, progress))
+    atomic_write_json(out_file, record)
+    return record
+
+
+def _run_lm_eval(params, store, ckpt, template, plan, name, progress) -> dict[str, Any]:
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from cft_helpers.models import load_model, load_tokenizer
+    from cft_helpers.runs import write_jsonl
+    from cft_helpers.train import configure_runtime
+
+    device = configure_runtime(params)
+    folder = write_suite(params, store)
+    tok = load_tokenizer(ckpt, chat_template=template)
+    model = load_model(ckpt).to(device).eval()
+    cfg = params.evaluation
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=cfg.batch_size, max_length=cfg.max_length,
+              device=device)
+    names = [t for tasks in plan.values() for t, _ in tasks]
+    limits = {b: params.evaluation.benchmarks[b].n for b in plan}
+    limit = max((v for b, v in limits.items() if params.evaluation.benchmarks[b].source == "lm_eval" and v),
+                default=None)
+    t0 = time.perf_counter()
+    out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=TaskManager(include_path=str(folder)),
+                                  apply_chat_template=True, log_samples=True, limit=limit,
+                                  bootstrap_iters=100, verbosity="ERROR")
+    wall = time.perf_counter() - t0
+    tasks: dict[str, Any] = {}
+    samples = []
+    for t in names:
+        metrics = {k.split(",")[0]: v for k, v in out["results"][t].items() if "," in k}
+        tasks[t] = {"metrics": metrics, "n": out["n-samples"][t]["effective"], "version": out["versions"][t]}
+        for s in out["samples"].get(t, []):
+            resp = s.get("filtered_resps", [None])
+            samples.append({"task": t, "doc_id": s["doc_id"], "target": s.get("target"),
+                            "response": resp[0] if isinstance(resp, list) and resp and isinstance(resp[0], str)
+                            else None, **{m: s[m] for m in metrics if m in s and not m.endswith("_stderr")}})
+    write_jsonl(store.root / "eval" / f"{name}.samples.jsonl", samples)
+    benchmarks = {}
+    for bench, entries in plan.items():
+        metric = params.evaluation.benchmarks[bench].metric
+        per_lang = {}
+        for t, lang in entries:
+            if metric not in tasks[t]["metrics"]:
+                raise RuntimeError(f"task {t} reports no metric {metric!r}; it has {sorted(tasks[t]['metrics'])}")
+            per_lang[lang or "en"] = tasks[t]["metrics"][metric]
+        benchmarks[bench] = {"score": sum(per_lang.values()) / len(per_lang), "metric": metric,
+                             "by_language": per_lang}
+    items = sum(v["n"] for v in tasks.values())
+    chat = tok.chat_template or ""
+    return {"benchmarks": benchmarks, "tasks": tasks, "items": items, "wall_s": wall,
+            "items_per_s": items / wall if wall else None,
+            "chat_template_sha": hashlib.sha256(chat.encode()).hexdigest()[:16], "chat_template": chat,
+            "lm_eval_version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None}
+
+
+def evaluable_models(params: Params, store: RunStore | None = None) -> tuple[list[str], list[str]]:
+    """(models ready to evaluate, arms not trained yet) among ``params.evaluated_models()``."""
+    store = store or RunStore(params.run_path)
+    names = params.evaluated_models()
+    arms = [n for n in names if n in params.arms]
+    done = set(store.finished_arms(arms))
+    return [n for n in names if n not in params.arms or n in done], [n for n in arms if n not in done]
+
+
+def save_summary(params: Params, results: dict[str, dict[str, Any]], store: RunStore | None = None) -> Path:
+    """EA, MA, combined and per-benchmark scores of every model in ``<run_dir>/eval/summary.json``."""
+    store = store or RunStore(params.run_path)
+    out = {name: {"benchmarks": {b: v["score"] for b, v in r.get("benchmarks", {}).items()},
+                  **abilities(params, r), "items_per_s": r.get("items_per_s")} for name, r in results.items()}
+    path = store.root / "eval" / "summary.json"
+    atomic_write_json(path, out)
+    return path
+
+
+def evaluate_models(params: Params, names: Sequence[str] | None = None, store: RunStore | None = None,
+                    force: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
+    store = store or RunStore(params.run_path)
+    names = list(names) if names is not None else params.evaluated_models()
+    it = names
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(names, desc="evaluating", unit="model")
+    return {n: evaluate_model(params, n, store, force=force, progress=progress) for n in it}
+
+
+def abilities(params: Params, record: dict[str, Any]) -> dict[str, Any]:
+    """EA, MA and combined as the paper averages them (SPEC.md section 5), over the benchmarks
+    that ran; a benchmark that is off or missing is listed, never counted as zero."""
+    scores = {b: v["score"] for b, v in record.get("benchmarks", {}).items()}
+    out: dict[str, Any] = {}
+    for ability, group in (("EA", ENGLISH_BENCHMARKS), ("MA", MULTILINGUAL_BENCHMARKS)):
+        present = [scores[b] for b in group if b in scores]
+        out[ability] = sum(present) / len(present) if present else float("nan")
+        out[f"{ability}_missing"] = [b for b in group if b not in scores]
+    out["combined"] = (out["EA"] + out["MA"]) / 2 if not (math.isnan(out["EA"]) or math.isnan(out["MA"])) \
+        else float("nan")
+    return out
+
+
+def ability_table(params: Params, results: dict[str, dict[str, Any]]):
+    """One row per model: every benchmark's score, EA, MA, combined (NaN = not run)."""
+    import pandas as pd
+
+    rows = []
+    for name, record in results.items():
+        label = params.arms[name].label if name in params.arms else name
+        row = {"model": name, "label": label or name}
+        for b in (*ENGLISH_BENCHMARKS, *MULTILINGUAL_BENCHMARKS):
+            row[b] = record.get("benchmarks", {}).get(b, {}).get("score", float("nan"))
+        ab = abilities(params, record)
+        row.update({"EA": ab["EA"], "MA": ab["MA"], "combined": ab["combined"]})
+        rows.append(row)
+    df = pd.DataFrame(rows).set_index("model")
+    missing = [b for b in (*ENGLISH_BENCHMARKS, *MULTILINGUAL_BENCHMARKS) if df[b].isna().all()]
+    df.attrs["footnote"] = (f"not run: {', '.join(missing)}; EA and MA average the benchmarks that ran"
+                            if missing else "")
+    return df
+
+
+def language_table(results: dict[str, dict[str, Any]], benchmark: str):
+    """Per-language scores of one multilingual benchmark (rows: models), Tables B5-B7's shape."""
+    import pandas as pd
+
+    rows = {name: r.get("benchmarks", {}).get(benchmark, {}).get("by_language", {}) for name, r in results.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")

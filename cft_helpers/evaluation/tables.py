@@ -1,0 +1,63 @@
+"""The paper's result tables from evaluation records, with its published numbers beside ours.
+
+    phase_table(params, results)     # Tables 1-2: EA / MA after Phase 1 and after Phase 2
+    strategy_table(params, results)  # Table 5: EA, MA, combined per mitigation strategy
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cft_helpers.evaluation.harness import abilities
+from cft_helpers.params import Params
+
+
+def phase_table(params: Params, results: dict[str, dict[str, Any]]):
+    """Tables 1-2's shape: per Phase-2 arm, EA and MA of its Phase-1 model (P1) and of itself
+    (P2), and the paper's values for the pair its label names (Mistral-7B, Llama-3-8B)."""
+    import pandas as pd
+
+    from cft_helpers.paper_results import paper_phase_scores
+
+    rows = []
+    for arm in params.arms_in_phase("phase2", "reverse2"):
+        start = params.arms[arm].start
+        if arm not in results or start not in results:
+            continue
+        a1, a2 = abilities(params, results[start]), abilities(params, results[arm])
+        row = {"arm": arm, "pair": params.arms[arm].label or arm, "EA P1": a1["EA"], "EA P2": a2["EA"],
+               "MA P1": a1["MA"], "MA P2": a2["MA"]}
+        for model, (e1, e2, m1, m2) in paper_phase_scores(params.arms[arm].label).items():
+            row.update({f"paper {model} EA P1": e1, f"paper {model} EA P2": e2,
+                        f"paper {model} MA P1": m1, f"paper {model} MA P2": m2})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("arm") if rows else pd.DataFrame()
+
+
+def strategy_table(params: Params, results: dict[str, dict[str, Any]]):
+    """Table 5's shape: per strategy arm, EA, MA and combined, the paper's beside."""
+    import pandas as pd
+
+    from cft_helpers.paper_results import TABLE5
+
+    rows = []
+    for arm in params.strategy_arms():
+        if arm not in results:
+            continue
+        ab = abilities(params, results[arm])
+        strategy = params.arms[arm].strategy
+        row = {"arm": arm, "strategy": strategy, "EA": ab["EA"], "MA": ab["MA"], "combined": ab["combined"]}
+        for model in ("Mistral-7B", "Llama-3-8B"):
+            ea, ma, comb = TABLE5.get((model, strategy), (None, None, None))
+            row.update({f"paper {model} EA": ea, f"paper {model} MA": ma, f"paper {model} combined": comb})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("arm") if rows else pd.DataFrame()
+
+
+def throughput_table(results: dict[str, dict[str, Any]]):
+    """Items evaluated, wall time and items per second per model."""
+    import pandas as pd
+
+    return pd.DataFrame.from_dict({n: {"items": r.get("items"), "wall_s": r.get("wall_s"),
+                                       "items_per_s": r.get("items_per_s")} for n, r in results.items()},
+                                  orient="index")

@@ -1,0 +1,102 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · English Ability and Multilingual Ability
+#
+# **Question.** What does each arm of the grid score on the paper's benchmarks, and how do
+# English Ability (EA) and Multilingual Ability (MA) move from Phase 1 to Phase 2, in the
+# mixture, in the reverse order and under each mitigation?
+#
+# As in the paper (section 4.1, A.3): zero-shot, through lm-evaluation-harness, with each
+# model's chat template. EA is the mean of IFEval, AlpacaEval, MMLU and HellaSwag; MA the mean of
+# MLQA (F1), XQuAD (F1) and XLSum (ROUGE), each averaged over its languages; combined is the mean
+# of the two (Table 5). A benchmark that does not run is reported as missing and left out of the
+# mean, never counted as zero. The first table says what runs in place of each benchmark.
+#
+# **Reads** the params and every finished arm. **Writes** `<run_dir>/eval/<model>.json` (all
+# metrics, per task and language, stderr, sample counts, task versions, chat template, time),
+# `<model>.samples.jsonl` (every generated answer) and `summary.json`. Models already evaluated
+# with the same suite are not evaluated again.
+
+# %% tags=["parameters"]
+params = "params/default.yaml"
+force = False
+overrides = ""
+
+# %%
+from cft_helpers.evaluation.harness import (ability_table, benchmark_table, evaluable_models, evaluate_models,
+                                            language_table, save_summary)
+from cft_helpers.evaluation.tables import phase_table, strategy_table, throughput_table
+from cft_helpers.params import load_params
+from cft_helpers.runs import RunStore
+
+P = load_params(params, overrides=overrides)
+store = RunStore(P.run_path)
+ready, not_trained = evaluable_models(P, store)
+print(f"parameter set {P.name!r}: evaluating {ready}")
+if not_trained:
+    print(f"not trained yet, so not evaluated: {not_trained}")
+
+# %% [markdown]
+# ## What runs for each benchmark
+
+# %%
+benchmark_table(P)
+
+# %% [markdown]
+# ## Evaluate
+#
+# Each model is loaded once and handed to lm-eval, which batches the requests.
+
+# %%
+results = evaluate_models(P, ready, store, force=force)
+throughput_table(results).round(2)
+
+# %% [markdown]
+# ## Every model: benchmarks, EA, MA, combined
+
+# %%
+table = ability_table(P, results)
+print(table.attrs.get("footnote", ""))
+table.round(3)
+
+# %% [markdown]
+# ## Tables 1-2: Phase 1 against Phase 2
+#
+# Each Phase-2 arm (and the reverse order's second phase) beside its starting model. The paper's
+# values sit beside ours where the arm's label names one of its pairs; its models, data and
+# benchmarks differ from the offline default's, so compare directions, not values.
+
+# %%
+phase_table(P, results).round(3)
+
+# %% [markdown]
+# ## Table 5: the mitigation strategies
+
+# %%
+strategy_table(P, results).round(3)
+
+# %% [markdown]
+# ## Per language (Tables B5-B7)
+
+# %%
+for benchmark in ("mlqa", "xquad", "xlsum"):
+    per_language = language_table(results, benchmark)
+    if not per_language.empty:
+        print(f"{benchmark}:\n{per_language.round(3).to_string()}\n")
+
+# %%
+print(f"wrote {save_summary(P, results, store)}")

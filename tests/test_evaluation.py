@@ -1,0 +1,114 @@
+"""The evaluation suite: offline task data, the lm-eval path, EA / MA as the paper averages."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+from cft_helpers.data.generator import split_of
+from cft_helpers.data.lexicon import LANGUAGES
+from cft_helpers.evaluation import offline_tasks as ot
+from cft_helpers.evaluation.harness import abilities, ability_table, evaluate_model, task_plan
+from cft_helpers.params import ParamsError, load_params
+
+from conftest import write_params
+
+
+@pytest.mark.parametrize("lang", sorted(LANGUAGES))
+def test_qa_answers_are_spans_of_their_context(lang):
+    for rows in (ot.qa_lookup_rows(lang, 6, 0), ot.qa_facts_rows(lang, 6, 0)):
+        for r in rows:
+            (text,), (start,) = r["answers"]["text"], r["answers"]["answer_start"]
+            assert r["context"][start:start + len(text)] == text, r
+            assert r["question"] and not r["question"].startswith(("Question", "Frage", "質問"))
+
+
+def test_offline_items_come_from_heldout_instances_only():
+    for task in ("sum", "box_lookup", "next_day", "opposite"):
+        for args in ot.heldout_instances(task, 10, seed=0):
+            assert split_of(f"{task}|{','.join(map(str, args))}") == "heldout"
+    mc = ot.mc_rows(32, 0)
+    assert len({r["id"] for r in mc}) == 32
+    for r in mc:
+        assert len(r["choices"]) == 4 == len(set(r["choices"]))
+    completion = ot.completion_rows(16, 0)
+    for r in completion:
+        assert len(set(r["endings"])) == 4 and 0 <= r["label"] < 4
+    assert ot.mc_rows(8, 0) == ot.mc_rows(8, 0) and ot.mc_rows(8, 0) != ot.mc_rows(8, 1)
+
+
+def test_summary_reference_is_the_lead_sentence():
+    r = ot.summary_rows("es", 3, 0)[1]
+    assert r["text"].startswith(r["summary"]) and len(r["text"]) > 2 * len(r["summary"])
+
+
+def test_task_files_and_their_scoring_module(tmp_path):
+    names = ot.write_task_files(tmp_path, "qa_lookup", ["ja", "ar"], 3, 0, max_gen_toks=8)
+    assert names == ["cft_qa_lookup_ja", "cft_qa_lookup_ar"]
+    assert "max_gen_toks: 8" in (tmp_path / "cft_qa_lookup_ja.yaml").read_text()
+    spec = importlib.util.spec_from_file_location("cft_scoring", tmp_path / "cft_scoring.py")
+    scoring = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scoring)
+    doc = json.loads((tmp_path / "cft_qa_lookup_ja.jsonl").read_text().splitlines()[0])
+    answer = doc["answers"]["text"][0]
+    assert scoring.process_qa(doc, [answer]) == {"f1": 1.0, "exact_match": 1.0}
+    wrong = scoring.process_qa(doc, [answer + "9"])  # a deliberately wrong answer scores lower
+    assert wrong["exact_match"] == 0.0 and wrong["f1"] < 1.0
+    with pytest.raises(ValueError, match="no language 'xx'"):
+        ot.write_task_files(tmp_path, "summary", ["xx"], 2, 0)
+
+
+def test_abilities_average_as_the_paper_and_missing_is_never_zero(smoke_params):
+    record = {"benchmarks": {"mmlu": {"score": 0.5}, "hellaswag": {"score": 0.3},
+                             "mlqa": {"score": 0.2}, "xquad": {"score": 0.4}, "xlsum": {"score": 0.0}}}
+    ab = abilities(smoke_params, record)
+    # EA over the English benchmarks that ran (IFEval, AlpacaEval off): (0.5 + 0.3) / 2
+    assert ab["EA"] == pytest.approx(0.4) and ab["EA_missing"] == ["ifeval", "alpacaeval"]
+    assert ab["MA"] == pytest.approx(0.2) and ab["MA_missing"] == []       # a real 0.0 stays a 0.0
+    assert ab["combined"] == pytest.approx(0.3)
+    table = ability_table(smoke_params, {"m": record})
+    assert math.isnan(table.loc["m", "alpacaeval"]) and "alpacaeval" in table.attrs["footnote"]
+    # the paper's worked example, Table 5, Mistral-7B LF_H1: EA 0.395, MA 0.136 -> combined 0.266
+    full = {"benchmarks": {b: {"score": v} for b, v in {
+        "ifeval": 0.456, "alpacaeval": 0.03, "mmlu": 0.497, "hellaswag": 0.598,
+        "mlqa": 0.176, "xlsum": 0.016, "xquad": 0.215}.items()}}
+    ab = abilities(smoke_params, full)
+    assert (round(ab["EA"], 3), round(ab["MA"], 3)) == (0.395, 0.136)
+    assert ab["combined"] == pytest.approx(0.266, abs=1e-3)  # the paper averages its rounded EA, MA
+    assert math.isnan(abilities(smoke_params, {"benchmarks": {"mmlu": {"score": 1.0}}})["combined"])
+
+
+def test_evaluation_params_are_checked(tmp_path, model_cache):
+    path = write_params(tmp_path, model_cache)
+    p = load_params(path)
+    assert p.evaluation.benchmarks["alpacaeval"].source == "off"  # YAML's bare `off` is not False
+    with pytest.raises(ParamsError, match="offline task 'nope'"):
+        load_params(path, overrides="evaluation.benchmarks.mmlu={source: offline, task: nope, metric: acc}")
+    with pytest.raises(ParamsError, match="needs langs"):
+        load_params(path, overrides="evaluation.benchmarks.mlqa={source: offline, task: qa_lookup, metric: f1}")
+    with pytest.raises(ParamsError, match="needs 'task' and 'metric'"):
+        load_params(path, overrides="evaluation.benchmarks.mmlu={source: lm_eval}")
+    with pytest.raises(ParamsError, match="evaluation.models.*ghost"):
+        load_params(path, overrides="evaluation.models=[base, ghost]")
+    with pytest.raises(ParamsError, match="benchmarks"):
+        load_params(path, overrides="evaluation.benchmarks.mmmu={source: off}")
+    paper = load_params("params/paper/mistral7b.yaml")
+    plan = task_plan(paper)
+    assert ("mlqa_hi_hi", "hi") in plan["mlqa"] and ("xquad_el", "el") in plan["xquad"]
+
+
+def test_evaluate_model_through_lm_eval_and_cache(prepared):
+    """The random-init smoke model on the suite: every benchmark scored, saved, then reused."""
+    rec = evaluate_model(prepared, "base", progress=False)
+    assert set(rec["benchmarks"]) == {"mmlu", "hellaswag", "mlqa", "xquad", "xlsum"}
+    assert rec["tasks"]["cft_mc"]["n"] == 8 and rec["tasks"]["cft_qa_lookup_ar"]["n"] == 2
+    assert 0.0 <= rec["benchmarks"]["mmlu"]["score"] <= 1.0
+    assert set(rec["benchmarks"]["xquad"]["by_language"]) == {"th", "vi"}
+    assert "<|im_start|>" in rec["chat_template"] and rec["items_per_s"] > 0
+    samples = (prepared.run_path / "eval" / "base.samples.jsonl").read_text().splitlines()
+    assert len(samples) == rec["items"]
+    again = evaluate_model(prepared, "base", progress=False)
+    assert again == rec  # cached: same key, nothing recomputed
