@@ -104,6 +104,13 @@ def tensor_chunks(file: Path, name: str, chunk_elements: int = 1 << 20):
             yield torch.frombuffer(buffer, dtype=dtype, count=size // dtype.itemsize)
 
 
+def checkpoint_numel(checkpoint: Path | str) -> int:
+    """Number of values stored in a checkpoint (from the headers alone; tied copies not stored)."""
+    import math
+
+    return sum(math.prod(tensor_shape(f, n)) for n, f in tensor_files(checkpoint).items())
+
+
 def tensor_shape(file: Path, name: str) -> tuple[int, ...]:
     return tuple(_entry(file, name)[0]["shape"])
 

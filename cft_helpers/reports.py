@@ -112,7 +112,12 @@ def compute_table(params: Params, arms: Sequence[str], store: RunStore | None = 
     store = store or RunStore(params.run_path)
     rows = []
     for arm in arms:
-        m = store.arm_metrics(arm)
+        m = dict(store.arm_metrics(arm))
+        if m.get("total_params") is None and params.arms[arm].strategy == "vanilla":
+            # arms trained before parameter counts were recorded: every stored value trains
+            from cft_helpers.checkpoints import checkpoint_numel
+
+            m["total_params"] = m["trainable_params"] = checkpoint_numel(store.arm_checkpoint(arm))
         replay = m.get("replay") or {}
         total = m.get("total_params") or float("nan")
         rows.append({"arm": arm, "strategy": params.arms[arm].strategy, "frozen tensors": m.get("frozen_tensors", 0),
@@ -132,9 +137,9 @@ def compute_table(params: Params, arms: Sequence[str], store: RunStore | None = 
 
 def mitigation_table(params: Params, arms: Sequence[str], losses, english: Sequence[str],
                      multilingual: Sequence[str]):
-    """Table 5's shape from held-out losses (lower is better) until the evaluation suite scores
-    EA and MA: per arm the mean English and multilingual held-out loss, their change from the
-    start model, and the paper's EA / MA / combined for the same strategy beside them.
+    """Table 5's shape from held-out losses (lower is better), before any benchmark: per arm the
+    mean held-out loss on ``english`` (the Phase-1 data) and ``multilingual`` datasets, their
+    change from the start model, and the paper's EA / MA / combined for the same strategy.
 
     ``losses``: a heldout_loss_table with the start model and every arm as rows."""
     import pandas as pd

@@ -39,6 +39,7 @@ overrides = ""
 # %%
 from cft_helpers.evaluation.harness import (ability_table, benchmark_table, evaluable_models, evaluate_models,
                                             language_table, save_summary)
+from cft_helpers.evaluation.fidelity import fidelity_table
 from cft_helpers.evaluation.tables import phase_table, strategy_table, throughput_table
 from cft_helpers.params import load_params
 from cft_helpers.runs import RunStore
@@ -97,6 +98,19 @@ for benchmark in ("mlqa", "xquad", "xlsum"):
     per_language = language_table(results, benchmark)
     if not per_language.empty:
         print(f"{benchmark}:\n{per_language.round(3).to_string()}\n")
+
+# %% [markdown]
+# ## Language fidelity
+#
+# Not in the paper: the share of generated multilingual answers that are in the language asked
+# (language identified offline). A model that answers in English scores zero here however good
+# its F1 looks. Short answers (numbers, single words) carry no language signal and are not
+# assessed; the count assessed is in the last column.
+
+# %%
+fidelity = fidelity_table(P, list(results), store)
+print(fidelity.attrs["footnote"])
+fidelity.round(2)
 
 # %%
 print(f"wrote {save_summary(P, results, store)}")

@@ -112,3 +112,30 @@ def test_evaluate_model_through_lm_eval_and_cache(prepared):
     assert len(samples) == rec["items"]
     again = evaluate_model(prepared, "base", progress=False)
     assert again == rec  # cached: same key, nothing recomputed
+
+
+def test_language_identification_of_our_languages():
+    from cft_helpers.evaluation.fidelity import detect_language
+
+    for lang, text in [("fr", "La somme de 25 et 66 est 91."), ("ja", "日曜日の次は月曜日です。"),
+                       ("th", "วันถัดจากวันอาทิตย์คือวันจันทร์"), ("de", "Der Tag nach Montag ist Dienstag."),
+                       ("en", "The day after Monday is Tuesday.")]:
+        assert detect_language(text)[0] == lang, text
+
+
+def test_fidelity_counts_answers_in_the_wrong_language(smoke_params):
+    """An English answer to a Thai item is not in language; a bare number is not assessed."""
+    from cft_helpers.evaluation.fidelity import fidelity
+    from cft_helpers.runs import RunStore, write_jsonl
+
+    store = RunStore(smoke_params.run_path)
+    write_jsonl(store.root / "eval" / "m.samples.jsonl", [
+        {"task": "cft_qa_facts_th", "doc_id": 0, "response": "วันถัดจากวันอาทิตย์คือวันจันทร์"},
+        {"task": "cft_qa_facts_th", "doc_id": 1, "response": "The day after Sunday is Monday."},
+        {"task": "cft_qa_facts_th", "doc_id": 2, "response": "42"},
+        {"task": "cft_summary_es", "doc_id": 0, "response": "El día después del domingo es el lunes."},
+        {"task": "cft_mc", "doc_id": 0, "response": None},  # English benchmark: not counted
+    ])
+    f = fidelity(smoke_params, "m", store)
+    assert f["th"] == {"answers": 3, "assessed": 2, "in_language": 1, "rate": 0.5}
+    assert f["es"]["rate"] == 1.0 and set(f) == {"th", "es"}
