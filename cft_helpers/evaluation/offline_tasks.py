@@ -202,97 +202,49 @@ def summary_rows(lang: str, n: int, seed: int) -> list[dict]:
 
 # --------------------------------------------------------------------------- lm-eval task files
 
-_MC_YAML = """task: {task}
+_HEADER = """task: {task}
 dataset_path: json
 dataset_kwargs:
   data_files:
     test: {data}
 test_split: test
-output_type: multiple_choice
+"""
+
+_MC_BODY = """output_type: multiple_choice
 doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{choices[0]}}}}\\nB. {{{{choices[1]}}}}\\nC. {{{{choices[2]}}}}\\nD. {{{{choices[3]}}}}\\nAnswer:"
 doc_to_choice: ["A", "B", "C", "D"]
 doc_to_target: answer
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: {version}
 """
 
-_COMPLETION_YAML = """task: {task}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
+_COMPLETION_BODY = """output_type: multiple_choice
 doc_to_text: "{{{{ctx}}}}"
 doc_to_choice: "{{{{endings}}}}"
 doc_to_target: label
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: {version}
 """
 
-_QA_YAML = """task: {task}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: generate_until
-doc_to_text: "Context: {{{{context}}}}\\n\\nQuestion: {{{{question}}}}\\n\\nAnswer:"
+_GENERATE = """output_type: generate_until
+generation_kwargs:
+  until: ["\\n"]
+  do_sample: false
+  max_gen_toks: {max_gen_toks}
+"""
+
+_QA_BODY = _GENERATE + """doc_to_text: "Context: {{{{context}}}}\\n\\nQuestion: {{{{question}}}}\\n\\nAnswer:"
 doc_to_target: "{{{{answers.text[0]}}}}"
 process_results: !function cft_scoring.process_qa
-generation_kwargs:
-  until: ["\\n"]
-  do_sample: false
-  max_gen_toks: {max_gen_toks}
-metric_list:
-  - metric: f1
-    aggregation: mean
-    higher_is_better: true
-  - metric: exact_match
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: {version}
 """
 
-_SUMMARY_YAML = """task: {task}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: generate_until
-doc_to_text: "Summarize the following text in one sentence.\\n\\n{{{{text}}}}\\n\\nSummary:"
+_SUMMARY_BODY = _GENERATE + """doc_to_text: "Summarize the following text in one sentence.\\n\\n{{{{text}}}}\\n\\nSummary:"
 doc_to_target: "{{{{summary}}}}"
 process_results: !function cft_scoring.process_summary
-generation_kwargs:
-  until: ["\\n"]
-  do_sample: false
-  max_gen_toks: {max_gen_toks}
-metric_list:
-  - metric: rouge1
-    aggregation: mean
-    higher_is_better: true
-  - metric: rouge2
-    aggregation: mean
-    higher_is_better: true
-  - metric: rougeL
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: {version}
 """
+
+
+def _task_yaml(body: str, metrics: list[str]) -> str:
+    """An lm-eval task YAML template: our JSONL file, a body, mean-aggregated metrics."""
+    listed = "".join(f"  - metric: {m}\n    aggregation: mean\n    higher_is_better: true\n" for m in metrics)
+    return _HEADER + body + "metric_list:\n" + listed + "metadata:\n  version: {version}\n"
+
 
 # lm-eval loads ``!function`` targets from a module beside the YAML files.
 _SCORING_MODULE = '''"""Written by cft_helpers.evaluation.offline_tasks: lm-eval calls these per document."""
@@ -309,11 +261,11 @@ def process_summary(doc, results):
 '''
 
 KINDS: dict[str, tuple[str, Callable]] = {
-    "mc": (_MC_YAML, mc_rows),
-    "completion": (_COMPLETION_YAML, completion_rows),
-    "qa_lookup": (_QA_YAML, qa_lookup_rows),
-    "qa_facts": (_QA_YAML, qa_facts_rows),
-    "summary": (_SUMMARY_YAML, summary_rows),
+    "mc": (_task_yaml(_MC_BODY, ["acc"]), mc_rows),
+    "completion": (_task_yaml(_COMPLETION_BODY, ["acc", "acc_norm"]), completion_rows),
+    "qa_lookup": (_task_yaml(_QA_BODY, ["f1", "exact_match"]), qa_lookup_rows),
+    "qa_facts": (_task_yaml(_QA_BODY, ["f1", "exact_match"]), qa_facts_rows),
+    "summary": (_task_yaml(_SUMMARY_BODY, ["rouge1", "rouge2", "rougeL"]), summary_rows),
 }
 PER_LANGUAGE = {"qa_lookup", "qa_facts", "summary"}
 
