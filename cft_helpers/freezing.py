@@ -122,6 +122,9 @@ def spectrum_plan(names: Sequence[str], scores: dict[str, dict], percent: float,
 
     selected = select(scores, percent)
     chosen = {f"{m}.weight" for mods in selected.values() for m in mods}
+    if chosen and not chosen & set(names):
+        raise ValueError(f"Spectrum: none of the selected modules is a parameter of the model (e.g. "
+                         f"{sorted(chosen)[0]!r}); were the scores computed on another architecture?")
     if direction == "freeze_selected":
         frozen = chosen & set(names)
     elif direction == "train_selected":

@@ -316,7 +316,8 @@ class Benchmark(Strict):
     langs: list[str] = Field(default_factory=list)
     metric: str | None = None              # the score the paper reports, e.g. acc_norm, f1, rougeL
     n: int | None = Field(default=None, ge=1)  # items per task (offline: written; lm_eval: limit)
-    max_gen_toks: int = Field(default=32, ge=1)
+    # Longest generated answer; None: the task's own (lm_eval) or 32 (offline).
+    max_gen_toks: int | None = Field(default=None, ge=1)
 
     @field_validator("source", mode="before")
     @classmethod
@@ -327,6 +328,8 @@ class Benchmark(Strict):
     def _check(self) -> "Benchmark":
         if self.source != "off" and (not self.task or not self.metric):
             raise ValueError(f"source {self.source!r} needs 'task' and 'metric'")
+        if self.source == "lm_eval" and ("{lang}" in self.task) != bool(self.langs):
+            raise ValueError(f"lm_eval task {self.task!r}: a '{{lang}}' template needs langs, and langs need it")
         if self.source == "offline":
             from cft_helpers.evaluation.offline_tasks import KINDS, PER_LANGUAGE
 
@@ -521,7 +524,8 @@ class Params(Strict):
         """What the evaluation notebook scores: ``evaluation.models`` or every start model and arm."""
         if self.evaluation.models is not None:
             return list(self.evaluation.models)
-        starts = [a.start for a in self.arms.values() if a.start in self.models]
+        as_is = {a.start for a in self.arms.values() if not a.datasets}  # same checkpoint as the arm
+        starts = [a.start for a in self.arms.values() if a.start in self.models and a.start not in as_is]
         return list(dict.fromkeys(starts)) + self.arm_order()
 
     def english_datasets(self) -> list[str]:

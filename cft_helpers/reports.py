@@ -160,6 +160,25 @@ def mitigation_table(params: Params, arms: Sequence[str], losses, english: Seque
     return pd.DataFrame(rows).set_index("arm")
 
 
+def mitigation_loss_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
+    """``mitigation_table`` on held-out losses computed here: the English side is the arms' Phase-1
+    data (``Params.phase1_dataset``), or every English dataset when that is unknown (a Phase-1
+    model used as is); the multilingual side is the arms' own training data."""
+    from cft_helpers.heldout import heldout_loss_table
+
+    store = store or RunStore(params.run_path)
+    held = {d for d, spec in params.datasets.items() if spec.n_heldout}
+    starts = sorted({params.arms[a].start for a in arms})
+    english = sorted({params.phase1_dataset(s) for s in starts if s in params.arms} & held) \
+        or sorted(set(params.english_datasets()) & held)
+    multilingual = sorted({d for a in arms for d in params.arms[a].datasets} & held - set(english))
+    if not english or not multilingual:
+        raise ValueError("held-out rows are needed on English and on Phase-2 data (datasets.*.n_heldout)")
+    losses = heldout_loss_table(params, starts + list(arms), english + multilingual,
+                                n=params.training.n_eval or 16, store=store)
+    return mitigation_table(params, arms, losses, english, multilingual)
+
+
 def freeze_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
     """Per layer-freezing arm, the decoder layers touched and how many tensors were frozen."""
     import pandas as pd

@@ -2,7 +2,8 @@
 
 DES (Definition 1, SPEC.md section 4): embed N randomly sampled rows of each dataset with a
 language-agnostic sentence embedder, average, L2-normalise, take the dot product. 1 for a
-dataset with itself; higher is more similar. We add what the paper does not report: a
+dataset with itself; higher is more similar. Row embeddings are unit vectors (LaBSE and USE
+produce them so; other embedders are normalised to match). We add what the paper does not report: a
 bootstrap standard deviation over the sampled rows, so that a difference between two pairs can
 be read against the sampling noise.
 
@@ -137,8 +138,9 @@ def dataset_embeddings(params: Params, names: Sequence[str], store: RunStore | N
     folder = _similarity_dir(store) / "embeddings"
     folder.mkdir(exist_ok=True)
     out: dict[str, np.ndarray] = {}
+    embedder_id = embedder.name if embedder is not None else cfg.embedder  # a passed embedder wins
     for name in names:
-        key = stable_hash({"embedder": cfg.embedder, "n": cfg.n, "seed": seed, "text": cfg.text,
+        key = stable_hash({"embedder": embedder_id, "n": cfg.n, "seed": seed, "text": cfg.text,
                            "data": dataset_hash(store, name, "train")})
         path = folder / f"{name}.{key}.npy"
         if path.exists():
@@ -351,6 +353,9 @@ def mpd_run_table(params: Params, store: RunStore | None = None, progress: bool 
 
     store = store or RunStore(params.run_path)
     ref, others = mpd_arms(params)
+    if not others:
+        raise SimilarityError(f"no arm to compare with the MPD reference {ref!r}: Table 4 needs arms trained "
+                              "from the same start model on one dataset each")
     trained = store.finished_arms([ref, *others])
     missing = [a for a in [ref, *others] if a not in trained]
     if missing:

@@ -8,7 +8,7 @@ paper's appendix D.1; we reproduce upstream:
 3. sigma = (quantile(S, 0.75) - quantile(S, 0.25)) / 1.349;
 4. beta = min(n, m) / max(n, m); tau = sigma * (1 + sqrt(beta));
 5. signal = sum(S[S > tau]) (0 if none); noise = sum(S[S <= tau]) (1.0 if none);
-6. score = (signal / noise) / S[0].
+6. score = (signal / noise) / S[0] (infinite when noise sums to 0, as upstream).
 
 Per module type the matrices are sorted by score, highest first, and the first
 floor(count * percent / 100) are *selected*. Upstream trains the selected ones; the paper
@@ -79,6 +79,8 @@ def snr_score(weight) -> float:
     above, below = s[s > tau], s[s <= tau]
     signal = float(above.sum()) if above.numel() else 0.0
     noise = float(below.sum()) if below.numel() else 1.0
+    if noise == 0.0:  # values at or below tau that are all zero (rank-deficient): upstream gives inf
+        return math.inf
     return (signal / noise) / float(s[0])
 
 

@@ -100,14 +100,15 @@ def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:
         "data": {d: dataset_hash(store, d) for d in spec.datasets},
         "seed": params.seed,
     }
-    settings = strategy_settings(params, arm)
+    settings = strategy_settings(params, arm, store)
     if settings is not None:
         inputs["mitigation"] = settings
     return stable_hash(inputs)
 
 
-def strategy_settings(params: Params, arm: str) -> dict[str, Any] | None:
-    """The settings that shape an arm's mitigation strategy (None for vanilla training)."""
+def strategy_settings(params: Params, arm: str, store: RunStore | None = None) -> dict[str, Any] | None:
+    """The settings that shape an arm's mitigation strategy (None for vanilla training); with
+    ``store``, also the content hash of the replay's English dataset."""
     strategy = params.arms[arm].strategy
     m = params.mitigation
     if strategy in ("LF_H1", "LF_H2"):
@@ -119,7 +120,9 @@ def strategy_settings(params: Params, arm: str) -> dict[str, Any] | None:
     if strategy == "Spectrum":
         return {"spectrum": m.spectrum.model_dump()}
     if strategy in REPLAY_FRACTION:
-        return {"replay": m.replay.model_dump()}
+        english = m.replay.english_dataset
+        data = dataset_hash(store, english) if (english and store is not None) else None
+        return {"replay": m.replay.model_dump(), "english_data": data}
     if strategy == "LoRA":
         return {"lora": m.lora.model_dump()}
     return None
@@ -271,6 +274,8 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     if spec.strategy in REPLAY_FRACTION:  # GR_5 / GR_10 / ER_10: add replay rows, shuffled in
         from cft_helpers.replay import build_replay
 
+        if device == "cuda":
+            model.to(device)  # GR generates with this model: on the GPU, not the CPU it loaded on
         replay, summary = build_replay(params, store, arm, model, tok, progress=progress)
         rows = rows + replay
         random.Random(f"{training.seed}|{arm}|replay").shuffle(rows)

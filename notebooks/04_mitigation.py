@@ -48,9 +48,8 @@ overrides = ""
 # %%
 from cft_helpers.data import prepare_datasets
 from cft_helpers.data.prepare import format_example
-from cft_helpers.heldout import heldout_loss_table
 from cft_helpers.params import load_params
-from cft_helpers.reports import (arm_plan, compute_table, freeze_table, loss_curves, mitigation_table)
+from cft_helpers.reports import arm_plan, compute_table, freeze_table, loss_curves, mitigation_loss_table
 from cft_helpers.runs import RunStore, read_jsonl
 from cft_helpers.train import train_arms
 
@@ -120,8 +119,4 @@ compute_table(P, arms, store).round(3)
 # optimizer steps separate the arms: read differences against the seed-to-seed spread.
 
 # %%
-start = sorted({P.arms[a].start for a in arms})
-english = sorted({P.phase1_dataset(s) for s in start if s in P.arms} - {None})
-multilingual = sorted({d for a in arms for d in P.arms[a].datasets if d not in english})
-losses = heldout_loss_table(P, start + arms, english + multilingual, n=P.training.n_eval or 16, store=store)
-mitigation_table(P, arms, losses, english, multilingual).round(3)
+mitigation_loss_table(P, arms, store).round(3)

@@ -97,7 +97,11 @@ def test_evaluation_params_are_checked(tmp_path, model_cache):
         load_params(path, overrides="evaluation.benchmarks.mmmu={source: off}")
     paper = load_params("params/paper/mistral7b.yaml")
     plan = task_plan(paper)
-    assert ("mlqa_hi_hi", "hi") in plan["mlqa"] and ("xquad_el", "el") in plan["xquad"]
+    assert ("mlqa_hi_hi", "hi") in plan["mlqa"] and "xquad" not in plan  # off until our scorer runs it
+    with pytest.raises(ParamsError, match="template needs langs"):
+        load_params(path, overrides="evaluation.benchmarks.mlqa={source: lm_eval, task: 'mlqa_{lang}', metric: f1}")
+    # the off-the-shelf Instruct model is evaluated once, as the arm that uses it as is
+    assert "instruct" not in paper.evaluated_models() and "p1_instruct" in paper.evaluated_models()
 
 
 def test_evaluate_model_through_lm_eval_and_cache(prepared):

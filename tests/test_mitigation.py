@@ -105,6 +105,8 @@ def test_spectrum_special_cases():
     # no noise (all singular values equal): tau = 0, everything is signal: score = n / 1 / 1
     assert spectrum.snr_score(torch.eye(8)) == pytest.approx(8.0)
     assert spectrum.snr_score(torch.eye(8)) == pytest.approx(reference_score(torch.eye(8)))
+    # rank-deficient: the values at or below tau are all zero, so noise sums to 0: infinite, as upstream
+    assert spectrum.snr_score(torch.diag(torch.tensor([1.0, 0.0, 0.0]))) == float("inf")
     with pytest.raises(spectrum.SpectrumError, match="meta"):
         spectrum.snr_score(torch.empty(4, 4, device="meta"))
     with pytest.raises(spectrum.SpectrumError, match="NaN"):
@@ -129,6 +131,8 @@ def test_spectrum_cli_writes_axolotl_yaml_and_scores(tmp_path, capsys):
     assert set(plan.frozen) == unfrozen - {"model.embed_tokens.weight"}
     upstream = freezing.spectrum_plan(names, scores, 50, "train_selected")
     assert set(upstream.trainable) == unfrozen
+    with pytest.raises(ValueError, match="another architecture"):  # scores of another model's names
+        freezing.spectrum_plan([f"other.{n}" for n in names], scores, 50, "freeze_selected")
 
     bad = tmp_path / "nan"
     bad.mkdir()

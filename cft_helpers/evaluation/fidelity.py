@@ -66,8 +66,12 @@ def fidelity_table(params: Params, models: list[str], store: RunStore | None = N
     overall rate and the number of answers assessed."""
     import pandas as pd
 
+    store = store or RunStore(params.run_path)
     rows = {}
     for m in models:
+        if not (store.root / "eval" / f"{m}.samples.jsonl").exists():
+            rows[m] = {"all": float("nan"), "assessed": 0}  # nothing generated (no benchmark ran)
+            continue
         f = fidelity(params, m, store)
         assessed = sum(e["assessed"] for e in f.values())
         row = {lang: e["rate"] for lang, e in sorted(f.items())}

@@ -60,7 +60,7 @@ def write_suite(params: Params, store: RunStore) -> Path:
         return folder
     for bench, b in params.evaluation.benchmarks.items():
         if b.source == "offline":
-            write_task_files(folder, b.task, b.langs or None, b.n or 32, params.seed, b.max_gen_toks)
+            write_task_files(folder, b.task, b.langs or None, b.n or 32, params.seed, b.max_gen_toks or 32)
     atomic_write_json(done, {"suite": suite_hash(params)})
     return folder
 
@@ -132,25 +132,30 @@ def _run_lm_eval(params, store, ckpt, template, plan, name, progress) -> dict[st
     cfg = params.evaluation
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=cfg.batch_size, max_length=cfg.max_length,
               device=device)
-    names = [t for tasks in plan.values() for t, _ in tasks]
-    limits = {b: params.evaluation.benchmarks[b].n for b in plan}
-    limit = max((v for b, v in limits.items() if params.evaluation.benchmarks[b].source == "lm_eval" and v),
-                default=None)
+    manager = TaskManager(include_path=str(folder))
+    # Offline tasks hold exactly their items and set their answer length in their YAML: one call.
+    # Each lm-eval benchmark gets its own call: its item limit and answer length.
+    calls: list[tuple[list[str], int | None, dict | None]] = []
+    offline = [t for b, tasks in plan.items() if cfg.benchmarks[b].source == "offline" for t, _ in tasks]
+    if offline:
+        calls.append((offline, None, None))
+    for b, tasks in plan.items():
+        spec = cfg.benchmarks[b]
+        if spec.source == "lm_eval":
+            calls.append(([t for t, _ in tasks], spec.n,
+                          {"max_gen_toks": spec.max_gen_toks} if spec.max_gen_toks else None))
     t0 = time.perf_counter()
-    out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=TaskManager(include_path=str(folder)),
-                                  apply_chat_template=True, log_samples=True, limit=limit,
-                                  bootstrap_iters=100, verbosity="ERROR")
+    outs = [lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, apply_chat_template=True,
+                                    log_samples=True, limit=limit, gen_kwargs=gen, bootstrap_iters=100,
+                                    verbosity="ERROR") for names, limit, gen in calls]
     wall = time.perf_counter() - t0
     tasks: dict[str, Any] = {}
     samples = []
-    for t in names:
-        metrics = {k.split(",")[0]: v for k, v in out["results"][t].items() if "," in k}
-        tasks[t] = {"metrics": metrics, "n": out["n-samples"][t]["effective"], "version": out["versions"][t]}
-        for s in out["samples"].get(t, []):
-            resp = s.get("filtered_resps", [None])
-            samples.append({"task": t, "doc_id": s["doc_id"], "target": s.get("target"),
-                            "response": resp[0] if isinstance(resp, list) and resp and isinstance(resp[0], str)
-                            else None, **{m: s[m] for m in metrics if m in s and not m.endswith("_stderr")}})
+    for (names, _, _), out in zip(calls, outs):
+        for t in names:
+            metrics = {k.split(",")[0]: v for k, v in out["results"][t].items() if "," in k}
+            tasks[t] = {"metrics": metrics, "n": _n_samples(out, t), "version": out["versions"].get(t)}
+            samples += _samples(out, t, metrics)
     write_jsonl(store.root / "eval" / f"{name}.samples.jsonl", samples)
     benchmarks = {}
     for bench, entries in plan.items():
@@ -187,6 +192,25 @@ def save_summary(params: Params, results: dict[str, dict[str, Any]], store: RunS
     path = store.root / "eval" / "summary.json"
     atomic_write_json(path, out)
     return path
+
+
+def _n_samples(out: dict, task: str) -> int:
+    """Items scored for a task; a group (e.g. mmlu) has no entry of its own: sum its subtasks."""
+    if task in out["n-samples"]:
+        return out["n-samples"][task]["effective"]
+    return sum(_n_samples(out, sub) for sub in out.get("group_subtasks", {}).get(task, []))
+
+
+def _samples(out: dict, task: str, metrics: dict) -> list[dict]:
+    """The generated answers of a task (and of a group's subtasks), one row per item."""
+    rows = []
+    for sub in [task, *out.get("group_subtasks", {}).get(task, [])]:
+        for s in out["samples"].get(sub, []):
+            resp = s.get("filtered_resps", [None])
+            rows.append({"task": sub, "doc_id": s["doc_id"], "target": s.get("target"),
+                         "response": resp[0] if isinstance(resp, list) and resp and isinstance(resp[0], str)
+                         else None, **{m: s[m] for m in metrics if m in s}})
+    return rows
 
 
 def evaluate_models(params: Params, names: Sequence[str] | None = None, store: RunStore | None = None,
