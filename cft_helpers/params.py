@@ -365,6 +365,8 @@ class Evaluation(Strict):
     models: list[str] | None = None
     batch_size: int = Field(default=16, ge=1)
     max_length: int = Field(default=1024, ge=64)
+    # Extra folders of lm-eval task YAMLs (your own tasks), searched with lm-eval's own.
+    include_paths: list[str] = Field(default_factory=list)
 
 
 class Params(Strict):
@@ -739,3 +741,7 @@ def _check_paths(params: Params) -> None:
                               f"(resolved to {params.path(d.path)})")
         if isinstance(d, HubDataset) and (d.path.startswith((".", "/", "~"))) and not params.path(d.path).exists():
             raise ParamsError(f"datasets.{name}.path: local folder {d.path!r} does not exist")
+    for folder in params.evaluation.include_paths:
+        if not params.path(folder).is_dir():
+            raise ParamsError(f"evaluation.include_paths: folder {folder!r} does not exist "
+                              f"(resolved to {params.path(folder)})")

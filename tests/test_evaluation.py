@@ -143,3 +143,25 @@ def test_fidelity_counts_answers_in_the_wrong_language(smoke_params):
     f = fidelity(smoke_params, "m", store)
     assert f["th"] == {"answers": 3, "assessed": 2, "in_language": 1, "rate": 0.5}
     assert f["es"]["rate"] == 1.0 and set(f) == {"th", "es"}
+
+
+def test_lm_eval_benchmarks_run_with_their_own_item_limit(tmp_path, model_cache):
+    """An lm_eval-source benchmark (a task from evaluation.include_paths) runs in its own lm-eval
+    call with its own limit, beside the offline suite; one task for two benchmarks is refused."""
+    from cft_helpers.data import prepare_datasets
+
+    ot.write_task_files(tmp_path / "mytasks", "mc", None, 5, seed=7)
+    path = write_params(tmp_path, model_cache)
+    p = load_params(path, overrides=(f"evaluation.include_paths=[{tmp_path / 'mytasks'}]; "
+                                     "evaluation.benchmarks.mmlu={source: lm_eval, task: cft_mc, metric: acc, n: 3}"))
+    prepare_datasets(p, progress=False)
+    rec = evaluate_model(p, "base", progress=False)
+    assert rec["tasks"]["cft_mc"]["n"] == 3                       # the lm_eval call's limit
+    assert rec["tasks"]["cft_qa_lookup_ar"]["n"] == 2             # offline tasks keep their size
+    assert set(rec["benchmarks"]) == {"mmlu", "hellaswag", "mlqa", "xquad", "xlsum"}
+    with pytest.raises(ParamsError, match="include_paths"):
+        load_params(path, overrides="evaluation.include_paths=[no/such/folder]")
+    clash = load_params(path, overrides="evaluation.benchmarks.mmlu={source: lm_eval, task: cft_completion, "
+                                        "metric: acc}")
+    with pytest.raises(ValueError, match="cft_completion.*mmlu and hellaswag"):
+        task_plan(clash)

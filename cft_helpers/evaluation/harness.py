@@ -47,6 +47,12 @@ def task_plan(params: Params) -> dict[str, list[tuple[str, str | None]]]:
         else:
             plan[bench] = ([(b.task.format(lang=lang), lang) for lang in b.langs] if "{lang}" in b.task
                            else [(b.task, None)])
+    seen: dict[str, str] = {}
+    for bench, tasks in plan.items():  # one task scored for two benchmarks would overwrite itself
+        for t, _ in tasks:
+            if t in seen:
+                raise ValueError(f"evaluation: task {t!r} is used by both {seen[t]} and {bench}")
+            seen[t] = bench
     return plan
 
 
@@ -132,7 +138,7 @@ def _run_lm_eval(params, store, ckpt, template, plan, name, progress) -> dict[st
     cfg = params.evaluation
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=cfg.batch_size, max_length=cfg.max_length,
               device=device)
-    manager = TaskManager(include_path=str(folder))
+    manager = TaskManager(include_path=[str(folder), *(str(params.path(p)) for p in cfg.include_paths)])
     # Offline tasks hold exactly their items and set their answer length in their YAML: one call.
     # Each lm-eval benchmark gets its own call: its item limit and answer length.
     calls: list[tuple[list[str], int | None, dict | None]] = []
