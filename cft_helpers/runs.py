@@ -33,6 +33,11 @@ from typing import Any
 PACKAGES = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "tokenizers")
 
 
+class MissingArtifact(FileNotFoundError):
+    """Something a read-only step needs is not in the run store; the message says what is
+    missing and which notebook writes it."""
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a file so that readers see the old content or the new one, never a torn file."""
     path = Path(path)

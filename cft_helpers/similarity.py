@@ -455,6 +455,16 @@ def save_summary(store: RunStore, **tables) -> Path:
     return path
 
 
+def load_summary(store: RunStore) -> dict[str, Any]:
+    """What notebook 05 saved (read only); raises ``MissingArtifact`` when it has not run."""
+    from cft_helpers.runs import MissingArtifact
+
+    path = _similarity_dir(store) / "summary.json"
+    if not path.exists():
+        raise MissingArtifact(f"no similarity tables in the run store ({path}); run notebook 05_similarity first")
+    return read_json(path)
+
+
 # --------------------------------------------------------------------------- CLI
 
 

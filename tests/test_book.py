@@ -146,3 +146,46 @@ def test_evaluation_notebook_scores_every_model(book_run):
         assert 0.0 <= s["EA"] <= 1.0 and 0.0 <= s["MA"] <= 1.0, name
         assert s["EA_missing"] == ["alpacaeval"] and s["MA_missing"] == []  # smoke runs IFEval offline
         assert abs(s["combined"] - (s["EA"] + s["MA"]) / 2) < 1e-12
+
+
+FIGURES = ["fig1_layer_projections", "fig2_covariance_change", "figD3_covariance_change_mitigations",
+           "fig4_cross_lingual", "table3_des_heatmap", "similarity_vs_ea_change", "ea_vs_ma_tradeoff"]
+
+
+def test_representations_and_paper_figures_are_written(book_run):
+    from cft_helpers.plots import chrome_available
+
+    params, _ = book_run
+    summary = json.loads((params.run_path / "representations" / "summary.json").read_text())
+    assert summary["layers"] == 2 and summary["hidden"] == 64 and summary["prompts"]["n"] == 80
+    assert set(summary["phase2_covariance"]) == {"ALPACA -> MULTIALPACA", "Instruct -> MULTIALPACA"}
+    assert len(summary["mitigation_covariance"]) == 8 and all(
+        len(v) == 2 and min(v) > 0 for v in summary["mitigation_covariance"].values())
+    for method in ("tsne", "umap"):
+        for pair in summary["projections"][method].values():
+            assert len(pair["p1_xy"]) == len(pair["p2_xy"]) == 2
+    assert set(summary["cross_lingual"]) == {"base"}
+    formats = ["html", "png", "svg"] if chrome_available() else ["html"]
+    for name in FIGURES:
+        for fmt in formats:
+            assert (params.figures_path / f"{name}.{fmt}").stat().st_size > 1000, (name, fmt)
+
+
+def test_paper_figures_notebook_names_what_is_missing(book_run, tmp_path, model_cache):
+    import shutil
+
+    params, _ = book_run
+    path = write_params(tmp_path, model_cache)
+    copy = load_params(path).run_path
+    shutil.copytree(params.run_path, copy, ignore=shutil.ignore_patterns("checkpoint-*", "notebooks"))
+    (copy / "eval" / "p2_instruct.json").unlink()
+    with pytest.raises(BookError) as e:
+        run_book(str(path), only=["08"], progress=False)
+    assert "arm 'p2_instruct' has no evaluation results" in str(e.value) and "06_evaluation" in str(e.value)
+    shutil.copy(params.run_path / "eval" / "p2_instruct.json", copy / "eval")
+    summary = json.loads((copy / "representations" / "summary.json").read_text())
+    del summary["mitigation_covariance"]["LF_H2"]
+    (copy / "representations" / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(BookError) as e:
+        run_book(str(path), only=["08"], progress=False)
+    assert "arm 'lf_h2' is not in the representation analysis" in str(e.value)

@@ -72,11 +72,23 @@ def _load_hf(path: str, *, name: str | None = None, data_files: Any = None, spli
     return ds.to_list()
 
 
+def hub_path(params: Params, path: str) -> str:
+    """A hub id as is; a path to a local folder laid out like a hub repository, resolved."""
+    return str(params.path(path)) if path.startswith((".", "/", "~")) else path
+
+
+def read_table(file: Path, params: Params | None = None) -> list[dict]:
+    """Raw rows of a local JSON / JSONL / Parquet file (format from the suffix)."""
+    fmt = FORMATS.get(file.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{file}: cannot tell the format from the suffix; valid: {sorted(FORMATS)}")
+    cache = params.cache_path / "datasets" if params is not None else None
+    return _load_hf(fmt, data_files=str(file), cache_dir=cache)
+
+
 def load_hub(name: str, spec: HubDataset, params: Params) -> list[dict]:
     """Rows of a hub dataset (or a local folder laid out like its repository), normalised."""
-    path = spec.path
-    if path.startswith((".", "/", "~")):
-        path = str(params.path(path))
+    path = hub_path(params, spec.path)
     cache = params.cache_path / "datasets"
     common = dict(name=name, schema=spec.schema_, columns=spec.columns, source=f"hub:{spec.path}")
     if spec.data_files:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params, stable_hash
-from cft_helpers.runs import RunStore, atomic_write_json, read_json
+from cft_helpers.models import resolve_model
+from cft_helpers.runs import MissingArtifact, RunStore, atomic_write_json, read_json
 
 
 def suite_hash(params: Params) -> str:
@@ -90,28 +91,11 @@ def benchmark_table(params: Params):
     return pd.DataFrame(rows).set_index("benchmark")
 
 
-def _identity(params: Params, store: RunStore, name: str) -> tuple[Path, str, str | None]:
-    from cft_helpers.models import model_checkpoint
-
-    if name in params.arms:
-        manifest = store.arm_manifest(name)
-        if not manifest or manifest.get("status") != "done":
-            raise RuntimeError(f"arm {name!r} is not trained; run its notebook first")
-        root = params.arms[name].start
-        while root in params.arms:
-            root = params.arms[root].start
-        return store.arm_checkpoint(name), manifest["input_hash"], getattr(params.models[root], "chat_template", None)
-    if name not in params.models:
-        raise KeyError(f"unknown model or arm {name!r}")
-    return model_checkpoint(params, name), stable_hash(params.models[name]), \
-        getattr(params.models[name], "chat_template", None)
-
-
 def evaluate_model(params: Params, name: str, store: RunStore | None = None, force: bool = False,
                    progress: bool = True) -> dict[str, Any]:
     """Run the suite on one model or arm (cached); returns its results record."""
     store = store or RunStore(params.run_path)
-    ckpt, ident, template = _identity(params, store, name)
+    ckpt, ident, template = resolve_model(params, store, name)
     key = stable_hash({"model": ident, "suite": suite_hash(params)})
     out_file = store.root / "eval" / f"{name}.json"
     if out_file.exists() and not force:
@@ -193,6 +177,30 @@ def evaluable_models(params: Params, store: RunStore | None = None) -> tuple[lis
     arms = [n for n in names if n in params.arms]
     done = set(store.finished_arms(arms))
     return [n for n in names if n not in params.arms or n in done], [n for n in arms if n not in done]
+
+
+def load_results(params: Params, store: RunStore | None = None, names: Sequence[str] | None = None
+                 ) -> dict[str, dict[str, Any]]:
+    """The evaluation records already in the run store (read only: nothing is evaluated).
+
+    Raises ``MissingArtifact`` naming the first model or arm without results, or with results
+    from another evaluation suite than these params', and the notebook that writes them."""
+    store = store or RunStore(params.run_path)
+    names = list(names) if names is not None else params.evaluated_models()
+    suite = suite_hash(params)
+    out = {}
+    for name in names:
+        kind = "arm" if name in params.arms else "model"
+        path = store.root / "eval" / f"{name}.json"
+        if not path.exists():
+            raise MissingArtifact(f"{kind} {name!r} has no evaluation results in the run store ({path}); "
+                                    "run notebook 06_evaluation first")
+        record = read_json(path)
+        if record.get("suite") != suite:
+            raise MissingArtifact(f"{kind} {name!r}: the results in {path} come from another evaluation "
+                                    "suite than these params'; rerun notebook 06_evaluation")
+        out[name] = record
+    return out
 
 
 def save_summary(params: Params, results: dict[str, dict[str, Any]], store: RunStore | None = None) -> Path:

