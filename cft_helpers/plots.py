@@ -182,36 +182,44 @@ def cross_lingual_figure(panels: dict[str, dict[str, Any]], title: str = ""):
 
 
 def ability_tradeoff_figure(ours: Sequence[dict], paper: Sequence[dict]):
-    """EA against MA for every arm of this run (left) and the paper's published points (right).
+    """EA against MA for every arm of this run (first panel) and the paper's published points,
+    one panel per paper model (their scales differ from ours: compare where the arms fall
+    relative to each other, not the values).
 
-    Each point: {"label", "kind" (start, phase1, phase2, mixture, reverse, mitigation), "EA", "MA"}
-    (paper points also carry "model"). Arrows join a Phase-2 arm to its Phase-1 model."""
+    Each point: {"label", "kind" (start, phase1, phase2, mixture, reverse, mitigation), "EA", "MA",
+    "from": (EA, MA) of the model it was trained from, or None}; paper points carry "model".
+    Arrows join a Phase-2 (or reverse second-phase) model to its Phase-1 model."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=["this run", "paper (Tables 1, 2, 5; Mistral-7B ○, Llama-3-8B ◇)"])
-    for col, points in ((1, ours), (2, paper)):
+    models = list(dict.fromkeys(p["model"] for p in paper))
+    panels = [("this run", list(ours))] + [(f"paper: {m}", [p for p in paper if p["model"] == m]) for m in models]
+    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.07,
+                        subplot_titles=[t for t, _ in panels])
+    shown = set()
+    for col, (_, points) in enumerate(panels, start=1):
         for kind, colour in KIND_COLOURS.items():
             pts = [p for p in points if p["kind"] == kind]
             if not pts:
                 continue
             fig.add_trace(go.Scatter(
                 x=[p["EA"] for p in pts], y=[p["MA"] for p in pts], mode="markers+text",
-                text=[p["label"] for p in pts], textposition="top center", textfont={"size": 9},
-                marker={"color": colour, "size": 10,
-                        "symbol": ["diamond" if p.get("model") == "Llama-3-8B" else "circle" for p in pts]},
-                name=kind, legendgroup=kind, showlegend=col == 1 or not any(q["kind"] == kind for q in ours)),
-                row=1, col=col)
-        for p in points:  # Phase 1 -> Phase 2 arrows
-            if p.get("from"):
-                fig.add_annotation(x=p["EA"], y=p["MA"], ax=p["from"][0], ay=p["from"][1], xref=f"x{col}",
-                                   yref=f"y{col}", axref=f"x{col}", ayref=f"y{col}", showarrow=True,
-                                   arrowhead=2, arrowsize=1, arrowwidth=1, arrowcolor="#bbbbbb")
+                text=[p["label"] for p in pts], textposition="top center", textfont={"size": 9, "color": colour},
+                marker={"color": colour, "size": 10, "line": {"width": 0.5, "color": "white"}},
+                hovertext=[f"{p['label']}: EA {p['EA']:.3f}, MA {p['MA']:.3f}" for p in pts], hoverinfo="text",
+                name=kind, legendgroup=kind, showlegend=kind not in shown), row=1, col=col)
+            shown.add(kind)
+        axis = "" if col == 1 else str(col)
+        for p in points:
+            if p.get("from") and p["kind"] in ("phase2", "reverse"):
+                fig.add_annotation(x=p["EA"], y=p["MA"], ax=p["from"][0], ay=p["from"][1], xref=f"x{axis}",
+                                   yref=f"y{axis}", axref=f"x{axis}", ayref=f"y{axis}", showarrow=True, text="",
+                                   arrowhead=2, arrowsize=1.2, arrowwidth=1.5, arrowcolor="#999999")
         fig.update_xaxes(title_text="English Ability (EA)", row=1, col=col)
-        fig.update_yaxes(title_text="Multilingual Ability (MA)", row=1, col=col)
-    fig.update_layout(template=TEMPLATE, height=560, width=1180, legend={"title": "arm kind"},
-                      title="The trade-off at a glance: English against multilingual ability for every arm")
+        fig.update_yaxes(title_text="Multilingual Ability (MA)" if col == 1 else None, row=1, col=col)
+    fig.update_layout(template=TEMPLATE, height=520, width=520 * len(panels) + 140, legend={"title": "arm kind"},
+                      title="English against multilingual ability for every arm<br><sup>arrows: Phase 1 -> "
+                            "Phase 2; mitigations start from the Instruct Phase-1 model</sup>")
     return fig
 
 
