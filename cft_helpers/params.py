@@ -477,6 +477,24 @@ class Figures(Strict):
     scale: float = Field(default=2.0, gt=0)   # PNG pixel density
 
 
+class PlanSettings(Strict):
+    """What the dry-run planner (``python -m cft_helpers.plan``) assumes: the engine and GPUs, the
+    model's architecture when it is on the hub, and the data's size when it is not local."""
+
+    engine: Literal["single", "ddp", "fsdp", "zero3"] = "single"
+    gpus: int = Field(default=1, ge=1)
+    gpu_memory_gib: float = Field(default=80.0, gt=0)
+    gpu_peak_tflops: float = Field(default=989.0, gt=0)   # dense bf16: H100 SXM 989, A100 312
+    mfu: float = Field(default=0.35, gt=0, le=1)          # model-FLOPs utilisation assumed
+    overhead_gib: float = Field(default=2.0, ge=0)        # CUDA context, allocator slack
+    # A transformers config (model_type, hidden_size, ...) for the root model; None: read it from
+    # the local, converted or random-init model.
+    architecture: dict[str, Any] | None = None
+    dataset_rows: dict[str, int] = Field(default_factory=dict)      # training rows per dataset
+    mean_tokens: dict[str, float] = Field(default_factory=dict)     # tokens per example (prompt + response)
+    reported_hours: dict[str, float] = Field(default_factory=dict)  # arm -> wall hours a paper reports
+
+
 class Params(Strict):
     name: str
     description: str = ""
@@ -494,6 +512,7 @@ class Params(Strict):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     representations: Representations = Field(default_factory=Representations)
     figures: Figures = Field(default_factory=Figures)
+    plan: PlanSettings = Field(default_factory=PlanSettings)
     # Notebooks the book runs, in order (file stems under notebooks/); None: all of them.
     notebooks: list[str] | None = None
 
@@ -541,6 +560,13 @@ class Params(Strict):
                     f"datasets.{ds_name}: give the language with 'lang', 'lang_column' or "
                     "(hub) 'data_files' keyed by language"
                 )
+        for key in ("dataset_rows", "mean_tokens"):
+            bad = [d for d in getattr(self.plan, key) if d not in self.datasets]
+            if bad:
+                raise ValueError(f"plan.{key}: unknown dataset(s) {bad}; valid: {sorted(self.datasets)}")
+        bad = [a for a in self.plan.reported_hours if a not in self.arms]
+        if bad:
+            raise ValueError(f"plan.reported_hours: unknown arm(s) {bad}; valid: {sorted(self.arms)}")
         par = self.representations.parallel
         if isinstance(par, BuiltinParallel):
             from cft_helpers.data.lexicon import LANGUAGES
