@@ -277,6 +277,10 @@ class Runtime(Strict):
     # Torch intra-op threads on CPU (None: torch's default). Tests and CI use 1.
     threads: int | None = Field(default=None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Training processes. Above 1, the book (train_arms) starts each arm with `accelerate launch`
+    # and the config below (params/accelerate/: ddp, fsdp, zero3; None: plain data parallel).
+    processes: int = Field(default=1, ge=1)
+    launch_config: str | None = None
 
 
 class Similarity(Strict):
@@ -519,6 +523,7 @@ class Params(Strict):
     # Filled in by load_params, not read from YAML.
     source_path: str | None = Field(default=None, exclude=True)
     root: str | None = Field(default=None, exclude=True)
+    overrides: dict[str, Any] = Field(default_factory=dict, exclude=True)  # as applied, for relaunching
 
     @model_validator(mode="after")
     def _check_references(self) -> "Params":
@@ -861,10 +866,11 @@ def load_params(
     if not isinstance(raw, dict):
         raise ParamsError(f"{file}: expected a mapping at the top level, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
-    for key, value in parse_overrides(overrides).items():
+    applied = parse_overrides(overrides)
+    for key, value in applied.items():
         top = key.split(".")[0]
-        if top not in Params.model_fields or top in ("source_path", "root"):
-            valid = sorted(k for k in Params.model_fields if k not in ("source_path", "root"))
+        if top not in Params.model_fields or top in ("source_path", "root", "overrides"):
+            valid = sorted(k for k in Params.model_fields if k not in ("source_path", "root", "overrides"))
             raise ParamsError(f"override {key!r}: unknown key {top!r}; valid top-level keys: {valid}")
         _apply_override(raw, key, value)
     try:
@@ -873,6 +879,7 @@ def load_params(
         raise ParamsError(_format_validation_error(exc, str(file))) from None
     params.source_path = str(file)
     params.root = str(find_project_root(file.parent))
+    params.overrides = applied
     _check_paths(params)
     return params
 
@@ -893,6 +900,9 @@ def _check_paths(params: Params) -> None:
         if not params.path(folder).is_dir():
             raise ParamsError(f"evaluation.include_paths: folder {folder!r} does not exist "
                               f"(resolved to {params.path(folder)})")
+    if params.runtime.launch_config and not params.path(params.runtime.launch_config).is_file():
+        raise ParamsError(f"runtime.launch_config: file {params.runtime.launch_config!r} does not exist "
+                          f"(resolved to {params.path(params.runtime.launch_config)})")
     prompts = params.representations.prompts
     if isinstance(prompts, FilePrompts) and not params.path(prompts.path).is_file():
         raise ParamsError(f"representations.prompts.path: file {prompts.path!r} does not exist "

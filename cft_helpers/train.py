@@ -28,8 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -146,7 +148,17 @@ def last_checkpoint(folder: Path) -> Path | None:
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-def sft_config(training: Training, output_dir: Path, device: str, progress: bool = True):
+def accumulation_steps(training: Training, world_size: int = 1) -> int:
+    """Micro-batches per optimizer step in each process, so that micro x processes x steps is
+    the global batch (Table A1's 16) whatever the number of processes."""
+    per_step = training.micro_batch_size * world_size
+    if training.global_batch_size % per_step:
+        raise ValueError(f"training.global_batch_size ({training.global_batch_size}) must be a multiple of "
+                         f"micro_batch_size ({training.micro_batch_size}) x processes ({world_size})")
+    return training.global_batch_size // per_step
+
+
+def sft_config(training: Training, output_dir: Path, device: str, progress: bool = True, world_size: int = 1):
     """TRL SFTConfig for one arm. Every TRL default that differs from Table A1 is set here."""
     from trl import SFTConfig
 
@@ -157,7 +169,7 @@ def sft_config(training: Training, output_dir: Path, device: str, progress: bool
         max_steps=training.max_steps or -1,
         per_device_train_batch_size=training.micro_batch_size,
         per_device_eval_batch_size=training.micro_batch_size,
-        gradient_accumulation_steps=training.global_batch_size // training.micro_batch_size,
+        gradient_accumulation_steps=accumulation_steps(training, world_size),
         lr_scheduler_type=training.scheduler,
         warmup_steps=training.warmup_steps,
         weight_decay=training.weight_decay,
@@ -219,36 +231,50 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
     """
     if arm not in params.arms:
         raise KeyError(f"unknown arm {arm!r}; valid: {sorted(params.arms)}")
+    from cft_helpers.distributed import Processes
+
     store = store or RunStore(params.run_path)
     spec = params.arms[arm]
     stage = store.stage(f"arms/{arm}", arm_input_hash(params, store, arm))
     if stage.is_done() and not force:
         return store.arm_metrics(arm)
+    procs = Processes()  # under accelerate launch: the main process alone writes the run store
     device = configure_runtime(params)
     training = params.arm_training(arm)
     root_model, _ = model_spec_of_arm(params, arm)
     start = start_checkpoint(params, store, arm)
 
-    resumable = stage.begin(force=force, keep=("checkpoints", "replay"))
+    if procs.is_main:
+        resumable = stage.begin(force=force, keep=("checkpoints", "replay"))
+    procs.wait()
+    if not procs.is_main:  # begin() emptied the folder unless the main process resumes
+        resumable = (stage.dir / "checkpoints").is_dir()
     try:
-        atomic_write_json(stage.dir / "params.json", {
-            "arm": arm, **spec.model_dump(by_alias=True), "training": training.model_dump(),
-            "start_checkpoint": str(start), "root_model": root_model, "device": device})
+        if procs.is_main:
+            atomic_write_json(stage.dir / "params.json", {
+                "arm": arm, **spec.model_dump(by_alias=True), "training": training.model_dump(),
+                "start_checkpoint": str(start), "root_model": root_model, "device": device,
+                "processes": procs.world_size})
         if not spec.datasets:  # a model used as is (the paper's off-the-shelf Instruct model)
             metrics = {"arm": arm, "trained": False, "checkpoint": str(start)}
-            atomic_write_json(stage.dir / "metrics.json", metrics)
-            stage.finish({"checkpoint": str(start)})
+            if procs.is_main:
+                atomic_write_json(stage.dir / "metrics.json", metrics)
+                stage.finish({"checkpoint": str(start)})
+            procs.wait()
             return metrics
-        metrics = _run_training(params, arm, store, stage.dir, device, resumable, callbacks, progress)
-        stage.finish({"checkpoint": metrics["checkpoint"]})
+        metrics = _run_training(params, arm, store, stage.dir, device, resumable, callbacks, progress, procs)
+        if procs.is_main:
+            stage.finish({"checkpoint": metrics["checkpoint"]})
+        procs.wait()
         return metrics
     except BaseException as exc:
-        stage.fail(exc)
+        if procs.is_main:
+            stage.fail(exc)
         raise
 
 
 def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, device: str | None = None,
-                  callbacks: Sequence[Any] = (), progress: bool = True):
+                  callbacks: Sequence[Any] = (), progress: bool = True, procs=None):
     """The SFTTrainer of one arm, with its model, tokenizer and data loaded (not yet trained).
 
     Returns (trainer, n_train_rows, n_heldout_rows). Exposed so tests can check exactly what the
@@ -256,6 +282,9 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     """
     from trl import SFTTrainer
 
+    from cft_helpers.distributed import Processes
+
+    procs = procs or Processes()
     spec = params.arms[arm]
     device = device or configure_runtime(params)
     training = params.arm_training(arm)
@@ -276,19 +305,24 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
 
         if device == "cuda":
             model.to(device)  # GR generates with this model: on the GPU, not the CPU it loaded on
+        if not procs.is_main:
+            procs.wait()      # the main process generates and caches; the others read the cache
         replay, summary = build_replay(params, store, arm, model, tok, progress=progress)
+        if procs.is_main:
+            procs.wait()
         rows = rows + replay
         random.Random(f"{training.seed}|{arm}|replay").shuffle(rows)
         info["replay"] = summary
     if spec.strategy in ("LF_H1", "LF_H2", "Spectrum"):
         from cft_helpers import freezing
 
-        plan = freeze_plan(params, store, arm, model, progress=progress)
+        plan = freeze_plan(params, store, arm, model, progress=progress, write=procs.is_main)
         freezing.apply(model, plan)
-        atomic_write_json(store.arm_dir(arm) / "freeze.json", plan.as_dict())
+        if procs.is_main:
+            atomic_write_json(store.arm_dir(arm) / "freeze.json", plan.as_dict())
         info["frozen_tensors"] = len(plan.frozen)
     peft_config = lora_config(params) if spec.strategy == "LoRA" else None
-    args = sft_config(training, output_dir, device, progress)
+    args = sft_config(training, output_dir, device, progress, world_size=procs.world_size)
     trainer = SFTTrainer(model=model, args=args, train_dataset=_to_dataset(rows), eval_dataset=evals,
                          processing_class=tok, callbacks=list(callbacks), peft_config=peft_config)
     params_total = sum(p.numel() for p in trainer.model.parameters())
@@ -298,7 +332,7 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     return trainer, len(rows), len(held)
 
 
-def freeze_plan(params: Params, store: RunStore, arm: str, model, progress: bool = True):
+def freeze_plan(params: Params, store: RunStore, arm: str, model, progress: bool = True, write: bool = True):
     """The FreezePlan of an LF_H1 / LF_H2 / Spectrum arm for ``model`` (its start checkpoint)."""
     from cft_helpers import freezing, spectrum
     from cft_helpers.runs import atomic_write_text
@@ -319,8 +353,9 @@ def freeze_plan(params: Params, store: RunStore, arm: str, model, progress: bool
     cfg = params.mitigation.spectrum
     scores = spectrum.scan(start, cfg.module_types, progress=progress)
     arm_dir = store.arm_dir(arm)
-    atomic_write_json(arm_dir / "spectrum_snr.json", scores)
-    atomic_write_text(arm_dir / "unfrozen.yaml", spectrum.unfrozen_yaml(spectrum.select(scores, cfg.percent)))
+    if write:
+        atomic_write_json(arm_dir / "spectrum_snr.json", scores)
+        atomic_write_text(arm_dir / "unfrozen.yaml", spectrum.unfrozen_yaml(spectrum.select(scores, cfg.percent)))
     return freezing.spectrum_plan(names, scores, cfg.percent, cfg.direction)
 
 
@@ -333,21 +368,29 @@ def lora_config(params: Params):
 
 
 def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: bool, callbacks,
-                  progress: bool) -> dict[str, Any]:
+                  progress: bool, procs) -> dict[str, Any]:
     spec = params.arms[arm]
     ckpt_dir = arm_dir / "checkpoints"
-    trainer, n_rows, n_held = build_trainer(params, arm, store, ckpt_dir, device, callbacks, progress)
+    trainer, n_rows, n_held = build_trainer(params, arm, store, ckpt_dir, device, callbacks, progress, procs)
     tok, args = trainer.processing_class, trainer.args
 
     # Losses before training, kept next to the checkpoints so that a resumed run reports them.
     before_file = ckpt_dir / "eval_before.json"
     before: dict[str, float] = {}
     if n_held:
+        # every process decides alike: the file is written only after the (collective) evaluation
         if resumable and before_file.exists():
             before = json.loads(before_file.read_text())
         else:
             before = _eval_losses(trainer)
-            atomic_write_json(before_file, before)
+            if procs.is_main:
+                atomic_write_json(before_file, before)
+            if procs.world_size > 1:
+                # evaluate() marks the model as prepared by accelerate (for evaluation: no DDP
+                # wrapper), and train() then skips wrapping it: every process would train on its
+                # own micro-batches, silently. Undo the mark so that train() wraps the model.
+                trainer.accelerator._models.clear()
+                trainer.model._is_accelerate_prepared = False
 
     resume = last_checkpoint(ckpt_dir) if resumable else None
     t0 = time.perf_counter()
@@ -358,6 +401,10 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
     # Final checkpoint: written to a temporary folder, then renamed, so it is whole or absent.
     final = arm_dir / "model"
     tmp = arm_dir / ".model.tmp"
+    if not procs.is_main:
+        if spec.strategy != "LoRA":  # collective under FSDP / ZeRO-3 (gathers the shards); writes nothing here
+            trainer.save_model(str(tmp))
+        return {"checkpoint": str(final), "process": "worker"}
     shutil.rmtree(tmp, ignore_errors=True)
     if spec.strategy == "LoRA":  # evaluated merged (SPEC.md section 2); the adapter is kept too
         trainer.model.save_pretrained(str(arm_dir / "adapter"))
@@ -379,7 +426,7 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
         "eval_loss_after": after.get("heldout"), "train_rows_loss_before": before.get("train"),
         "train_rows_loss_after": after.get("train"),
         "wall_s": wall_s, "resumed_from": resume.name if resume else None, "device": device,
-        "bf16": args.bf16, **trainer.cft_info,
+        "bf16": args.bf16, "processes": procs.world_size, **trainer.cft_info,
     }
     atomic_write_json(arm_dir / "metrics.json", metrics)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # resume state is no longer needed
@@ -388,22 +435,66 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
 
 def train_arms(params: Params, arms: Sequence[str], force: bool = False,
                progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Train several arms in dependency order; returns metrics per arm."""
+    """Train several arms in dependency order; returns metrics per arm.
+
+    With ``runtime.processes`` above 1 (and not already inside a launched process), each arm
+    not done yet is trained by ``accelerate launch`` in that many processes (:func:`launch_arm`)."""
     store = RunStore(params.run_path)
     order = [a for a in params.arm_order() if a in arms]
+    if params.runtime.processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        out = {}
+        for a in order:
+            stage = store.stage(f"arms/{a}", arm_input_hash(params, store, a))
+            if force or not stage.is_done():
+                launch_arm(params, a, force=force)
+            out[a] = store.arm_metrics(a)
+        return out
     return {a: train_arm(params, a, store, force=force, progress=progress) for a in order}
+
+
+def launch_command(params: Params, arm: str, force: bool = False) -> list[str]:
+    """``accelerate launch`` of this module for one arm, with the params' processes and config.
+
+    The launched processes load the same params file with the same overrides (passed as
+    ``--set key=<JSON>``; JSON is YAML). Without a config file, ``--multi_gpu`` selects
+    accelerate's torchrun launcher, which also serves CPU-only machines (gloo): accelerate's
+    ``--cpu`` would start a single process there."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(params.runtime.processes),
+           "--num_machines", "1"]
+    if params.runtime.launch_config:
+        cmd += ["--config_file", str(params.path(params.runtime.launch_config))]
+    else:
+        cmd += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += ["-m", "cft_helpers.train", "--params", str(params.source_path), "--arm", arm]
+    for key, value in params.overrides.items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]
+    return cmd + (["--force"] if force else [])
+
+
+def launch_arm(params: Params, arm: str, force: bool = False) -> None:
+    """Train one arm in ``runtime.processes`` processes; raises naming the arm if it fails."""
+    import subprocess
+
+    cmd = launch_command(params, arm, force)
+    proc = subprocess.run(cmd, cwd=params.root or None)
+    if proc.returncode != 0:
+        raise RuntimeError(f"arm {arm!r}: `{' '.join(cmd)}` exited with {proc.returncode}; its output is above")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cft_helpers.train", description=__doc__.split("\n")[0])
     ap.add_argument("--params", required=True, help="params YAML file or preset name")
-    ap.add_argument("--arm", required=True, action="append", help="arm to train (repeatable)")
+    ap.add_argument("--arm", required=True, action="append",
+                    help="arm to train, or a phase (phase1, phase2, ...: its arms); repeatable")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="override, e.g. training.learning_rate=1e-4 (repeatable)")
     ap.add_argument("--force", action="store_true", help="retrain even if done")
     ns = ap.parse_args(argv)
     params = load_params(ns.params, overrides=ns.overrides)
-    for name, m in train_arms(params, ns.arm, force=ns.force).items():
+    phases = {a.phase for a in params.arms.values()}
+    arms = [x for name in ns.arm for x in (params.arms_in_phase(name) if name in phases and name not in params.arms
+                                           else [name])]
+    for name, m in train_arms(params, arms, force=ns.force).items():
         print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in m.items() if k in (
             "steps", "train_loss", "loss_first", "loss_last", "eval_loss_before", "eval_loss_after",
             "wall_s", "checkpoint")))

@@ -10,7 +10,7 @@ import yaml
 from cft_helpers.params import STRATEGIES, ParamsError, load_params, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = sorted((ROOT / "params").rglob("*.yaml"))
+PRESETS = sorted(p for p in (ROOT / "params").rglob("*.yaml") if "accelerate" not in p.parts)  # accelerate/: launch configs
 
 
 def _write(tmp_path: Path, raw: dict) -> Path:
