@@ -100,6 +100,9 @@ class _DatasetCommon(Strict):
     # Rows used for training (None: all) and rows kept aside, never trained on, for evaluation.
     n: int | None = Field(default=None, ge=1)
     n_heldout: int = Field(default=0, ge=0)
+    # A row that does not fit the schema (missing or empty field, wrong type, no language):
+    # "error" stops with its row and field; "drop" leaves it out and counts it in the data report.
+    bad_rows: Literal["error", "drop"] = "error"
 
 
 class BuiltinDataset(_DatasetCommon):

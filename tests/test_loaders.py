@@ -165,3 +165,22 @@ def test_builtin_splits_match_the_params(prepared):
         assert len(train) == spec.n and len(held) == spec.n_heldout
         assert {r["lang"] for r in train} == set(spec.langs)
         assert not {r["meta"]["key"] for r in train} & {r["meta"]["key"] for r in held}
+
+
+def test_bad_rows_drop_policy_leaves_them_out_and_counts_them(tmp_path):
+    from cft_helpers.data import prepare_datasets
+
+    rows = ALPACA_ROWS + [{"instruction": "x", "input": "", "output": "  "},      # empty response
+                          {"instruction": 7, "input": "", "output": "y"},          # wrong type
+                          {"instruction": "x", "input": ""}]                      # missing output
+    f = _jsonl(tmp_path / "mixed.jsonl", rows)
+    spec = {"source": "local", "path": str(f), "schema": "alpaca", "lang": "en"}
+    with pytest.raises(DataError, match="row 4"):                                # default: stop
+        load_splits("mixed", _params(tmp_path, {"mixed": spec}))
+    p = _params(tmp_path, {"mixed": {**spec, "bad_rows": "drop", "n_heldout": 1}})
+    report = prepare_datasets(p, progress=False)["datasets"]["mixed"]
+    assert report["train"]["rows"] + report["heldout"]["rows"] == len(ALPACA_ROWS)
+    assert report["dropped"]["rows"] == 3
+    # the JSON reader gives every row every column, so the absent output arrives as null: empty
+    assert report["dropped"]["by_kind"] == {"empty field": 2, "wrong type": 1}
+    assert [d["row"] for d in report["dropped"]["first"]] == [4, 5, 6]

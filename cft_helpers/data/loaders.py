@@ -28,24 +28,34 @@ FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 def normalise_rows(rows: Iterable[dict[str, Any]], *, name: str, schema: str,
                    columns: dict[str, str] | None = None, lang: str | None = None,
-                   lang_column: str | None = None, source: str = "") -> list[dict]:
-    """Map columns, convert to messages and tag the language; ids are ``<name>-<row index>``."""
+                   lang_column: str | None = None, source: str = "",
+                   dropped: list[dict] | None = None) -> list[dict]:
+    """Map columns, convert to messages and tag the language; ids are ``<name>-<row index>``.
+
+    A row that does not fit raises ``DataError`` naming the row and field, unless ``dropped`` is
+    a list: then the row is left out and ``{"row", "error"}`` appended to it (policy
+    ``bad_rows: drop``; the counts go into the data report)."""
     columns = columns or {}
     out = []
     for i, raw in enumerate(rows):
         where = f"dataset {name!r} row {i}"
-        row = dict(raw)
-        for canonical, actual in columns.items():
-            if actual not in raw:
-                raise DataError(f"{where}: column {actual!r} (mapped to {canonical!r}) not found; "
-                                f"columns are {sorted(raw)}")
-            row[canonical] = raw[actual]
-        row_lang = row.get(lang_column) if lang_column else (row.get("lang") or lang)
-        if not row_lang or not isinstance(row_lang, str):
-            raise DataError(f"{where}: no language tag (lang_column={lang_column!r}, lang={lang!r})")
-        meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
-        out.append({"id": f"{name}-{i:06d}", "lang": row_lang, "source": source,
-                    "messages": to_messages(row, schema, where), "meta": meta})
+        try:
+            row = dict(raw)
+            for canonical, actual in columns.items():
+                if actual not in raw:
+                    raise DataError(f"{where}: column {actual!r} (mapped to {canonical!r}) not found; "
+                                    f"columns are {sorted(raw)}")
+                row[canonical] = raw[actual]
+            row_lang = row.get(lang_column) if lang_column else (row.get("lang") or lang)
+            if not row_lang or not isinstance(row_lang, str):
+                raise DataError(f"{where}: no language tag (lang_column={lang_column!r}, lang={lang!r})")
+            meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
+            out.append({"id": f"{name}-{i:06d}", "lang": row_lang, "source": source,
+                        "messages": to_messages(row, schema, where), "meta": meta})
+        except DataError as exc:
+            if dropped is None:
+                raise
+            dropped.append({"row": i, "error": str(exc)})
     return out
 
 
@@ -86,11 +96,12 @@ def read_table(file: Path, params: Params | None = None) -> list[dict]:
     return _load_hf(fmt, data_files=str(file), cache_dir=cache)
 
 
-def load_hub(name: str, spec: HubDataset, params: Params) -> list[dict]:
+def load_hub(name: str, spec: HubDataset, params: Params, dropped: list[dict] | None = None) -> list[dict]:
     """Rows of a hub dataset (or a local folder laid out like its repository), normalised."""
     path = hub_path(params, spec.path)
     cache = params.cache_path / "datasets"
-    common = dict(name=name, schema=spec.schema_, columns=spec.columns, source=f"hub:{spec.path}")
+    common = dict(name=name, schema=spec.schema_, columns=spec.columns, source=f"hub:{spec.path}",
+                  dropped=dropped)
     if spec.data_files:
         rows: list[dict] = []
         for lang, file in spec.data_files.items():
@@ -104,7 +115,7 @@ def load_hub(name: str, spec: HubDataset, params: Params) -> list[dict]:
     return normalise_rows(rows, lang=spec.lang, lang_column=spec.lang_column, **common)
 
 
-def load_local(name: str, spec: LocalDataset, params: Params) -> list[dict]:
+def load_local(name: str, spec: LocalDataset, params: Params, dropped: list[dict] | None = None) -> list[dict]:
     """Rows of a local JSON / JSONL / Parquet file, normalised."""
     file = params.path(spec.path)
     fmt = spec.format
@@ -116,7 +127,8 @@ def load_local(name: str, spec: LocalDataset, params: Params) -> list[dict]:
     fmt = "json" if fmt == "jsonl" else fmt
     rows = _load_hf(fmt, data_files=str(file), cache_dir=params.cache_path / "datasets")
     return normalise_rows(rows, name=name, schema=spec.schema_, columns=spec.columns,
-                          lang=spec.lang, lang_column=spec.lang_column, source=f"local:{spec.path}")
+                          lang=spec.lang, lang_column=spec.lang_column, source=f"local:{spec.path}",
+                          dropped=dropped)
 
 
 def load_builtin(name: str, spec: BuiltinDataset, seed: int, split: str, n: int) -> list[dict]:
@@ -126,7 +138,7 @@ def load_builtin(name: str, spec: BuiltinDataset, seed: int, split: str, n: int)
     return out
 
 
-def load_splits(name: str, params: Params) -> dict[str, list[dict]]:
+def load_splits(name: str, params: Params, dropped: list[dict] | None = None) -> dict[str, list[dict]]:
     """The train and held-out examples of one dataset entry of the params.
 
     Built-in data draws its held-out rows from instances never used for training. Hub and local
@@ -139,7 +151,13 @@ def load_splits(name: str, params: Params) -> dict[str, list[dict]]:
         return {"train": load_builtin(name, spec, params.seed, "train", n),
                 "heldout": load_builtin(name, spec, params.seed, "heldout", spec.n_heldout)
                 if spec.n_heldout else []}
-    rows = load_hub(name, spec, params) if isinstance(spec, HubDataset) else load_local(name, spec, params)
+    if spec.bad_rows == "drop" and dropped is None:
+        dropped = []  # the caller does not count them: still drop, as the params ask
+    drops = dropped if spec.bad_rows == "drop" else None
+    if isinstance(spec, HubDataset):
+        rows = load_hub(name, spec, params, drops)
+    else:
+        rows = load_local(name, spec, params, drops)
     if not rows:
         raise DataError(f"dataset {name!r} has no rows")
     order = list(range(len(rows)))

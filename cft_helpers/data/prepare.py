@@ -49,8 +49,15 @@ def prepare_datasets(params: Params, store: RunStore | None = None, force: bool 
 
             it = tqdm(names, desc="preparing datasets", unit="dataset")
         for name in it:
-            splits = load_splits(name, params)
+            dropped: list[dict] = []
+            splits = load_splits(name, params, dropped)
             entry: dict[str, Any] = {"source": params.datasets[name].source}
+            if params.datasets[name].bad_rows == "drop":  # nothing left out silently
+                kinds: dict[str, int] = {}
+                for d in dropped:
+                    kind = _drop_kind(d["error"])
+                    kinds[kind] = kinds.get(kind, 0) + 1
+                entry["dropped"] = {"rows": len(dropped), "by_kind": kinds, "first": dropped[:5]}
             for split, rows in splits.items():
                 path = stage.dir / f"{name}.{split}.jsonl"
                 write_jsonl(path, rows)
@@ -66,6 +73,15 @@ def prepare_datasets(params: Params, store: RunStore | None = None, force: bool 
     except BaseException as exc:
         stage.fail(exc)
         raise
+
+
+def _drop_kind(error: str) -> str:
+    for key, kind in (("is empty", "empty field"), ("must be text", "wrong type"), ("missing field", "missing field"),
+                      ("not found; columns", "missing column"), ("no language", "no language"),
+                      ("messages", "bad messages")):
+        if key in error:
+            return kind
+    return "other"
 
 
 def _require_prepared(store: RunStore) -> dict[str, Any]:
