@@ -38,6 +38,25 @@ class MissingArtifact(FileNotFoundError):
     missing and which notebook writes it."""
 
 
+class DiskSpaceError(OSError):
+    """Not enough free disk for what is about to be written; says how much is needed."""
+
+
+def ensure_free_space(path: Path | str, need_bytes: float, what: str) -> None:
+    """Refuse to start writing ``what`` under ``path`` when the disk has less than ``need_bytes``
+    free: an hour of training must not end in a half-written checkpoint."""
+    import shutil as _shutil
+
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    free = _shutil.disk_usage(probe).free
+    if free < need_bytes:
+        raise DiskSpaceError(f"{what} needs about {need_bytes / 1e9:.2f} GB under {path}, but only "
+                             f"{free / 1e9:.2f} GB are free there; free space or point run_dir elsewhere")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a file so that readers see the old content or the new one, never a torn file."""
     path = Path(path)

@@ -40,7 +40,7 @@ from cft_helpers.data.prepare import dataset_hash, heldout_examples, training_ex
 from cft_helpers.data.schema import prompt_completion
 from cft_helpers.models import load_model, load_tokenizer, model_checkpoint, model_spec_of_arm
 from cft_helpers.params import REPLAY_FRACTION, Params, Training, load_params, stable_hash
-from cft_helpers.runs import RunStore, atomic_write_json, write_jsonl
+from cft_helpers.runs import RunStore, atomic_write_json, ensure_free_space, write_jsonl
 
 
 def configure_runtime(params: Params) -> str:
@@ -138,6 +138,13 @@ def lf_h2_base(params: Params, arm: str) -> str:
 def start_checkpoint(params: Params, store: RunStore, arm: str) -> Path:
     start = params.arms[arm].start
     return store.arm_checkpoint(start) if start in params.arms else model_checkpoint(params, start)
+
+
+def checkpoint_bytes(total_params: int, trainable_params: int, kept: int = 2) -> float:
+    """Disk an arm needs at its peak: ``kept`` Trainer checkpoints (fp32 weights, AdamW's two
+    moments of the trainable ones) plus the final fp32 model, with 10% slack."""
+    per_checkpoint = 4 * total_params + 8 * trainable_params
+    return 1.1 * (kept * per_checkpoint + 4 * total_params)
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -372,6 +379,9 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
     spec = params.arms[arm]
     ckpt_dir = arm_dir / "checkpoints"
     trainer, n_rows, n_held = build_trainer(params, arm, store, ckpt_dir, device, callbacks, progress, procs)
+    if procs.is_main:
+        ensure_free_space(arm_dir, checkpoint_bytes(trainer.cft_info["total_params"],
+                                                    trainer.cft_info["trainable_params"]), f"training arm {arm!r}")
     tok, args = trainer.processing_class, trainer.args
 
     # Losses before training, kept next to the checkpoints so that a resumed run reports them.

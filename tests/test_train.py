@@ -133,3 +133,18 @@ def test_training_refuses_data_prepared_for_other_parameters(prepared):
     changed = load_params(prepared.source_path, overrides="datasets.alpaca.n=12")
     with pytest.raises(RuntimeError, match="01_data_prep"):
         train_arm(changed, "p1_alpaca", progress=False)
+
+
+def test_training_refuses_to_start_without_disk_space_for_its_checkpoints(prepared, monkeypatch):
+    import shutil as _shutil
+    from collections import namedtuple
+
+    from cft_helpers.runs import DiskSpaceError, RunStore
+    from cft_helpers.train import checkpoint_bytes, train_arm
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(_shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(DiskSpaceError, match=r"training arm 'p1_alpaca' needs about .* GB under .* only 0.00 GB"):
+        train_arm(prepared, "p1_alpaca", progress=False)
+    assert RunStore(prepared.run_path).arm_manifest("p1_alpaca")["status"] == "failed"
+    assert checkpoint_bytes(100, 10) == pytest.approx(1.1 * (2 * (400 + 80) + 400))
