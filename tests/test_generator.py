@@ -27,7 +27,7 @@ def _fields(template: str) -> set[str]:
 
 
 def test_every_language_has_every_template_with_the_same_placeholders():
-    assert set(LANGUAGES) == {"en", *MULTIALPACA_LANGS}
+    assert set(LANGUAGES) == {"en", *MULTIALPACA_LANGS, "zh", "hi", "el", "ro", "tr"}
     for lang, lex in LANGUAGES.items():
         assert set(lex) == set(EN), lang
         for key, value in EN.items():
@@ -126,3 +126,22 @@ def test_bad_arguments_are_rejected_with_valid_values():
     with pytest.raises(ValueError, match="heldout"):
         generate("general", ["en"], n=1, split="test")
     assert set(TASKS) >= {"sum", "box_total"}
+
+
+def test_every_language_template_is_identified_as_that_language():
+    """A template pasted into the wrong language entry would slip past the key checks."""
+    from cft_helpers.evaluation.fidelity import detect_language
+
+    for lang, lex in LANGUAGES.items():
+        text = " ".join(lex["reviews_positive"] + lex["reviews_negative"] + [lex["read"], lex["system"][0]])
+        assert detect_language(text)[0] == lang, lang
+
+
+def test_benchmark_stand_ins_work_in_the_papers_other_languages():
+    from cft_helpers.evaluation.offline_tasks import qa_facts_rows, qa_lookup_rows, summary_rows
+
+    for lang in ("zh", "hi", "el", "ro", "tr"):
+        for row in qa_lookup_rows(lang, 4, 0) + qa_facts_rows(lang, 4, 0):
+            text, start = row["answers"]["text"][0], row["answers"]["answer_start"][0]
+            assert row["context"][start:start + len(text)] == text, (lang, row["id"])
+        assert all(r["summary"] and r["summary"] in r["text"] for r in summary_rows(lang, 4, 0))
