@@ -184,3 +184,15 @@ def test_bad_rows_drop_policy_leaves_them_out_and_counts_them(tmp_path):
     # the JSON reader gives every row every column, so the absent output arrives as null: empty
     assert report["dropped"]["by_kind"] == {"empty field": 2, "wrong type": 1}
     assert [d["row"] for d in report["dropped"]["first"]] == [4, 5, 6]
+
+
+def test_a_prepared_file_changed_after_preparation_is_refused(prepared):
+    from cft_helpers.data import load_prepared
+    from cft_helpers.runs import RunStore
+
+    store = RunStore(prepared.run_path)
+    path = store.data_dir / "alpaca.train.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))          # a truncated file, e.g. a disk that filled up
+    with pytest.raises(RuntimeError, match="changed since it was prepared"):
+        load_prepared(store, "alpaca")

@@ -93,10 +93,17 @@ def _require_prepared(store: RunStore) -> dict[str, Any]:
 
 
 def load_prepared(store: RunStore, name: str, split: str = "train") -> list[dict]:
+    """The prepared rows of one split; refuses a file changed since preparation (its hash feeds
+    every arm's input hash, so training on a changed file would be recorded as the old data)."""
     report = _require_prepared(store)
     if name not in report["datasets"]:
         raise KeyError(f"dataset {name!r} was not prepared; prepared: {sorted(report['datasets'])}")
-    return read_jsonl(store.data_dir / f"{name}.{split}.jsonl")
+    path = store.data_dir / f"{name}.{split}.jsonl"
+    expected = report["datasets"][name][split]["sha256"]
+    if not path.exists() or _file_hash(path) != expected:
+        raise RuntimeError(f"{path} is missing or changed since it was prepared (sha256 {expected} expected); "
+                           "prepare the data again: notebook 01_data_prep with force=True")
+    return read_jsonl(path)
 
 
 def dataset_hash(store: RunStore, name: str, split: str = "train") -> str:
