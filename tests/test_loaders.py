@@ -174,16 +174,17 @@ def test_bad_rows_drop_policy_leaves_them_out_and_counts_them(tmp_path):
                           {"instruction": 7, "input": "", "output": "y"},          # wrong type
                           {"instruction": "x", "input": ""}]                      # missing output
     f = _jsonl(tmp_path / "mixed.jsonl", rows)
+    with f.open("a") as fh:
+        fh.write('{"instruction": "cut off by a full disk", "outp\n')            # line 8: not JSON
     spec = {"source": "local", "path": str(f), "schema": "alpaca", "lang": "en"}
-    with pytest.raises(DataError, match="row 4"):                                # default: stop
+    with pytest.raises(DataError, match=r"mixed.jsonl:8: not JSON"):             # default: stop, name the line
         load_splits("mixed", _params(tmp_path, {"mixed": spec}))
     p = _params(tmp_path, {"mixed": {**spec, "bad_rows": "drop", "n_heldout": 1}})
     report = prepare_datasets(p, progress=False)["datasets"]["mixed"]
     assert report["train"]["rows"] + report["heldout"]["rows"] == len(ALPACA_ROWS)
-    assert report["dropped"]["rows"] == 3
-    # the JSON reader gives every row every column, so the absent output arrives as null: empty
-    assert report["dropped"]["by_kind"] == {"empty field": 2, "wrong type": 1}
-    assert [d["row"] for d in report["dropped"]["first"]] == [4, 5, 6]
+    assert report["dropped"]["rows"] == 4
+    assert report["dropped"]["by_kind"] == {"malformed JSON": 1, "empty field": 1, "wrong type": 1,
+                                            "missing field": 1}
 
 
 def test_a_prepared_file_changed_after_preparation_is_refused(prepared):

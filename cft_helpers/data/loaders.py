@@ -125,10 +125,30 @@ def load_local(name: str, spec: LocalDataset, params: Params, dropped: list[dict
             raise DataError(f"datasets.{name}.path: cannot tell the format of {file.name!r}; set "
                             f"format: to one of json, jsonl, parquet")
     fmt = "json" if fmt == "jsonl" else fmt
-    rows = _load_hf(fmt, data_files=str(file), cache_dir=params.cache_path / "datasets")
+    if fmt == "json":  # our reader: a malformed or non-UTF-8 line is named by its number
+        rows = _read_json_rows(file, name, dropped)
+    else:
+        rows = _load_hf(fmt, data_files=str(file), cache_dir=params.cache_path / "datasets")
     return normalise_rows(rows, name=name, schema=spec.schema_, columns=spec.columns,
                           lang=spec.lang, lang_column=spec.lang_column, source=f"local:{spec.path}",
                           dropped=dropped)
+
+
+def _read_json_rows(file: Path, name: str, dropped: list[dict] | None) -> list[dict]:
+    """Rows of a JSONL file (or a JSON array); a line that is not a JSON object raises DataError
+    naming the file and line, or with ``dropped`` (policy ``bad_rows: drop``) is counted there."""
+    from cft_helpers.data.validate import read_rows
+
+    rows = []
+    for line, row, problem in read_rows(Path(file)):
+        if problem is None:
+            rows.append(row)
+            continue
+        message = f"dataset {name!r}: {file}:{line}: {problem['message']}"
+        if dropped is None:
+            raise DataError(message)
+        dropped.append({"row": None, "line": line, "error": message})
+    return rows
 
 
 def load_builtin(name: str, spec: BuiltinDataset, seed: int, split: str, n: int) -> list[dict]:

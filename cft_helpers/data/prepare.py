@@ -76,7 +76,8 @@ def prepare_datasets(params: Params, store: RunStore | None = None, force: bool 
 
 
 def _drop_kind(error: str) -> str:
-    for key, kind in (("is empty", "empty field"), ("must be text", "wrong type"), ("missing field", "missing field"),
+    for key, kind in (("not JSON", "malformed JSON"), ("not UTF-8", "not UTF-8"), ("expected", "not an object"),
+                      ("is empty", "empty field"), ("must be text", "wrong type"), ("missing field", "missing field"),
                       ("not found; columns", "missing column"), ("no language", "no language"),
                       ("messages", "bad messages")):
         if key in error:

