@@ -70,9 +70,9 @@ def prompt_texts(params: Params) -> list[str]:
         texts = [_first_turn(_column(row, spec.column, f"{path} row {i}"), f"{path} row {i}")
                  for i, row in enumerate(read_table(path, params))]
     elif isinstance(spec, HubPrompts):
-        from cft_helpers.data.loaders import _load_hf, hub_path
+        from cft_helpers.data.loaders import hub_path, load_hf
 
-        rows = _load_hf(hub_path(params, spec.path), name=spec.name, split=spec.split, revision=spec.revision,
+        rows = load_hf(hub_path(params, spec.path), name=spec.name, split=spec.split, revision=spec.revision,
                         cache_dir=params.cache_path / "datasets")
         texts = [_first_turn(_column(row, spec.column, f"{spec.path} row {i}"), f"{spec.path} row {i}")
                  for i, row in enumerate(rows)]
@@ -103,11 +103,11 @@ def parallel_sentences(params: Params) -> dict[str, list[str]]:
             out[lang] = [to_messages(render_in_language(r["meta"], lang), schema)[-2]["content"] for r in rows]
         return out
     if isinstance(spec, HubParallel):
-        from cft_helpers.data.loaders import _load_hf, hub_path
+        from cft_helpers.data.loaders import hub_path, load_hf
 
         out = {}
         for lang, sub in (spec.configs or spec.data_files).items():
-            rows = _load_hf(hub_path(params, spec.path), name=sub if spec.configs else None,
+            rows = load_hf(hub_path(params, spec.path), name=sub if spec.configs else None,
                             data_files=None if spec.configs else {spec.split: sub}, split=spec.split,
                             revision=spec.revision, cache_dir=params.cache_path / "datasets")
             out[lang] = [str(_column(r, spec.column, f"{spec.path} ({lang}) row {i}"))

@@ -59,7 +59,7 @@ def normalise_rows(rows: Iterable[dict[str, Any]], *, name: str, schema: str,
     return out
 
 
-def _load_hf(path: str, *, name: str | None = None, data_files: Any = None, split: str = "train",
+def load_hf(path: str, *, name: str | None = None, data_files: Any = None, split: str = "train",
              revision: str | None = None, cache_dir: Path | None = None,
              trust_remote_code: bool = False) -> list[dict]:
     import datasets
@@ -93,7 +93,7 @@ def read_table(file: Path, params: Params | None = None) -> list[dict]:
     if fmt is None:
         raise DataError(f"{file}: cannot tell the format from the suffix; valid: {sorted(FORMATS)}")
     cache = params.cache_path / "datasets" if params is not None else None
-    return _load_hf(fmt, data_files=str(file), cache_dir=cache)
+    return load_hf(fmt, data_files=str(file), cache_dir=cache)
 
 
 def load_hub(name: str, spec: HubDataset, params: Params, dropped: list[dict] | None = None) -> list[dict]:
@@ -105,12 +105,12 @@ def load_hub(name: str, spec: HubDataset, params: Params, dropped: list[dict] | 
     if spec.data_files:
         rows: list[dict] = []
         for lang, file in spec.data_files.items():
-            part = _load_hf(path, name=spec.name, data_files={spec.split: file}, split=spec.split,
+            part = load_hf(path, name=spec.name, data_files={spec.split: file}, split=spec.split,
                             revision=spec.revision, cache_dir=cache,
                             trust_remote_code=spec.trust_remote_code)
             rows += [{**r, "lang": lang} for r in part]
         return normalise_rows(rows, **common)
-    rows = _load_hf(path, name=spec.name, split=spec.split, revision=spec.revision, cache_dir=cache,
+    rows = load_hf(path, name=spec.name, split=spec.split, revision=spec.revision, cache_dir=cache,
                     trust_remote_code=spec.trust_remote_code)
     return normalise_rows(rows, lang=spec.lang, lang_column=spec.lang_column, **common)
 
@@ -128,7 +128,7 @@ def load_local(name: str, spec: LocalDataset, params: Params, dropped: list[dict
     if fmt == "json":  # our reader: a malformed or non-UTF-8 line is named by its number
         rows = _read_json_rows(file, name, dropped)
     else:
-        rows = _load_hf(fmt, data_files=str(file), cache_dir=params.cache_path / "datasets")
+        rows = load_hf(fmt, data_files=str(file), cache_dir=params.cache_path / "datasets")
     return normalise_rows(rows, name=name, schema=spec.schema_, columns=spec.columns,
                           lang=spec.lang, lang_column=spec.lang_column, source=f"local:{spec.path}",
                           dropped=dropped)
