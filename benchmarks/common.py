@@ -25,9 +25,18 @@ def child(module: str, part: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss across
+    exec, so a child started by a 1 GB parent would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+
+
 def emit(result: dict, t0: float) -> None:
     """Print a part's result with its wall time and peak resident memory (MB)."""
-    result.update(wall_s=time.perf_counter() - t0, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result.update(wall_s=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb())
     print(json.dumps(result))
 
 
