@@ -48,6 +48,8 @@ overrides = ""
 # %%
 from cft_helpers.data import prepare_datasets
 from cft_helpers.data.prepare import format_example
+from cft_helpers.evaluation.harness import evaluate_models
+from cft_helpers.evaluation.tables import strategy_table
 from cft_helpers.params import load_params
 from cft_helpers.reports import arm_plan, compute_table, freeze_table, loss_curves, mitigation_loss_table
 from cft_helpers.runs import RunStore, read_jsonl
@@ -120,3 +122,16 @@ compute_table(P, arms, store).round(3)
 
 # %%
 mitigation_loss_table(P, arms, store).round(3)
+
+# %% [markdown]
+# ## Table 5: English and Multilingual Ability per strategy
+#
+# Each strategy arm and the vanilla Phase-2 arm are scored with the evaluation suite of notebook
+# 06 (models already scored with the same suite are read back, and notebook 06 reuses these). A
+# benchmark that does not run (e.g. AlpacaEval without a judge) is left out of EA, never counted
+# as zero; the footnote of notebook 06 says which.
+
+# %%
+compared = list(dict.fromkeys(P.strategy_arms("vanilla") + arms))
+results = evaluate_models(P, compared, store, force=False)
+strategy_table(P, results).round(3)

@@ -121,6 +121,7 @@ def test_papermill_runs_one_strategy_and_refuses_an_unknown_one(book_run, tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (tmp_path / "out.ipynb").read_text()
     assert "arms ['lf_h2']" in text and "q_proj" in text
+    assert "paper Mistral-7B EA" in text and "combined" in text   # Table 5: vanilla and LF_H2, scored
     proc = subprocess.run(cmd + ["-p", "strategy", "LF_H3"], capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert "unknown strategy 'LF_H3'" in proc.stderr + proc.stdout and "Spectrum" in proc.stderr + proc.stdout
