@@ -328,6 +328,14 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
         if procs.is_main:
             atomic_write_json(store.arm_dir(arm) / "freeze.json", plan.as_dict())
         info["frozen_tensors"] = len(plan.frozen)
+    # TRL truncates what is longer than max_length without a word: count it for the metrics.
+    info["rows_over_max_length"] = rows_over_length(tok, rows, training.max_length)
+    if info["rows_over_max_length"]:
+        import warnings
+
+        warnings.warn(f"arm {arm!r}: {info['rows_over_max_length']} of {len(rows)} training examples are longer "
+                      f"than training.max_length={training.max_length} tokens and will be truncated "
+                      "(counted in metrics.json as rows_over_max_length)", stacklevel=2)
     peft_config = lora_config(params) if spec.strategy == "LoRA" else None
     args = sft_config(training, output_dir, device, progress, world_size=procs.world_size)
     trainer = SFTTrainer(model=model, args=args, train_dataset=_to_dataset(rows), eval_dataset=evals,
@@ -337,6 +345,16 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     info["total_params"] = params_total
     trainer.cft_info = info  # what the strategy did, for the arm's metrics
     return trainer, len(rows), len(held)
+
+
+def rows_over_length(tok, rows: list[dict], max_length: int, batch: int = 256) -> int:
+    """How many examples (chat template applied, prompt + response) exceed ``max_length`` tokens
+    and will be truncated, losing the end of their response."""
+    over = 0
+    for i in range(0, len(rows), batch):
+        texts = [tok.apply_chat_template(r["messages"], tokenize=False) for r in rows[i:i + batch]]
+        over += sum(len(ids) > max_length for ids in tok(texts, add_special_tokens=False)["input_ids"])
+    return over
 
 
 def freeze_plan(params: Params, store: RunStore, arm: str, model, progress: bool = True, write: bool = True):

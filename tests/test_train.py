@@ -148,3 +148,24 @@ def test_training_refuses_to_start_without_disk_space_for_its_checkpoints(prepar
         train_arm(prepared, "p1_alpaca", progress=False)
     assert RunStore(prepared.run_path).arm_manifest("p1_alpaca")["status"] == "failed"
     assert checkpoint_bytes(100, 10) == pytest.approx(1.1 * (2 * (400 + 80) + 400))
+
+
+def test_examples_longer_than_max_length_are_counted_not_truncated_silently(tmp_path, model_cache):
+    from conftest import write_params
+
+    from cft_helpers.data import prepare_datasets
+    from cft_helpers.data.prepare import training_examples
+    from cft_helpers.models import load_tokenizer
+    from cft_helpers.params import load_params
+    from cft_helpers.runs import RunStore
+    from cft_helpers.train import start_checkpoint, train_arm
+
+    params = load_params(write_params(tmp_path, model_cache), overrides={"training.max_length": 48})
+    prepare_datasets(params, progress=False)
+    with pytest.warns(UserWarning, match=r"longer than training.max_length=48 tokens and will be truncated"):
+        metrics = train_arm(params, "p1_alpaca", progress=False)
+    store = RunStore(params.run_path)
+    tok = load_tokenizer(start_checkpoint(params, store, "p1_alpaca"))
+    lengths = [len(tok(tok.apply_chat_template(r["messages"], tokenize=False), add_special_tokens=False)["input_ids"])
+               for r in training_examples(store, ["alpaca"], seed=params.training.seed)]
+    assert metrics["rows_over_max_length"] == sum(n > 48 for n in lengths) > 0
