@@ -197,3 +197,19 @@ def test_a_prepared_file_changed_after_preparation_is_refused(prepared):
     path.write_text("".join(lines[:-1]))          # a truncated file, e.g. a disk that filled up
     with pytest.raises(RuntimeError, match="changed since it was prepared"):
         load_prepared(store, "alpaca")
+
+
+def test_unknown_language_codes_and_duplicate_ids_are_named_or_dropped(tmp_path):
+    from cft_helpers.data import prepare_datasets
+
+    rows = [{"id": "a", "question": "q1", "response": "r1", "lang": "fr"},
+            {"id": "b", "question": "q2", "response": "r2", "lang": "xx"},       # not a language
+            {"id": "a", "question": "q3", "response": "r3", "lang": "de"},       # id used on row 0
+            {"id": "c", "question": "q4", "response": "r4", "lang": "pt-BR"}]    # region subtags are fine
+    f = _jsonl(tmp_path / "m.jsonl", rows)
+    spec = {"source": "local", "path": str(f), "schema": "orca", "lang_column": "lang"}
+    with pytest.raises(DataError, match=r"row 1: field 'lang': unknown language code 'xx'"):
+        load_splits("m", _params(tmp_path, {"m": spec}))
+    report = prepare_datasets(_params(tmp_path, {"m": {**spec, "bad_rows": "drop"}}), progress=False)["datasets"]["m"]
+    assert report["dropped"]["by_kind"] == {"unknown language": 1, "duplicate id": 1}
+    assert report["train"]["by_lang"] == {"fr": 1, "pt-BR": 1}

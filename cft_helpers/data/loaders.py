@@ -35,8 +35,11 @@ def normalise_rows(rows: Iterable[dict[str, Any]], *, name: str, schema: str,
     A row that does not fit raises ``DataError`` naming the row and field, unless ``dropped`` is
     a list: then the row is left out and ``{"row", "error"}`` appended to it (policy
     ``bad_rows: drop``; the counts go into the data report)."""
+    from cft_helpers.data.validate import language_problem
+
     columns = columns or {}
     out = []
+    seen_ids: dict[str, int] = {}
     for i, raw in enumerate(rows):
         where = f"dataset {name!r} row {i}"
         try:
@@ -49,6 +52,14 @@ def normalise_rows(rows: Iterable[dict[str, Any]], *, name: str, schema: str,
             row_lang = row.get(lang_column) if lang_column else (row.get("lang") or lang)
             if not row_lang or not isinstance(row_lang, str):
                 raise DataError(f"{where}: no language tag (lang_column={lang_column!r}, lang={lang!r})")
+            bad_lang = language_problem({"lang": row_lang}, i, "lang")
+            if bad_lang:
+                raise DataError(f"{where}: field {lang_column or 'lang'!r}: {bad_lang['message']}")
+            if "id" in row and row["id"] is not None:  # the source's own ids must be unique
+                key = str(row["id"])
+                if key in seen_ids:
+                    raise DataError(f"{where}: field 'id': duplicate id {row['id']!r} (first at row {seen_ids[key]})")
+                seen_ids[key] = i
             meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
             out.append({"id": f"{name}-{i:06d}", "lang": row_lang, "source": source,
                         "messages": to_messages(row, schema, where), "meta": meta})

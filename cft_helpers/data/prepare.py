@@ -76,10 +76,11 @@ def prepare_datasets(params: Params, store: RunStore | None = None, force: bool 
 
 
 def _drop_kind(error: str) -> str:
-    for key, kind in (("not JSON", "malformed JSON"), ("not UTF-8", "not UTF-8"), ("expected", "not an object"),
+    for key, kind in (("not JSON", "malformed JSON"), ("not UTF-8", "not UTF-8"), ("expected a JSON object", "not an object"), ("expected an object", "not an object"),
                       ("is empty", "empty field"), ("must be text", "wrong type"), ("missing field", "missing field"),
                       ("not found; columns", "missing column"), ("no language", "no language"),
-                      ("messages", "bad messages")):
+                      ("messages", "bad messages"), ("language code", "unknown language"),
+                      ("duplicate id", "duplicate id")):
         if key in error:
             return kind
     return "other"

@@ -34,7 +34,8 @@ ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb
 mh mi mk ml mn mr ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru
 rw sa sc sd se sg si sk sl sm sn so sq sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk
 ur uz ve vi vo wa wo xh yi yo za zh zu""".split())
-_LANG = re.compile(r"^([a-z]{2})(?:[-_][A-Za-z0-9]{2,8})*$")
+_LANG = re.compile(r"^([a-z]{2}|und|mul)(?:[-_][A-Za-z0-9]{2,8})*$")
+SPECIAL = {"und", "mul"}  # BCP 47: undetermined, multiple languages
 
 
 def _problem(line: int, field: str | None, kind: str, message: str) -> dict[str, Any]:
@@ -149,7 +150,7 @@ def language_problem(row: dict, line: int, column: str) -> dict | None:
     if not isinstance(code, str):
         return _problem(line, column, "wrong_type", f"language code must be text, got {type(code).__name__}")
     m = _LANG.match(code)
-    if not m or m.group(1) not in ISO_639_1:
+    if not m or (m.group(1) not in ISO_639_1 and m.group(1) not in SPECIAL):
         return _problem(line, column, "unknown_language", f"unknown language code {code!r} (ISO 639-1 expected)")
     return None
 
