@@ -440,6 +440,10 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
     else:
         trainer.save_model(str(tmp))
     tok.save_pretrained(str(tmp))
+    # Our checkpoints hold no pickle: the Trainer's training_args.bin is a torch.save'd object.
+    if (tmp / "training_args.bin").exists():
+        (tmp / "training_args.bin").unlink()
+    (tmp / "training_args.json").write_text(args.to_json_string())
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
 

@@ -169,3 +169,27 @@ def test_examples_longer_than_max_length_are_counted_not_truncated_silently(tmp_
     lengths = [len(tok(tok.apply_chat_template(r["messages"], tokenize=False), add_special_tokens=False)["input_ids"])
                for r in training_examples(store, ["alpaca"], seed=params.training.seed)]
     assert metrics["rows_over_max_length"] == sum(n > 48 for n in lengths) > 0
+
+
+def test_checkpoints_hold_no_pickle_and_remote_code_stays_off(prepared, monkeypatch):
+    """Safety: the final model folder has safetensors weights and JSON, nothing torch.load would
+    unpickle; the model is loaded with trust_remote_code=False unless its params entry says true."""
+    import transformers
+
+    from cft_helpers.runs import RunStore
+    from cft_helpers.train import train_arm
+
+    seen = []
+    original = transformers.AutoModelForCausalLM.from_pretrained
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    train_arm(prepared, "p1_alpaca", progress=False)
+    assert seen and not any(seen)
+    model_dir = RunStore(prepared.run_path).arm_checkpoint("p1_alpaca")
+    suffixes = {f.suffix for f in model_dir.iterdir()}
+    assert ".safetensors" in suffixes and (model_dir / "training_args.json").exists()
+    assert not suffixes & {".bin", ".pt", ".pth", ".pkl", ".pickle"}, suffixes
