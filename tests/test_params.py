@@ -166,3 +166,16 @@ def test_arm_order_puts_start_arms_first():
         if spec.start in p.arms:
             assert order.index(spec.start) < order.index(arm)
     assert p.arms_in_phase("reverse1", "reverse2") == ["rev1", "rev2"]
+
+
+def test_unknown_strategy_benchmark_and_missing_launch_files_name_key_value_and_choices():
+    from cft_helpers.params import ParamsError
+
+    cases = [({"arms.lora.strategy": "LoRB"}, ["arms.lora.strategy", "LoRB", "'LF_H2'", "'LoRA'"]),
+             ({"evaluation.benchmarks.mmlux": {"source": "off"}}, ["mmlux", "'mmlu'", "'xlsum'"]),
+             ({"runtime.launch_config": "nope.yaml"}, ["runtime.launch_config", "nope.yaml", "does not exist"]),
+             ({"plan.dataset_rows": {"alpacca": 3}}, ["plan.dataset_rows", "alpacca", "valid"])]
+    for override, needles in cases:
+        with pytest.raises(ParamsError) as e:
+            load_params("smoke", overrides=override)
+        assert all(n in str(e.value) for n in needles), (override, str(e.value))
