@@ -82,8 +82,12 @@ def generate_responses(model, tok, prompts: Sequence[Sequence[dict]], *, max_new
                 lines.append(json.dumps({"key": keys[i], "response": response}, ensure_ascii=False))
             if cache_path is not None:
                 cache_path.parent.mkdir(parents=True, exist_ok=True)
-                with cache_path.open("a", encoding="utf-8") as f:
-                    f.write("\n".join(lines) + "\n")
+                with cache_path.open("a+b") as f:
+                    # a line torn by a kill has no newline: end it, or the next entry would be
+                    # glued to it and lost too (appends go to the end whatever the seek)
+                    end = f.seek(0, 2)
+                    torn = end > 0 and f.seek(end - 1) >= 0 and f.read(1) != b"\n"
+                    f.write((("\n" if torn else "") + "\n".join(lines) + "\n").encode("utf-8"))
     finally:
         tok.padding_side = side
         model.train(was_training)
