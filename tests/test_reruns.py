@@ -18,7 +18,7 @@ VOLATILE = {"wall_s", "items_per_s", "checkpoint", "started", "finished", "runti
 
 
 def _volatile(key: str) -> bool:
-    return key in VOLATILE or "runtime" in key or "per_second" in key   # the Trainer's own clocks
+    return key in VOLATILE or "runtime" in key or "per_second" in key or key.endswith("_time")  # clocks
 
 
 def _stable(obj):
