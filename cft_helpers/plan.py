@@ -37,8 +37,9 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from cft_helpers.params import (REPLAY_FRACTION, BuiltinDataset, LocalModel, Params, RandomInitModel,
+from cft_helpers.params import (REPLAY_FRACTION, LocalModel, Params, RandomInitModel,
                                 load_params)
+from cft_helpers.replay import replay_count
 
 GIB = 1024 ** 3
 SHARDED = ("fsdp", "zero3")
@@ -184,7 +185,7 @@ def plan_arm(params: Params, arm: str, shapes: dict[str, tuple[int, ...]], confi
     total, trainable = trainable_count(params, arm, shapes)
     spec = params.arms[arm]
     rows = sum(dataset_rows(params, d) for d in spec.datasets)
-    rows += round(REPLAY_FRACTION.get(spec.strategy, 0.0) * rows)
+    rows += replay_count(rows, REPLAY_FRACTION.get(spec.strategy, 0.0))  # the training core's own rounding
     tokens_epoch = sum(dataset_rows(params, d) * mean_tokens(params, d, t.max_length) for d in spec.datasets)
     tokens_epoch *= rows / max(sum(dataset_rows(params, d) for d in spec.datasets), 1)
     steps = math.ceil(rows / t.global_batch_size) * math.ceil(t.epochs) if t.max_steps is None else t.max_steps
