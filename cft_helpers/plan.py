@@ -188,8 +188,7 @@ def plan_arm(params: Params, arm: str, shapes: dict[str, tuple[int, ...]], confi
     rows += replay_count(rows, REPLAY_FRACTION.get(spec.strategy, 0.0))  # the training core's own rounding
     tokens_epoch = sum(dataset_rows(params, d) * mean_tokens(params, d, t.max_length) for d in spec.datasets)
     tokens_epoch *= rows / max(sum(dataset_rows(params, d) for d in spec.datasets), 1)
-    steps = math.ceil(rows / t.global_batch_size) * math.ceil(t.epochs) if t.max_steps is None else t.max_steps
-    steps = min(steps, math.ceil(rows * t.epochs / t.global_batch_size))
+    steps = t.max_steps or math.ceil(math.ceil(rows / t.global_batch_size) * t.epochs)
     tokens_total = tokens_epoch * t.epochs
     shards = gpus if cfg.engine in SHARDED else 1
     weights = 4 * total / shards

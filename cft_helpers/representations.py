@@ -347,16 +347,19 @@ def _label(params: Params, arm: str, mitigation: bool = False) -> str:
 
 def needed_models(params: Params) -> list[str]:
     """Every model and arm the analysis reads, in training order (starts first)."""
-    names = [m for pairs in model_pairs(params).values() for pair in pairs for m in pair]
-    order = [*base_models(params), *params.arm_order()]
-    return [n for n in order if n in set(names) | set(base_models(params))]
+    read = {m for pairs in model_pairs(params).values() for pair in pairs for m in pair} | set(base_models(params))
+    return [n for n in [*base_models(params), *params.arm_order()] if n in read]
+
+
+def _projection_seed(params: Params) -> int:
+    return params.seed if params.representations.seed is None else params.representations.seed
 
 
 def layer_projections(params: Params, acts: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]],
                       methods: Sequence[str] = ("tsne", "umap")) -> dict[str, dict[str, Any]]:
     """Figure 1's data: for each (Phase 1, Phase 2) pair, the 2-D projection of both models'
     layer-mean vectors together (rows: layers), and the mean relative shift of a layer's mean."""
-    seed = params.seed if params.representations.seed is None else params.representations.seed
+    seed = _projection_seed(params)
     out: dict[str, dict[str, Any]] = {m: {} for m in methods}
     for p1, p2 in pairs:
         x1, x2 = layer_means(acts[p1]), layer_means(acts[p2])
@@ -381,12 +384,15 @@ def cross_lingual(params: Params, store: RunStore, models: Sequence[str], senten
                   force: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Figure 4's data per model: t-SNE of per-sentence vectors at one layer over all languages,
     each point's language, the layer, and translation retrieval per language."""
-    seed = params.seed if params.representations.seed is None else params.representations.seed
+    seed = _projection_seed(params)
     out = {}
     for name in models:
-        by_lang = {lang: activations(params, name, store, texts=texts, set_name=f"parallel-{lang}", chat=False,
-                                     force=force, progress=progress)
-                   for lang, texts in sentences.items()}
+        # every language in one call: one model load, one cache file per model
+        texts = [t for lang_texts in sentences.values() for t in lang_texts]
+        acts = activations(params, name, store, texts=texts, set_name="parallel", chat=False, force=force,
+                           progress=progress)
+        bounds = np.cumsum([0] + [len(v) for v in sentences.values()])
+        by_lang = {lang: acts[bounds[i]:bounds[i + 1]] for i, lang in enumerate(sentences)}
         vectors, langs, layer = parallel_vectors(by_lang, params.representations.parallel_layer)
         xy = project(standardise(vectors), "tsne", seed=seed, perplexity=max(params.representations.perplexity, 15.0))
         out[name] = {"xy": xy.tolist(), "langs": langs, "layer": layer,
@@ -398,15 +404,12 @@ def check_summary(params: Params, summary: dict[str, Any]) -> None:
     """Refuse a representation summary that lacks an arm these params define (named)."""
     pairs = model_pairs(params)
     have = {p["p2"] for method in summary.get("projections", {}).values() for p in method.values()}
-    for p1, p2 in pairs["phase2"]:
-        if p2 not in have:
-            raise MissingArtifact(f"arm {p2!r} is not in the representation analysis of the run store; rerun "
-                                  "notebook 07_representations")
     d3 = summary.get("mitigation_covariance", {})
-    for p1, p2 in pairs["mitigation"]:
-        if _label(params, p2, mitigation=True) not in d3:
-            raise MissingArtifact(f"arm {p2!r} is not in the representation analysis of the run store; rerun "
-                                  "notebook 07_representations")
+    missing = [p2 for _, p2 in pairs["phase2"] if p2 not in have] + \
+        [p2 for _, p2 in pairs["mitigation"] if _label(params, p2, mitigation=True) not in d3]
+    if missing:
+        raise MissingArtifact(f"arm {missing[0]!r} is not in the representation analysis of the run store; rerun "
+                              "notebook 07_representations")
 
 
 def save_summary(store: RunStore, summary: dict[str, Any]) -> Path:
