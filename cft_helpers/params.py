@@ -182,6 +182,9 @@ class Training(Strict):
     # "auto": bf16 on a GPU that supports it, fp32 on CPU (bf16 autocast on CPU is 2.6x slower).
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     activation_checkpointing: bool = False
+    # torch.compile the model (TrainingArguments.torch_compile): faster steps on a GPU after a
+    # compile of a minute or so; off by default (on CPU and for short runs it does not pay).
+    torch_compile: bool = False
     save_steps: int = Field(default=200, ge=1)
     logging_steps: int = Field(default=1, ge=1)
     # Held-out examples scored before and after training (loss on the arm's own data).

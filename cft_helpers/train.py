@@ -186,6 +186,7 @@ def sft_config(training: Training, output_dir: Path, device: str, progress: bool
         use_cpu=device == "cpu",
         # TRL turns activation checkpointing on by default; on CPU it costs ~40% speed.
         activation_checkpointing=training.activation_checkpointing,
+        torch_compile=training.torch_compile,
         completion_only_loss=True,
         packing=False,
         save_strategy="steps",
@@ -226,6 +227,30 @@ def _eval_losses(trainer) -> dict[str, float]:
     """Mean response loss on each evaluation set (held-out rows, training rows)."""
     out = trainer.evaluate()
     return {name: out[f"eval_{name}_loss"] for name in trainer.eval_dataset}
+
+
+class _LossesBeforeTraining:
+    """Trainer callback: the evaluation sets' losses at the start of ``train()``, before any step.
+
+    Fills ``losses`` (and writes them to ``file`` when given) once, on the first train begin;
+    ``seconds`` is the time it took, which is not training time."""
+
+    def __new__(cls, trainer, losses: dict, file: Path | None):
+        from transformers import TrainerCallback
+
+        class _Callback(TrainerCallback):
+            seconds = 0.0
+
+            def on_train_begin(self, args, state, control, **kwargs):
+                if losses:
+                    return
+                t0 = time.perf_counter()
+                losses.update(_eval_losses(trainer))
+                if file is not None:
+                    atomic_write_json(file, losses)
+                self.seconds = time.perf_counter() - t0
+
+        return _Callback()
 
 
 def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bool = False,
@@ -343,6 +368,7 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     params_total = sum(p.numel() for p in trainer.model.parameters())
     info["trainable_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     info["total_params"] = params_total
+    info["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
     trainer.cft_info = info  # what the strategy did, for the arm's metrics
     return trainer, len(rows), len(held)
 
@@ -405,30 +431,29 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
     # Losses before training, kept next to the checkpoints so that a resumed run reports them.
     before_file = ckpt_dir / "eval_before.json"
     before: dict[str, float] = {}
-    if n_held:
-        # every process decides alike: the file is written only after the (collective) evaluation
-        if resumable and before_file.exists():
-            before = json.loads(before_file.read_text())
-        else:
-            before = _eval_losses(trainer)
-            if procs.is_main:
-                atomic_write_json(before_file, before)
-            if procs.world_size > 1:
-                # evaluate() marks the model as prepared by accelerate (for evaluation: no DDP
-                # wrapper), and train() then skips wrapping it: every process would train on its
-                # own micro-batches, silently. Undo the mark so that train() wraps the model.
-                trainer.accelerator._models.clear()
-                trainer.model._is_accelerate_prepared = False
-
+    # every process decides alike: the file is written only after the (collective) evaluation
     resume = last_checkpoint(ckpt_dir) if resumable else None
+    before_cb = None
+    if n_held and resumable and before_file.exists():
+        before = json.loads(before_file.read_text())
+    elif n_held and resume is None:  # (a resumed model is no longer the start model)
+        # Evaluated at the start of train(), once the engine has prepared the model: an
+        # evaluate() before train() lets FSDP wrap the model for evaluation, after which train()
+        # builds no optimizer; under DDP it leaves the model unwrapped for training.
+        before_cb = _LossesBeforeTraining(trainer, before, before_file if procs.is_main else None)
+        trainer.add_callback(before_cb)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    wall_s = time.perf_counter() - t0
+    wall_s = time.perf_counter() - t0 - (before_cb.seconds if before_cb else 0.0)
     after = _eval_losses(trainer) if n_held else {}
 
     # Final checkpoint: written to a temporary folder, then renamed, so it is whole or absent.
     final = arm_dir / "model"
     tmp = arm_dir / ".model.tmp"
+    if getattr(trainer, "is_fsdp_enabled", False):
+        # Sharded state dicts keep the resumable checkpoints cheap, but with one save_model writes
+        # no weights at all: gather a full state dict (on the main process) for the final model.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     if not procs.is_main:
         if spec.strategy != "LoRA":  # collective under FSDP / ZeRO-3 (gathers the shards); writes nothing here
             trainer.save_model(str(tmp))
@@ -439,6 +464,8 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
         trainer.model.merge_and_unload().save_pretrained(str(tmp))
     else:
         trainer.save_model(str(tmp))
+    if not any(tmp.glob("*.safetensors")):  # e.g. an engine config that saves shards only
+        raise RuntimeError(f"arm {arm!r}: the final checkpoint {tmp} holds no safetensors weights")
     tok.save_pretrained(str(tmp))
     # Our checkpoints hold no pickle: the Trainer's training_args.bin is a torch.save'd object.
     if (tmp / "training_args.bin").exists():
@@ -530,6 +557,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in m.items() if k in (
             "steps", "train_loss", "loss_first", "loss_last", "eval_loss_before", "eval_loss_after",
             "wall_s", "checkpoint")))
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # launched: leave the process group cleanly
+        dist.destroy_process_group()
     return 0
 
 

@@ -193,3 +193,25 @@ def test_checkpoints_hold_no_pickle_and_remote_code_stays_off(prepared, monkeypa
     suffixes = {f.suffix for f in model_dir.iterdir()}
     assert ".safetensors" in suffixes and (model_dir / "training_args.json").exists()
     assert not suffixes & {".bin", ".pt", ".pth", ".pkl", ".pickle"}, suffixes
+
+
+def test_a_final_save_without_weights_fails_the_arm_instead_of_leaving_an_empty_model(prepared, monkeypatch):
+    """An engine config whose save_model writes no weights (FSDP with a sharded state dict, before
+    the training core switched it to a full one) must not become a 'done' arm."""
+    from trl import SFTTrainer
+
+    from cft_helpers.runs import RunStore
+    from cft_helpers.train import train_arm
+
+    original = SFTTrainer.save_model
+
+    def no_final_weights(self, output_dir=None, _internal_call=False):
+        if not str(output_dir).endswith(".model.tmp"):  # resumable checkpoints are saved as usual
+            original(self, output_dir, _internal_call)
+
+    monkeypatch.setattr(SFTTrainer, "save_model", no_final_weights)
+    with pytest.raises(RuntimeError, match=r"arm 'p1_alpaca': the final checkpoint .* holds no safetensors"):
+        train_arm(prepared, "p1_alpaca", force=True, progress=False)
+    store = RunStore(prepared.run_path)
+    assert store.arm_manifest("p1_alpaca")["status"] == "failed"
+    assert not (store.arm_dir("p1_alpaca") / "model").exists()
