@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python -m benchmarks.run_all
 
-GPU checks are separate scripts (gpu_train_check.py, gpu_mitigation_check.py).
+GPU checks are separate scripts (gpu_train_check.py, gpu_mitigation_check.py, gpu_fsdp_check.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import platform
 
-from benchmarks import bench_generation, bench_mpd, bench_spectrum
+from benchmarks import bench_generation, bench_mpd, bench_spectrum, bench_training
 from benchmarks.common import ROOT
 
 
@@ -19,7 +19,7 @@ def main() -> int:
 
     import torch
 
-    results = [bench_spectrum.run(), bench_mpd.run(), bench_generation.run()]
+    results = [bench_training.run(), bench_spectrum.run(), bench_mpd.run(), bench_generation.run()]
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, " \
               f"{torch.get_num_threads()} thread(s)"
     for r in results:

@@ -10,6 +10,7 @@ it has read counted in the process's resident memory; SPEC.md section 8).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -23,7 +24,17 @@ _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat
 
 def safetensors_header(file: Path | str) -> tuple[dict[str, dict], int]:
     """The header of a safetensors file: {name: {dtype, shape, data_offsets}} and the byte offset
-    where tensor data starts. Reads only the header, never the tensors."""
+    where tensor data starts. Reads only the header, never the tensors (parsed once per file
+    version: streaming reads every tensor's entry, and a 7B header has ~300 of them)."""
+    import os
+
+    st = os.stat(file)
+    header, start = _header(str(file), st.st_mtime_ns, st.st_size)
+    return dict(header), start
+
+
+@functools.lru_cache(maxsize=64)
+def _header(file: str, mtime_ns: int, size: int) -> tuple[dict[str, dict], int]:
     import struct
 
     with open(file, "rb") as f:
@@ -80,28 +91,59 @@ def read_tensor(file: Path, name: str):
     return out
 
 
-def tensor_chunks(file: Path, name: str, chunk_elements: int = 1 << 20):
-    """A tensor as consecutive flat pieces of at most ``chunk_elements`` values, read one at a time.
-
-    Every piece is a view of one buffer that the next piece overwrites: copy what you keep. One
-    buffer for the whole tensor keeps memory flat (a fresh allocation per piece fragments the
-    heap, and resident memory grows with the number of pieces).
-    """
-    import torch
+def read_array(file: Path, name: str):
+    """One floating-point tensor as a float32 numpy array, read like :func:`read_tensor` but
+    without torch (bfloat16 widened exactly: its bits are the high half of a float32)."""
+    import numpy as np
 
     info, start = _entry(file, name)
     begin, end = info["data_offsets"]
-    dtype = getattr(torch, _DTYPES[info["dtype"]])
-    step = chunk_elements * dtype.itemsize
-    buffer = bytearray(min(step, end - begin))
+    raw = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16}.get(info["dtype"])
+    if raw is None:
+        raise ValueError(f"{file}: tensor {name!r} has dtype {info['dtype']}, not a floating-point weight")
+    out = np.empty((end - begin) // np.dtype(raw).itemsize, dtype=raw)
     with open(file, "rb") as f:
         f.seek(start + begin)
-        for offset in range(begin, end, step):
-            size = min(step, end - offset)
-            view = memoryview(buffer)[:size]
-            if f.readinto(view) != size:
+        if f.readinto(memoryview(out).cast("B")) != end - begin:
+            raise ValueError(f"{file}: tensor {name!r} is truncated")
+    if info["dtype"] == "BF16":
+        out = (out.astype(np.uint32) << 16).view(np.float32)
+    return out.astype(np.float32, copy=False).reshape(info["shape"])
+
+
+def array_chunks(file: Path, name: str, chunk_elements: int = 1 << 20):
+    """A floating-point tensor as consecutive flat float32 numpy pieces of at most
+    ``chunk_elements`` values, read one at a time (no torch: MPD need not pay its import).
+
+    Every piece is a view of buffers that the next piece overwrites: copy what you keep. Buffers
+    allocated once for the whole tensor keep memory flat (a fresh allocation per piece fragments
+    the heap, and resident memory grows with the number of pieces).
+    """
+    import numpy as np
+
+    info, start = _entry(file, name)
+    begin, end = info["data_offsets"]
+    raw = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16}.get(info["dtype"])
+    if raw is None:
+        raise ValueError(f"{file}: tensor {name!r} has dtype {info['dtype']}, not a floating-point weight")
+    itemsize = np.dtype(raw).itemsize
+    n_total = (end - begin) // itemsize
+    buffer = np.empty(min(chunk_elements, n_total), dtype=raw)
+    wide = np.empty(buffer.size, dtype=np.float32) if info["dtype"] in ("BF16", "F16") else None
+    with open(file, "rb") as f:
+        f.seek(start + begin)
+        for offset in range(0, n_total, chunk_elements):
+            k = min(chunk_elements, n_total - offset)
+            if f.readinto(memoryview(buffer[:k]).cast("B")) != k * itemsize:
                 raise ValueError(f"{file}: tensor {name!r} is truncated")
-            yield torch.frombuffer(buffer, dtype=dtype, count=size // dtype.itemsize)
+            if info["dtype"] == "BF16":  # bfloat16 bits are the high half of a float32
+                np.left_shift(buffer[:k], 16, out=wide[:k].view(np.uint32), dtype=np.uint32)
+                yield wide[:k]
+            elif wide is not None:
+                wide[:k] = buffer[:k]
+                yield wide[:k]
+            else:
+                yield buffer[:k]
 
 
 def checkpoint_numel(checkpoint: Path | str) -> int:

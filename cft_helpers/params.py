@@ -185,6 +185,10 @@ class Training(Strict):
     # torch.compile the model (TrainingArguments.torch_compile): faster steps on a GPU after a
     # compile of a minute or so; off by default (on CPU and for short runs it does not pay).
     torch_compile: bool = False
+    # Each micro-batch flattened into one sequence, position ids restarting per example, so no
+    # padding is computed and examples do not attend to each other (same loss; SPEC.md 8). Needs
+    # an attention that reads packed position ids: sdpa, eager, flash (transformers 5 models).
+    padding_free: bool = False
     save_steps: int = Field(default=200, ge=1)
     logging_steps: int = Field(default=1, ge=1)
     # Held-out examples scored before and after training (loss on the arm's own data).
@@ -205,6 +209,7 @@ class TrainingOverrides(Strict):
     weight_decay: float | None = Field(default=None, ge=0)
     max_length: int | None = Field(default=None, ge=16)
     activation_checkpointing: bool | None = None
+    padding_free: bool | None = None
     save_steps: int | None = Field(default=None, ge=1)
     n_eval: int | None = Field(default=None, ge=0)
 

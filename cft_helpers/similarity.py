@@ -235,22 +235,18 @@ def _tied_duplicates(checkpoint: Path, names: set[str]) -> set[str]:
 
 
 def _l2_of_difference(file_a: Path, file_b: Path, name: str, chunk: int = 1 << 18) -> float:
-    """||a - b||_2 of one named tensor in float64, both read piece by piece from disk into
-    buffers allocated once (memory stays flat however large the tensor)."""
-    import torch
+    """||a - b||_2 of one named tensor, accumulated in float64, both read piece by piece from
+    disk into buffers allocated once (memory stays flat however large the tensor)."""
+    import numpy as np
 
-    from cft_helpers.checkpoints import tensor_chunks
+    from cft_helpers.checkpoints import array_chunks
 
-    da = torch.empty(chunk, dtype=torch.float64)
-    db = torch.empty(chunk, dtype=torch.float64)
+    d = np.empty(chunk, dtype=np.float64)
     total = 0.0
-    for pa, pb in zip(tensor_chunks(file_a, name, chunk), tensor_chunks(file_b, name, chunk)):
-        k = pa.numel()
-        x, y = da[:k], db[:k]
-        x.copy_(pa)
-        y.copy_(pb)
-        x.sub_(y)
-        total += float(x.dot(x))
+    for pa, pb in zip(array_chunks(file_a, name, chunk), array_chunks(file_b, name, chunk)):
+        x = d[: pa.size]
+        np.subtract(pa, pb, out=x, dtype=np.float64)  # the float32 values widened, then subtracted
+        total += float(np.dot(x, x))
     return math.sqrt(total)
 
 

@@ -195,7 +195,9 @@ def sft_config(training: Training, output_dir: Path, device: str, progress: bool
         save_only_model=False,  # optimizer + scheduler + RNG states are needed to resume
         logging_steps=training.logging_steps,
         logging_first_step=True,
-        include_num_input_tokens_seen="non_padding",
+        # Padding-free batches have no attention mask, and the Trainer's non-padding count then
+        # drops every token equal to the pad token (<|im_end|> for SmolLM2): count them all.
+        include_num_input_tokens_seen="all" if training.padding_free else "non_padding",
         report_to="none",
         seed=training.seed,
         data_seed=training.seed,
@@ -365,6 +367,11 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     args = sft_config(training, output_dir, device, progress, world_size=procs.world_size)
     trainer = SFTTrainer(model=model, args=args, train_dataset=_to_dataset(rows), eval_dataset=evals,
                          processing_class=tok, callbacks=list(callbacks), peft_config=peft_config)
+    if training.padding_free:
+        # TRL's own collator in its padding-free mode. TRL refuses padding_free=True together with
+        # max_length because its collator does not truncate; the dataset preparation above already
+        # truncated every example to max_length, so switching the collator afterwards is exact.
+        trainer.data_collator.padding_free = True
     params_total = sum(p.numel() for p in trainer.model.parameters())
     info["trainable_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     info["total_params"] = params_total

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -250,3 +251,19 @@ def test_lora_merge_gives_the_adapter_logits(trained):
         base = load_model(start).eval()(input_ids=ids).logits
     assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
     assert (a - base).abs().max() > 1e-3  # the adapter did something
+
+
+def test_spectrum_reads_bf16_f16_f32_weights_exactly_without_torch(tmp_path):
+    from safetensors.torch import save_file
+
+    from cft_helpers.checkpoints import read_array, read_tensor
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {f"w_{d}": torch.randn(5, 7, generator=g).to(getattr(torch, d))
+               for d in ("bfloat16", "float16", "float32")}
+    save_file(tensors, str(tmp_path / "m.safetensors"))
+    for name, t in tensors.items():
+        a = read_array(tmp_path / "m.safetensors", name)
+        assert a.dtype == np.float32 and a.shape == (5, 7)
+        assert np.array_equal(a, read_tensor(tmp_path / "m.safetensors", name).float().numpy()), name
+        assert spectrum.snr_score(a) == pytest.approx(reference_score(t), rel=1e-5)

@@ -215,3 +215,39 @@ def test_a_final_save_without_weights_fails_the_arm_instead_of_leaving_an_empty_
     store = RunStore(prepared.run_path)
     assert store.arm_manifest("p1_alpaca")["status"] == "failed"
     assert not (store.arm_dir("p1_alpaca") / "model").exists()
+
+
+def test_padding_free_batches_give_the_padded_losses_and_compute_no_padding(prepared, tmp_path):
+    """training.padding_free flattens a micro-batch with restarting position ids: the loss and its
+    gradient equal the padded batch's (examples do not attend to each other), with no pad tokens."""
+    from cft_helpers.params import load_params
+
+    store = RunStore(prepared.run_path)
+    flat = load_params(prepared.source_path, overrides={"training.padding_free": True})
+    padded_tr, _, _ = build_trainer(prepared, "p1_instruct", store, tmp_path / "a", "cpu", progress=False)
+    flat_tr, _, _ = build_trainer(flat, "p1_instruct", store, tmp_path / "b", "cpu", progress=False)
+    examples = [padded_tr.train_dataset[i] for i in range(4)]
+    lengths = [len(e["input_ids"]) for e in examples]
+    assert len(set(lengths)) > 1  # the padded batch does carry padding
+    padded, flat_batch = padded_tr.data_collator(examples), flat_tr.data_collator(examples)
+    assert padded["input_ids"].shape == (4, max(lengths))
+    assert flat_batch["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in flat_batch
+    assert flat_batch["position_ids"][0].tolist() == [i for n in lengths for i in range(n)]
+
+    def loss_and_grad(trainer, batch):
+        model = trainer.model
+        model.zero_grad()
+        n = (batch["labels"][:, 1:] != -100).sum()
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=n)
+        loss.backward()
+        return loss.item(), model.model.layers[0].self_attn.q_proj.weight.grad.clone()
+
+    loss_a, grad_a = loss_and_grad(padded_tr, padded)
+    loss_b, grad_b = loss_and_grad(flat_tr, flat_batch)
+    assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    rel = ((grad_b - grad_a).norm() / grad_a.norm()).item()
+    # a wrong flattening (one position run over the whole row: examples attend to each other)
+    mixed = dict(flat_batch, position_ids=torch.arange(sum(lengths))[None])
+    mixed = {k: v for k, v in mixed.items() if not k.startswith(("cu_seq", "max_length"))}
+    wrong = ((loss_and_grad(flat_tr, mixed)[1] - grad_a).norm() / grad_a.norm()).item()
+    assert rel < 1e-4 and wrong > 100 * rel, (rel, wrong)

@@ -1,0 +1,108 @@
+"""Training throughput: our Phase-2 training core against TRL's SFTTrainer, on the default params.
+
+    python -m benchmarks.bench_training [--steps 6]
+
+Same model (the default base, SmolLM2-135M-Instruct), same rows (the default MULTIALPACA
+stand-in, the reverse-order arm ``rev1``: Phase-2 data from the base model), same global batch,
+same number of optimizer steps, same learning-rate schedule and max_length, same seed (so the
+same batches in the same order). Three sides, each in a fresh process:
+
+- ``trl_defaults``: ``SFTConfig`` with TRL's defaults for everything that is not the experiment
+  (bf16 autocast, activation checkpointing, fused AdamW, padded batches);
+- ``trl_best``: the best TRL configuration we know for this CPU: fp32 and no activation
+  checkpointing (SPEC.md section 8), batches still padded;
+- ``ours``: ``build_trainer`` of the training core with the default params (padding-free batches).
+
+Measured: non-padding tokens per second over ``trainer.train()`` (no evaluation, no saves), and
+the training loss (mean over the steps, and the last step's), which must agree within 2%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import child, emit
+
+ARM = "rev1"
+
+
+def _params(steps: int):
+    from cft_helpers.params import load_params
+
+    return load_params("default", overrides={"training.max_steps": steps, "training.save_steps": 10_000})
+
+
+def part(name: str, steps: int) -> None:
+    from cft_helpers.runs import RunStore
+    from cft_helpers.train import build_trainer, configure_runtime
+
+    params = _params(steps)
+    configure_runtime(params)
+    store = RunStore(params.run_path)
+    out = Path(tempfile.mkdtemp(prefix=f"bench-train-{name}-"))
+    trainer, _, _ = build_trainer(params, ARM, store, out, "cpu", progress=False)
+    if name != "ours":  # the same model, tokenizer and rows, handed to a plain SFTTrainer
+        from trl import SFTConfig, SFTTrainer
+
+        t = params.arm_training(ARM)
+        engine = {} if name == "trl_defaults" else {"bf16": False, "gradient_checkpointing": False}
+        args = SFTConfig(output_dir=str(out / "trl"), per_device_train_batch_size=t.micro_batch_size,
+                         gradient_accumulation_steps=t.global_batch_size // t.micro_batch_size,
+                         max_steps=steps, learning_rate=t.learning_rate, lr_scheduler_type=t.scheduler,
+                         warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, max_length=t.max_length,
+                         seed=t.seed, data_seed=t.seed, use_cpu=True, report_to="none", save_strategy="no",
+                         logging_steps=1, include_num_input_tokens_seen="non_padding", disable_tqdm=True,
+                         **engine)
+        from cft_helpers.train import _to_dataset
+        from cft_helpers.data.prepare import training_examples
+
+        rows = training_examples(store, params.arms[ARM].datasets, seed=t.seed)
+        trainer = SFTTrainer(model=trainer.model, args=args, train_dataset=_to_dataset(rows),
+                             processing_class=trainer.processing_class)
+    t0 = time.perf_counter()
+    result = trainer.train()
+    train_s = time.perf_counter() - t0
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    emit({"side": name, "train_s": train_s, "tokens": int(trainer.state.num_input_tokens_seen),
+          "tokens_per_s": trainer.state.num_input_tokens_seen / train_s, "train_loss": result.training_loss,
+          "last_loss": losses[-1], "steps": trainer.state.global_step, "bf16": bool(trainer.args.bf16),
+          "activation_checkpointing": bool(trainer.args.gradient_checkpointing),
+          "padding_free": bool(getattr(trainer.data_collator, "padding_free", False))}, t0)
+
+
+def run(steps: int = 6) -> dict:
+    from cft_helpers.data import prepare_datasets
+    from cft_helpers.models import model_checkpoint
+
+    params = _params(steps)
+    prepare_datasets(params, progress=False)  # once, before the children read it
+    model_checkpoint(params, "base", progress=False)
+    sides = {name: child("benchmarks.bench_training", name, "--steps", str(steps))
+             for name in ("trl_defaults", "trl_best", "ours")}
+    ours, base, best = sides["ours"], sides["trl_defaults"], sides["trl_best"]
+    loss_gap = max(abs(ours[k] - base[k]) / base[k] for k in ("train_loss", "last_loss"))
+    speedup = ours["tokens_per_s"] / base["tokens_per_s"]
+    return {"goal": "Training throughput", "baseline": "TRL SFTTrainer defaults (bf16 autocast, activation "
+            "checkpointing, padded batches), same model/data/batch/steps",
+            "baseline_tok_s": base["tokens_per_s"], "best_trl_tok_s": best["tokens_per_s"],
+            "ours_tok_s": ours["tokens_per_s"], "speedup": speedup,
+            "speedup_vs_best_trl": ours["tokens_per_s"] / best["tokens_per_s"],
+            "tokens": ours["tokens"], "same_tokens": ours["tokens"] == base["tokens"] == best["tokens"],
+            "losses": {k: [round(s["train_loss"], 4), round(s["last_loss"], 4)] for k, s in sides.items()},
+            "max_loss_gap": loss_gap, "target": ">= 1.5x non-padding tokens/s, final loss within 2%",
+            "met": speedup >= 1.5 and loss_gap <= 0.02}
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part")
+    ap.add_argument("--steps", type=int, default=6)
+    ns = ap.parse_args()
+    if ns.part:
+        part(ns.part, ns.steps)
+    else:
+        print(json.dumps(run(ns.steps), indent=1))
