@@ -9,8 +9,9 @@ same batches in the same order). Three sides, each in a fresh process:
 
 - ``trl_defaults``: ``SFTConfig`` with TRL's defaults for everything that is not the experiment
   (bf16 autocast, activation checkpointing, fused AdamW, padded batches);
-- ``trl_best``: the best TRL configuration we know for this CPU: fp32 and no activation
-  checkpointing (SPEC.md section 8), batches still padded;
+- ``trl_fp32`` and ``trl_bf16``: TRL without activation checkpointing, in fp32 and in bf16
+  autocast (faster only on CPUs with native bf16, such as AVX512-BF16; SPEC.md section 8 saw
+  2.6x slower without it); the faster of the two is reported as the best TRL configuration;
 - ``ours``: ``build_trainer`` of the training core with the default params (padding-free batches).
 
 Measured: non-padding tokens per second over ``trainer.train()`` (no evaluation, no saves), and
@@ -49,7 +50,8 @@ def part(name: str, steps: int) -> None:
         from trl import SFTConfig, SFTTrainer
 
         t = params.arm_training(ARM)
-        engine = {} if name == "trl_defaults" else {"bf16": False, "gradient_checkpointing": False}
+        engine = {"trl_defaults": {}, "trl_fp32": {"bf16": False, "gradient_checkpointing": False},
+                  "trl_bf16": {"bf16": True, "gradient_checkpointing": False}}[name]
         args = SFTConfig(output_dir=str(out / "trl"), per_device_train_batch_size=t.micro_batch_size,
                          gradient_accumulation_steps=t.global_batch_size // t.micro_batch_size,
                          max_steps=steps, learning_rate=t.learning_rate, lr_scheduler_type=t.scheduler,
@@ -82,19 +84,26 @@ def run(steps: int = 6) -> dict:
     prepare_datasets(params, progress=False)  # once, before the children read it
     model_checkpoint(params, "base", progress=False)
     sides = {name: child("benchmarks.bench_training", name, "--steps", str(steps))
-             for name in ("trl_defaults", "trl_best", "ours")}
-    ours, base, best = sides["ours"], sides["trl_defaults"], sides["trl_best"]
-    loss_gap = max(abs(ours[k] - base[k]) / base[k] for k in ("train_loss", "last_loss"))
+             for name in ("trl_defaults", "trl_fp32", "trl_bf16", "ours")}
+    ours, base = sides["ours"], sides["trl_defaults"]
+    best_name = max(("trl_fp32", "trl_bf16"), key=lambda k: sides[k]["tokens_per_s"])
+    best = sides[best_name]
+
+    def gap(x, y):
+        return max(abs(x[k] - y[k]) / y[k] for k in ("train_loss", "last_loss"))
+
     speedup = ours["tokens_per_s"] / base["tokens_per_s"]
     return {"goal": "Training throughput", "baseline": "TRL SFTTrainer defaults (bf16 autocast, activation "
             "checkpointing, padded batches), same model/data/batch/steps",
-            "baseline_tok_s": base["tokens_per_s"], "best_trl_tok_s": best["tokens_per_s"],
+            "baseline_tok_s": base["tokens_per_s"], "best_trl": best_name, "best_trl_tok_s": best["tokens_per_s"],
             "ours_tok_s": ours["tokens_per_s"], "speedup": speedup,
             "speedup_vs_best_trl": ours["tokens_per_s"] / best["tokens_per_s"],
-            "tokens": ours["tokens"], "same_tokens": ours["tokens"] == base["tokens"] == best["tokens"],
-            "losses": {k: [round(s["train_loss"], 4), round(s["last_loss"], 4)] for k, s in sides.items()},
-            "max_loss_gap": loss_gap, "target": ">= 1.5x non-padding tokens/s, final loss within 2%",
-            "met": speedup >= 1.5 and loss_gap <= 0.02}
+            "tokens": {k: v["tokens"] for k, v in sides.items()},
+            "tok_s": {k: round(v["tokens_per_s"], 2) for k, v in sides.items()},
+            "losses": {k: [round(v["train_loss"], 4), round(v["last_loss"], 4)] for k, v in sides.items()},
+            "loss_gap_vs_baseline": gap(ours, base), "loss_gap_vs_trl_fp32": gap(ours, sides["trl_fp32"]),
+            "target": ">= 1.5x non-padding tokens/s, final loss within 2%",
+            "met": speedup >= 1.5 and gap(ours, base) <= 0.02}
 
 
 if __name__ == "__main__":

@@ -321,14 +321,42 @@ ENGLISH_BENCHMARKS = ("ifeval", "alpacaeval", "mmlu", "hellaswag")
 MULTILINGUAL_BENCHMARKS = ("mlqa", "xquad", "xlsum")
 
 
+class TaskData(Strict):
+    """Where a ``source: cft`` benchmark reads its documents, per language: a hub dataset
+    (``path`` a repo id, ``name`` its config) or local files (``path: json``, ``data_files``).
+    ``{lang}`` in ``name`` / ``data_files`` is the language code, ``{config}`` its entry in
+    ``configs`` (XLSum names its configs ``arabic``, ``chinese_simplified``, ...)."""
+
+    path: str
+    name: str | None = None
+    split: str
+    data_files: str | None = None
+    configs: dict[str, str] = Field(default_factory=dict)
+
+    def resolve(self, lang: str, root: Path | None = None) -> dict[str, Any]:
+        """lm-eval's dataset_path / dataset_name / dataset_kwargs for one language."""
+        subs = {"lang": lang, "config": self.configs.get(lang, lang)}
+        out: dict[str, Any] = {"dataset_path": self.path}
+        if self.name:
+            out["dataset_name"] = self.name.format(**subs)
+        if self.data_files:
+            f = Path(self.data_files.format(**subs))
+            out["dataset_kwargs"] = {"data_files": {self.split: str(f if f.is_absolute() or root is None
+                                                                    else root / f)}}
+        return out
+
+
 class Benchmark(Strict):
     """How one of the paper's benchmarks is run: offline (``task``: ifeval, the real prompts from
     a wheel; or a built-in stand-in: mc, completion, qa_lookup, qa_facts, summary), an
-    lm-evaluation-harness task (``task``: its name,
-    ``{lang}`` expanded per language), or ``off`` (reported as missing, never as zero)."""
+    lm-evaluation-harness task (``task``: its name, ``{lang}`` expanded per language), ``cft``
+    (our own lm-eval task over the real data, scored by ``cft_helpers.evaluation.scoring``:
+    ``task`` qa (SQuAD schema: XQuAD, MLQA) or summary (XLSum schema), ``dataset`` where its
+    documents are), or ``off`` (reported as missing, never as zero)."""
 
-    source: Literal["offline", "lm_eval", "off"]
+    source: Literal["offline", "lm_eval", "cft", "off"]
     task: str | None = None
+    dataset: TaskData | None = None
     langs: list[str] = Field(default_factory=list)
     metric: str | None = None              # the score the paper reports, e.g. acc_norm, f1, rougeL
     n: int | None = Field(default=None, ge=1)  # items per task (offline: written; lm_eval: limit)
@@ -346,6 +374,15 @@ class Benchmark(Strict):
             raise ValueError(f"source {self.source!r} needs 'task' and 'metric'")
         if self.source == "lm_eval" and ("{lang}" in self.task) != bool(self.langs):
             raise ValueError(f"lm_eval task {self.task!r}: a '{{lang}}' template needs langs, and langs need it")
+        if self.source == "cft":
+            from cft_helpers.evaluation.hub_tasks import CFT_TASKS
+
+            if self.task not in CFT_TASKS:
+                raise ValueError(f"cft task {self.task!r} unknown; valid: {sorted(CFT_TASKS)}")
+            if not self.dataset or not self.langs:
+                raise ValueError(f"cft task {self.task!r} needs 'dataset' and 'langs'")
+        elif self.dataset is not None:
+            raise ValueError("'dataset' is for source: cft only")
         if self.source == "offline":
             from cft_helpers.evaluation.offline_tasks import KINDS, PER_LANGUAGE
 

@@ -225,31 +225,65 @@ def _loss_summary(log: list[dict]) -> dict[str, Any]:
             "loss_last_quarter_mean": sum(losses[-k:]) / k, "logged_steps": len(losses)}
 
 
-def _eval_losses(trainer) -> dict[str, float]:
-    """Mean response loss on each evaluation set (held-out rows, training rows)."""
-    out = trainer.evaluate()
-    return {name: out[f"eval_{name}_loss"] for name in trainer.eval_dataset}
+def _eval_losses(trainer, names: Sequence[str] | None = None) -> dict[str, float]:
+    """Mean response loss on each evaluation set (held-out rows, training rows), or on ``names``."""
+    names = list(trainer.eval_dataset) if names is None else list(names)
+    out = trainer.evaluate(eval_dataset={n: trainer.eval_dataset[n] for n in names})
+    return {name: out[f"eval_{name}_loss"] for name in names}
+
+
+def _eval_set_keys(params: Params, store: RunStore, arm: str, trainer, world_size: int) -> dict[str, str]:
+    """Per evaluation set, what its loss before training depends on: the start model's identity,
+    the tokenized rows and the evaluation settings. Arms that start from the same model on the
+    same rows (every mitigation from the Phase-1 model, on the held-out rows) share the value."""
+    from cft_helpers.models import resolve_model
+
+    _, ident, _ = resolve_model(params, store, params.arms[arm].start)
+    args = trainer.args
+    settings = {"start": ident, "batch": args.per_device_eval_batch_size, "max_length": args.max_length,
+                "padding_free": bool(getattr(trainer.data_collator, "padding_free", False)), "bf16": args.bf16,
+                "device": str(args.device), "processes": world_size, "lora": arm_is_lora(params, arm)}
+    keys = {}
+    for name, ds in trainer.eval_dataset.items():
+        rows = ds.select_columns(["input_ids", "labels"]).to_dict()
+        keys[name] = stable_hash({**settings, "rows": rows})
+    return keys
+
+
+def arm_is_lora(params: Params, arm: str) -> bool:
+    return params.arms[arm].strategy == "LoRA"
 
 
 class _LossesBeforeTraining:
     """Trainer callback: the evaluation sets' losses at the start of ``train()``, before any step.
 
-    Fills ``losses`` (and writes them to ``file`` when given) once, on the first train begin;
+    Evaluates the sets in ``missing`` once, on the first train begin, and adds them to ``losses``
+    and to the run store's cache (``cache``: {key: loss}). When ``files`` is given (the main
+    process) it writes the cache and the arm's losses (read back when a killed run resumes).
     ``seconds`` is the time it took, which is not training time."""
 
-    def __new__(cls, trainer, losses: dict, file: Path | None):
+    def __new__(cls, trainer, losses: dict, missing: dict[str, str], cache: dict,
+                files: tuple[Path, Path] | None):
         from transformers import TrainerCallback
 
         class _Callback(TrainerCallback):
             seconds = 0.0
+            done = False
 
             def on_train_begin(self, args, state, control, **kwargs):
-                if losses:
+                if self.done:
                     return
                 t0 = time.perf_counter()
-                losses.update(_eval_losses(trainer))
-                if file is not None:
-                    atomic_write_json(file, losses)
+                if missing:
+                    got = _eval_losses(trainer, list(missing))
+                    losses.update(got)
+                    cache.update({missing[name]: value for name, value in got.items()})
+                if files is not None:
+                    cache_file, losses_file = files
+                    if missing:
+                        atomic_write_json(cache_file, cache)
+                    atomic_write_json(losses_file, losses)
+                self.done = True
                 self.seconds = time.perf_counter() - t0
 
         return _Callback()
@@ -444,10 +478,16 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
     if n_held and resumable and before_file.exists():
         before = json.loads(before_file.read_text())
     elif n_held and resume is None:  # (a resumed model is no longer the start model)
+        cache_file = store.root / "losses_before_training.json"
+        cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+        keys = _eval_set_keys(params, store, arm, trainer, procs.world_size)
+        before.update({name: cache[k] for name, k in keys.items() if k in cache})
+        missing = {name: k for name, k in keys.items() if k not in cache}
         # Evaluated at the start of train(), once the engine has prepared the model: an
         # evaluate() before train() lets FSDP wrap the model for evaluation, after which train()
         # builds no optimizer; under DDP it leaves the model unwrapped for training.
-        before_cb = _LossesBeforeTraining(trainer, before, before_file if procs.is_main else None)
+        before_cb = _LossesBeforeTraining(trainer, before, missing, cache,
+                                          (cache_file, before_file) if procs.is_main else None)
         trainer.add_callback(before_cb)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

@@ -97,7 +97,7 @@ def test_evaluation_params_are_checked(tmp_path, model_cache):
         load_params(path, overrides="evaluation.benchmarks.mmmu={source: off}")
     paper = load_params("params/paper/mistral7b.yaml")
     plan = task_plan(paper)
-    assert ("mlqa_hi_hi", "hi") in plan["mlqa"] and "xquad" not in plan  # off until our scorer runs it
+    assert ("mlqa_hi_hi", "hi") in plan["mlqa"] and plan["xquad"][0] == ("cft_xquad_ar", "ar")  # our task
     with pytest.raises(ParamsError, match="template needs langs"):
         load_params(path, overrides="evaluation.benchmarks.mlqa={source: lm_eval, task: 'mlqa_{lang}', metric: f1}")
     # the off-the-shelf Instruct model is evaluated once, as the arm that uses it as is
@@ -189,3 +189,83 @@ def test_ifeval_offline_prompts_and_checker(tmp_path, model_cache):
            "kwargs": [{"relation": "less than", "num_sentences": 2}]}
     assert helper.process_results(two, ["Cats sleep a lot."])["prompt_level_strict_acc"] is True
     assert helper.process_results(two, ["Cats sleep. Dogs bark. Birds sing."])["prompt_level_strict_acc"] is False
+
+
+XQUAD_ROWS = {
+    "th": [{"id": "t0", "context": "กล่อง A มีแอปเปิ้ล กล่อง B มีส้ม", "question": "กล่อง B มีอะไร",
+            "answers": {"text": ["ส้ม"], "answer_start": [28]}},
+           {"id": "t1", "context": "วันถัดจากวันอาทิตย์คือวันจันทร์", "question": "วันถัดจากวันอาทิตย์คือวันอะไร",
+            "answers": {"text": ["วันจันทร์"], "answer_start": [22]}}],
+    "ar": [{"id": "a0", "context": "الصندوق أ فيه تفاح والصندوق ب فيه برتقال", "question": "ماذا في الصندوق ب؟",
+            "answers": {"text": ["برتقال"], "answer_start": [34]}},
+           {"id": "a1", "context": "اليوم التالي للأحد هو الاثنين", "question": "ما اليوم التالي للأحد؟",
+            "answers": {"text": ["الاثنين"], "answer_start": [22]}}],
+}
+XLSUM_ROWS = {
+    "ja": [{"id": "j0", "title": "天気", "text": "今日は晴れです。明日は雨が降ります。", "summary": "今日は晴れ。"},
+           {"id": "j1", "title": "曜日", "text": "日曜日の次は月曜日です。", "summary": "次は月曜日。"}],
+    "ar": [{"id": "s0", "title": "طقس", "text": "الجو مشمس اليوم. غدا ستمطر.", "summary": "الجو مشمس اليوم."},
+           {"id": "s1", "title": "أيام", "text": "اليوم التالي للأحد هو الاثنين.", "summary": "بعد الأحد الاثنين."}],
+}
+
+
+def test_cft_tasks_read_real_schemas_and_score_with_our_scorers(tmp_path, model_cache):
+    """XQuAD and XLSum as our own lm-eval tasks (lm-eval's XQuAD scorer breaks under
+    transformers 5; it has no XLSum): documents read from files in the hub schemas, every
+    sample's F1 / ROUGE-L recomputed by cft_helpers.evaluation.scoring, paper presets naming the
+    hub datasets."""
+    from cft_helpers.data import prepare_datasets
+    from cft_helpers.evaluation import hub_tasks
+    from cft_helpers.evaluation.scoring import f1, rouge
+    from cft_helpers.runs import read_jsonl
+
+    for name, rows in (("xquad", XQUAD_ROWS), ("xlsum", XLSUM_ROWS)):
+        for lang, docs in rows.items():
+            (tmp_path / f"{name}_{lang}.jsonl").write_text(
+                "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    p = load_params(write_params(tmp_path, model_cache), overrides=(
+        "evaluation.benchmarks.xquad={source: cft, task: qa, metric: f1, langs: [th, ar], max_gen_toks: 8, "
+        f"dataset: {{path: json, split: validation, data_files: '{tmp_path}/xquad_{{lang}}.jsonl'}}}}; "
+        "evaluation.benchmarks.xlsum={source: cft, task: summary, metric: rougeL, langs: [ja, ar], n: 1, "
+        f"max_gen_toks: 8, dataset: {{path: json, split: test, data_files: '{tmp_path}/xlsum_{{lang}}.jsonl'}}}}"))
+    assert task_plan(p)["xquad"] == [("cft_xquad_th", "th"), ("cft_xquad_ar", "ar")]
+    prepare_datasets(p, progress=False)
+    rec = evaluate_model(p, "base", progress=False)
+    assert rec["tasks"]["cft_xquad_th"]["n"] == 2 and rec["tasks"]["cft_xlsum_ja"]["n"] == 1  # n limits
+    assert set(rec["benchmarks"]["xquad"]["by_language"]) == {"th", "ar"}
+    samples = [s for s in read_jsonl(p.run_path / "eval" / "base.samples.jsonl") if s["task"].startswith("cft_x")]
+    assert len(samples) == 6
+    for s in samples:
+        lang = s["task"].rsplit("_", 1)[1]
+        if "xquad" in s["task"]:
+            doc = XQUAD_ROWS[lang][s["doc_id"]]
+            assert s["f1"] == pytest.approx(f1(s["response"], doc["answers"]["text"], lang))
+        else:
+            doc = XLSUM_ROWS[lang][s["doc_id"]]
+            assert s["rougeL"] == pytest.approx(rouge(s["response"], doc["summary"], lang)["rougeL"])
+    mean_th = sum(s["f1"] for s in samples if s["task"] == "cft_xquad_th") / 2
+    assert rec["benchmarks"]["xquad"]["by_language"]["th"] == pytest.approx(mean_th)
+    # the generated scoring module: per language; identical answers score 1, disjoint 0
+    spec = importlib.util.spec_from_file_location("m", next((p.run_path / "eval" / "tasks").rglob("cft_hub_scoring.py")))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    doc = XQUAD_ROWS["th"][1]
+    assert module.process_qa_th(doc, ["วันจันทร์"]) == {"f1": 1.0, "exact_match": 1.0}
+    assert module.process_qa_th(doc, ["กล่อง"])["f1"] == 0.0
+    assert module.process_summary_ja(XLSUM_ROWS["ja"][0], ["今日は晴れ。"])["rougeL"] == 1.0
+    # paper presets: XQuAD and XLSum from the hub, one config per language
+    paper = load_params("params/paper/mistral7b.yaml")
+    xq = yaml_of(hub_tasks.task_yaml("xquad", paper.evaluation.benchmarks["xquad"], "ar"))
+    assert (xq["dataset_path"], xq["dataset_name"], xq["test_split"]) == ("google/xquad", "xquad.ar", "validation")
+    xl = yaml_of(hub_tasks.task_yaml("xlsum", paper.evaluation.benchmarks["xlsum"], "zh"))
+    assert (xl["dataset_path"], xl["dataset_name"]) == ("csebuetnlp/xlsum", "chinese_simplified")
+    assert len(task_plan(paper)["xquad"]) == 11 and len(task_plan(paper)["xlsum"]) == 6
+    with pytest.raises(ParamsError, match="needs 'dataset' and 'langs'"):
+        load_params(write_params(tmp_path, model_cache),
+                    overrides="evaluation.benchmarks.xquad={source: cft, task: qa, metric: f1, langs: [th]}")
+
+
+def yaml_of(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text.replace("!function ", ""))

@@ -30,9 +30,11 @@ def test_only_response_tokens_carry_loss(prepared, tmp_path):
         assert prompt_text.endswith("<|im_start|>assistant\n")
         assert row["messages"][0]["content"] in prompt_text  # the system prompt is masked
         assert all(lab == -100 for lab in labels[:first])
-    # padding added by the collator never carries loss either
+    # smoke params batch padding-free: no example's first token is a target (it would be predicted
+    # from the end of the previous example in the flattened row)
+    assert prepared.training.padding_free
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
-    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+    assert (batch["labels"][batch["position_ids"] == 0] == -100).all()
 
 
 def test_done_arm_is_skipped_force_retrains_changed_inputs_retrain(prepared):
@@ -224,7 +226,8 @@ def test_padding_free_batches_give_the_padded_losses_and_compute_no_padding(prep
 
     store = RunStore(prepared.run_path)
     flat = load_params(prepared.source_path, overrides={"training.padding_free": True})
-    padded_tr, _, _ = build_trainer(prepared, "p1_instruct", store, tmp_path / "a", "cpu", progress=False)
+    padded_p = load_params(prepared.source_path, overrides={"training.padding_free": False})
+    padded_tr, _, _ = build_trainer(padded_p, "p1_instruct", store, tmp_path / "a", "cpu", progress=False)
     flat_tr, _, _ = build_trainer(flat, "p1_instruct", store, tmp_path / "b", "cpu", progress=False)
     examples = [padded_tr.train_dataset[i] for i in range(4)]
     lengths = [len(e["input_ids"]) for e in examples]
@@ -251,3 +254,35 @@ def test_padding_free_batches_give_the_padded_losses_and_compute_no_padding(prep
     mixed = {k: v for k, v in mixed.items() if not k.startswith(("cu_seq", "max_length"))}
     wrong = ((loss_and_grad(flat_tr, mixed)[1] - grad_a).norm() / grad_a.norm()).item()
     assert rel < 1e-4 and wrong > 100 * rel, (rel, wrong)
+
+
+def test_arms_from_the_same_model_share_the_loss_before_training(prepared, monkeypatch):
+    """The held-out loss before training depends on the start model and the rows only: the second
+    arm from the Phase-1 model reads it from the run store's cache instead of evaluating again,
+    and gets the value a fresh evaluation gives."""
+    import cft_helpers.train as train
+
+    store = RunStore(prepared.run_path)
+    train_arm(prepared, "p1_instruct", store, progress=False)
+    evaluated = []
+    original = train._eval_losses
+
+    def spy(trainer, names=None):
+        out = original(trainer, names)
+        evaluated.append(sorted(out))
+        return out
+
+    monkeypatch.setattr(train, "_eval_losses", spy)
+    vanilla = train_arm(prepared, "p2_instruct", store, progress=False)
+    assert evaluated == [["heldout", "train"], ["heldout", "train"]]  # before and after, nothing cached
+    evaluated.clear()
+    frozen = train_arm(prepared, "lf_h1", store, progress=False)
+    assert evaluated == [["heldout", "train"]]  # after training only: both sets came from the cache
+    assert frozen["eval_loss_before"] == vanilla["eval_loss_before"]
+    assert frozen["train_rows_loss_before"] == vanilla["train_rows_loss_before"]
+    assert frozen["eval_loss_after"] != vanilla["eval_loss_after"]  # the arms themselves differ
+    # the cached value is what evaluating the start model gives
+    monkeypatch.setattr(train, "_eval_losses", original)
+    (store.root / "losses_before_training.json").unlink()
+    fresh = train_arm(prepared, "lf_h1", store, force=True, progress=False)
+    assert fresh["eval_loss_before"] == pytest.approx(vanilla["eval_loss_before"], rel=1e-6)

@@ -28,21 +28,28 @@ from cft_helpers.runs import MissingArtifact, RunStore, atomic_write_json, read_
 
 
 def suite_hash(params: Params) -> str:
+    from cft_helpers.evaluation.hub_tasks import CFT_TASKS_VERSION
     from cft_helpers.evaluation.offline_tasks import SUITE_VERSION
 
+    versions = {"suite_version": SUITE_VERSION}
+    if any(b.source == "cft" for b in params.evaluation.benchmarks.values()):
+        versions["cft_tasks_version"] = CFT_TASKS_VERSION  # (absent otherwise: older hashes stay valid)
     return stable_hash({"evaluation": params.evaluation.model_dump(exclude={"models"}),
-                        "seed": params.seed, "suite_version": SUITE_VERSION})
+                        "seed": params.seed, **versions})
 
 
 def task_plan(params: Params) -> dict[str, list[tuple[str, str | None]]]:
     """Benchmark -> [(lm-eval task name, language or None)] for every benchmark that runs."""
+    from cft_helpers.evaluation import hub_tasks
     from cft_helpers.evaluation.offline_tasks import PER_LANGUAGE, task_name
 
     plan: dict[str, list[tuple[str, str | None]]] = {}
     for bench, b in params.evaluation.benchmarks.items():
         if b.source == "off":
             continue
-        if b.source == "offline":
+        if b.source == "cft":
+            plan[bench] = [(hub_tasks.task_name(bench, lang), lang) for lang in b.langs]
+        elif b.source == "offline":
             langs = b.langs if b.task in PER_LANGUAGE else [None]
             plan[bench] = [(task_name(b.task, lang), lang) for lang in langs]
         else:
@@ -73,6 +80,9 @@ def write_suite(params: Params, store: RunStore) -> Path:
             write_ifeval_task(folder, params.cache_path, b.n, b.max_gen_toks or 1280, SUITE_VERSION)
         elif b.source == "offline":
             write_task_files(folder, b.task, b.langs or None, b.n or 32, params.seed, b.max_gen_toks or 32)
+    from cft_helpers.evaluation.hub_tasks import write_cft_tasks
+
+    write_cft_tasks(folder, params.evaluation.benchmarks, params.path("."))
     atomic_write_json(done, {"suite": suite_hash(params)})
     return folder
 
@@ -85,7 +95,8 @@ def benchmark_table(params: Params):
     for bench, b in params.evaluation.benchmarks.items():
         ability = "EA" if bench in ENGLISH_BENCHMARKS else "MA"
         what = {"off": "not run (reported as missing)", "offline": f"offline stand-in '{b.task}'",
-                "lm_eval": f"lm-eval task '{b.task}'"}[b.source]
+                "lm_eval": f"lm-eval task '{b.task}'",
+                "cft": f"our '{b.task}' task on {b.dataset.path if b.dataset else ''}"}[b.source]
         rows.append({"benchmark": bench, "ability": ability, "runs as": what, "metric": b.metric or "",
                      "languages": ", ".join(b.langs), "items per task": b.n})
     return pd.DataFrame(rows).set_index("benchmark")
@@ -139,6 +150,8 @@ def _run_lm_eval(params, store, ckpt, template, plan, name, progress) -> dict[st
         if spec.source == "lm_eval":
             calls.append(([t for t, _ in tasks], spec.n,
                           {"max_gen_toks": spec.max_gen_toks} if spec.max_gen_toks else None))
+        elif spec.source == "cft":  # answer length is in the task YAML
+            calls.append(([t for t, _ in tasks], spec.n, None))
     t0 = time.perf_counter()
     outs = [lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, apply_chat_template=True,
                                     log_samples=True, limit=limit, gen_kwargs=gen, bootstrap_iters=100,

@@ -1,0 +1,100 @@
+"""Our own lm-eval tasks over the real multilingual benchmarks (``source: cft`` in the params).
+
+lm-eval 0.4.13's XQuAD task scores through ``squad_metrics``, whose import breaks under
+transformers 5, and lm-eval ships no XLSum task. These tasks read the real documents (a hub
+dataset, or local files in the same schema) and score them with ``cft_helpers.evaluation.scoring``,
+the F1 / exact match and ROUGE that also score the offline stand-ins, with tokenisation that
+works for Chinese, Japanese and Thai (characters) and Arabic (NFKC, punctuation removed):
+
+- ``qa``: SQuAD schema (context, question, answers{text, answer_start}): XQuAD
+  (``google/xquad``, config ``xquad.{lang}``, split ``validation``), MLQA;
+- ``summary``: XLSum schema (text, summary): ``csebuetnlp/xlsum``, configs named by language
+  (``arabic``, ``chinese_simplified``, ...), split ``test``.
+
+The prompts are the offline stand-ins' (zero-shot; the chat template is applied by the harness).
+``write_cft_tasks`` writes one YAML per language and one scoring module into a folder that
+``TaskManager(include_path=...)`` reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Bump when a prompt or the scoring changes: cached results of an older suite are redone.
+CFT_TASKS_VERSION = 1
+
+_QA = {
+    "doc_to_text": "Context: {{context}}\n\nQuestion: {{question}}\n\nAnswer:",
+    "doc_to_target": "{{answers.text[0]}}",
+    "metrics": ["f1", "exact_match"],
+    "max_gen_toks": 64,
+}
+_SUMMARY = {
+    "doc_to_text": "Summarize the following text in one sentence.\n\n{{text}}\n\nSummary:",
+    "doc_to_target": "{{summary}}",
+    "metrics": ["rouge1", "rouge2", "rougeL"],
+    "max_gen_toks": 128,
+}
+CFT_TASKS: dict[str, dict[str, Any]] = {"qa": _QA, "summary": _SUMMARY}
+MODULE = "cft_hub_scoring"
+
+
+def task_name(bench: str, lang: str) -> str:
+    return f"cft_{bench}_{_ident(lang)}"
+
+
+def _ident(lang: str) -> str:
+    return lang.replace("-", "_")
+
+
+def scoring_module(langs: dict[str, set[str]]) -> str:
+    """Python source of the scoring module: one process_results function per task and language
+    (the documents carry no language field, and lm-eval passes only doc and results)."""
+    lines = ['"""Written by cft_helpers.evaluation.hub_tasks: lm-eval calls these per document."""',
+             "from cft_helpers.evaluation.scoring import exact_match, f1, rouge", "", "",
+             "def _qa(lang):", "    def process(doc, results):", '        answers = doc["answers"]["text"]',
+             '        return {"f1": f1(results[0], answers, lang), "exact_match": exact_match(results[0], answers, lang)}',
+             "    return process", "", "",
+             "def _summary(lang):", "    def process(doc, results):",
+             '        return rouge(results[0], doc["summary"], lang)', "    return process", "", ""]
+    for kind in sorted(langs):
+        for lang in sorted(langs[kind]):
+            lines.append(f"process_{kind}_{_ident(lang)} = _{kind}({lang!r})")
+    return "\n".join(lines) + "\n"
+
+
+def task_yaml(bench: str, spec, lang: str, root: Path | None = None) -> str:
+    """The lm-eval YAML of one language of a ``source: cft`` benchmark."""
+    kind = CFT_TASKS[spec.task]
+    head = {"task": task_name(bench, lang), **spec.dataset.resolve(lang, root), "test_split": spec.dataset.split,
+            "output_type": "generate_until",
+            "generation_kwargs": {"until": ["\n"], "do_sample": False,
+                                  "max_gen_toks": spec.max_gen_toks or kind["max_gen_toks"]},
+            "doc_to_text": kind["doc_to_text"], "doc_to_target": kind["doc_to_target"]}
+    metrics = [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in kind["metrics"]]
+    text = yaml.safe_dump(head, sort_keys=False, allow_unicode=True, width=1000)
+    text += f"process_results: !function {MODULE}.process_{spec.task}_{_ident(lang)}\n"
+    text += yaml.safe_dump({"metric_list": metrics, "metadata": {"version": CFT_TASKS_VERSION}}, sort_keys=False)
+    return text
+
+
+def write_cft_tasks(folder: Path, benchmarks: dict[str, Any], root: Path | None = None) -> list[str]:
+    """Write the YAMLs of every ``source: cft`` benchmark and the scoring module; returns the
+    task names. ``root`` resolves relative ``data_files``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    langs: dict[str, set[str]] = {}
+    names = []
+    for bench, spec in benchmarks.items():
+        if spec.source != "cft":
+            continue
+        for lang in spec.langs:
+            (folder / f"{task_name(bench, lang)}.yaml").write_text(task_yaml(bench, spec, lang, root),
+                                                                   encoding="utf-8")
+            langs.setdefault(spec.task, set()).add(lang)
+            names.append(task_name(bench, lang))
+    if names:
+        (folder / f"{MODULE}.py").write_text(scoring_module(langs), encoding="utf-8")
+    return names
