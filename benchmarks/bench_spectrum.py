@@ -13,7 +13,7 @@ import hashlib
 import json
 import time
 
-from benchmarks.common import child, default_model, emit
+from benchmarks.common import default_model, emit, median_child
 
 
 def _digest(selected: dict) -> str:
@@ -42,10 +42,11 @@ def part(name: str, ckpt: str) -> None:
 
 def run() -> dict:
     ckpt = str(default_model())
-    base = child("benchmarks.bench_spectrum", "upstream", ckpt)
-    ours = child("benchmarks.bench_spectrum", "ours", ckpt)
+    base = median_child("benchmarks.bench_spectrum", "upstream", ckpt)
+    ours = median_child("benchmarks.bench_spectrum", "ours", ckpt)
     return {"goal": "Spectrum scan", "baseline": "upstream: whole model fp32 + svdvals per matrix",
-            "baseline_s": base["wall_s"], "ours_s": ours["wall_s"], "speedup": base["wall_s"] / ours["wall_s"],
+            "baseline_s": base["wall_s"], "ours_s": ours["wall_s"], "baseline_runs_s": base["wall_s_runs"],
+            "ours_runs_s": ours["wall_s_runs"], "speedup": base["wall_s"] / ours["wall_s"],
             "baseline_rss_mb": base["peak_rss_mb"], "ours_rss_mb": ours["peak_rss_mb"],
             "memory_ratio": ours["peak_rss_mb"] / base["peak_rss_mb"],
             "same_result": base["selection"] == ours["selection"], "target": ">= 3x faster, <= 1/3 memory",

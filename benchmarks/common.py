@@ -25,6 +25,19 @@ def child(module: str, part: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def median_child(module: str, part: str, *args: str, repeats: int = 3) -> dict:
+    """``child`` run ``repeats`` times: the median wall time and peak memory, every time listed
+    (one run of a side that loads a model from disk varied 2x here between runs)."""
+    import statistics
+
+    runs = [child(module, part, *args) for _ in range(repeats)]
+    out = dict(runs[0])
+    out["wall_s"] = statistics.median(r["wall_s"] for r in runs)
+    out["peak_rss_mb"] = statistics.median(r["peak_rss_mb"] for r in runs)
+    out["wall_s_runs"] = [round(r["wall_s"], 3) for r in runs]
+    return out
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss across
     exec, so a child started by a 1 GB parent would report the parent's peak."""

@@ -190,6 +190,8 @@ def plan_arm(params: Params, arm: str, shapes: dict[str, tuple[int, ...]], confi
     tokens_epoch *= rows / max(sum(dataset_rows(params, d) for d in spec.datasets), 1)
     steps = t.max_steps or math.ceil(math.ceil(rows / t.global_batch_size) * t.epochs)
     tokens_total = tokens_epoch * t.epochs
+    if t.max_steps:  # the Trainer runs exactly max_steps (epochs ignored): the examples they see
+        tokens_total = tokens_epoch / max(rows, 1) * t.max_steps * t.global_batch_size
     shards = gpus if cfg.engine in SHARDED else 1
     weights = 4 * total / shards
     grads = 4 * trainable / shards

@@ -183,8 +183,8 @@ def test_bad_rows_drop_policy_leaves_them_out_and_counts_them(tmp_path):
     report = prepare_datasets(p, progress=False)["datasets"]["mixed"]
     assert report["train"]["rows"] + report["heldout"]["rows"] == len(ALPACA_ROWS)
     assert report["dropped"]["rows"] == 4
-    assert report["dropped"]["by_kind"] == {"malformed JSON": 1, "empty field": 1, "wrong type": 1,
-                                            "missing field": 1}
+    assert report["dropped"]["by_kind"] == {"malformed_json": 1, "empty": 1, "wrong_type": 1,
+                                            "missing_field": 1}
 
 
 def test_a_prepared_file_changed_after_preparation_is_refused(prepared):
@@ -211,5 +211,5 @@ def test_unknown_language_codes_and_duplicate_ids_are_named_or_dropped(tmp_path)
     with pytest.raises(DataError, match=r"row 1: field 'lang': unknown language code 'xx'"):
         load_splits("m", _params(tmp_path, {"m": spec}))
     report = prepare_datasets(_params(tmp_path, {"m": {**spec, "bad_rows": "drop"}}), progress=False)["datasets"]["m"]
-    assert report["dropped"]["by_kind"] == {"unknown language": 1, "duplicate id": 1}
+    assert report["dropped"]["by_kind"] == {"unknown_language": 1, "duplicate_id": 1}
     assert report["train"]["by_lang"] == {"fr": 1, "pt-BR": 1}

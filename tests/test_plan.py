@@ -80,3 +80,15 @@ def test_planner_reads_a_local_architecture_and_says_what_is_missing(smoke_param
     params = load_params(PRESETS[0], overrides={"plan.dataset_rows": {}})
     with pytest.raises(PlanError, match="plan.dataset_rows.alpaca"):
         plan(params)
+
+
+def test_max_steps_bounds_the_planned_tokens():
+    """The Trainer runs exactly max_steps optimizer steps whatever `epochs` says: the plan's token
+    total is max_steps x global batch examples at the mean example length."""
+    p = load_params("params/paper/mistral7b.yaml")
+    full, = plan(p, ["p2_alpaca"])
+    capped, = plan(load_params("params/paper/mistral7b.yaml", overrides={"training.max_steps": 100}), ["p2_alpaca"])
+    per_row = full.tokens_per_epoch / full.rows
+    assert capped.optimizer_steps == 100
+    assert capped.tokens_total == pytest.approx(100 * p.training.global_batch_size * per_row)
+    assert capped.tokens_total < full.tokens_total / 100

@@ -47,18 +47,20 @@ def normalise_rows(rows: Iterable[dict[str, Any]], *, name: str, schema: str,
             for canonical, actual in columns.items():
                 if actual not in raw:
                     raise DataError(f"{where}: column {actual!r} (mapped to {canonical!r}) not found; "
-                                    f"columns are {sorted(raw)}")
+                                    f"columns are {sorted(raw)}", "missing_field")
                 row[canonical] = raw[actual]
             row_lang = row.get(lang_column) if lang_column else (row.get("lang") or lang)
             if not row_lang or not isinstance(row_lang, str):
-                raise DataError(f"{where}: no language tag (lang_column={lang_column!r}, lang={lang!r})")
+                raise DataError(f"{where}: no language tag (lang_column={lang_column!r}, lang={lang!r})",
+                                "missing_language")
             bad_lang = language_problem({"lang": row_lang}, i, "lang")
             if bad_lang:
-                raise DataError(f"{where}: field {lang_column or 'lang'!r}: {bad_lang['message']}")
+                raise DataError(f"{where}: field {lang_column or 'lang'!r}: {bad_lang['message']}", bad_lang["kind"])
             if "id" in row and row["id"] is not None:  # the source's own ids must be unique
                 key = str(row["id"])
                 if key in seen_ids:
-                    raise DataError(f"{where}: field 'id': duplicate id {row['id']!r} (first at row {seen_ids[key]})")
+                    raise DataError(f"{where}: field 'id': duplicate id {row['id']!r} (first at row {seen_ids[key]})",
+                                    "duplicate_id")
                 seen_ids[key] = i
             meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
             out.append({"id": f"{name}-{i:06d}", "lang": row_lang, "source": source,
@@ -66,7 +68,7 @@ def normalise_rows(rows: Iterable[dict[str, Any]], *, name: str, schema: str,
         except DataError as exc:
             if dropped is None:
                 raise
-            dropped.append({"row": i, "error": str(exc)})
+            dropped.append({"row": i, "kind": exc.kind, "error": str(exc)})
     return out
 
 
@@ -157,8 +159,8 @@ def _read_json_rows(file: Path, name: str, dropped: list[dict] | None) -> list[d
             continue
         message = f"dataset {name!r}: {file}:{line}: {problem['message']}"
         if dropped is None:
-            raise DataError(message)
-        dropped.append({"row": None, "line": line, "error": message})
+            raise DataError(message, problem["kind"])
+        dropped.append({"row": None, "line": line, "kind": problem["kind"], "error": message})
     return rows
 
 

@@ -55,7 +55,7 @@ def prepare_datasets(params: Params, store: RunStore | None = None, force: bool 
             if params.datasets[name].bad_rows == "drop":  # nothing left out silently
                 kinds: dict[str, int] = {}
                 for d in dropped:
-                    kind = _drop_kind(d["error"])
+                    kind = d.get("kind", "other")
                     kinds[kind] = kinds.get(kind, 0) + 1
                 entry["dropped"] = {"rows": len(dropped), "by_kind": kinds, "first": dropped[:5]}
             for split, rows in splits.items():
@@ -73,17 +73,6 @@ def prepare_datasets(params: Params, store: RunStore | None = None, force: bool 
     except BaseException as exc:
         stage.fail(exc)
         raise
-
-
-def _drop_kind(error: str) -> str:
-    for key, kind in (("not JSON", "malformed JSON"), ("not UTF-8", "not UTF-8"), ("expected a JSON object", "not an object"), ("expected an object", "not an object"),
-                      ("is empty", "empty field"), ("must be text", "wrong type"), ("missing field", "missing field"),
-                      ("not found; columns", "missing column"), ("no language", "no language"),
-                      ("messages", "bad messages"), ("language code", "unknown language"),
-                      ("duplicate id", "duplicate id")):
-        if key in error:
-            return kind
-    return "other"
 
 
 def _require_prepared(store: RunStore) -> dict[str, Any]:

@@ -32,7 +32,16 @@ OPTIONAL_FIELDS = {"input", "system_prompt"}
 
 
 class DataError(ValueError):
-    """A dataset row or file does not fit its schema; the message names the row and field."""
+    """A dataset row or file does not fit its schema; the message names the row and field.
+
+    ``kind`` says what is wrong in the vocabulary of ``cft_helpers.data.validate`` (missing_field,
+    empty, wrong_type, bad_messages, missing_language, unknown_language, duplicate_id,
+    malformed_json, ...; "other" for whole-file problems): the data report counts dropped rows by it.
+    """
+
+    def __init__(self, message: str, kind: str = "other"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def to_messages(row: dict[str, Any], schema: str, where: str = "") -> list[dict[str, str]]:
@@ -42,7 +51,7 @@ def to_messages(row: dict[str, Any], schema: str, where: str = "") -> list[dict[
     for f in SCHEMA_FIELDS[schema]:
         if f not in OPTIONAL_FIELDS and f not in row:
             raise DataError(f"{where}: missing field {f!r} for schema {schema!r} "
-                            f"(row has {sorted(row)}); map it with 'columns:' in the params")
+                            f"(row has {sorted(row)}); map it with 'columns:' in the params", "missing_field")
     if schema == "alpaca":
         instruction = _text(row, "instruction", where)
         input_ = _text(row, "input", where, optional=True)
@@ -56,16 +65,18 @@ def to_messages(row: dict[str, Any], schema: str, where: str = "") -> list[dict[
                        {"role": "assistant", "content": _text(row, "response", where)}]
     msgs = row["messages"]
     if not isinstance(msgs, list) or not msgs:
-        raise DataError(f"{where}: field 'messages' must be a non-empty list, got {type(msgs).__name__}")
+        raise DataError(f"{where}: field 'messages' must be a non-empty list, got {type(msgs).__name__}",
+                        "bad_messages")
     out = []
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
-            raise DataError(f"{where}: messages[{i}] must have role system/user/assistant, got {m!r}")
+            raise DataError(f"{where}: messages[{i}] must have role system/user/assistant, got {m!r}",
+                            "bad_messages")
         if not isinstance(m.get("content"), str):
-            raise DataError(f"{where}: messages[{i}].content must be a string")
+            raise DataError(f"{where}: messages[{i}].content must be a string", "bad_messages")
         out.append({"role": m["role"], "content": m["content"]})
     if out[-1]["role"] != "assistant":
-        raise DataError(f"{where}: the last message must be the assistant's response")
+        raise DataError(f"{where}: the last message must be the assistant's response", "bad_messages")
     return out
 
 
@@ -74,12 +85,12 @@ def _text(row: dict, field: str, where: str, optional: bool = False) -> str:
     if value is None:
         if optional:
             return ""
-        raise DataError(f"{where}: field {field!r} is empty")
+        raise DataError(f"{where}: field {field!r} is empty", "empty")
     if not isinstance(value, str):
-        raise DataError(f"{where}: field {field!r} must be text, got {type(value).__name__}")
+        raise DataError(f"{where}: field {field!r} must be text, got {type(value).__name__}", "wrong_type")
     value = value.strip()
     if not value and not optional:
-        raise DataError(f"{where}: field {field!r} is empty")
+        raise DataError(f"{where}: field {field!r} is empty", "empty")
     return value
 
 
