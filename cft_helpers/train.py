@@ -62,11 +62,23 @@ def use_bf16(training: Training, device: str) -> bool:
     if training.precision == "fp32":
         return False
     if training.precision == "bf16":
-        if device != "cuda":
+        if device != "cuda" and not cpu_has_native_bf16():
             # bf16 autocast on a CPU without native bf16 is ~2.6x slower than fp32 (SPEC.md 8).
-            raise ValueError("training.precision 'bf16' needs a CUDA device; use 'auto' or 'fp32' on CPU")
+            raise ValueError("training.precision 'bf16' needs a CUDA device or a CPU with native bf16 "
+                             "(AVX512-BF16 or AMX); use 'auto' or 'fp32' on this CPU")
         return True
+    # "auto" keeps fp32 on every CPU: the same params give the same numbers on any machine
     return device == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): there bf16 autocast trains
+    ~1.5x faster than fp32 (benchmarks/bench_training.py); elsewhere ~2.6x slower."""
+    import torch
+
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:

@@ -286,3 +286,20 @@ def test_arms_from_the_same_model_share_the_loss_before_training(prepared, monke
     (store.root / "losses_before_training.json").unlink()
     fresh = train_arm(prepared, "lf_h1", store, force=True, progress=False)
     assert fresh["eval_loss_before"] == pytest.approx(vanilla["eval_loss_before"], rel=1e-6)
+
+
+def test_bf16_on_cpu_only_where_the_cpu_has_native_bf16(monkeypatch):
+    """`auto` is fp32 on every CPU (same numbers on any machine); `bf16` is refused on a CPU
+    without native bf16 (2.6x slower there) and used on one with it."""
+    import cft_helpers.train as train
+    from cft_helpers.params import Training
+
+    for native in (False, True):
+        monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
+        assert train.use_bf16(Training(precision="auto"), "cpu") is False
+        assert train.use_bf16(Training(precision="fp32"), "cpu") is False
+        if native:
+            assert train.use_bf16(Training(precision="bf16"), "cpu") is True
+        else:
+            with pytest.raises(ValueError, match="native bf16"):
+                train.use_bf16(Training(precision="bf16"), "cpu")
