@@ -91,6 +91,16 @@ def read_tensor(file: Path, name: str):
     return out
 
 
+def _numpy_storage(file: Path, name: str, dtype: str):
+    """The numpy dtype a floating-point safetensors dtype is read as (bfloat16: its raw uint16)."""
+    import numpy as np
+
+    raw = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16}.get(dtype)
+    if raw is None:
+        raise ValueError(f"{file}: tensor {name!r} has dtype {dtype}, not a floating-point weight")
+    return raw
+
+
 def read_array(file: Path, name: str):
     """One floating-point tensor as a float32 numpy array, read like :func:`read_tensor` but
     without torch (bfloat16 widened exactly: its bits are the high half of a float32)."""
@@ -98,9 +108,7 @@ def read_array(file: Path, name: str):
 
     info, start = _entry(file, name)
     begin, end = info["data_offsets"]
-    raw = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16}.get(info["dtype"])
-    if raw is None:
-        raise ValueError(f"{file}: tensor {name!r} has dtype {info['dtype']}, not a floating-point weight")
+    raw = _numpy_storage(file, name, info["dtype"])
     out = np.empty((end - begin) // np.dtype(raw).itemsize, dtype=raw)
     with open(file, "rb") as f:
         f.seek(start + begin)
@@ -123,9 +131,7 @@ def array_chunks(file: Path, name: str, chunk_elements: int = 1 << 20):
 
     info, start = _entry(file, name)
     begin, end = info["data_offsets"]
-    raw = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16}.get(info["dtype"])
-    if raw is None:
-        raise ValueError(f"{file}: tensor {name!r} has dtype {info['dtype']}, not a floating-point weight")
+    raw = _numpy_storage(file, name, info["dtype"])
     itemsize = np.dtype(raw).itemsize
     n_total = (end - begin) // itemsize
     buffer = np.empty(min(chunk_elements, n_total), dtype=raw)

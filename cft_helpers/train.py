@@ -254,16 +254,12 @@ def _eval_set_keys(params: Params, store: RunStore, arm: str, trainer, world_siz
     args = trainer.args
     settings = {"start": ident, "batch": args.per_device_eval_batch_size, "max_length": args.max_length,
                 "padding_free": bool(getattr(trainer.data_collator, "padding_free", False)), "bf16": args.bf16,
-                "device": str(args.device), "processes": world_size, "lora": arm_is_lora(params, arm)}
+                "device": str(args.device), "processes": world_size, "lora": params.arms[arm].strategy == "LoRA"}
     keys = {}
     for name, ds in trainer.eval_dataset.items():
         rows = ds.select_columns(["input_ids", "labels"]).to_dict()
         keys[name] = stable_hash({**settings, "rows": rows})
     return keys
-
-
-def arm_is_lora(params: Params, arm: str) -> bool:
-    return params.arms[arm].strategy == "LoRA"
 
 
 class _LossesBeforeTraining:
