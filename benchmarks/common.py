@@ -59,3 +59,14 @@ def default_model() -> Path:
     from cft_helpers.params import load_params
 
     return model_checkpoint(load_params("default"), "base", progress=False)
+
+
+def freeze_report(arm_dir: Path, same: dict[str, bool]) -> dict | None:
+    """For an arm with a freeze plan (``freeze.json``): its frozen tensors are identical to the
+    start checkpoint's and its trainable ones changed. ``same``: tensor name -> unchanged."""
+    plan_file = Path(arm_dir) / "freeze.json"
+    if not plan_file.exists():
+        return None
+    plan = json.loads(plan_file.read_text())
+    return {"frozen_tensors": plan["n_frozen"], "frozen_identical": all(same[n] for n in plan["frozen"]),
+            "trainable_changed": all(not same[n] for n in plan["trainable"])}

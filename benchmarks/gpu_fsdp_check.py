@@ -1,6 +1,6 @@
 """GPU check of layer freezing under FSDP, through the book's own launch path.
 
-    python benchmarks/gpu_fsdp_check.py --out fsdp_check.json [--processes 1]
+    python -m benchmarks.gpu_fsdp_check --out fsdp_check.json [--processes 1]
 
 Trains a Phase-1 arm in this process, then Phase-2 arms from it (vanilla, LF_H1, Spectrum) with
 ``launch_arm``: ``accelerate launch --config_file params/accelerate/fsdp.yaml --num_processes N
@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
+
+from benchmarks.common import freeze_report
 
 REPO = Path(__file__).resolve().parents[1]
 LANGS = ["fr", "ar", "de", "es", "ja", "ru", "th", "vi"]
@@ -87,17 +89,18 @@ def main() -> int:
              "steps": m["steps"], "wall_s": round(m["wall_s"], 2),
              "eval_loss_before": round(m["eval_loss_before"], 4), "eval_loss_after": round(m["eval_loss_after"], 4),
              "all_tensors_saved": sorted(final) == sorted(start)}
-        same = {n: torch.equal(read_tensor(start[n], n).float(), read_tensor(final[n], n).float())
-                for n in final if n in start}
-        r["shapes_match"] = all(read_tensor(start[n], n).shape == read_tensor(final[n], n).shape for n in same)
+        same, shapes_match = {}, True
+        for n in final:
+            if n in start:  # each tensor read once
+                a, b = read_tensor(start[n], n), read_tensor(final[n], n)
+                shapes_match &= a.shape == b.shape
+                same[n] = a.shape == b.shape and torch.equal(a.float(), b.float())
+        r["shapes_match"] = shapes_match
         checks = [m["bf16"], r["all_tensors_saved"], r["shapes_match"], m["eval_loss_after"] < m["eval_loss_before"]]
-        freeze = store.arm_dir(arm) / "freeze.json"
-        if freeze.exists():
-            plan = json.loads(freeze.read_text())
-            r["frozen_tensors"] = plan["n_frozen"]
-            r["frozen_identical"] = all(same[n] for n in plan["frozen"])
-            r["trainable_changed"] = all(not same[n] for n in plan["trainable"])
-            checks += [r["frozen_identical"], r["trainable_changed"]]
+        freeze = freeze_report(store.arm_dir(arm), same)
+        if freeze:
+            r.update(freeze)
+            checks += [freeze["frozen_identical"], freeze["trainable_changed"]]
         else:
             r["changed_tensors"] = sum(not v for v in same.values())
         r["ok"] = all(checks)

@@ -1,6 +1,6 @@
 """GPU check of the Phase-2 mitigation strategies on the bf16 CUDA path.
 
-    python benchmarks/gpu_mitigation_check.py --out mitigation_check.json
+    python -m benchmarks.gpu_mitigation_check --out mitigation_check.json
 
 Builds a ~20M-parameter random-init Llama, trains a Phase-1 arm, then one arm per strategy
 (vanilla, LF_H1, LF_H2, Spectrum, GR_5, ER_10, LoRA) from it with ``train_arm`` (the notebooks'
@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
+
+from benchmarks.common import freeze_report
 
 LANGS = ["fr", "ar", "de", "es", "id", "ja", "ko", "pt", "ru", "th", "vi"]
 STRATEGIES = {"vanilla": "phase2", "LF_H1": "mitigation", "LF_H2": "mitigation", "Spectrum": "mitigation",
@@ -87,15 +89,12 @@ def main() -> int:
              "tokens_per_s": round(m["trained_tokens"] / m["wall_s"]),
              "eval_loss_before": round(m["eval_loss_before"], 4), "eval_loss_after": round(m["eval_loss_after"], 4)}
         checks = [m["bf16"] or ns.device == "cpu", m["eval_loss_after"] < m["eval_loss_before"]]
-        freeze = store.arm_dir(arm) / "freeze.json"
-        if freeze.exists():
-            plan = json.loads(freeze.read_text())
+        if (store.arm_dir(arm) / "freeze.json").exists():
             fa, fb = tensor_files(start), tensor_files(store.arm_checkpoint(arm))
-            same = {n: torch.equal(read_tensor(fa[n], n), read_tensor(fb[n], n)) for n in fb}
-            r["frozen_identical"] = all(same[n] for n in plan["frozen"])
-            r["trainable_changed"] = all(not same[n] for n in plan["trainable"])
-            r["frozen_tensors"] = plan["n_frozen"]
-            checks += [r["frozen_identical"], r["trainable_changed"]]
+            freeze = freeze_report(store.arm_dir(arm), {n: torch.equal(read_tensor(fa[n], n), read_tensor(fb[n], n))
+                                                        for n in fb})
+            r.update(freeze)
+            checks += [freeze["frozen_identical"], freeze["trainable_changed"]]
         if m.get("replay"):
             r["replay_rows"] = m["replay"]["replay_rows"]
             r["replay_generation_s"] = round(m["replay"]["generation_s"], 2)

@@ -1,6 +1,6 @@
 """GPU check of the training core: the bf16 CUDA path, end to end, on random-init Llamas.
 
-    python benchmarks/gpu_train_check.py --out results.json [--runs small 1b 1b-long]
+    python -m benchmarks.gpu_train_check --out results.json [--runs small 1b 1b-long]
 
 Each run builds a params set (random-init Llama, precision "auto"), prepares the data, runs
 ``train_arm`` (the same code path the notebooks use) and prints: the device, whether bf16 was
