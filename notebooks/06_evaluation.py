@@ -26,6 +26,13 @@
 # of the two (Table 5). A benchmark that does not run is reported as missing and left out of the
 # mean, never counted as zero. The first table says what runs in place of each benchmark.
 #
+# AlpacaEval needs an LLM judge: the model answers AlpacaEval's instructions, the judge compares
+# each answer with a reference model's (alpaca_eval's prompt and parser, the two answers' order
+# swapped at random against position bias), and the score is the win rate, a tie counting half
+# (the paper: GPT-4 against text-davinci-003). The judge is a parameter
+# (`evaluation.benchmarks.alpacaeval`): any OpenAI-compatible endpoint, a local model of
+# `models:`, or `off`. The offline default has no judge worth the name, so it is off there.
+#
 # **Reads** the params and every finished arm. **Writes** `<run_dir>/eval/<model>.json` (all
 # metrics, per task and language, stderr, sample counts, task versions, chat template, time),
 # `<model>.samples.jsonl` (every generated answer) and `summary.json`. Models already evaluated
@@ -60,7 +67,8 @@ benchmark_table(P)
 # %% [markdown]
 # ## Evaluate
 #
-# Each model is loaded once and handed to lm-eval, which batches the requests.
+# Each model is loaded once and handed to lm-eval, which batches the requests; AlpacaEval, where
+# it runs, reuses the loaded model for its answers and then asks the judge.
 
 # %%
 results = evaluate_models(P, ready, store, force=force)

