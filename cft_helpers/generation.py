@@ -5,6 +5,14 @@ later, generative evaluation. Prompts are chat messages; the model's chat templa
 with the generation prompt. Batches are left-padded so every row continues from its own last
 token; greedy decoding makes the output a function of the model and prompt alone.
 
+With ``vllm_checkpoint`` the pending prompts go to vLLM instead (``runtime.generation``:
+``auto`` uses it where it is installed and a CUDA GPU is present). vLLM runs in a child
+process (``python -m cft_helpers.vllm_worker``) so that its GPU memory is all returned when it
+exits and its own process group never meets an ``accelerate launch`` one. It gets the same
+token ids (our chat template, rendered here) and writes the same cache lines: the outputs have
+one format whichever engine wrote them, and a run can resume on the other engine. Greedy
+outputs agree between engines only up to their numerics (bf16 kernels differ).
+
     from cft_helpers.generation import generate_responses
     texts = generate_responses(model, tok, [[{"role": "user", "content": "Hi"}]], max_new_tokens=64)
 """
@@ -35,16 +43,48 @@ def _read_cache(path: Path | None) -> dict[str, str]:
     return out
 
 
+def generation_backend(requested: str) -> str:
+    """'hf' or 'vllm' for ``runtime.generation``: ``auto`` is vLLM where it is installed and a
+    CUDA GPU is present, else HF; ``vllm`` asked for where it is not installed is an error."""
+    import importlib.util
+
+    if requested == "hf":
+        return "hf"
+    have = importlib.util.find_spec("vllm") is not None
+    if requested == "vllm":
+        if not have:
+            raise RuntimeError("runtime.generation is 'vllm' but vllm is not installed "
+                               "(pip install vllm, on a machine with a GPU); 'auto' falls back to HF")
+        return "vllm"
+    import torch
+
+    return "vllm" if have and torch.cuda.is_available() else "hf"
+
+
+def append_cache(path: Path, entries: Sequence[tuple[str, str]]) -> None:
+    """Append (key, response) lines to a generation cache, mending a line torn by a kill."""
+    lines = [json.dumps({"key": k, "response": r}, ensure_ascii=False) for k, r in entries]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+b") as f:
+        # a line torn by a kill has no newline: end it, or the next entry would be glued to it
+        # and lost too (appends go to the end whatever the seek)
+        end = f.seek(0, 2)
+        torn = end > 0 and f.seek(end - 1) >= 0 and f.read(1) != b"\n"
+        f.write((("\n" if torn else "") + "\n".join(lines) + "\n").encode("utf-8"))
+
+
 def generate_responses(model, tok, prompts: Sequence[Sequence[dict]], *, max_new_tokens: int = 128,
                        batch_size: int = 8, cache_file: Path | str | None = None,
-                       progress: bool = True, desc: str = "generating") -> list[str]:
+                       progress: bool = True, desc: str = "generating",
+                       vllm_checkpoint: Path | str | None = None, seed: int = 0,
+                       trust_remote_code: bool = False) -> list[str]:
     """Greedy responses to chat prompts, in order.
 
     With ``cache_file`` (JSONL), each finished batch is appended there, and prompts already in
-    it are not generated again: an interrupted run resumes where it stopped.
+    it are not generated again: an interrupted run resumes where it stopped. With
+    ``vllm_checkpoint`` (the folder ``model`` was loaded from; ``model`` may then be None), vLLM
+    generates the pending prompts in a child process.
     """
-    import torch
-
     cache_path = Path(cache_file) if cache_file else None
     cache = _read_cache(cache_path)
     keys = [prompt_key(p, max_new_tokens) for p in prompts]
@@ -56,6 +96,13 @@ def generate_responses(model, tok, prompts: Sequence[Sequence[dict]], *, max_new
     texts = {i: tok.apply_chat_template(list(prompts[i]), tokenize=False, add_generation_prompt=True)
              for i in pending}
     pending.sort(key=lambda i: -len(texts[i]))
+    if vllm_checkpoint is not None:
+        if pending:
+            cache.update(_vllm_generate(Path(vllm_checkpoint), tok, [(keys[i], texts[i]) for i in pending],
+                                        max_new_tokens, cache_path, seed, trust_remote_code, desc))
+        return [cache[k] for k in keys]
+    import torch
+
     batches = [pending[s:s + batch_size] for s in range(0, len(pending), batch_size)]
     it = batches
     if progress and batches:
@@ -75,20 +122,44 @@ def generate_responses(model, tok, prompts: Sequence[Sequence[dict]], *, max_new
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tok.pad_token_id)
             new = out[:, enc["input_ids"].shape[1]:]
-            lines = []
+            entries = []
             for i, ids in zip(batch, new):
                 response = tok.decode(ids, skip_special_tokens=True).strip()
                 cache[keys[i]] = response
-                lines.append(json.dumps({"key": keys[i], "response": response}, ensure_ascii=False))
+                entries.append((keys[i], response))
             if cache_path is not None:
-                cache_path.parent.mkdir(parents=True, exist_ok=True)
-                with cache_path.open("a+b") as f:
-                    # a line torn by a kill has no newline: end it, or the next entry would be
-                    # glued to it and lost too (appends go to the end whatever the seek)
-                    end = f.seek(0, 2)
-                    torn = end > 0 and f.seek(end - 1) >= 0 and f.read(1) != b"\n"
-                    f.write((("\n" if torn else "") + "\n".join(lines) + "\n").encode("utf-8"))
+                append_cache(cache_path, entries)
     finally:
         tok.padding_side = side
         model.train(was_training)
     return [cache[k] for k in keys]
+
+
+def _vllm_generate(checkpoint: Path, tok, requests: Sequence[tuple[str, str]], max_new_tokens: int,
+                   cache_path: Path | None, seed: int, trust_remote_code: bool, desc: str) -> dict[str, str]:
+    """Run ``cft_helpers.vllm_worker`` on (key, rendered prompt) pairs; returns key -> response.
+    The prompts go as token ids, tokenized here exactly as the HF path does."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cft-vllm-") as td:
+        req = Path(td) / "requests.jsonl"
+        out = cache_path or Path(td) / "responses.jsonl"
+        with req.open("w", encoding="utf-8") as f:
+            for key, text in requests:
+                ids = tok(text, add_special_tokens=False)["input_ids"]
+                f.write(json.dumps({"key": key, "prompt_token_ids": ids}) + "\n")
+        cmd = [sys.executable, "-m", "cft_helpers.vllm_worker", "--checkpoint", str(checkpoint),
+               "--requests", str(req), "--out", str(out), "--max-new-tokens", str(max_new_tokens),
+               "--seed", str(seed), "--desc", desc] + (["--trust-remote-code"] if trust_remote_code else [])
+        proc = subprocess.run(cmd, env=os.environ.copy())
+        if proc.returncode != 0:
+            raise RuntimeError(f"vLLM generation ({desc}) failed: `{' '.join(cmd)}` exited with "
+                               f"{proc.returncode}; its output is above. runtime.generation: hf avoids vLLM")
+        got = _read_cache(out)
+    missing = [k for k, _ in requests if k not in got]
+    if missing:
+        raise RuntimeError(f"vLLM generation ({desc}) returned no response for {len(missing)} prompts")
+    return {k: got[k] for k, _ in requests}

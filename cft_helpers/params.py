@@ -293,6 +293,10 @@ class Runtime(Strict):
     # and the config below (params/accelerate/: ddp, fsdp, zero3; None: plain data parallel).
     processes: int = Field(default=1, ge=1)
     launch_config: str | None = None
+    # Engine of free-text generation (GR replay, AlpacaEval answers, a local judge): vLLM where
+    # installed with a CUDA GPU (auto), or always HF generate (hf), or vLLM (vllm; an error where
+    # it is not installed). lm-eval's own tasks always run on the HF model.
+    generation: Literal["auto", "hf", "vllm"] = "auto"
 
 
 class Similarity(Strict):

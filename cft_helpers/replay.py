@@ -58,8 +58,9 @@ def english_counterparts(params: Params, store: RunStore, arm: str, count: int) 
 
 
 def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None,
-                 progress: bool = True) -> tuple[list[dict], dict[str, Any]]:
-    """The replay rows of a GR/ER arm and a summary; GR needs the Phase-1 ``model`` / ``tok``.
+                 progress: bool = True, vllm_checkpoint=None) -> tuple[list[dict], dict[str, Any]]:
+    """The replay rows of a GR/ER arm and a summary; GR needs the Phase-1 ``model`` / ``tok``
+    (or, generating with vLLM, ``tok`` and the Phase-1 ``vllm_checkpoint``).
 
     Generations are cached in ``<arm>/replay/generations.jsonl`` (a rerun after an interruption
     generates only what is missing); the replay set is written to ``<arm>/replay/replay.jsonl``.
@@ -78,13 +79,14 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if strategy.startswith("GR"):
-        if model is None or tok is None:
-            raise ValueError(f"{strategy} generates with the Phase-1 model: pass model and tok")
+        if tok is None or (model is None and vllm_checkpoint is None):
+            raise ValueError(f"{strategy} generates with the Phase-1 model: pass model (or vllm_checkpoint) and tok")
         cfg = params.mitigation.replay
         responses = generate_responses(model, tok, [r["messages"][:-1] for r in rows],
                                        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                                        cache_file=folder / "generations.jsonl", progress=progress,
-                                       desc=f"{strategy}: Phase-1 responses")
+                                       desc=f"{strategy}: Phase-1 responses", vllm_checkpoint=vllm_checkpoint,
+                                       seed=params.seed)
         rows = [{**r, "messages": r["messages"][:-1] + [{"role": "assistant", "content": text}],
                  "meta": {**r.get("meta", {}), "original_response": r["messages"][-1]["content"]}}
                 for r, text in zip(rows, responses)]
@@ -99,6 +101,7 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
     summary = {"strategy": strategy, "fraction": fraction, "phase2_rows": n_phase2, "replay_rows": len(rows),
                "rounding": "fraction x Phase-2 rows, rounded half up, at least 1",
                "generated": strategy.startswith("GR"), "empty_responses": empty,
+               "engine": ("vllm" if vllm_checkpoint is not None else "hf") if strategy.startswith("GR") else None,
                "generation_s": time.perf_counter() - t0}
     write_jsonl(folder / "replay.jsonl", rows)
     atomic_write_json(folder / "summary.json", summary)

@@ -377,13 +377,18 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     evals = {"heldout": _to_dataset(held), "train": _to_dataset(rows[: training.n_eval])} if held else None
     info: dict[str, Any] = {"strategy": spec.strategy}
     if spec.strategy in REPLAY_FRACTION:  # GR_5 / GR_10 / ER_10: add replay rows, shuffled in
+        from cft_helpers.generation import generation_backend
         from cft_helpers.replay import build_replay
 
-        if device == "cuda":
+        # vLLM generates in a child process from the checkpoint, while this model still sits on
+        # the CPU it loaded on (the GPU is vLLM's until it exits); HF generate uses this model.
+        vllm = spec.strategy.startswith("GR") and generation_backend(params.runtime.generation) == "vllm"
+        if device == "cuda" and not vllm:
             model.to(device)  # GR generates with this model: on the GPU, not the CPU it loaded on
         if not procs.is_main:
             procs.wait()      # the main process generates and caches; the others read the cache
-        replay, summary = build_replay(params, store, arm, model, tok, progress=progress)
+        replay, summary = build_replay(params, store, arm, model, tok, progress=progress,
+                                       vllm_checkpoint=start if vllm else None)
         if procs.is_main:
             procs.wait()
         rows = rows + replay

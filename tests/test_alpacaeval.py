@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -70,6 +71,9 @@ def test_win_rate_worked_example():
     s = ae.win_rate([2, 2, 1, 1.5, 1.8, math.nan])
     assert s["win_rate"] == pytest.approx((1 + 1 + 0 + 0.5 + 0.8) / 5)
     assert s["discrete_win_rate"] == pytest.approx((1 + 1 + 0 + 0.5 + 1) / 5)
+    d = [1, 1, 0, 0.5, 1]
+    assert s["discrete_win_rate_stderr"] == pytest.approx(statistics.stdev(d) / math.sqrt(5))
+    assert s["win_rate_stderr"] == pytest.approx(statistics.stdev([1, 1, 0, 0.5, 0.8]) / math.sqrt(5))
     assert (s["n_items"], s["n_unjudged"], s["n_total"], s["n_draws"]) == (6, 1, 5, 1)
     assert s["n_wins"] == 3 and s["n_wins_base"] == 1
     assert math.isnan(ae.win_rate([math.nan])["win_rate"])
@@ -96,6 +100,28 @@ def test_openai_compatible_judge_through_alpaca_eval(smoke_params, judge_server,
     # cached verdicts are not asked again; the unreadable one is
     again = ae.judge_answers(smoke_params, _openai_judge(judge_server), items, answers, folder, progress=False)
     assert again[:3] == prefs[:3] and len(judge_server.seen) == 5
+    # all cached (whole-number verdicts read back from disk), then with a tie that needs no judge
+    assert ae.judge_answers(smoke_params, _openai_judge(judge_server), items[:3], answers[:3], folder,
+                            progress=False) == prefs[:3]
+    tie = [*items[:3], {"instruction": "Same?", "output": "same"}]
+    assert ae.judge_answers(smoke_params, _openai_judge(judge_server), tie, [*answers[:3], "same"], folder,
+                            progress=False) == [2.0, 1.0, 2.0, 1.5]
+    assert len(judge_server.seen) == 5
+    # a cache cut mid-write by a kill is set aside and its verdicts asked again
+    (cache,) = folder.rglob("annotations.json")
+    cache.write_text(cache.read_text()[:50])
+    assert ae.judge_answers(smoke_params, _openai_judge(judge_server), items[:3], answers[:3], folder,
+                            progress=False) == prefs[:3]
+    assert len(judge_server.seen) == 8 and list(cache.parent.glob("annotations.json.torn-*"))
+
+
+def test_a_judge_cache_with_no_verdict_does_not_break_the_rerun(smoke_params, judge_server, monkeypatch, tmp_path):
+    monkeypatch.setenv("CFT_TEST_JUDGE_KEY", KEY)
+    items, answers = [{"instruction": "Q?", "output": "A"}], ["UNREADABLE"]
+    for _ in range(2):
+        prefs = ae.judge_answers(smoke_params, _openai_judge(judge_server), items, answers, tmp_path, progress=False)
+        assert math.isnan(prefs[0])
+    assert len(judge_server.seen) == 2  # asked again: an unreadable verdict is not cached
 
 
 def test_an_unreachable_endpoint_is_an_error_naming_it(smoke_params, monkeypatch, tmp_path):

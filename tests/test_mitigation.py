@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -232,6 +233,31 @@ def test_generative_replay_comes_from_the_phase1_model(trained):
         direct = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
         assert row["messages"][-1]["content"] == direct
         assert row["meta"]["original_response"] != direct  # not the dataset's answer
+
+
+def test_generative_replay_with_vllm_gives_the_same_rows(trained, monkeypatch, tmp_path):
+    """GR through the vLLM path (vLLM's test double, HF underneath): the same replay rows as
+    the HF path above, written by the worker, and the engine recorded in the summary."""
+    from cft_helpers.models import load_tokenizer
+    from cft_helpers.replay import build_replay
+
+    store = RunStore(trained.run_path)
+    train_arm(trained, "gr_10", store, progress=False)  # the HF run (cached if the test above ran)
+    folder = store.arm_dir("gr_10") / "replay"
+    hf_rows = (folder / "replay.jsonl").read_text()
+    hf_lines = sorted((folder / "generations.jsonl").read_text().splitlines())
+    (folder / "generations.jsonl").unlink()
+    fake = str(Path(__file__).parent / "fake_vllm")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [fake, os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("FAKE_VLLM_LOG", str(tmp_path / "calls.jsonl"))
+    start = store.arm_checkpoint("p1_instruct")
+    rows, summary = build_replay(trained, store, "gr_10", None, load_tokenizer(start), progress=False,
+                                 vllm_checkpoint=start)
+    assert summary["engine"] == "vllm" and (tmp_path / "calls.jsonl").exists()
+    assert (folder / "replay.jsonl").read_text() == hf_rows
+    # the same prompts asked (the smoke Phase-1 model answers them with empty strings; the
+    # generation tests compare non-empty answers)
+    assert sorted((folder / "generations.jsonl").read_text().splitlines()) == hf_lines
 
 
 def test_lora_merge_gives_the_adapter_logits(trained):

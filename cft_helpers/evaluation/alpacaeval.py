@@ -104,12 +104,29 @@ def select_items(rows: Sequence[dict], n: int | None, seed: int) -> list[dict]:
 # --------------------------------------------------------------------------- the judge
 
 
-def judge_id(judge: Judge) -> str:
-    """Identity of the verdicts: who judges and how, not how fast (concurrency, batch, timeout)."""
+def judge_id(params: Params, judge: Judge) -> str:
+    """Identity of the verdicts: who judges and how (for a local judge, its models: entry; the
+    seed that orders each pair), not how fast (concurrency, batch, timeout)."""
     alpaca_eval = _import_alpaca_eval()
 
+    local = stable_hash(params.models[judge.model]) if judge.kind == "hf" else None
     return stable_hash({**judge.model_dump(include={"kind", "model", "base_url", "annotator", "max_new_tokens"}),
-                        "alpaca_eval": getattr(alpaca_eval, "__version__", "?")})
+                        "alpaca_eval": getattr(alpaca_eval, "__version__", "?"), "seed": params.seed,
+                        **({"local_model": local} if local else {})})
+
+
+def _set_aside_if_torn(path: Path) -> None:
+    """alpaca_eval rewrites its cache in place: a kill mid-write leaves JSON nothing can read
+    again. Move such a file aside (its verdicts are asked again) rather than fail every rerun."""
+    if not path.exists():
+        return
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        torn = path.with_name(f"{path.name}.torn-{int(time.time())}")
+        path.replace(torn)
+        logging.warning("AlpacaEval: the judge's cache %s was cut mid-write; moved to %s, its verdicts "
+                        "are asked again", path, torn)
 
 
 def api_key(judge: Judge) -> str:
@@ -181,15 +198,18 @@ def chatml_to_messages(prompt: str) -> list[dict]:
 
 
 def local_completions(prompts: Sequence[str], model_name: str, max_tokens: int = 100, *, model, tok,
-                      batch_size: int, cache_file: Path, progress: bool = True, **_: Any) -> dict[str, list]:
-    """alpaca_eval's decoder interface on a model loaded here: greedy, with the judge's chat
-    template, batched and resumable (``cache_file``)."""
+                      batch_size: int, cache_file: Path, progress: bool = True, vllm_checkpoint=None,
+                      trust_remote_code: bool = False, **_: Any) -> dict[str, list]:
+    """alpaca_eval's decoder interface on a model of ours: greedy, with the judge's chat
+    template, batched and resumable (``cache_file``); HF generate on ``model``, or vLLM on
+    ``vllm_checkpoint``."""
     from cft_helpers.generation import generate_responses
 
     t0 = time.perf_counter()
     texts = generate_responses(model, tok, [chatml_to_messages(p) for p in prompts], max_new_tokens=max_tokens,
                                batch_size=batch_size, cache_file=cache_file, progress=progress,
-                               desc=f"judge {model_name}")
+                               desc=f"judge {model_name}", vllm_checkpoint=vllm_checkpoint,
+                               trust_remote_code=trust_remote_code)
     per = (time.perf_counter() - t0) / max(len(prompts), 1)
     return {"completions": texts, "price_per_example": [math.nan] * len(texts),
             "time_per_example": [per] * len(texts)}
@@ -204,8 +224,9 @@ def judge_answers(params: Params, judge: Judge, items: Sequence[dict], answers: 
     _import_alpaca_eval()
     from alpaca_eval.annotators import PairwiseAnnotator
 
-    jfolder = folder / f"judge-{judge_id(judge)}"
+    jfolder = folder / f"judge-{judge_id(params, judge)}"
     config = write_annotator_config(judge, jfolder)
+    _set_aside_if_torn(jfolder / "annotations.json")
     extra: dict[str, Any] = {}
     decoding: dict[str, Any] = {}
     if judge.kind == "openai":
@@ -214,13 +235,25 @@ def judge_answers(params: Params, judge: Judge, items: Sequence[dict], answers: 
             client["base_url"] = judge.base_url
         decoding["client_kwargs"] = client
     else:
-        model, tok = _local_judge(params, judge.model)
+        from cft_helpers.generation import generation_backend
+
+        vllm = generation_backend(params.runtime.generation) == "vllm"
+        model, tok, ckpt, trust = _local_judge(params, judge.model, load_weights=not vllm)
         extra["fn_completions"] = partial(local_completions, model=model, tok=tok, batch_size=judge.batch_size,
-                                          cache_file=jfolder / "generations.jsonl", progress=progress)
+                                          cache_file=jfolder / "generations.jsonl", progress=progress,
+                                          vllm_checkpoint=ckpt if vllm else None, trust_remote_code=trust)
     annotator = PairwiseAnnotator(annotators_config=str(config), caching_path=str(jfolder / "annotations.json"),
                                   is_store_missing_annotations=False, seed=params.seed, **extra)
-    if annotator.df_annotations is None:  # alpaca_eval 0.6.6 filters the cache without checking there is one
-        annotator.df_annotations = pd.DataFrame(columns=[*annotator.all_keys, annotator.annotation_key])
+    # alpaca_eval 0.6.6 filters its cache on the preference column without checking there is
+    # one (no cache yet, or a cache saved empty), and reads whole-number preferences back as
+    # int64, into which it then cannot write a tie (1.5): give it a float column always.
+    cached = annotator.df_annotations
+    key = annotator.annotation_key
+    if cached is None or key not in cached.columns:
+        annotator.df_annotations = pd.DataFrame({c: pd.Series(dtype=float if c == key else object)
+                                                 for c in [*annotator.all_keys, key]})
+    else:
+        annotator.df_annotations = cached.astype({key: float})
     reference = [{"instruction": r["instruction"], "output": r["output"]} for r in items]
     mine = [{"instruction": r["instruction"], "output": a} for r, a in zip(items, answers)]
     import openai
@@ -245,24 +278,26 @@ def judge_answers(params: Params, judge: Judge, items: Sequence[dict], answers: 
     return out
 
 
-_LOCAL: dict[str, tuple] = {}
+_LOCAL: dict[tuple, tuple] = {}
 
 
-def _local_judge(params: Params, name: str):
-    """The local judge's model and tokenizer, loaded once per process."""
+def _local_judge(params: Params, name: str, load_weights: bool = True):
+    """(model or None, tokenizer, checkpoint, trust_remote_code) of the local judge; the model
+    is loaded once per process (not at all where vLLM generates from the checkpoint)."""
     from cft_helpers.models import load_model, load_tokenizer, model_checkpoint
     from cft_helpers.train import configure_runtime
 
     ckpt = model_checkpoint(params, name)
-    key = str(ckpt)
+    spec = params.models[name]
+    trust = bool(getattr(spec, "trust_remote_code", False))
+    key = (str(ckpt), load_weights)
     if key not in _LOCAL:
-        device = configure_runtime(params)
-        spec = params.models[name]
-        trust = bool(getattr(spec, "trust_remote_code", False))
         tok = load_tokenizer(ckpt, chat_template=getattr(spec, "chat_template", None), trust_remote_code=trust)
         _LOCAL.clear()  # one judge in memory at a time
-        _LOCAL[key] = (load_model(ckpt, trust_remote_code=trust).to(device).eval(), tok)
-    return _LOCAL[key]
+        model = (load_model(ckpt, trust_remote_code=trust).to(configure_runtime(params)).eval()
+                 if load_weights else None)
+        _LOCAL[key] = (model, tok)
+    return (*_LOCAL[key], ckpt, trust)
 
 
 # --------------------------------------------------------------------------- score
@@ -280,17 +315,24 @@ def win_rate(preferences: Sequence[float]) -> dict[str, Any]:
         return {**out, "win_rate": math.nan, "discrete_win_rate": math.nan, "win_rate_stderr": math.nan,
                 "n_total": 0}
     raw = get_winrate([{"preference": p} for p in judged])
+    # the discrete rate's standard error, as alpaca_eval gives the continuous one's
+    discrete = [0.5 if p == 1.5 else float(round(p - 1)) for p in judged]
+    mean = sum(discrete) / len(discrete)
+    sem = (math.sqrt(sum((d - mean) ** 2 for d in discrete) / (len(discrete) - 1) / len(discrete))
+           if len(discrete) > 1 else math.nan)
     out.update(win_rate=float(raw["win_rate"]) / 100, discrete_win_rate=float(raw["discrete_win_rate"]) / 100,
                win_rate_stderr=float(raw["standard_error"]) / 100 if len(judged) > 1 else math.nan,
+               discrete_win_rate_stderr=sem,
                n_total=int(raw["n_total"]), n_wins=int(raw["n_wins"]), n_wins_base=int(raw["n_wins_base"]),
                n_draws=int(raw["n_draws"]))
     return out
 
 
-def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str,
-                    progress: bool = True) -> dict[str, Any]:
-    """AlpacaEval for one model: answers (cached), verdicts (cached), win rate. Returns
-    ``{"benchmark": ..., "task": ..., "samples": [...], "wall_s": ...}`` for the results record."""
+def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str, progress: bool = True,
+                    vllm_checkpoint=None) -> dict[str, Any]:
+    """AlpacaEval for one model: answers (cached; HF generate on ``model``, or vLLM on
+    ``vllm_checkpoint``), verdicts (cached), win rate. Returns ``{"benchmark": ..., "task":
+    ..., "samples": [...], "wall_s": ...}`` for the results record."""
     alpaca_eval = _import_alpaca_eval()
 
     from cft_helpers.generation import generate_responses
@@ -306,11 +348,12 @@ def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str,
     answers = generate_responses(model, tok, [[{"role": "user", "content": r["instruction"]}] for r in items],
                                  max_new_tokens=max_new, batch_size=params.evaluation.batch_size,
                                  cache_file=folder / f"answers-{name}-{ident[:12]}.jsonl", progress=progress,
-                                 desc=f"AlpacaEval answers ({name})")
+                                 desc=f"AlpacaEval answers ({name})", vllm_checkpoint=vllm_checkpoint,
+                                 seed=params.seed)
     prefs = judge_answers(params, judge, items, answers, folder, progress=progress)
     summary = win_rate(prefs)
     if summary["n_total"] == 0:
-        where = (f"its raw answers are in {folder}/judge-{judge_id(judge)}/generations.jsonl"
+        where = (f"its raw answers are in {folder}/judge-{judge_id(params, judge)}/generations.jsonl"
                  if judge.kind == "hf" else "alpaca_eval logged each unreadable answer above")
         raise JudgeError(f"AlpacaEval judge {judge.kind}:{judge.model} gave no readable verdict on any of "
                          f"{len(items)} items with annotator {judge.annotator!r} ({where}); a stronger judge "
@@ -325,6 +368,7 @@ def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str,
     samples = [{"task": "alpacaeval", "doc_id": i, "target": r["output"], "response": a, "preference": p}
                for i, (r, a, p) in enumerate(zip(items, answers, prefs))]
     return {"benchmark": {"score": score, "metric": spec.metric, "by_language": {"en": score},
-                          "stderr": summary["win_rate_stderr"], "judge": judge_info, "reference": references},
-            "task": {"metrics": summary, "n": len(items), "version": f"alpaca_eval {judge_info['alpaca_eval']}"},
+                          "stderr": summary[f"{spec.metric}_stderr"], "judge": judge_info, "reference": references},
+            "task": {"metrics": summary, "n": len(items), "version": f"alpaca_eval {judge_info['alpaca_eval']}",
+                     "engine": "vllm" if vllm_checkpoint is not None else "hf"},
             "samples": samples, "wall_s": time.perf_counter() - t0}

@@ -131,7 +131,9 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
     record: dict[str, Any] = {"model": name, "key": key, "checkpoint": str(ckpt), "suite": suite_hash(params),
                               "benchmarks": {}, "tasks": {}}
     if plan or alpaca:
+        from cft_helpers.generation import generation_backend
         from cft_helpers.models import load_model, load_tokenizer
+        from cft_helpers.runs import write_jsonl
         from cft_helpers.train import configure_runtime
 
         if alpaca and alpaca.judge.kind == "openai":
@@ -140,32 +142,40 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
             api_key(alpaca.judge)  # no key: fail now, not after an hour of lm-eval
         device = configure_runtime(params)
         tok = load_tokenizer(ckpt, chat_template=template)
-        model = load_model(ckpt).to(device).eval()
         samples: list[dict] = []
-        if plan:
-            record.update(_run_lm_eval(params, store, model, tok, device, plan, samples))
+        # AlpacaEval first: a judge that fails does so before lm-eval's hour, and vLLM (a child
+        # process generating from the checkpoint) finds the GPU free of the HF model.
+        vllm = bool(alpaca) and generation_backend(params.runtime.generation) == "vllm"
+        model = None
         if alpaca:
-            _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, progress)
-        from cft_helpers.runs import write_jsonl
-
+            if not vllm:
+                model = load_model(ckpt).to(device).eval()
+            _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, progress,
+                             vllm_checkpoint=ckpt if vllm else None)
+        if plan:
+            model = model if model is not None else load_model(ckpt).to(device).eval()
+            lm = _run_lm_eval(params, store, model, tok, device, plan, samples)
+            record["benchmarks"].update(lm.pop("benchmarks"))
+            record["tasks"].update(lm.pop("tasks"))
+            record.update(lm)
         write_jsonl(store.root / "eval" / f"{name}.samples.jsonl", samples)
         del model
     atomic_write_json(out_file, record)
     return record
 
 
-def _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, progress) -> None:
+def _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, progress,
+                     vllm_checkpoint=None) -> None:
     """AlpacaEval's entry in the record (generation + judge: outside lm-eval's items/s)."""
     from cft_helpers.evaluation.alpacaeval import run_alpaca_eval
 
-    out = run_alpaca_eval(params, store, name, model, tok, ident, progress=progress)
+    out = run_alpaca_eval(params, store, name, model, tok, ident, progress=progress, vllm_checkpoint=vllm_checkpoint)
     record["benchmarks"]["alpacaeval"] = out["benchmark"]
     record["tasks"]["alpacaeval"] = out["task"]
     record["alpacaeval_wall_s"] = out["wall_s"]
     samples += out["samples"]
-    if "chat_template" not in record:
-        chat = tok.chat_template or ""
-        record.update(chat_template_sha=hashlib.sha256(chat.encode()).hexdigest()[:16], chat_template=chat)
+    chat = tok.chat_template or ""
+    record.update(chat_template_sha=hashlib.sha256(chat.encode()).hexdigest()[:16], chat_template=chat)
 
 
 def _run_lm_eval(params, store, model, tok, device, plan, samples) -> dict[str, Any]:

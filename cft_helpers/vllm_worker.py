@@ -1,0 +1,64 @@
+"""Greedy generation with vLLM in a process of its own (started by ``generation.generate_responses``).
+
+    python -m cft_helpers.vllm_worker --checkpoint CKPT --requests REQ.jsonl --out CACHE.jsonl \\
+        --max-new-tokens 256 --seed 0
+
+``REQ.jsonl`` holds ``{"key", "prompt_token_ids"}`` per line (prompts already rendered with the
+model's chat template by the caller); the responses are appended to ``CACHE.jsonl`` in the
+generation cache's format, in chunks, so a killed run keeps what it finished. Requests whose key
+is already in the cache are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+CHUNK = 256  # prompts per vLLM call between two cache appends
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from cft_helpers.generation import _read_cache, append_cache
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--requests", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--max-new-tokens", type=int, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    ap.add_argument("--trust-remote-code", action="store_true")
+    ap.add_argument("--desc", default="generating")
+    ns = ap.parse_args(argv)
+
+    from vllm import LLM, SamplingParams
+
+    out = Path(ns.out)
+    done = _read_cache(out)
+    requests = [json.loads(line) for line in Path(ns.requests).read_text().splitlines() if line.strip()]
+    requests = [r for r in requests if r["key"] not in done]
+    if not requests:
+        return 0
+    longest = max(len(r["prompt_token_ids"]) for r in requests) + ns.max_new_tokens
+    llm = LLM(model=ns.checkpoint, tokenizer=ns.checkpoint, dtype=ns.dtype, seed=ns.seed,
+              trust_remote_code=ns.trust_remote_code, gpu_memory_utilization=ns.gpu_memory_utilization,
+              max_model_len=longest)
+    greedy = SamplingParams(temperature=0.0, max_tokens=ns.max_new_tokens, skip_special_tokens=True)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(requests), desc=f"{ns.desc} (vLLM)", unit="prompt")
+    for s in range(0, len(requests), CHUNK):
+        chunk = requests[s:s + CHUNK]
+        outputs = llm.generate([{"prompt_token_ids": r["prompt_token_ids"]} for r in chunk], greedy,
+                               use_tqdm=False)
+        append_cache(out, [(r["key"], o.outputs[0].text.strip()) for r, o in zip(chunk, outputs)])
+        bar.update(len(chunk))
+    bar.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
