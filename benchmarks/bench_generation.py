@@ -1,7 +1,7 @@
 """Generation: our batched greedy generation against one prompt at a time with HF generate, on
 the default model and English instructions of the built-in data (replay's workload).
 
-    python -m benchmarks.bench_generation [--n 32] [--batch-size 16] [--max-new-tokens 48]
+    python -m benchmarks.bench_generation [--n 48] [--batch-size 48] [--max-new-tokens 48]
 
 Outputs must be identical (greedy decoding; left padding keeps each row's continuation).
 """
@@ -23,7 +23,7 @@ def prompts(n: int) -> list[list[dict]]:
     return [to_messages(r, "alpaca")[:-1] for r in rows]
 
 
-def run(n: int = 32, batch_size: int = 16, max_new_tokens: int = 48) -> dict:
+def run(n: int = 48, batch_size: int = 48, max_new_tokens: int = 48) -> dict:
     import torch
 
     from cft_helpers.generation import generate_responses
@@ -45,7 +45,7 @@ def run(n: int = 32, batch_size: int = 16, max_new_tokens: int = 48) -> dict:
     batched = generate_responses(model, tok, ps, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
     batched_s = time.perf_counter() - t0
     same = sum(a == b for a, b in zip(single, batched))
-    return {"goal": "generation", "baseline": "HF generate, one prompt at a time", "items": n,
+    return {"goal": "generation", "baseline": "HF generate, one prompt at a time", "items": n, "batch_size": batch_size,
             "baseline_items_per_s": n / single_s, "ours_items_per_s": n / batched_s, "speedup": single_s / batched_s,
             "identical_outputs": f"{same}/{n}", "same_result": same == n, "target": ">= 5x items/s, identical outputs",
             "met": single_s / batched_s >= 5 and same == n}
@@ -53,8 +53,8 @@ def run(n: int = 32, batch_size: int = 16, max_new_tokens: int = 48) -> dict:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--n", type=int, default=48)
+    ap.add_argument("--batch-size", type=int, default=48)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ns = ap.parse_args()
     print(json.dumps(run(ns.n, ns.batch_size, ns.max_new_tokens), indent=1))
