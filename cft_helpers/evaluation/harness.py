@@ -16,6 +16,7 @@ identity and the suite's settings: rerunning evaluates only what changed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -178,16 +179,26 @@ def _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, pr
     record.update(chat_template_sha=hashlib.sha256(chat.encode()).hexdigest()[:16], chat_template=chat)
 
 
+@functools.lru_cache(maxsize=4)
+def _task_manager(include_paths: tuple[str, ...]):
+    """lm-eval's task index (about 6 s to build: it reads every task YAML lm-eval ships), built
+    once per process and task folders, not once per model. The folders are named by the suite's
+    hash, so a cached index never serves another suite's tasks (a YAML added to one of your
+    include_paths mid-session is found after a kernel restart)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(include_paths))
+
+
 def _run_lm_eval(params, store, model, tok, device, plan, samples) -> dict[str, Any]:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     folder = write_suite(params, store)
     cfg = params.evaluation
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=cfg.batch_size, max_length=cfg.max_length,
               device=device)
-    manager = TaskManager(include_path=[str(folder), *(str(params.path(p)) for p in cfg.include_paths)])
+    manager = _task_manager((str(folder), *(str(params.path(p)) for p in cfg.include_paths)))
     # Offline tasks hold exactly their items and set their answer length in their YAML: one call.
     # Each lm-eval benchmark gets its own call: its item limit and answer length.
     calls: list[tuple[list[str], int | None, dict | None]] = []
