@@ -115,3 +115,13 @@ def test_smollm2_gguf_from_its_wheel_converts_to_a_plain_checkpoint(tmp_path_fac
                                   add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out[0][ids["input_ids"].shape[1]:])
+    # Batched generation (left padding, longest first) answers exactly as one prompt at a time
+    # on the real model: the equality the generation benchmark's speed-up rests on.
+    from cft_helpers.generation import generate_responses
+
+    prompts = [[{"role": "user", "content": q}] for q in
+               ("What is the capital of France?", "Name three colours.", "Translate 'good morning' into Spanish.",
+                "Write one sentence about the sea, please, in plain English.", "2 + 2 = ?")]
+    batched = generate_responses(model, tok, prompts, max_new_tokens=16, batch_size=5, progress=False)
+    single = generate_responses(model, tok, prompts, max_new_tokens=16, batch_size=1, progress=False)
+    assert batched == single and all(batched) and "Paris" in batched[0]
