@@ -135,6 +135,22 @@ def generate_responses(model, tok, prompts: Sequence[Sequence[dict]], *, max_new
     return [cache[k] for k in keys]
 
 
+_LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                  "ROLE_RANK", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _worker_env(env) -> dict[str, str]:
+    """The vLLM worker's environment: without the launcher's process-group variables (it is one
+    process of its own, never a rank of the training job), and under ``accelerate launch`` on
+    this process's own GPU only."""
+    out = {k: v for k, v in env.items() if k not in _LAUNCHER_VARS and not k.startswith("TORCHELASTIC_")}
+    local = env.get("LOCAL_RANK")
+    if local is not None:
+        visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        out["CUDA_VISIBLE_DEVICES"] = visible[int(local)] if int(local) < len(visible) else local
+    return out
+
+
 def _vllm_generate(checkpoint: Path, tok, requests: Sequence[tuple[str, str]], max_new_tokens: int,
                    cache_path: Path | None, seed: int, trust_remote_code: bool, desc: str) -> dict[str, str]:
     """Run ``cft_helpers.vllm_worker`` on (key, rendered prompt) pairs; returns key -> response.
@@ -154,7 +170,7 @@ def _vllm_generate(checkpoint: Path, tok, requests: Sequence[tuple[str, str]], m
         cmd = [sys.executable, "-m", "cft_helpers.vllm_worker", "--checkpoint", str(checkpoint),
                "--requests", str(req), "--out", str(out), "--max-new-tokens", str(max_new_tokens),
                "--seed", str(seed), "--desc", desc] + (["--trust-remote-code"] if trust_remote_code else [])
-        proc = subprocess.run(cmd, env=os.environ.copy())
+        proc = subprocess.run(cmd, env=_worker_env(os.environ))
         if proc.returncode != 0:
             raise RuntimeError(f"vLLM generation ({desc}) failed: `{' '.join(cmd)}` exited with "
                                f"{proc.returncode}; its output is above. runtime.generation: hf avoids vLLM")

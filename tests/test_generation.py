@@ -107,3 +107,13 @@ def test_a_failing_vllm_worker_is_an_error_naming_the_way_out(smoke_params, monk
     with pytest.raises(RuntimeError, match="runtime.generation: hf"):
         generate_responses(None, tok, [[{"role": "user", "content": "Hi"}]], max_new_tokens=2,
                            progress=False, vllm_checkpoint=ckpt)
+
+
+def test_the_vllm_worker_leaves_the_launchers_process_group_and_keeps_its_gpu():
+    from cft_helpers.generation import _worker_env
+
+    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "x",
+           "CUDA_VISIBLE_DEVICES": "4,5", "PATH": "/bin"}
+    assert _worker_env(env) == {"CUDA_VISIBLE_DEVICES": "5", "PATH": "/bin"}
+    assert _worker_env({"PATH": "/bin"}) == {"PATH": "/bin"}          # a plain process: unchanged
+    assert _worker_env({"LOCAL_RANK": "1"})["CUDA_VISIBLE_DEVICES"] == "1"
