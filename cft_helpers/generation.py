@@ -9,9 +9,9 @@ With ``vllm_checkpoint`` the pending prompts go to vLLM instead (``runtime.gener
 ``auto`` uses it where it is installed and a CUDA GPU is present). vLLM runs in a child
 process (``python -m cft_helpers.vllm_worker``) so that its GPU memory is all returned when it
 exits and its own process group never meets an ``accelerate launch`` one. It gets the same
-token ids (our chat template, rendered here) and writes the same cache lines: the outputs have
-one format whichever engine wrote them, and a run can resume on the other engine. Greedy
-outputs agree between engines only up to their numerics (bf16 kernels differ).
+token ids (our chat template, rendered here) and writes cache lines of the same format. vLLM
+runs the checkpoint in its own dtype (bf16 for most), HF here in fp32: greedy answers can
+differ, so the engine is part of each cache key and of the input hash of a GR arm.
 
     from cft_helpers.generation import generate_responses
     texts = generate_responses(model, tok, [[{"role": "user", "content": "Hi"}]], max_new_tokens=64)
@@ -25,8 +25,11 @@ from pathlib import Path
 from typing import Sequence
 
 
-def prompt_key(messages: Sequence[dict], max_new_tokens: int) -> str:
-    data = json.dumps({"m": list(messages), "n": max_new_tokens}, sort_keys=True, ensure_ascii=False)
+def prompt_key(messages: Sequence[dict], max_new_tokens: int, engine: str = "hf") -> str:
+    """Cache key of one prompt. The engine is part of it (vLLM runs checkpoints in bf16 where HF
+    runs them in fp32: their answers may differ), absent for HF so older caches stay valid."""
+    spec = {"m": list(messages), "n": max_new_tokens, **({"engine": engine} if engine != "hf" else {})}
+    data = json.dumps(spec, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(data.encode("utf-8")).hexdigest()[:20]
 
 
@@ -34,7 +37,10 @@ def _read_cache(path: Path | None) -> dict[str, str]:
     if path is None or not path.exists():
         return {}
     out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # split on "\n" only: splitlines() also splits on U+2028 / U+0085, which a response may hold
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if not line.strip():
+            continue
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
@@ -87,7 +93,7 @@ def generate_responses(model, tok, prompts: Sequence[Sequence[dict]], *, max_new
     """
     cache_path = Path(cache_file) if cache_file else None
     cache = _read_cache(cache_path)
-    keys = [prompt_key(p, max_new_tokens) for p in prompts]
+    keys = [prompt_key(p, max_new_tokens, "vllm" if vllm_checkpoint is not None else "hf") for p in prompts]
     first: dict[str, int] = {}
     for i, k in enumerate(keys):
         first.setdefault(k, i)
@@ -99,7 +105,7 @@ def generate_responses(model, tok, prompts: Sequence[Sequence[dict]], *, max_new
     if vllm_checkpoint is not None:
         if pending:
             cache.update(_vllm_generate(Path(vllm_checkpoint), tok, [(keys[i], texts[i]) for i in pending],
-                                        max_new_tokens, cache_path, seed, trust_remote_code, desc))
+                                        max_new_tokens, cache_path, seed, trust_remote_code, desc, progress))
         return [cache[k] for k in keys]
     import torch
 
@@ -151,8 +157,22 @@ def _worker_env(env) -> dict[str, str]:
     return out
 
 
+def _vllm_memory_share(default: float = 0.85) -> float:
+    """The share of the GPU the vLLM worker may take: vLLM refuses to start when less than that
+    is free, and this process may hold memory (a model trained or evaluated before): return
+    the cached blocks first, then ask for at most 90% of what is free."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return default
+    torch.cuda.empty_cache()
+    free, total = torch.cuda.mem_get_info()
+    return max(0.05, min(default, 0.9 * free / total))
+
+
 def _vllm_generate(checkpoint: Path, tok, requests: Sequence[tuple[str, str]], max_new_tokens: int,
-                   cache_path: Path | None, seed: int, trust_remote_code: bool, desc: str) -> dict[str, str]:
+                   cache_path: Path | None, seed: int, trust_remote_code: bool, desc: str,
+                   progress: bool = True) -> dict[str, str]:
     """Run ``cft_helpers.vllm_worker`` on (key, rendered prompt) pairs; returns key -> response.
     The prompts go as token ids, tokenized here exactly as the HF path does."""
     import os
@@ -169,7 +189,8 @@ def _vllm_generate(checkpoint: Path, tok, requests: Sequence[tuple[str, str]], m
                 f.write(json.dumps({"key": key, "prompt_token_ids": ids}) + "\n")
         cmd = [sys.executable, "-m", "cft_helpers.vllm_worker", "--checkpoint", str(checkpoint),
                "--requests", str(req), "--out", str(out), "--max-new-tokens", str(max_new_tokens),
-               "--seed", str(seed), "--desc", desc] + (["--trust-remote-code"] if trust_remote_code else [])
+               "--seed", str(seed), "--desc", desc, "--gpu-memory-utilization", f"{_vllm_memory_share():.3f}"]
+        cmd += (["--trust-remote-code"] if trust_remote_code else []) + ([] if progress else ["--no-progress"])
         proc = subprocess.run(cmd, env=_worker_env(os.environ))
         if proc.returncode != 0:
             raise RuntimeError(f"vLLM generation ({desc}) failed: `{' '.join(cmd)}` exited with "

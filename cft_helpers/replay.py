@@ -58,7 +58,8 @@ def english_counterparts(params: Params, store: RunStore, arm: str, count: int) 
 
 
 def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None,
-                 progress: bool = True, vllm_checkpoint=None) -> tuple[list[dict], dict[str, Any]]:
+                 progress: bool = True, vllm_checkpoint=None,
+                 trust_remote_code: bool = False) -> tuple[list[dict], dict[str, Any]]:
     """The replay rows of a GR/ER arm and a summary; GR needs the Phase-1 ``model`` / ``tok``
     (or, generating with vLLM, ``tok`` and the Phase-1 ``vllm_checkpoint``).
 
@@ -86,7 +87,7 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
                                        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                                        cache_file=folder / "generations.jsonl", progress=progress,
                                        desc=f"{strategy}: Phase-1 responses", vllm_checkpoint=vllm_checkpoint,
-                                       seed=params.seed)
+                                       seed=params.seed, trust_remote_code=trust_remote_code)
         rows = [{**r, "messages": r["messages"][:-1] + [{"role": "assistant", "content": text}],
                  "meta": {**r.get("meta", {}), "original_response": r["messages"][-1]["content"]}}
                 for r, text in zip(rows, responses)]

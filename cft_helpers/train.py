@@ -117,6 +117,11 @@ def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:
     settings = strategy_settings(params, arm, store)
     if settings is not None:
         inputs["mitigation"] = settings
+    if spec.strategy.startswith("GR"):
+        from cft_helpers.generation import generation_backend
+
+        if generation_backend(params.runtime.generation) == "vllm":  # its replay answers may differ
+            inputs["replay_engine"] = "vllm"                          # (absent for HF: hashes kept)
     return stable_hash(inputs)
 
 
@@ -388,7 +393,7 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
         if not procs.is_main:
             procs.wait()      # the main process generates and caches; the others read the cache
         replay, summary = build_replay(params, store, arm, model, tok, progress=progress,
-                                       vllm_checkpoint=start if vllm else None)
+                                       vllm_checkpoint=start if vllm else None, trust_remote_code=trust)
         if procs.is_main:
             procs.wait()
         rows = rows + replay

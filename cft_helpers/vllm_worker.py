@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     ap.add_argument("--trust-remote-code", action="store_true")
     ap.add_argument("--desc", default="generating")
+    ap.add_argument("--no-progress", action="store_true")
     ns = ap.parse_args(argv)
 
     from vllm import LLM, SamplingParams
@@ -43,13 +44,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not requests:
         return 0
     longest = max(len(r["prompt_token_ids"]) for r in requests) + ns.max_new_tokens
+    # never above the model's own window (vLLM refuses to start then); a prompt too long for it
+    # fails in vLLM with the prompt's length
+    window = json.loads((Path(ns.checkpoint) / "config.json").read_text()).get("max_position_embeddings")
+    if window:
+        longest = min(longest, int(window))
     llm = LLM(model=ns.checkpoint, tokenizer=ns.checkpoint, dtype=ns.dtype, seed=ns.seed,
               trust_remote_code=ns.trust_remote_code, gpu_memory_utilization=ns.gpu_memory_utilization,
               max_model_len=longest)
     greedy = SamplingParams(temperature=0.0, max_tokens=ns.max_new_tokens, skip_special_tokens=True)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(requests), desc=f"{ns.desc} (vLLM)", unit="prompt")
+    bar = tqdm(total=len(requests), desc=f"{ns.desc} (vLLM)", unit="prompt", disable=ns.no_progress)
     for s in range(0, len(requests), CHUNK):
         chunk = requests[s:s + CHUNK]
         outputs = llm.generate([{"prompt_token_ids": r["prompt_token_ids"]} for r in chunk], greedy,

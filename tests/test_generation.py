@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cft_helpers.generation import generate_responses, generation_backend
+from cft_helpers.generation import _read_cache, append_cache, generate_responses, generation_backend, prompt_key
 from cft_helpers.models import load_model, load_tokenizer, model_checkpoint
 
 
@@ -86,10 +86,14 @@ def test_the_vllm_path_writes_what_the_hf_path_writes_and_resumes(smoke_params, 
     got = generate_responses(None, tok, prompts, max_new_tokens=6, cache_file=vllm_cache, progress=False,
                              vllm_checkpoint=ckpt, seed=3)
     assert got == hf
-    assert sorted(vllm_cache.read_text().splitlines()) == sorted(hf_cache.read_text().splitlines())
+    lines = [json.loads(line) for line in vllm_cache.read_text().splitlines()]
+    assert {e["key"] for e in lines} == {prompt_key(p, 6, "vllm") for p in prompts}   # never mixed with HF's
+    distinct = {prompt_key(p, 6, "vllm"): h for p, h in zip(prompts, hf)}
+    assert {e["key"]: e["response"] for e in lines} == distinct
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert [c["prompts"] for c in calls] == [5] and calls[0]["init"]["seed"] == 3
     assert calls[0]["init"]["model"] == str(ckpt)
+    assert calls[0]["init"]["max_model_len"] <= 512  # capped at the model's window (smoke: 512)
     lines = vllm_cache.read_text().splitlines()
     vllm_cache.write_text("\n".join(lines[:3]) + "\n")                     # as if killed after 3
     assert generate_responses(None, tok, prompts, max_new_tokens=6, cache_file=vllm_cache, progress=False,
@@ -117,3 +121,9 @@ def test_the_vllm_worker_leaves_the_launchers_process_group_and_keeps_its_gpu():
     assert _worker_env(env) == {"CUDA_VISIBLE_DEVICES": "5", "PATH": "/bin"}
     assert _worker_env({"PATH": "/bin"}) == {"PATH": "/bin"}          # a plain process: unchanged
     assert _worker_env({"LOCAL_RANK": "1"})["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_a_response_with_a_unicode_line_separator_survives_the_cache(tmp_path):
+    cache = tmp_path / "c.jsonl"
+    append_cache(cache, [("a", "first\u2028second\u0085third"), ("b", "plain")])
+    assert _read_cache(cache) == {"a": "first\u2028second\u0085third", "b": "plain"}

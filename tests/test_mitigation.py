@@ -245,8 +245,7 @@ def test_generative_replay_with_vllm_gives_the_same_rows(trained, monkeypatch, t
     train_arm(trained, "gr_10", store, progress=False)  # the HF run (cached if the test above ran)
     folder = store.arm_dir("gr_10") / "replay"
     hf_rows = (folder / "replay.jsonl").read_text()
-    hf_lines = sorted((folder / "generations.jsonl").read_text().splitlines())
-    (folder / "generations.jsonl").unlink()
+    hf_answers = sorted(json.loads(x)["response"] for x in (folder / "generations.jsonl").read_text().splitlines())
     fake = str(Path(__file__).parent / "fake_vllm")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [fake, os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("FAKE_VLLM_LOG", str(tmp_path / "calls.jsonl"))
@@ -255,9 +254,22 @@ def test_generative_replay_with_vllm_gives_the_same_rows(trained, monkeypatch, t
                                  vllm_checkpoint=start)
     assert summary["engine"] == "vllm" and (tmp_path / "calls.jsonl").exists()
     assert (folder / "replay.jsonl").read_text() == hf_rows
-    # the same prompts asked (the smoke Phase-1 model answers them with empty strings; the
-    # generation tests compare non-empty answers)
-    assert sorted((folder / "generations.jsonl").read_text().splitlines()) == hf_lines
+    # vLLM's answers are cached under their own keys beside HF's (the smoke Phase-1 model
+    # answers with empty strings; the generation tests compare non-empty answers)
+    entries = [json.loads(x) for x in (folder / "generations.jsonl").read_text().splitlines()]
+    assert len(entries) == 2 * len(hf_answers)
+    assert sorted(e["response"] for e in entries[len(hf_answers):]) == hf_answers
+    # the engine is part of a GR arm's identity (vLLM's bf16 answers may differ), not of others'
+    from cft_helpers.train import arm_input_hash
+
+    monkeypatch.syspath_prepend(fake)
+    as_hf = {a: arm_input_hash(trained, store, a) for a in ("gr_10", "lf_h1")}
+    trained.runtime.generation = "vllm"
+    try:
+        assert arm_input_hash(trained, store, "gr_10") != as_hf["gr_10"]
+        assert arm_input_hash(trained, store, "lf_h1") == as_hf["lf_h1"]
+    finally:
+        trained.runtime.generation = "auto"
 
 
 def test_lora_merge_gives_the_adapter_logits(trained):

@@ -229,6 +229,7 @@ def judge_answers(params: Params, judge: Judge, items: Sequence[dict], answers: 
     _set_aside_if_torn(jfolder / "annotations.json")
     extra: dict[str, Any] = {}
     decoding: dict[str, Any] = {}
+    chunk = CHUNK
     if judge.kind == "openai":
         client = {"api_key": api_key(judge), "timeout": judge.timeout_s, "max_retries": judge.max_retries}
         if judge.base_url:
@@ -242,6 +243,8 @@ def judge_answers(params: Params, judge: Judge, items: Sequence[dict], answers: 
         extra["fn_completions"] = partial(local_completions, model=model, tok=tok, batch_size=judge.batch_size,
                                           cache_file=jfolder / "generations.jsonl", progress=progress,
                                           vllm_checkpoint=ckpt if vllm else None, trust_remote_code=trust)
+        if vllm:  # one vLLM start for all items, not one per chunk (its own cache keeps progress)
+            chunk = max(len(items), 1)
     annotator = PairwiseAnnotator(annotators_config=str(config), caching_path=str(jfolder / "annotations.json"),
                                   is_store_missing_annotations=False, seed=params.seed, **extra)
     # alpaca_eval 0.6.6 filters its cache on the preference column without checking there is
@@ -264,7 +267,7 @@ def judge_answers(params: Params, judge: Judge, items: Sequence[dict], answers: 
     logging.getLogger().setLevel(max(level, logging.ERROR))
     try:
         done = annotator.annotate_head2head(outputs_1=reference, outputs_2=mine, is_ordered=True,
-                                            chunksize=CHUNK, **decoding)
+                                            chunksize=chunk, **decoding)
     except openai.OpenAIError as e:  # verdicts of finished chunks are saved: a rerun resumes
         raise JudgeError(f"AlpacaEval judge {judge.model!r} at {judge.base_url or 'api.openai.com'} failed: "
                          f"{type(e).__name__}: {e}") from e
@@ -328,6 +331,12 @@ def win_rate(preferences: Sequence[float]) -> dict[str, Any]:
     return out
 
 
+def _trusts_remote_code(params: Params, name: str) -> bool:
+    from cft_helpers.models import model_spec_of_arm
+
+    return bool(getattr(model_spec_of_arm(params, name)[1], "trust_remote_code", False))
+
+
 def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str, progress: bool = True,
                     vllm_checkpoint=None) -> dict[str, Any]:
     """AlpacaEval for one model: answers (cached; HF generate on ``model``, or vLLM on
@@ -349,7 +358,7 @@ def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str, pr
                                  max_new_tokens=max_new, batch_size=params.evaluation.batch_size,
                                  cache_file=folder / f"answers-{name}-{ident[:12]}.jsonl", progress=progress,
                                  desc=f"AlpacaEval answers ({name})", vllm_checkpoint=vllm_checkpoint,
-                                 seed=params.seed)
+                                 seed=params.seed, trust_remote_code=_trusts_remote_code(params, name))
     prefs = judge_answers(params, judge, items, answers, folder, progress=progress)
     summary = win_rate(prefs)
     if summary["n_total"] == 0:

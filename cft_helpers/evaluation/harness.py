@@ -33,6 +33,12 @@ def suite_hash(params: Params) -> str:
     from cft_helpers.evaluation.offline_tasks import SUITE_VERSION
 
     versions = {"suite_version": SUITE_VERSION}
+    alpaca = params.evaluation.benchmarks.get("alpacaeval")
+    if alpaca is not None and alpaca.source == "alpaca_eval":
+        from cft_helpers.generation import generation_backend
+
+        if generation_backend(params.runtime.generation) == "vllm":  # answers may differ from HF's
+            versions["generation_engine"] = "vllm"
     if any(b.source == "cft" for b in params.evaluation.benchmarks.values()):
         versions["cft_tasks_version"] = CFT_TASKS_VERSION  # (absent otherwise: older hashes stay valid)
     evaluation = params.evaluation.model_dump(exclude={"models"})

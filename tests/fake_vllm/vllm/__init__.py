@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 
 class SamplingParams:
-    def __init__(self, temperature: float = 1.0, max_tokens: int = 16, skip_special_tokens: bool = True, **_):
+    def __init__(self, temperature: float = 1.0, max_tokens: int = 16, skip_special_tokens: bool = True):
         if temperature != 0.0:
             raise ValueError("the fake implements greedy decoding only")
         self.max_tokens, self.skip_special_tokens = max_tokens, skip_special_tokens
@@ -24,12 +24,17 @@ class SamplingParams:
 class LLM:
     def __init__(self, model: str, tokenizer: str | None = None, dtype: str = "auto", seed: int = 0,
                  trust_remote_code: bool = False, gpu_memory_utilization: float = 0.9,
-                 max_model_len: int | None = None, **kwargs):
+                 max_model_len: int | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model = AutoModelForCausalLM.from_pretrained(model).eval()
+        window = self.model.config.max_position_embeddings
+        if max_model_len is not None and max_model_len > window:  # as vLLM refuses it
+            raise ValueError(f"User-specified max_model_len ({max_model_len}) is greater than the derived "
+                             f"max_model_len ({window})")
         self.tok = AutoTokenizer.from_pretrained(tokenizer or model)
-        self.init = {"model": model, "dtype": dtype, "seed": seed, "max_model_len": max_model_len, **kwargs}
+        self.init = {"model": model, "dtype": dtype, "seed": seed, "max_model_len": max_model_len,
+                     "gpu_memory_utilization": gpu_memory_utilization, "trust_remote_code": trust_remote_code}
 
     def generate(self, prompts, sampling_params: SamplingParams, use_tqdm: bool = True):
         import torch
