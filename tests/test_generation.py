@@ -93,7 +93,6 @@ def test_the_vllm_path_writes_what_the_hf_path_writes_and_resumes(smoke_params, 
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert [c["prompts"] for c in calls] == [5] and calls[0]["init"]["seed"] == 3
     assert calls[0]["init"]["model"] == str(ckpt)
-    assert calls[0]["init"]["max_model_len"] <= 512  # capped at the model's window (smoke: 512)
     lines = vllm_cache.read_text().splitlines()
     vllm_cache.write_text("\n".join(lines[:3]) + "\n")                     # as if killed after 3
     assert generate_responses(None, tok, prompts, max_new_tokens=6, cache_file=vllm_cache, progress=False,
@@ -127,3 +126,18 @@ def test_a_response_with_a_unicode_line_separator_survives_the_cache(tmp_path):
     cache = tmp_path / "c.jsonl"
     append_cache(cache, [("a", "first\u2028second\u0085third"), ("b", "plain")])
     assert _read_cache(cache) == {"a": "first\u2028second\u0085third", "b": "plain"}
+
+
+def test_the_vllm_worker_caps_its_context_at_the_models_window(smoke_params, monkeypatch, tmp_path):
+    """A prompt of 500 tokens plus 20 new ones would ask vLLM for 520 positions of a 512-token
+    model, which vLLM refuses at start: the worker asks for the window (the double refuses too)."""
+    from cft_helpers import vllm_worker
+
+    log = _use_fake_vllm(monkeypatch, tmp_path)
+    ckpt = model_checkpoint(smoke_params, "base", progress=False)
+    req = tmp_path / "req.jsonl"
+    req.write_text(json.dumps({"key": "k", "prompt_token_ids": [5] * 500}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert vllm_worker.main(["--checkpoint", str(ckpt), "--requests", str(req), "--out", str(out),
+                             "--max-new-tokens", "20", "--no-progress"]) == 0
+    assert json.loads(log.read_text())["init"]["max_model_len"] == 512 and "k" in _read_cache(out)
