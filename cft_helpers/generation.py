@@ -33,7 +33,8 @@ def prompt_key(messages: Sequence[dict], max_new_tokens: int, engine: str = "hf"
     return hashlib.sha256(data.encode("utf-8")).hexdigest()[:20]
 
 
-def _read_cache(path: Path | None) -> dict[str, str]:
+def read_cache(path: Path | None) -> dict[str, str]:
+    """Key -> response of a generation cache (JSONL); torn lines are skipped."""
     if path is None or not path.exists():
         return {}
     out = {}
@@ -67,6 +68,11 @@ def generation_backend(requested: str) -> str:
     return "vllm" if have and torch.cuda.is_available() else "hf"
 
 
+def uses_vllm(params) -> bool:
+    """Whether these params' free-text generation runs on vLLM (``runtime.generation``)."""
+    return generation_backend(params.runtime.generation) == "vllm"
+
+
 def append_cache(path: Path, entries: Sequence[tuple[str, str]]) -> None:
     """Append (key, response) lines to a generation cache, mending a line torn by a kill."""
     lines = [json.dumps({"key": k, "response": r}, ensure_ascii=False) for k, r in entries]
@@ -92,7 +98,7 @@ def generate_responses(model, tok, prompts: Sequence[Sequence[dict]], *, max_new
     generates the pending prompts in a child process.
     """
     cache_path = Path(cache_file) if cache_file else None
-    cache = _read_cache(cache_path)
+    cache = read_cache(cache_path)
     keys = [prompt_key(p, max_new_tokens, "vllm" if vllm_checkpoint is not None else "hf") for p in prompts]
     first: dict[str, int] = {}
     for i, k in enumerate(keys):
@@ -195,7 +201,7 @@ def _vllm_generate(checkpoint: Path, tok, requests: Sequence[tuple[str, str]], m
         if proc.returncode != 0:
             raise RuntimeError(f"vLLM generation ({desc}) failed: `{' '.join(cmd)}` exited with "
                                f"{proc.returncode}; its output is above. runtime.generation: hf avoids vLLM")
-        got = _read_cache(out)
+        got = read_cache(out)
     missing = [k for k, _ in requests if k not in got]
     if missing:
         raise RuntimeError(f"vLLM generation ({desc}) returned no response for {len(missing)} prompts")

@@ -104,6 +104,12 @@ def model_spec_of_arm(params: Params, arm_or_model: str):
     return cur, params.models[cur]
 
 
+def trusts_remote_code(params: Params, arm_or_model: str) -> bool:
+    """Whether the ``models:`` entry at the root of an arm (or the model itself) asks for
+    ``trust_remote_code``."""
+    return bool(getattr(model_spec_of_arm(params, arm_or_model)[1], "trust_remote_code", False))
+
+
 def _cached(path: Path, build) -> Path:
     """Build a cache entry in a temporary folder, then move it into place (crash-safe)."""
     if (path / _DONE).exists():

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 from cft_helpers.data.prepare import dataset_hash, heldout_examples, training_examples
 from cft_helpers.data.schema import prompt_completion
-from cft_helpers.models import load_model, load_tokenizer, model_checkpoint, model_spec_of_arm
+from cft_helpers.models import load_model, load_tokenizer, model_checkpoint, model_spec_of_arm, trusts_remote_code
 from cft_helpers.params import REPLAY_FRACTION, Params, Training, load_params, stable_hash
 from cft_helpers.runs import RunStore, atomic_write_json, ensure_free_space, write_jsonl
 
@@ -118,10 +118,10 @@ def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:
     if settings is not None:
         inputs["mitigation"] = settings
     if spec.strategy.startswith("GR"):
-        from cft_helpers.generation import generation_backend
+        from cft_helpers.generation import uses_vllm
 
-        if generation_backend(params.runtime.generation) == "vllm":  # its replay answers may differ
-            inputs["replay_engine"] = "vllm"                          # (absent for HF: hashes kept)
+        if uses_vllm(params):                 # its replay answers may differ from HF's
+            inputs["replay_engine"] = "vllm"  # (absent for HF: hashes kept)
     return stable_hash(inputs)
 
 
@@ -369,8 +369,7 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     spec = params.arms[arm]
     device = device or configure_runtime(params)
     training = params.arm_training(arm)
-    _, root_spec = model_spec_of_arm(params, arm)
-    trust = bool(getattr(root_spec, "trust_remote_code", False))
+    trust = trusts_remote_code(params, arm)
     start = start_checkpoint(params, store, arm)
     chat_template = getattr(params.models.get(spec.start), "chat_template", None)
     tok = load_tokenizer(start, chat_template=chat_template, trust_remote_code=trust)
@@ -382,12 +381,12 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     evals = {"heldout": _to_dataset(held), "train": _to_dataset(rows[: training.n_eval])} if held else None
     info: dict[str, Any] = {"strategy": spec.strategy}
     if spec.strategy in REPLAY_FRACTION:  # GR_5 / GR_10 / ER_10: add replay rows, shuffled in
-        from cft_helpers.generation import generation_backend
+        from cft_helpers.generation import uses_vllm
         from cft_helpers.replay import build_replay
 
         # vLLM generates in a child process from the checkpoint, while this model still sits on
         # the CPU it loaded on (the GPU is vLLM's until it exits); HF generate uses this model.
-        vllm = spec.strategy.startswith("GR") and generation_backend(params.runtime.generation) == "vllm"
+        vllm = spec.strategy.startswith("GR") and uses_vllm(params)
         if device == "cuda" and not vllm:
             model.to(device)  # GR generates with this model: on the GPU, not the CPU it loaded on
         if not procs.is_main:

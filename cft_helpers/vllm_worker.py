@@ -20,7 +20,7 @@ CHUNK = 256  # prompts per vLLM call between two cache appends
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cft_helpers.generation import _read_cache, append_cache
+    from cft_helpers.generation import append_cache, read_cache
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True)
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vllm import LLM, SamplingParams
 
     out = Path(ns.out)
-    done = _read_cache(out)
+    done = read_cache(out)
     requests = [json.loads(line) for line in Path(ns.requests).read_text().splitlines() if line.strip()]
     requests = [r for r in requests if r["key"] not in done]
     if not requests:

