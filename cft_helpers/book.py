@@ -3,6 +3,7 @@
     python -m cft_helpers.book --params params/default.yaml        # or: cft-book --params ...
     python -m cft_helpers.book --params smoke --only 01_data_prep 02_phase1_training
     python -m cft_helpers.book --params params/default.yaml --set training.learning_rate=3e-4
+    python -m cft_helpers.book --params params/default.yaml --seeds 0 1 2    # three replicates
 
 Each notebook gets the parameters ``params`` (the params file), ``force`` and ``overrides``;
 executed copies land in ``<run_dir>/notebooks/``. The run stops at the first failing notebook
@@ -14,6 +15,7 @@ stopped. Wall time per notebook goes to ``<run_dir>/book_timing.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -53,18 +55,45 @@ def list_notebooks(folder: Path, only: Sequence[str] | None = None) -> list[Path
     return sorted(set(chosen))
 
 
+FINDINGS = "09_findings"  # reads every seed's run store: runs once, after all seeds
+
+
+def _override_text(overrides: dict) -> str:
+    return "; ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
+
+
 def run_book(params: str, overrides: Sequence[str] | str | None = None, force: bool = False,
-             only: Sequence[str] | None = None, progress: bool = True) -> dict[str, float]:
-    """Run the book; returns wall seconds per notebook. Raises BookError on the first failure."""
+             only: Sequence[str] | None = None, progress: bool = True,
+             seeds: Sequence[int] | None = None) -> dict[str, float]:
+    """Run the book; returns wall seconds per notebook (of the parameter set's own seed). Raises
+    BookError on the first failure.
+
+    With several seeds (``seeds``, or ``seeds:`` in the params), the book runs once per extra
+    seed first, into <run_dir>/seeds/seed-<s>/ (without the findings notebook), then for the
+    parameter set's own seed, whose findings notebook decides the claims over all seeds."""
+    if isinstance(overrides, (list, tuple)):
+        overrides = "; ".join(overrides)
+    if seeds:
+        overrides = "; ".join(x for x in (overrides, f"seeds={json.dumps(list(seeds))}") if x)
+    p = load_params(params, overrides=overrides)  # fail on bad params before any notebook starts
+    notebooks = list_notebooks(notebook_dir(p.root), only or p.notebooks)
+    for seed in p.seed_list()[1:]:
+        extra = _override_text(p.seed_overrides(seed))
+        if progress:
+            print(f"[book] seed {seed} -> {p.seed_overrides(seed)['run_dir']}", flush=True)
+        _run_notebooks(p.for_seed(seed), [nb for nb in notebooks if nb.stem != FINDINGS],
+                       "; ".join(x for x in (overrides, extra) if x), force, progress)
+    if progress and len(p.seed_list()) > 1:
+        print(f"[book] seed {p.seed} -> {p.run_path}", flush=True)
+    return _run_notebooks(p, notebooks, overrides or "", force, progress)
+
+
+def _run_notebooks(p, notebooks: list[Path], overrides: str, force: bool, progress: bool) -> dict[str, float]:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    if isinstance(overrides, (list, tuple)):
-        overrides = "; ".join(overrides)
-    p = load_params(params, overrides=overrides)  # fail on bad params before any notebook starts
     store = RunStore(p.run_path)
     store.save_params(p.resolved())
-    notebooks = list_notebooks(notebook_dir(p.root), only or p.notebooks)
     out_dir = store.root / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
@@ -99,10 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="override a parameter, e.g. training.learning_rate=3e-4 (repeatable)")
     ap.add_argument("--only", nargs="+", help="run only these notebooks (names or numbers)")
     ap.add_argument("--force", action="store_true", help="redo every stage even if done")
+    ap.add_argument("--seeds", nargs="+", type=int,
+                    help="replicate the study with these seeds (the params' seed first); notebook 09 decides "
+                         "the claims over all of them")
     ap.add_argument("--quiet", action="store_true", help="no progress output")
     ns = ap.parse_args(argv)
     try:
-        run_book(ns.params, ns.overrides, ns.force, ns.only, progress=not ns.quiet)
+        run_book(ns.params, ns.overrides, ns.force, ns.only, progress=not ns.quiet, seeds=ns.seeds)
     except (BookError, ParamsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

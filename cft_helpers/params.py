@@ -220,18 +220,56 @@ class TrainingOverrides(Strict):
 
 STRATEGIES = ("vanilla", "LF_H1", "LF_H2", "Spectrum", "GR_5", "GR_10", "ER_10", "LoRA")
 REPLAY_FRACTION = {"GR_5": 0.05, "GR_10": 0.10, "ER_10": 0.10}
+TABLES = ("T5", "D8")  # the paper's mitigation tables: Table 5 and Appendix D's Table D8
 
 
 class LayerFreezing(Strict):
-    # Layers frozen by LF_H1, and per projection by LF_H2 (paper: 10 of 32; scale to the depth).
-    n_layers: int = Field(default=10, ge=1)
+    # Layers frozen by LF_H1, and per projection (per head) by LF_H2: a count (paper: 10 of 32;
+    # scale to the depth) or ``fraction`` of the decoder layers, rounded half up, at least 1 (0.5:
+    # the "50% out of total layers" of the paper's compute appendix). Give one of them; with
+    # ``fraction``, leave n_layers out (or null).
+    n_layers: int | None = Field(default=10, ge=1)
+    fraction: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = None                  # LF_H1's draw; None: the params' seed
     projections: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj"], min_length=1)
     # LF_H2 freezes the ranked projection in its layers ("projection") or the whole blocks ("layer").
     scope: Literal["projection", "layer"] = "projection"
+    # LF_H2 ranks layers per projection ("projection") or per projection *and attention head*
+    # ("head": the paper's "for each attention head", q with num_attention_heads heads, k and v
+    # with num_key_value_heads), freezing each head's rows in its own top layers by gradient masks.
+    # "head" needs training.weight_decay 0 (AdamW's decay would move masked rows) and a
+    # single-process or DDP run (not FSDP / ZeRO). The default stays "projection": it is the
+    # simpler reading of the paper, and every LF_H2 number so far was made with it.
+    granularity: Literal["projection", "head"] = "projection"
     # LF_H2 compares this models: entry with the Phase-1 model; None: the start model of the
     # Phase-1 arm's chain (set it when Phase 1 is an off-the-shelf Instruct model).
     base_model: str | None = None
+
+    @model_validator(mode="after")
+    def _one_count(self) -> "LayerFreezing":
+        if self.fraction is not None and self.n_layers is not None:
+            if "n_layers" in self.model_fields_set:
+                raise ValueError(f"n_layers ({self.n_layers}) and fraction ({self.fraction}) are both given; "
+                                 "give one: n_layers, a number of layers, or fraction, a share of them "
+                                 "(remove n_layers or set it to null)")
+            self.n_layers = None  # the default count does not apply
+        if self.fraction is None and self.n_layers is None:
+            raise ValueError("give n_layers (a number of layers) or fraction (a share of them, in (0, 1])")
+        if self.granularity == "head" and self.scope != "projection":
+            raise ValueError(f"granularity 'head' freezes rows of projections, so scope must be 'projection', "
+                             f"got scope {self.scope!r}; valid granularity: 'projection', 'head'")
+        heads = ("q_proj", "k_proj", "v_proj")  # whose rows are grouped by attention head
+        if self.granularity == "head" and not set(self.projections) <= set(heads):
+            raise ValueError(f"granularity 'head' splits projections into attention heads by rows, which "
+                             f"{sorted(set(self.projections) - set(heads))} are not; projections must be among "
+                             f"{list(heads)}")
+        return self
+
+    def count(self, total_layers: int) -> int:
+        """Layers to freeze (per projection / head) in a model of ``total_layers`` decoder layers."""
+        if self.fraction is None:
+            return self.n_layers
+        return max(1, int(self.fraction * total_layers + 0.5))  # half up (the value is positive)
 
 
 class SpectrumSettings(Strict):
@@ -245,10 +283,22 @@ class SpectrumSettings(Strict):
 
 class ReplaySettings(Strict):
     # Where the English replay instructions come from: None takes the English counterparts of the
-    # Phase-2 rows (built-in data renders any row in English); a dataset name samples its rows.
-    english_dataset: str | None = None
+    # Phase-2 rows (built-in data renders any row in English); a dataset name samples its rows;
+    # a mapping names one per Phase-2 dataset ({multialpaca: alpaca, mopenorca: openorca}).
+    english_dataset: str | dict[str, str] | None = None
     max_new_tokens: int = Field(default=128, ge=1)   # GR generation (greedy)
     batch_size: int = Field(default=8, ge=1)
+
+    def english_for(self, datasets: Sequence[str]) -> str | None:
+        """The English dataset replayed by an arm trained on ``datasets``; None: the English
+        counterparts of its rows (also for a dataset the mapping leaves out)."""
+        if not isinstance(self.english_dataset, dict):
+            return self.english_dataset
+        found = sorted({self.english_dataset[d] for d in datasets if d in self.english_dataset})
+        if len(found) > 1:
+            raise ValueError(f"mitigation.replay.english_dataset maps the datasets {list(datasets)} to "
+                             f"several English datasets {found}; an arm replays one")
+        return found[0] if found else None
 
 
 class LoraSettings(Strict):
@@ -282,6 +332,10 @@ class Arm(Strict):
     strategy: Literal[STRATEGIES] = "vanilla"
     # Short label used in tables, e.g. "ALPACA -> MULTIALPACA".
     label: str | None = None
+    # The paper's mitigation table a mitigation arm is a row of: T5 (Table 5, from Instruct on
+    # MULTIALPACA) or D8 (Appendix D, Table D8, on MOPENORCA). A table's arms share one start and
+    # Phase-2 data, and tables are never pooled (Params.strategy_arms). Not part of an arm's identity.
+    table: Literal[TABLES] = "T5"
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
 
 
@@ -412,7 +466,14 @@ class Benchmark(Strict):
     ``task`` qa (SQuAD schema: XQuAD, MLQA) or summary (XLSum schema), ``dataset`` where its
     documents are), ``alpaca_eval`` (AlpacaEval only: the model answers ``reference``'s
     instructions, ``judge`` compares each answer with the reference's; ``metric`` win_rate, a
-    draw counting half, or discrete_win_rate), or ``off`` (reported as missing, never as zero)."""
+    draw counting half, or discrete_win_rate), or ``off`` (reported as missing, never as zero).
+
+    ``scorer`` (mlqa, xquad and xlsum only): how our tasks (offline, cft) score the answers:
+    ``script_aware`` (default: punctuation of every script, character tokens for zh/ja/th, ROUGE
+    that reads every script) or ``paper`` (what the paper's numbers used: MLQA's official
+    evaluation, SQuAD's F1, rouge_score's default tokenizer; ``cft_helpers.evaluation.scoring``).
+    An lm_eval task scores itself (lm-eval's mlqa task *is* MLQA's official evaluation): there
+    ``scorer`` only says so, and stays with the benchmark when it is switched to cft."""
 
     source: Literal["offline", "lm_eval", "cft", "alpaca_eval", "off"]
     task: str | None = None
@@ -424,6 +485,7 @@ class Benchmark(Strict):
     n: int | None = Field(default=None, ge=1)  # items per task (offline: written; lm_eval: limit)
     # Longest generated answer; None: the task's own (lm_eval) or 32 (offline).
     max_gen_toks: int | None = Field(default=None, ge=1)
+    scorer: Literal["script_aware", "paper"] = "script_aware"
 
     @field_validator("source", mode="before")
     @classmethod
@@ -497,9 +559,28 @@ class Evaluation(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "Evaluation":
+        from cft_helpers.evaluation.scoring import DEFAULT_SCORER, MLQA_LANGS, PAPER_SCORED, SCORERS
+
         for bench, b in self.benchmarks.items():
             if b.source == "alpaca_eval" and bench != "alpacaeval":
                 raise ValueError(f"evaluation.benchmarks.{bench}: source 'alpaca_eval' is for alpacaeval only")
+            if b.scorer == DEFAULT_SCORER:
+                continue
+            key = f"evaluation.benchmarks.{bench}.scorer"
+            if bench not in PAPER_SCORED:
+                raise ValueError(f"{key}: {b.scorer!r} exists for {list(PAPER_SCORED)} only; choices: "
+                                 f"{list(SCORERS)} ({bench} takes the default, {DEFAULT_SCORER!r})")
+            if b.source not in ("offline", "cft"):
+                continue  # an lm_eval task scores itself; off: nothing is scored
+            from cft_helpers.evaluation.offline_tasks import SCORED_AS
+
+            kind = SCORED_AS.get(b.task) if b.source == "offline" else b.task
+            if kind != PAPER_SCORED[bench]:
+                raise ValueError(f"{key}: {b.scorer!r} scores {bench}'s {PAPER_SCORED[bench]} answers; "
+                                 f"{b.source} task {b.task!r} is not one (or use scorer: {DEFAULT_SCORER})")
+            if bench == "mlqa" and set(b.langs) - set(MLQA_LANGS):
+                raise ValueError(f"{key}: {b.scorer!r} (MLQA's official evaluation) knows {list(MLQA_LANGS)}, "
+                                 f"not {sorted(set(b.langs) - set(MLQA_LANGS))}")
         return self
 
 
@@ -610,6 +691,20 @@ class Figures(Strict):
     scale: float = Field(default=2.0, gt=0)   # PNG pixel density
 
 
+class Findings(Strict):
+    """Which arms the paper's claims compare (notebook 09; docs/METHODS.md, "Deciding a claim") and
+    how intervals are drawn. An arm named here that the parameter set lacks makes its claims
+    "not run"; it is not an error."""
+
+    similar: str | None = "p2_alpaca"        # Phase 2 after the similar Phase-1 data (ALPACA)
+    dissimilar: str | None = "p2_instruct"   # Phase 2 after the dissimilar Phase-1 data (Instruct)
+    mixture: str | None = "mixture"
+    reverse: str | None = "rev2"             # the reverse order's second (English) phase
+    n_bootstrap: int = Field(default=2000, ge=100)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    margin: float = Field(default=0.02, ge=0)   # C2's non-inferiority margin, in EA points
+
+
 class PlanSettings(Strict):
     """What the dry-run planner (``python -m cft_helpers.plan``) assumes: the engine and GPUs, the
     model's architecture when it is on the hub, and the data's size when it is not local."""
@@ -646,6 +741,11 @@ class Params(Strict):
     representations: Representations = Field(default_factory=Representations)
     figures: Figures = Field(default_factory=Figures)
     plan: PlanSettings = Field(default_factory=PlanSettings)
+    findings: Findings = Field(default_factory=Findings)
+    # Replicates of the whole study, decided together by notebook 09 (seeds resampled, then
+    # items). ``seed`` is the first: its arms are in run_dir; every other seed's in
+    # <run_dir>/seeds/seed-<s>/. None: ``seed`` alone. The book's --seeds sets it.
+    seeds: list[int] | None = None
     # Notebooks the book runs, in order (file stems under notebooks/); None: all of them.
     notebooks: list[str] | None = None
 
@@ -660,6 +760,8 @@ class Params(Strict):
         clash = set(self.models) & set(self.arms)
         if clash:
             raise ValueError(f"names used both as a model and as an arm: {sorted(clash)}")
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: {self.seeds} repeats a seed; each replicate needs its own")
         for arm_name, arm in self.arms.items():
             if arm.start not in names:
                 raise ValueError(
@@ -717,9 +819,22 @@ class Params(Strict):
             raise ValueError(f"mitigation.layer_freezing.base_model: unknown model {lf.base_model!r}; "
                              f"valid: {sorted(self.models)}")
         eng = self.mitigation.replay.english_dataset
-        if eng is not None and eng not in self.datasets:
-            raise ValueError(f"mitigation.replay.english_dataset: unknown dataset {eng!r}; "
-                             f"valid: {sorted(self.datasets)}")
+        for name in ([] if eng is None else [eng] if isinstance(eng, str) else [*eng, *eng.values()]):
+            if name not in self.datasets:
+                raise ValueError(f"mitigation.replay.english_dataset: unknown dataset {name!r}; "
+                                 f"valid: {sorted(self.datasets)}")
+        for arm in self.arms.values():
+            if arm.strategy in REPLAY_FRACTION:
+                self.mitigation.replay.english_for(arm.datasets)  # raises unless one English dataset
+        setups: dict[str, dict[tuple, list[str]]] = {}  # table -> (start, datasets) -> arms
+        for arm_name, arm in self.arms.items():
+            if arm.phase == "mitigation":
+                setups.setdefault(arm.table, {}).setdefault((arm.start, tuple(arm.datasets)), []).append(arm_name)
+        for table, by_setup in setups.items():
+            if len(by_setup) > 1:  # pooled, a table would compare strategies across setups
+                setup = "; ".join(f"{', '.join(a)} from {s[0]} on {' + '.join(s[1])}" for s, a in by_setup.items())
+                raise ValueError(f"mitigation table {table}: its arms differ in start or datasets ({setup}); "
+                                 "give each setup its own table (arms.<arm>.table)")
         for m in self.evaluation.models or []:
             if m not in self.models and m not in self.arms:
                 raise ValueError(f"evaluation.models: unknown model or arm {m!r}; valid: "
@@ -755,6 +870,28 @@ class Params(Strict):
     def run_path(self) -> Path:
         return self.path(self.run_dir)
 
+    def seed_list(self) -> list[int]:
+        """The seeds of the study, ``seed`` first (``seeds`` or ``[seed]``)."""
+        return [self.seed] + [s for s in (self.seeds or []) if s != self.seed]
+
+    def seed_overrides(self, seed: int) -> dict[str, Any]:
+        """Overrides that turn this parameter set into its replicate with ``seed``: the data,
+        training order, LF_H1 draw and evaluation items follow the seed; the run store, figures
+        and executed notebooks go to <run_dir>/seeds/seed-<seed>/. Empty for ``seed`` itself."""
+        if seed == self.seed:
+            return {}
+        folder = self.run_path / "seeds" / f"seed-{seed}"
+        return {"seed": seed, "training.seed": self.training.seed + seed - self.seed, "run_dir": str(folder),
+                "figures.dir": str(folder / "figures"), "seeds": None}
+
+    def for_seed(self, seed: int) -> "Params":
+        """This parameter set's replicate with ``seed`` (itself for ``seed == self.seed``)."""
+        if seed == self.seed:
+            return self
+        if self.source_path is None:
+            raise ParamsError("for_seed needs a parameter set loaded from a file (load_params)")
+        return load_params(self.source_path, overrides={**self.overrides, **self.seed_overrides(seed)})
+
     @property
     def cache_path(self) -> Path:
         return self.path(self.cache_dir)
@@ -783,14 +920,17 @@ class Params(Strict):
             return spec.datasets[0]
         return self.similarity.stand_ins.get(arm)
 
-    def strategy_arms(self, strategy: str = "all") -> list[str]:
-        """Arms of the mitigation comparison (Table 5) for one strategy, or all of them.
+    def strategy_arms(self, strategy: str = "all", table: str = "T5") -> list[str]:
+        """Arms of one mitigation comparison, Table 5 ("T5") or Table D8 ("D8"), for one strategy
+        or all of them; never an arm of another table.
 
-        "vanilla" is plain Phase 2 from the same start on the same data as the mitigation arms
-        (the paper's first row of Table 5, e.g. Instruct -> MULTIALPACA)."""
+        "vanilla" is plain Phase 2 from the same start on the same data as the table's mitigation
+        arms (the paper's first row of the table, e.g. Instruct -> MULTIALPACA)."""
         if strategy != "all" and strategy not in STRATEGIES:
             raise ParamsError(f"unknown strategy {strategy!r}; valid: {['all', *STRATEGIES]}")
-        mitigation = [a for a, s in self.arms.items() if s.phase == "mitigation"]
+        if table not in TABLES:
+            raise ParamsError(f"unknown mitigation table {table!r}; valid: {list(TABLES)}")
+        mitigation = [a for a, s in self.arms.items() if s.phase == "mitigation" and s.table == table]
         setups = {(self.arms[a].start, tuple(self.arms[a].datasets)) for a in mitigation}
         vanilla = [a for a, s in self.arms.items() if s.strategy == "vanilla"
                    and s.phase in ("phase2", "mitigation") and (s.start, tuple(s.datasets)) in setups]
@@ -798,6 +938,11 @@ class Params(Strict):
         if strategy != "all":
             chosen = [a for a in chosen if self.arms[a].strategy == strategy]
         return chosen
+
+    def mitigation_tables(self) -> list[str]:
+        """The mitigation tables (``Arm.table``) that some arm is a row of, Table 5 first."""
+        used = {s.table for s in self.arms.values() if s.phase == "mitigation"}
+        return [t for t in TABLES if t in used]
 
     def with_upstream(self, arms: Sequence[str]) -> list[str]:
         """``arms`` and every arm they start from, in training order."""

@@ -7,7 +7,10 @@ the params for hub models; the checkpoint's config.json for local, converted or 
 models) and the model is instantiated on the meta device, so parameter names and shapes are
 exact. Trainable parameters per arm come from the same selection code the training core uses
 (LF_H1, LF_H2, Spectrum select the same *number* of tensors whatever the scores; LoRA adds
-r x (in + out) per adapted linear layer).
+r x (in + out) per adapted linear layer). LF_H2 at head granularity freezes rows with gradient
+masks: its trainable count leaves the masked rows out, but their tensors still get gradients
+and AdamW state, so its gradient and optimizer memory (and weight-gradient FLOPs) are those of
+the whole tensors ("optimizer_params"; said in the arm's notes).
 
 Memory per GPU follows this training core (fp32 master weights, bf16 autocast on GPU, AdamW):
 
@@ -73,6 +76,9 @@ class ArmPlan:
     wall_hours: float
     reported_hours: float | None = None
     implied_mfu: float | None = None
+    # values with gradients and AdamW state: trainable_params plus rows frozen by gradient masks
+    optimizer_params: int | None = None
+    notes: str = ""
 
 
 def architecture(params: Params, model: str) -> dict[str, Any]:
@@ -110,8 +116,19 @@ def _numel(shape: Sequence[int]) -> int:
     return math.prod(shape)
 
 
-def trainable_count(params: Params, arm: str, shapes: dict[str, tuple[int, ...]]) -> tuple[int, int]:
-    """(all parameters, trainable parameters) of an arm under its strategy."""
+def trainable_count(params: Params, arm: str, shapes: dict[str, tuple[int, ...]],
+                    config: dict[str, Any] | None = None) -> tuple[int, int]:
+    """(all parameters, trainable parameters) of an arm under its strategy (``config``, the
+    model's, is needed for LF_H2 at head granularity)."""
+    total, trainable, _, _ = parameter_counts(params, arm, shapes, config)
+    return total, trainable
+
+
+def parameter_counts(params: Params, arm: str, shapes: dict[str, tuple[int, ...]],
+                     config: dict[str, Any] | None = None) -> tuple[int, int, int, str]:
+    """(all parameters, trainable parameters, parameters with gradients and optimizer state,
+    note) of an arm under its strategy. The last two differ only where rows are frozen by
+    gradient masks (LF_H2, granularity head)."""
     from cft_helpers import freezing
     from cft_helpers.spectrum import module_type, type_matches
 
@@ -120,21 +137,38 @@ def trainable_count(params: Params, arm: str, shapes: dict[str, tuple[int, ...]]
     strategy = params.arms[arm].strategy
     mit = params.mitigation
     if strategy in ("vanilla", "GR_5", "GR_10", "ER_10"):
-        return total, total
+        return total, total, total, ""
     if strategy == "LoRA":
         targets = mit.lora.target_modules
         adapted = [n for n, s in shapes.items() if n.endswith(".weight") and len(s) == 2 and "embed" not in n
                    and "lm_head" not in n and (targets == "all-linear" or any(f".{t}." in n for t in targets))]
         extra = sum(mit.lora.r * (shapes[n][0] + shapes[n][1]) for n in adapted)
-        return total + extra, extra
+        return total + extra, extra, extra, ""
     lf = mit.layer_freezing
+    note = ""
     if strategy == "LF_H1":
-        plan = freezing.lf_h1(names, lf.n_layers, lf.seed if lf.seed is not None else params.seed)
+        count = lf.count(freezing.n_layers_of(names))
+        plan = freezing.lf_h1(names, count, lf.seed if lf.seed is not None else params.seed)
     elif strategy == "LF_H2":
         # Which layers changed most needs both checkpoints; how many tensors are frozen does not.
         layers = freezing.n_layers_of(names)
-        changes = {p: {i: float(i) for i in range(layers)} for p in lf.projections}
-        plan = freezing.lf_h2(names, changes, lf.n_layers, scope=lf.scope)
+        count = lf.count(layers)
+        if lf.granularity == "head":
+            try:
+                freezing.check_masking(params.arm_training(arm).weight_decay, arm)
+            except ValueError as exc:
+                raise PlanError(str(exc)) from None
+            if config is None:
+                raise PlanError(f"arm {arm!r}: LF_H2 at head granularity needs the model config (heads per projection)")
+            layout = freezing.head_layout(config)
+            changes = {p: {h: {i: float(i) for i in range(layers)} for h in range(layout[p][0])}
+                       for p in lf.projections}
+            plan = freezing.lf_h2_heads(names, changes, count, layout)
+            note = (f"head granularity: {len(plan.masked)} q/k/v tensors frozen in part by gradient masks; "
+                    "they keep full gradients and AdamW state, so memory does not shrink for masked rows")
+        else:
+            changes = {p: {i: float(i) for i in range(layers)} for p in lf.projections}
+            plan = freezing.lf_h2(names, changes, count, scope=lf.scope)
     elif strategy == "Spectrum":
         sp = mit.spectrum
         scores = {n[: -len(".weight")]: {"snr": float(i), "type": module_type(n)} for i, n in enumerate(names)
@@ -142,7 +176,8 @@ def trainable_count(params: Params, arm: str, shapes: dict[str, tuple[int, ...]]
         plan = freezing.spectrum_plan(names, scores, sp.percent, sp.direction)
     else:  # pragma: no cover - params validate strategies
         raise PlanError(f"unknown strategy {strategy!r}")
-    return total, sum(_numel(shapes[n]) for n in plan.trainable)
+    with_grad = sum(_numel(shapes[n]) for n in plan.trainable)
+    return total, total - plan.frozen_values(shapes), with_grad, note
 
 
 def dataset_rows(params: Params, name: str) -> int:
@@ -182,7 +217,7 @@ def plan_arm(params: Params, arm: str, shapes: dict[str, tuple[int, ...]], confi
     if t.global_batch_size % per_step:
         raise PlanError(f"arm {arm!r}: global batch {t.global_batch_size} is not a multiple of micro batch "
                         f"{t.micro_batch_size} x {gpus} GPU(s)")
-    total, trainable = trainable_count(params, arm, shapes)
+    total, trainable, with_grad, note = parameter_counts(params, arm, shapes, config)
     spec = params.arms[arm]
     rows = sum(dataset_rows(params, d) for d in spec.datasets)
     rows += replay_count(rows, REPLAY_FRACTION.get(spec.strategy, 0.0))  # the training core's own rounding
@@ -194,12 +229,12 @@ def plan_arm(params: Params, arm: str, shapes: dict[str, tuple[int, ...]], confi
         tokens_total = tokens_epoch / max(rows, 1) * t.max_steps * t.global_batch_size
     shards = gpus if cfg.engine in SHARDED else 1
     weights = 4 * total / shards
-    grads = 4 * trainable / shards
-    optim = 8 * trainable / shards
+    grads = 4 * with_grad / shards   # masked rows (head granularity) still get gradients and state
+    optim = 8 * with_grad / shards
     acts = activation_bytes(config, t.micro_batch_size * t.max_length, t.activation_checkpointing)
     total_gib = (weights + grads + optim + acts) / GIB + cfg.overhead_gib
     base = total - trainable if spec.strategy == "LoRA" else total
-    flops_token = 2 * base + 2 * base + 2 * trainable + (2 * base if t.activation_checkpointing else 0)
+    flops_token = 2 * base + 2 * base + 2 * with_grad + (2 * base if t.activation_checkpointing else 0)
     flops = flops_token * tokens_total
     gpu_hours = flops / (cfg.gpu_peak_tflops * 1e12 * cfg.mfu) / 3600
     reported = cfg.reported_hours.get(arm)
@@ -210,7 +245,8 @@ def plan_arm(params: Params, arm: str, shapes: dict[str, tuple[int, ...]], confi
                    gradients_gib=grads / GIB, optimizer_gib=optim / GIB, activations_gib=acts / GIB,
                    overhead_gib=cfg.overhead_gib, total_gib=total_gib, gpu_memory_gib=cfg.gpu_memory_gib,
                    fits=total_gib <= cfg.gpu_memory_gib, flops=flops, gpu_hours=gpu_hours,
-                   wall_hours=gpu_hours / gpus, reported_hours=reported, implied_mfu=implied)
+                   wall_hours=gpu_hours / gpus, reported_hours=reported, implied_mfu=implied,
+                   optimizer_params=with_grad, notes=note)
 
 
 def plan(params: Params, arms: Sequence[str] | None = None) -> list[ArmPlan]:
@@ -273,6 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"mean tokens per example unknown for {unknown}: max_length used (an upper bound)")
     print(show.round(2).to_string())
+    for p in plans:
+        if p.notes:
+            print(f"note: arm {p.arm!r}: {p.notes} (trainable {p.trainable_params / 1e9:.3f}B, with "
+                  f"optimizer state {p.optimizer_params / 1e9:.3f}B)")
     bad = refusals(plans)
     for line in bad:
         print("REFUSED:", line, file=sys.stderr)

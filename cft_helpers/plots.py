@@ -187,7 +187,8 @@ def ability_tradeoff_figure(ours: Sequence[dict], paper: Sequence[dict]):
     relative to each other, not the values).
 
     Each point: {"label", "kind" (start, phase1, phase2, mixture, reverse, mitigation), "EA", "MA",
-    "from": (EA, MA) of the model it was trained from, or None}; paper points carry "model".
+    "from": (EA, MA) of the model it was trained from, or None}; paper points carry "model", and
+    a "note" where the paper misprinted them (drawn as crosses, the note in the hover text).
     Arrows join a Phase-2 (or reverse second-phase) model to its Phase-1 model."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -205,8 +206,11 @@ def ability_tradeoff_figure(ours: Sequence[dict], paper: Sequence[dict]):
             fig.add_trace(go.Scatter(
                 x=[p["EA"] for p in pts], y=[p["MA"] for p in pts], mode="markers+text",
                 text=[p["label"] for p in pts], textposition="top center", textfont={"size": 9, "color": colour},
-                marker={"color": colour, "size": 10, "line": {"width": 0.5, "color": "white"}},
-                hovertext=[f"{p['label']}: EA {p['EA']:.3f}, MA {p['MA']:.3f}" for p in pts], hoverinfo="text",
+                # a point with a "note" (a paper misprint: printed and recomputed) is drawn as a cross
+                marker={"color": colour, "size": 10, "line": {"width": 0.5, "color": "white"},
+                        "symbol": ["x" if p.get("note") else "circle" for p in pts]},
+                hovertext=[f"{p['label']}: EA {p['EA']:.3f}, MA {p['MA']:.3f}"
+                           + (f"<br>{p['note']}" if p.get("note") else "") for p in pts], hoverinfo="text",
                 name=kind, legendgroup=kind, showlegend=kind not in shown), row=1, col=col)
             shown.add(kind)
         axis = "" if col == 1 else str(col)

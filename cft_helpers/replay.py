@@ -7,6 +7,9 @@ responses, so Phase 2 rehearses what the Phase-1 model did in English.
 
 Counterparts come from ``mitigation.replay.english_dataset`` when set (its rows are sampled), or
 else from the Phase-2 rows themselves: built-in data renders any row in English, in parallel.
+Which rows is one seeded order of the candidates per seed and source, whatever the arm: GR_10
+and ER_10 replay the same instructions (Table 5: ER_10 uses "the English dataset used in GR
+with original responses") and GR_5's are the first half of them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ from cft_helpers.params import REPLAY_FRACTION, Params
 from cft_helpers.runs import RunStore
 
 
+# Bumped when the same parameters would select other replay rows; part of a replay arm's input
+# hash (train.strategy_settings), so run stores retrain those arms. 2: one order per source, shared
+# by GR_5 / GR_10 / ER_10 (before: a draw per arm, so GR_10 and ER_10 replayed different rows).
+SELECTION_VERSION = 2
+
+
 def replay_count(n_phase2: int, fraction: float) -> int:
     """Rows of replay for ``n_phase2`` Phase-2 rows: fraction x n, rounded half up, at least 1."""
     if fraction <= 0:
@@ -29,19 +38,23 @@ def replay_count(n_phase2: int, fraction: float) -> int:
 
 
 def english_counterparts(params: Params, store: RunStore, arm: str, count: int) -> list[dict]:
-    """``count`` English rows (instruction and original response) for the arm's Phase-2 data."""
+    """``count`` English rows (instruction and original response) for the arm's Phase-2 data: the
+    first ``count`` of one seeded order of the candidates that depends on the seed and the source
+    (English dataset, or Phase-2 datasets) only, never on the arm or its strategy; so arms of one
+    source and seed that replay n rows replay the first n of the same order."""
     spec = params.arms[arm]
     seed = params.arm_training(arm).seed
-    rng = random.Random(f"{seed}|replay|{arm}")
-    source = params.mitigation.replay.english_dataset
+    source = params.mitigation.replay.english_for(spec.datasets)
+    rows = (load_prepared(store, source, "train") if source is not None
+            else [r for d in spec.datasets for r in load_prepared(store, d, "train")])
+    key = source or "+".join(spec.datasets)
+    if count > len(rows):
+        raise ValueError(f"replay needs {count} rows but {key!r} has {len(rows)}")
+    order = list(range(len(rows)))  # a shuffled order, not rng.sample(count): its prefixes nest
+    random.Random(f"{seed}|replay|{key}").shuffle(order)
+    picked = [rows[i] for i in order[:count]]
     if source is not None:
-        rows = load_prepared(store, source, "train")
-        if count > len(rows):
-            raise ValueError(f"replay needs {count} rows but dataset {source!r} has {len(rows)}")
-        picked = rng.sample(rows, count)
         return [{**r, "id": f"replay-{r['id']}", "source": f"replay:{source}"} for r in picked]
-    phase2 = [r for d in spec.datasets for r in load_prepared(store, d, "train")]
-    picked = rng.sample(phase2, count)
     from cft_helpers.data.generator import FAMILY_SCHEMA, render_in_language
 
     out = []

@@ -121,12 +121,15 @@ def compute_table(params: Params, arms: Sequence[str], store: RunStore | None = 
         replay = m.get("replay") or {}
         total = m.get("total_params") or float("nan")
         rows.append({"arm": arm, "strategy": params.arms[arm].strategy, "frozen tensors": m.get("frozen_tensors", 0),
+                     **({"partly frozen tensors": m["masked_tensors"]} if m.get("masked_tensors") else {}),
                      "trainable params": m.get("trainable_params"),
                      "trainable %": 100 * m["trainable_params"] / total if m.get("trainable_params") else None,
                      "rows": m.get("examples"), "replay rows": replay.get("replay_rows", 0),
                      "trained tokens": m.get("trained_tokens"),
                      "replay generation s": replay.get("generation_s", 0.0), "training s": m.get("wall_s")})
     df = pd.DataFrame(rows).set_index("arm")
+    if "partly frozen tensors" in df:  # LF_H2 at head granularity: tensors with masked rows
+        df["partly frozen tensors"] = df["partly frozen tensors"].fillna(0).astype(int)
     vanilla = [a for a in arms if params.arms[a].strategy == "vanilla"]
     if vanilla:
         ref = df.loc[vanilla[0]]
@@ -135,17 +138,58 @@ def compute_table(params: Params, arms: Sequence[str], store: RunStore | None = 
     return df
 
 
+def frozen_share_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
+    """Per arm, the share of its parameters that Phase 2 left frozen, from the parameter counts
+    the arm saved (metrics.json: the model's values and those with requires_grad when training
+    began, after its freeze.json was applied):
+
+    - full fine-tuning (vanilla, GR, ER): 0, every weight trains;
+    - layer freezing (LF_H1, LF_H2, Spectrum): frozen values / all values of the model; for
+      LF_H2 at head granularity the frozen values are the masked rows only (the training core
+      saves trainable_params without them), not the whole q/k/v tensors they sit in;
+    - LoRA: the share of the *base model's* weights that stay frozen, 1.0 (only the adapters
+      train, merged into the base afterwards); "trainable params" is then the adapters' count.
+
+    NaN for an arm that saved no counts (not trained yet)."""
+    import pandas as pd
+
+    store = store or RunStore(params.run_path)
+    rows = []
+    for arm in arms:
+        strategy = params.arms[arm].strategy
+        m = store.arm_metrics(arm)
+        total, trainable = m.get("total_params"), m.get("trainable_params")
+        share, of = float("nan"), "the model's weights"
+        if strategy == "LoRA":
+            of = "the base model's weights (LoRA adapters train)"
+            share = 1.0 if trainable is not None else share    # PEFT freezes every base weight
+        elif strategy in ("LF_H1", "LF_H2", "Spectrum"):
+            share = 1 - trainable / total if total and trainable is not None else share
+        elif m:
+            share = 0.0  # full fine-tuning (arms trained before the counts were recorded too)
+        rows.append({"arm": arm, "strategy": strategy, "frozen share": share, "frozen share of": of,
+                     "trainable params": trainable})
+    return pd.DataFrame(rows).set_index("arm")
+
+
 def mitigation_table(params: Params, arms: Sequence[str], losses, english: Sequence[str],
                      multilingual: Sequence[str]):
     """Table 5's shape from held-out losses (lower is better), before any benchmark: per arm the
     mean held-out loss on ``english`` (the Phase-1 data) and ``multilingual`` datasets, their
     change from the start model, and the paper's EA / MA / combined for the same strategy.
 
-    ``losses``: a heldout_loss_table with the start model and every arm as rows."""
+    ``losses``: a heldout_loss_table with the start model and every arm as rows. The paper's
+    values are those of the table the arms are rows of (their mitigation arms' Arm.table: Table 5
+    or D8), as printed; a misprint is named in the "paper note" column."""
     import pandas as pd
 
-    from cft_helpers.paper_results import TABLE5
+    from cft_helpers.paper_results import paper_strategy_row, strategy_models
 
+    tables = {params.arms[a].table for a in arms if params.arms[a].phase == "mitigation"}
+    if len(tables) > 1:  # a vanilla Phase-2 arm has no table of its own: it takes its comparison's
+        raise ValueError(f"arms {list(arms)} are rows of several mitigation tables {sorted(tables)}; "
+                         "pass one table's arms (Params.strategy_arms(table=...))")
+    table = tables.pop() if tables else "T5"
     rows = []
     for arm in arms:
         spec = params.arms[arm]
@@ -153,9 +197,13 @@ def mitigation_table(params: Params, arms: Sequence[str], losses, english: Seque
         en0, ml0 = losses.loc[spec.start, list(english)].mean(), losses.loc[spec.start, list(multilingual)].mean()
         row = {"arm": arm, "strategy": spec.strategy, "English loss": en, "English change": en - en0,
                "multilingual loss": ml, "multilingual change": ml - ml0}
-        for model in ("Mistral-7B", "Llama-3-8B"):
-            ea, ma, comb = TABLE5.get((model, spec.strategy), (None, None, None))
-            row.update({f"paper {model} EA": ea, f"paper {model} MA": ma, f"paper {model} combined": comb})
+        notes = []
+        for model in strategy_models(table):
+            paper = paper_strategy_row(model, spec.strategy, table) or {}
+            row.update({f"paper {model} {k}": paper.get(k) for k in ("EA", "MA", "combined")})
+            notes += [paper["note"]] if "note" in paper else []
+        if notes:
+            row["paper note"] = "; ".join(notes)
         rows.append(row)
     return pd.DataFrame(rows).set_index("arm")
 
@@ -180,7 +228,8 @@ def mitigation_loss_table(params: Params, arms: Sequence[str], store: RunStore |
 
 
 def freeze_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
-    """Per layer-freezing arm, the decoder layers touched and how many tensors were frozen."""
+    """Per layer-freezing arm, the decoder layers touched and how many tensors were frozen (for
+    LF_H2 at head granularity: tensors frozen in part, and the (tensor, head) slices frozen)."""
     import pandas as pd
 
     from cft_helpers.freezing import layer_of
@@ -193,9 +242,14 @@ def freeze_table(params: Params, arms: Sequence[str], store: RunStore | None = N
         if not path.exists():
             continue
         plan = read_json(path)
-        layers = sorted({layer_of(n) for n in plan["frozen"]} - {None})
-        rows.append({"arm": arm, "strategy": plan["strategy"], "frozen tensors": plan["n_frozen"],
+        masked = plan.get("masked", {})
+        layers = sorted({layer_of(n) for n in [*plan["frozen"], *masked]} - {None})
+        extra = ({"partly frozen tensors": len(masked),
+                  "frozen heads": sum(len(m["heads"]) for n, m in masked.items() if n.endswith(".weight"))}
+                 if masked else {})
+        rows.append({"arm": arm, "strategy": plan["strategy"], "frozen tensors": plan["n_frozen"], **extra,
                      "trainable tensors": plan["n_trainable"], "layers with frozen tensors": layers,
                      "rule": {k: v for k, v in plan["details"].items() if k in ("layers", "seed", "scope",
-                                                                                 "percent", "direction")}})
+                                                                                 "granularity", "percent",
+                                                                                 "direction")}})
     return pd.DataFrame(rows).set_index("arm") if rows else pd.DataFrame()

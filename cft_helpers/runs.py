@@ -238,7 +238,11 @@ class RunStore:
             status = (m or {}).get("status", "missing")
             raise RuntimeError(f"arm {arm!r} is not done (status: {status}); run its training first "
                                f"(notebooks 02/03 or cft_helpers.train.train_arm)")
-        return Path(m["outputs"]["checkpoint"])
+        recorded = Path(m["outputs"]["checkpoint"])
+        # A run store may have moved since (a renamed or copied run_dir): the checkpoint is then
+        # the same folder under this store's arm directory.
+        here = self.arm_dir(arm) / recorded.name
+        return here if here.exists() else recorded
 
     def finished_arms(self, arms) -> list[str]:
         """The arms among ``arms`` whose training is done, in the given order."""

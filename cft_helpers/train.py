@@ -106,9 +106,10 @@ def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:
     else:
         start = {"model": params.models[spec.start].model_dump(by_alias=True)}
     inputs = {
-        # vanilla arms hash as before strategies existed, so older run stores stay valid
-        "arm": spec.model_dump(by_alias=True,
-                               exclude={"label"} | ({"strategy"} if spec.strategy == "vanilla" else set())),
+        # vanilla arms hash as before strategies existed, so older run stores stay valid; the
+        # table an arm is reported in does not change what it trains
+        "arm": spec.model_dump(by_alias=True, exclude={"label", "table"}
+                               | ({"strategy"} if spec.strategy == "vanilla" else set())),
         "training": params.arm_training(arm).model_dump(),
         "start": start,
         "data": {d: dataset_hash(store, d) for d in spec.datasets},
@@ -132,6 +133,12 @@ def strategy_settings(params: Params, arm: str, store: RunStore | None = None) -
     m = params.mitigation
     if strategy in ("LF_H1", "LF_H2"):
         lf = m.layer_freezing.model_dump()
+        # settings added later enter the hash only when not at their defaults, so arms of older
+        # run stores keep theirs; granularity never shapes LF_H1
+        if lf["fraction"] is None:
+            del lf["fraction"]
+        if lf["granularity"] == "projection" or strategy == "LF_H1":
+            del lf["granularity"]
         if strategy == "LF_H2":
             base = lf_h2_base(params, arm)
             lf["base"] = params.models[base].model_dump(by_alias=True)
@@ -139,9 +146,13 @@ def strategy_settings(params: Params, arm: str, store: RunStore | None = None) -
     if strategy == "Spectrum":
         return {"spectrum": m.spectrum.model_dump()}
     if strategy in REPLAY_FRACTION:
-        english = m.replay.english_dataset
+        from cft_helpers.replay import SELECTION_VERSION
+
+        english = m.replay.english_for(params.arms[arm].datasets)
         data = dataset_hash(store, english) if (english and store is not None) else None
-        return {"replay": m.replay.model_dump(), "english_data": data}
+        # this arm's English dataset, not the whole mapping: other setups' entries change nothing here
+        return {"replay": {**m.replay.model_dump(), "english_dataset": english}, "english_data": data,
+                "selection": SELECTION_VERSION}
     if strategy == "LoRA":
         return {"lora": m.lora.model_dump()}
     return None
@@ -402,10 +413,14 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
         from cft_helpers import freezing
 
         plan = freeze_plan(params, store, arm, model, progress=progress, write=procs.is_main)
-        freezing.apply(model, plan)
+        trainable_values = freezing.apply(model, plan)
         if procs.is_main:
             atomic_write_json(store.arm_dir(arm) / "freeze.json", plan.as_dict())
         info["frozen_tensors"] = len(plan.frozen)
+        if plan.masked:  # LF_H2 at head granularity: rows frozen by gradient masks
+            info["masked_tensors"] = len(plan.masked)
+            info["masked_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad) - trainable_values
+            callbacks = [*callbacks, _masked_rows_check(model, plan, start, arm)]
     # TRL truncates what is longer than max_length without a word: count it for the metrics.
     info["rows_over_max_length"] = rows_over_length(tok, rows, training.max_length)
     if info["rows_over_max_length"]:
@@ -424,7 +439,18 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
         # truncated every example to max_length, so switching the collator afterwards is exact.
         trainer.data_collator.padding_free = True
     params_total = sum(p.numel() for p in trainer.model.parameters())
-    info["trainable_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    if info.get("masked_tensors") and (getattr(trainer, "is_fsdp_enabled", False)
+                                       or getattr(trainer, "is_deepspeed_enabled", False)):
+        raise ValueError(f"arm {arm!r}: LF_H2 with mitigation.layer_freezing.granularity 'head' freezes rows by "
+                         "gradient hooks on the parameters, unverified under FSDP / DeepSpeed (flattened or "
+                         "sharded parameters); train it in one process or with DDP (runtime.launch_config), or "
+                         "use granularity 'projection'")
+    # values the optimizer updates: a masked tensor holds AdamW state for all its rows (optimizer
+    # memory, checkpoint size) but only its unmasked rows train ("trainable_params")
+    info["optimizer_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    info["trainable_params"] = info["optimizer_params"] - info.get("masked_params", 0)
+    if not info.get("masked_tensors"):
+        del info["optimizer_params"]  # equal to trainable_params: metrics written as before
     info["total_params"] = params_total
     info["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
     trainer.cft_info = info  # what the strategy did, for the arm's metrics
@@ -450,15 +476,22 @@ def freeze_plan(params: Params, store: RunStore, arm: str, model, progress: bool
     names = [n for n, _ in model.named_parameters()]
     lf = params.mitigation.layer_freezing
     if spec.strategy == "LF_H1":
-        return freezing.lf_h1(names, lf.n_layers, params.seed if lf.seed is None else lf.seed)
+        return freezing.lf_h1(names, lf.count(freezing.n_layers_of(names)),
+                              params.seed if lf.seed is None else lf.seed)
     start = start_checkpoint(params, store, arm)
     if spec.strategy == "LF_H2":
         base = model_checkpoint(params, lf_h2_base(params, arm))
         if Path(base).resolve() == Path(start).resolve():
             raise ValueError(f"LF_H2 for arm {arm!r}: the base and the Phase-1 model are the same checkpoint "
                              f"({start}); set mitigation.layer_freezing.base_model to the base model")
+        count = lf.count(freezing.n_layers_of(names))
+        if lf.granularity == "head":
+            freezing.check_masking(params.arm_training(arm).weight_decay, arm)
+            layout = freezing.head_layout(model.config)
+            changes = freezing.head_changes(base, start, layout, lf.projections)
+            return freezing.lf_h2_heads(names, changes, count, layout)
         changes = freezing.projection_changes(base, start, lf.projections)
-        return freezing.lf_h2(names, changes, lf.n_layers, lf.scope)
+        return freezing.lf_h2(names, changes, count, lf.scope)
     cfg = params.mitigation.spectrum
     scores = spectrum.scan(start, cfg.module_types, progress=progress)
     arm_dir = store.arm_dir(arm)
@@ -466,6 +499,23 @@ def freeze_plan(params: Params, store: RunStore, arm: str, model, progress: bool
         atomic_write_json(arm_dir / "spectrum_snr.json", scores)
         atomic_write_text(arm_dir / "unfrozen.yaml", spectrum.unfrozen_yaml(spectrum.select(scores, cfg.percent)))
     return freezing.spectrum_plan(names, scores, cfg.percent, cfg.direction)
+
+
+def _masked_rows_check(model, plan, start: Path, arm: str):
+    """A callback that, when training ends, checks that the rows frozen by gradient masks are
+    still bit-identical to the start checkpoint, and fails the arm if any moved."""
+    from transformers import TrainerCallback
+
+    from cft_helpers import freezing
+
+    class MaskedRowsCheck(TrainerCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            moved = freezing.masked_rows_moved(model, plan, start)
+            if moved:
+                raise RuntimeError(f"arm {arm!r}: rows frozen by gradient masks moved in {moved[:5]} "
+                                   f"({len(moved)} tensors); the freezing did not hold on this training path")
+
+    return MaskedRowsCheck()
 
 
 def lora_config(params: Params):
@@ -483,7 +533,9 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
     trainer, n_rows, n_held = build_trainer(params, arm, store, ckpt_dir, device, callbacks, progress, procs)
     if procs.is_main:
         ensure_free_space(arm_dir, checkpoint_bytes(trainer.cft_info["total_params"],
-                                                    trainer.cft_info["trainable_params"]), f"training arm {arm!r}")
+                                                    trainer.cft_info.get("optimizer_params",
+                                                                         trainer.cft_info["trainable_params"])),
+                          f"training arm {arm!r}")
     tok, args = trainer.processing_class, trainer.args
 
     # Losses before training, kept next to the checkpoints so that a resumed run reports them.

@@ -127,6 +127,39 @@ def test_papermill_runs_one_strategy_and_refuses_an_unknown_one(book_run, tmp_pa
     assert "unknown strategy 'LF_H3'" in proc.stderr + proc.stdout and "Spectrum" in proc.stderr + proc.stdout
 
 
+def test_book_with_seeds_fills_one_run_store_per_seed(tmp_path, model_cache):
+    path = write_params(tmp_path, model_cache)
+    run_book(str(path), only=["01", "02"], progress=False, seeds=[0, 1])
+    params = load_params(path)
+    seed1 = params.run_path / "seeds" / "seed-1"
+    for root in (params.run_path, seed1):
+        assert json.loads((root / "book_timing.json").read_text()).keys() == {"01_data_prep", "02_phase1_training"}
+        assert RunStore(root).finished_arms(["p1_alpaca", "p1_instruct"]) == ["p1_alpaca", "p1_instruct"]
+    # another seed: other generated rows, another training order, so other weights
+    rows0 = (params.run_path / "data" / "alpaca.train.jsonl").read_text()
+    assert rows0 != (seed1 / "data" / "alpaca.train.jsonl").read_text()
+    change = weight_change(RunStore(params.run_path).arm_checkpoint("p1_alpaca"),
+                           RunStore(seed1).arm_checkpoint("p1_alpaca"))
+    assert change["tensors_changed"] > 0
+
+
+def test_headline_strategy_command_from_an_empty_store(tmp_path, model_cache):
+    """The README's `papermill notebooks/04_mitigation.ipynb out.ipynb -p strategy LF_H2` on a run
+    store that holds nothing yet: it trains what it compares (the Phase-1 start, vanilla Phase 2
+    and the strategy) and scores them."""
+    path = write_params(tmp_path, model_cache)
+    cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "04_mitigation.ipynb"),
+           str(tmp_path / "out.ipynb"), "-p", "params", str(path), "-p", "strategy", "LF_H2",
+           "--cwd", str(ROOT / "notebooks")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    params = load_params(path)
+    store = RunStore(params.run_path)
+    assert store.finished_arms(list(params.arms)) == ["p1_instruct", "p2_instruct", "lf_h2"]
+    assert {p.stem for p in (params.run_path / "eval").glob("*.json")} >= {"p2_instruct", "lf_h2"}
+    assert "paper Mistral-7B EA" in (tmp_path / "out.ipynb").read_text()
+
+
 def test_every_strategy_arm_trained_its_own_way(book_run):
     params, _ = book_run
     store = RunStore(params.run_path)
@@ -147,6 +180,30 @@ def test_evaluation_notebook_scores_every_model(book_run):
         assert 0.0 <= s["EA"] <= 1.0 and 0.0 <= s["MA"] <= 1.0, name
         assert s["EA_missing"] == ["alpacaeval"] and s["MA_missing"] == []  # smoke runs IFEval offline
         assert abs(s["combined"] - (s["EA"] + s["MA"]) / 2) < 1e-12
+
+
+def test_findings_notebook_decides_every_claim(book_run):
+    params, _ = book_run
+    data = json.loads((params.run_path / "findings.json").read_text())
+    claims = {c["id"]: c for c in data["claims"]}
+    assert list(claims) == ["C1", "C2", "C3a", "C3b", "C4", "C5", "C6", "C7a LF_H1", "C7a LF_H2", "C7a Spectrum",
+                            "C7a GR_5", "C7a GR_10", "C7a ER_10", "C7a LoRA", "C7b", "C8a", "C8b"]
+    allowed = {"reproduced", "contradicted", "inconclusive"}
+    for cid, c in claims.items():
+        if cid in ("C5", "C6"):   # one seed: MPD and the representation change have no interval
+            assert c["verdict"] == "inconclusive (no interval)" and c["value"] is not None, cid
+        elif cid == "C7b":
+            assert 0.0 <= c["share"] <= 1.0 and c["verdict"] in allowed
+        else:
+            assert c["verdict"] in allowed and c["lo"] <= c["hi"] and c["value"] is not None, cid
+    # The bootstrap's point values, rebuilt from per-item scores, are the tables' numbers (which
+    # come from lm-eval's aggregate scores): EA / combined of eval/summary.json.
+    summary = json.loads((params.run_path / "eval" / "summary.json").read_text())
+    assert claims["C3a"]["value"] == pytest.approx(summary["p1_instruct"]["EA"] - summary["p2_instruct"]["EA"])
+    assert claims["C1"]["value"] == pytest.approx(summary["p2_alpaca"]["combined"] - summary["mixture"]["combined"])
+    assert claims["C8a"]["value"] == pytest.approx(summary["rev1"]["MA"] - summary["rev2"]["MA"])
+    md = (params.figures_path / "findings.md").read_text()
+    assert md == (params.run_path / "findings.md").read_text() and "| C3b |" in md
 
 
 FIGURES = ["fig1_layer_projections", "fig2_covariance_change", "figD3_covariance_change_mitigations",

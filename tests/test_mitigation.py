@@ -165,6 +165,121 @@ def test_replay_counts_round_half_up():
     assert replay_count(1000, 0.05) == 50 and replay_count(50, 0.0) == 0
 
 
+# Input hashes of smoke arms computed before the replay selection changed (replay.SELECTION_VERSION
+# 2): the replay arms' differ now, so run stores retrain them; every other arm's stays.
+HASHES_BEFORE_SELECTION = {"gr_5": "ccf11b6e07b5a84e", "gr_10": "49455a2605716b60", "er_10": "cdb247d04d6552a8"}
+HASHES_KEPT = {"p1_instruct": "4dfe7f42cd93283e", "p2_instruct": "769679841f24c123", "lf_h1": "52f2f2bad9f9a172",
+               "lf_h2": "b33ac09e3c1052d1", "spectrum": "4c4df2738bab0f05", "lora": "01594cc85670903c"}
+
+
+def test_replay_selection_change_retrains_the_replay_arms_only(prepared):
+    from cft_helpers.train import arm_input_hash
+
+    store = RunStore(prepared.run_path)
+    stage = store.stage("arms/p1_instruct", arm_input_hash(prepared, store, "p1_instruct"))
+    stage.begin()
+    stage.finish()  # what the Phase-2 arms' hashes read of their start: done, with its input hash
+    now = {a: arm_input_hash(prepared, store, a) for a in [*HASHES_KEPT, *HASHES_BEFORE_SELECTION]}
+    assert {a: now[a] for a in HASHES_KEPT} == HASHES_KEPT
+    for arm, before in HASHES_BEFORE_SELECTION.items():
+        assert now[arm] != before, arm
+
+
+def test_er_10_replays_gr_10s_instructions_with_their_original_responses(prepared):
+    """Table 5's caption: "For ER_10, we use the English dataset used in GR with original
+    responses"; GR_5's instructions are the first half of GR_10's."""
+    from cft_helpers.data.prepare import load_prepared
+    from cft_helpers.replay import english_counterparts
+
+    store = RunStore(prepared.run_path)
+    gr_5, gr_10 = english_counterparts(prepared, store, "gr_5", 1), english_counterparts(prepared, store, "gr_10", 2)
+    er_10, _ = build_replay(prepared, store, "er_10", progress=False)  # the rows ER_10 trains on
+    assert [r["id"] for r in er_10] == [r["id"] for r in gr_10] and len(set(r["id"] for r in gr_10)) == 2
+    assert [r["messages"] for r in er_10] == [r["messages"] for r in gr_10]  # instruction and original answer
+    assert all(r["lang"] == "en" for r in er_10)
+    assert gr_5 == gr_10[:1]
+    assert english_counterparts(prepared, store, "gr_5", 5) == english_counterparts(prepared, store, "er_10", 10)[:5]
+    # from an English dataset: its rows, with the dataset's own responses
+    prepared.mitigation.replay.english_dataset = "alpaca"
+    try:
+        er_10, _ = build_replay(prepared, store, "er_10", progress=False)
+        gr_10 = english_counterparts(prepared, store, "gr_10", 2)
+    finally:
+        prepared.mitigation.replay.english_dataset = None
+    alpaca = {r["id"]: r for r in load_prepared(store, "alpaca", "train")}
+    assert [r["id"] for r in er_10] == [r["id"] for r in gr_10]
+    for row in er_10:
+        assert row["messages"] == alpaca[row["id"].removeprefix("replay-")]["messages"]
+
+
+def test_frozen_share_reads_what_each_arm_saved(smoke_params):
+    from cft_helpers.reports import frozen_share_table
+    from cft_helpers.runs import atomic_write_json
+
+    store = RunStore(smoke_params.run_path)
+    saved = {"p2_instruct": {"total_params": 1000, "trainable_params": 1000},
+             "lf_h1": {"total_params": 1000, "trainable_params": 640, "frozen_tensors": 9},  # 360 values frozen
+             "lora": {"total_params": 1100, "trainable_params": 100},  # 1000 base weights, 100 adapter values
+             "gr_5": {"examples": 23}}  # an arm trained before the counts were recorded
+    for arm, metrics in saved.items():
+        atomic_write_json(store.arm_dir(arm) / "metrics.json", metrics)
+    df = frozen_share_table(smoke_params, smoke_params.strategy_arms(), store)
+    assert df.loc["lf_h1", "frozen share"] == pytest.approx(0.36) and df.loc["lf_h1", "trainable params"] == 640
+    assert df.loc["p2_instruct", "frozen share"] == 0.0 and df.loc["gr_5", "frozen share"] == 0.0
+    assert df.loc["lora", "frozen share"] == 1.0 and df.loc["lora", "trainable params"] == 100
+    assert "base model" in df.loc["lora", "frozen share of"] and "base" not in df.loc["lf_h1", "frozen share of"]
+    assert np.isnan(df.loc["spectrum", "frozen share"])  # not trained: nothing saved
+    from cft_helpers.evaluation.tables import strategy_table
+
+    record = {"benchmarks": {"ifeval": {"score": 0.5}, "mlqa": {"score": 0.2}}}
+    table5 = strategy_table(smoke_params, {a: record for a in saved}, store=store)
+    assert table5.loc["lf_h1", "frozen share"] == pytest.approx(0.36) and table5.loc["lora", "trainable params"] == 100
+    assert "LoRA" in table5.attrs["footnote"]
+
+
+# --------------------------------------------------------------------------- Table 5
+
+
+def test_table5_keeps_the_misprint_and_marks_the_mean_of_its_benchmarks(smoke_params):
+    import pandas as pd
+
+    from cft_helpers.evaluation.tables import strategy_table
+    from cft_helpers.paper_results import TABLE5, paper_strategy_row, tradeoff_points
+    from cft_helpers.plots import ability_tradeoff_figure
+
+    # Table 5, Mistral-7B ER_10: IFEval 0.593, AlpacaEval 0.08, MMLU 0.580, HellaSwag 0.635; "Avg" 0.599
+    row = paper_strategy_row("Mistral-7B", "ER_10")
+    assert row["EA"] == TABLE5[("Mistral-7B", "ER_10")][0] == 0.599 and row["MA"] == 0.218
+    assert row["EA (mean of its benchmarks)"] == round((0.593 + 0.08 + 0.580 + 0.635) / 4, 3) == 0.472
+    assert row["combined (from that mean)"] == round((0.472 + 0.218) / 2, 3) and "misprint" in row["note"]
+    assert "note" not in paper_strategy_row("Mistral-7B", "GR_5")
+    # Llama-3-8B ER_10 prints 0.420 (its IFEval score); IFEval 0.420, AlpacaEval 0.02, MMLU 0.603,
+    # HellaSwag 0.561 average 0.401. LoRA's 0.179 against 0.178 is rounding, not a misprint.
+    assert paper_strategy_row("Llama-3-8B", "ER_10")["EA (mean of its benchmarks)"] == \
+        round((0.420 + 0.02 + 0.603 + 0.561) / 4, 3) == 0.401
+    assert "note" not in paper_strategy_row("Llama-3-8B", "LoRA")
+    # Table D8's rows; its averages are the means of their scores (no LF_H1 row in the paper)
+    assert paper_strategy_row("Mistral-7B", "vanilla", "D8") == {"EA": 0.376, "MA": 0.173, "combined": 0.275}
+    assert paper_strategy_row("Mistral-7B", "LF_H1", "D8") is None
+    assert paper_strategy_row("Llama-3-8B", "LoRA", "D8") is None
+
+    record = {"benchmarks": {"ifeval": {"score": 0.5}, "mmlu": {"score": 0.3}, "mlqa": {"score": 0.2}}}
+    df = strategy_table(smoke_params, {a: record for a in smoke_params.strategy_arms()})
+    assert df.loc["er_10", "paper Mistral-7B EA"] == 0.599
+    assert df.loc["er_10", "paper Mistral-7B EA (mean of its benchmarks)"] == 0.472
+    assert "misprint" in df.loc["er_10", "paper note"] and pd.isna(df.loc["gr_5", "paper note"])
+    shown = df.round(3)
+    assert "misprint" in shown.to_string() and "er_10" in shown.attrs["footnote"]
+    assert "paper Llama-3-8B EA" in df and df.loc["p2_instruct", "EA"] == pytest.approx(0.4)
+
+    # the EA-vs-MA figure: both of the row's points, drawn as crosses
+    points = [p for p in tradeoff_points() if p["model"] == "Mistral-7B" and p["label"].startswith("ER_10")]
+    assert sorted(p["EA"] for p in points) == [0.472, 0.599] and all("misprint" in p["note"] for p in points)
+    fig = ability_tradeoff_figure([], tradeoff_points())
+    marks = {text: symbol for trace in fig.data for text, symbol in zip(trace.text, trace.marker.symbol)}
+    assert marks["ER_10 (printed EA)"] == marks["ER_10 (mean EA)"] == "x" and marks["GR_5"] == "circle"
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -201,6 +316,16 @@ def test_frozen_parameters_stay_bit_identical(trained, arm):
     assert m["trainable_params"] < m["total_params"]
     if arm == "spectrum":
         assert (store.arm_dir(arm) / "unfrozen.yaml").exists()
+    # the frozen share beside Table 5: the values of freeze.json's tensors over all the model's
+    import math
+
+    from cft_helpers.checkpoints import checkpoint_numel, tensor_shape
+    from cft_helpers.reports import frozen_share_table
+
+    files = tensor_files(store.arm_checkpoint(arm))
+    frozen = sum(math.prod(tensor_shape(files[n], n)) for n in plan["frozen"])
+    share = frozen_share_table(trained, [arm], store).loc[arm, "frozen share"]
+    assert share == pytest.approx(frozen / checkpoint_numel(store.arm_checkpoint(arm))) and 0 < share < 1
 
 
 def test_english_replay_adds_english_counterparts(trained):
@@ -233,6 +358,11 @@ def test_generative_replay_comes_from_the_phase1_model(trained):
         direct = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
         assert row["messages"][-1]["content"] == direct
         assert row["meta"]["original_response"] != direct  # not the dataset's answer
+    # ER_10 replays these instructions with the original responses GR_10 replaced (Table 5's caption)
+    er_10, _ = build_replay(trained, store, "er_10", progress=False)
+    assert [r["id"] for r in er_10] == [r["id"] for r in rows]
+    assert [r["messages"][:-1] for r in er_10] == [r["messages"][:-1] for r in rows]
+    assert [r["messages"][-1]["content"] for r in er_10] == [r["meta"]["original_response"] for r in rows]
 
 
 def test_generative_replay_with_vllm_gives_the_same_rows(trained, monkeypatch, tmp_path):
@@ -280,6 +410,12 @@ def test_lora_merge_gives_the_adapter_logits(trained):
     store = RunStore(trained.run_path)
     m = train_arm(trained, "lora", store, progress=False)
     assert m["trainable_params"] < m["total_params"] / 2
+    from cft_helpers.reports import frozen_share_table
+
+    # rank 8 on every linear layer but lm_head, 2 layers: q, o 64->64; k, v 64->32; gate, up 64->128; down 128->64
+    adapters = 2 * 8 * (2 * (64 + 64) + 2 * (64 + 32) + 3 * (64 + 128))
+    share = frozen_share_table(trained, ["lora"], store).loc["lora"]
+    assert share["frozen share"] == 1.0 and share["trainable params"] == m["trainable_params"] == adapters
     start = store.arm_checkpoint("p1_instruct")
     adapted = PeftModel.from_pretrained(load_model(start), str(store.arm_dir("lora") / "adapter")).eval()
     merged = load_model(store.arm_checkpoint("lora")).eval()

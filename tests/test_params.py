@@ -58,6 +58,40 @@ def test_paper_presets_cover_the_grid():
         assert {(p.arms[a].start, tuple(p.arms[a].datasets)) for a in table5} == {("p1_instruct", ("multialpaca",))}
         assert p.mitigation.layer_freezing.n_layers == 10 and p.mitigation.lora.r == 64
         assert p.mitigation.layer_freezing.base_model == "base"  # the Instruct model is used as is
+        # Table D8: the same strategies on MOPENORCA, their own table, never in Table 5
+        d8 = p.strategy_arms(table="D8")
+        assert {p.arms[a].strategy for a in d8} == set(STRATEGIES), preset.name
+        assert {(p.arms[a].start, tuple(p.arms[a].datasets)) for a in d8} == {("p1_instruct", ("mopenorca",))}
+        assert not set(d8) & set(table5) and p.mitigation_tables() == ["T5", "D8"]
+        replay = p.mitigation.replay  # each table replays its Phase-2 data's English counterpart
+        assert (replay.english_for(["multialpaca"]), replay.english_for(["mopenorca"])) == ("alpaca", "openorca_replay")
+
+
+def test_mitigation_tables_are_never_pooled(tmp_path):
+    arm = {"phase": "mitigation", "start": "p1_alpaca", "datasets": ["multialpaca"], "strategy": "LF_H1"}
+    msg = _error(tmp_path, lambda r: r["arms"].update(lf_other=arm))  # a second setup in Table 5
+    assert "mitigation table T5" in msg and "lf_other from p1_alpaca" in msg and "arms.<arm>.table" in msg
+    assert "'T5'" in _error(tmp_path, lambda r: r["arms"].update(lf_other={**arm, "table": "D9"}))
+    raw = _smoke_raw()
+    raw["arms"]["lf_other"] = {**arm, "table": "D8"}
+    p = load_params(_write(tmp_path, raw))
+    assert p.strategy_arms(table="D8") == ["p2_alpaca", "lf_other"]  # its vanilla: Phase 2 of the same setup
+    assert "lf_other" not in p.strategy_arms() and "p2_alpaca" not in p.strategy_arms()
+    with pytest.raises(ParamsError, match="unknown mitigation table 'D9'.*D8"):
+        p.strategy_arms(table="D9")
+
+
+def test_replay_english_dataset_per_phase2_dataset(tmp_path):
+    msg = _error(tmp_path, lambda r: r["mitigation"]["replay"].update(english_dataset={"multialpaca": "alpacca"}))
+    assert "'alpacca'" in msg and "instruct" in msg
+    both = {"multialpaca": "alpaca", "minstruct": "instruct"}
+    msg = _error(tmp_path, lambda r: r["arms"]["gr_5"].update(datasets=["multialpaca", "minstruct"])
+                 or r["mitigation"]["replay"].update(english_dataset=both))
+    assert "several English datasets" in msg
+    raw = _smoke_raw()
+    raw["mitigation"]["replay"]["english_dataset"] = {"minstruct": "instruct"}
+    replay = load_params(_write(tmp_path, raw)).mitigation.replay
+    assert replay.english_for(["minstruct"]) == "instruct" and replay.english_for(["multialpaca"]) is None
 
 
 def test_preset_by_name_and_relative_paths_resolve_to_project_root():
@@ -179,3 +213,16 @@ def test_unknown_strategy_benchmark_and_missing_launch_files_name_key_value_and_
         with pytest.raises(ParamsError) as e:
             load_params("smoke", overrides=override)
         assert all(n in str(e.value) for n in needles), (override, str(e.value))
+
+
+def test_seed_replicates_get_their_own_run_store(tmp_path):
+    p = load_params("smoke", overrides={"run_dir": str(tmp_path / "run"), "seeds": [0, 2, 1]})
+    assert p.seed_list() == [0, 2, 1] and p.for_seed(0) is p
+    s2 = p.for_seed(2)
+    assert (s2.seed, s2.training.seed) == (2, p.training.seed + 2)
+    assert s2.run_path == tmp_path / "run" / "seeds" / "seed-2"
+    assert s2.figures_path == tmp_path / "run" / "seeds" / "seed-2" / "figures"
+    assert s2.seeds is None and s2.arms.keys() == p.arms.keys()
+    assert load_params("smoke").seed_list() == [0]
+    with pytest.raises(ParamsError, match="repeats a seed"):
+        load_params("smoke", overrides={"seeds": [0, 1, 1]})

@@ -59,6 +59,18 @@ def test_mitigation_arms_train_what_their_strategy_leaves_trainable():
     assert by_arm["gr_10"].rows == 132_701 + round(0.1 * 132_701)
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_table_d8_arms_are_planned_and_kept_out_of_table_5(preset, capsys):
+    params = load_params(preset)
+    d8 = [a for a in params.strategy_arms(table="D8") if params.arms[a].phase == "mitigation"]
+    assert len(d8) == 7 and not set(d8) & set(params.strategy_arms())
+    assert main(["--params", preset] + [f"--arm={a}" for a in d8]) == 0
+    out = capsys.readouterr().out
+    assert all(a in out for a in d8)
+    by_arm = {x.arm: x for x in plan(params, d8)}
+    assert by_arm["d8_er_10"].rows == 550_000 + 55_000 and by_arm["d8_gr_5"].rows == 550_000 + 27_500
+
+
 def test_an_impossible_plan_is_refused_with_the_numbers(capsys):
     assert main(["--params", PRESETS[1], "--engine", "single", "--gpu-memory", "24", "--arm", "p2_alpaca"]) == 1
     err = capsys.readouterr().err

@@ -75,3 +75,20 @@ def test_arm_checkpoint_of_unfinished_arm_says_what_to_run(tmp_path):
     store = RunStore(tmp_path)
     with pytest.raises(RuntimeError, match="not done"):
         store.arm_checkpoint("p1_alpaca")
+
+
+def test_a_moved_run_store_finds_its_checkpoints(tmp_path):
+    import shutil
+
+    from cft_helpers.runs import RunStore
+
+    store = RunStore(tmp_path / "a")
+    model = store.arm_dir("p1") / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    stage = store.stage("arms/p1", "hash")
+    stage.finish({"checkpoint": str(model)})
+    assert store.arm_checkpoint("p1") == model
+    shutil.move(tmp_path / "a", tmp_path / "b")   # the whole run_dir renamed
+    moved = RunStore(tmp_path / "b")
+    assert moved.arm_checkpoint("p1") == tmp_path / "b" / "arms" / "p1" / "model"

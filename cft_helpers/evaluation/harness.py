@@ -32,6 +32,7 @@ from cft_helpers.runs import MissingArtifact, RunStore, atomic_write_json, read_
 def suite_hash(params: Params) -> str:
     from cft_helpers.evaluation.hub_tasks import CFT_TASKS_VERSION
     from cft_helpers.evaluation.offline_tasks import SUITE_VERSION
+    from cft_helpers.evaluation.scoring import DEFAULT_SCORER
     from cft_helpers.generation import uses_vllm
 
     versions = {"suite_version": SUITE_VERSION}
@@ -44,6 +45,8 @@ def suite_hash(params: Params) -> str:
         for k in ("judge", "reference"):       # so the suites of before they existed keep their hash
             if b.get(k) is None:
                 b.pop(k, None)
+        if b.get("scorer") == DEFAULT_SCORER:  # likewise the scorer: in the hash only when not the default
+            b.pop("scorer")
     return stable_hash({"evaluation": evaluation, "seed": params.seed, **versions})
 
 
@@ -88,12 +91,24 @@ def write_suite(params: Params, store: RunStore) -> Path:
 
             write_ifeval_task(folder, params.cache_path, b.n, b.max_gen_toks or 1280, SUITE_VERSION)
         elif b.source == "offline":
-            write_task_files(folder, b.task, b.langs or None, b.n or 32, params.seed, b.max_gen_toks or 32)
+            write_task_files(folder, b.task, b.langs or None, b.n or 32, params.seed, b.max_gen_toks or 32,
+                             scorer=b.scorer, benchmark=bench)
     from cft_helpers.evaluation.hub_tasks import write_cft_tasks
 
     write_cft_tasks(folder, params.evaluation.benchmarks, params.path("."))
     atomic_write_json(done, {"suite": suite_hash(params)})
     return folder
+
+
+def scorer_label(spec) -> str:
+    """What scores a benchmark's answers: our scorer (``script_aware`` or ``paper``: cft tasks and
+    the offline QA and summary stand-ins), ``lm_eval`` (the task's own metric in lm-eval: lm_eval
+    tasks, offline multiple choice and IFEval), ``judge`` (AlpacaEval), '' (off)."""
+    from cft_helpers.evaluation.offline_tasks import SCORED_AS
+
+    if spec.source == "cft" or (spec.source == "offline" and spec.task in SCORED_AS):
+        return spec.scorer
+    return {"offline": "lm_eval", "lm_eval": "lm_eval", "alpaca_eval": "judge", "off": ""}[spec.source]
 
 
 def benchmark_table(params: Params):
@@ -111,7 +126,7 @@ def benchmark_table(params: Params):
                 "alpaca_eval": (f"alpaca_eval, judge {b.judge.kind}:{b.judge.model} ({b.judge.annotator}), "
                                 f"reference {reference_label(b.reference)}" if b.judge else "")}[b.source]
         rows.append({"benchmark": bench, "ability": ability, "runs as": what, "metric": b.metric or "",
-                     "languages": ", ".join(b.langs), "items per task": b.n})
+                     "scorer": scorer_label(b), "languages": ", ".join(b.langs), "items per task": b.n})
     return pd.DataFrame(rows).set_index("benchmark")
 
 
@@ -125,6 +140,9 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
     if out_file.exists() and not force:
         cached = read_json(out_file)
         if cached.get("key") == key:
+            for bench, entry in cached.get("benchmarks", {}).items():  # records of before the scorer
+                if bench in params.evaluation.benchmarks and "scorer" not in entry:  # was recorded
+                    entry["scorer"] = scorer_label(params.evaluation.benchmarks[bench])
             return cached
     plan = task_plan(params)
     alpaca = alpaca_spec(params)
@@ -168,7 +186,7 @@ def _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, pr
     from cft_helpers.evaluation.alpacaeval import run_alpaca_eval
 
     out = run_alpaca_eval(params, store, name, model, tok, ident, progress=progress, vllm_checkpoint=vllm_checkpoint)
-    record["benchmarks"]["alpacaeval"] = out["benchmark"]
+    record["benchmarks"]["alpacaeval"] = {**out["benchmark"], "scorer": "judge"}
     record["tasks"]["alpacaeval"] = out["task"]
     record["alpacaeval_wall_s"] = out["wall_s"]
     samples += out["samples"]
@@ -227,7 +245,7 @@ def _run_lm_eval(params, store, model, tok, device, plan, samples) -> dict[str, 
                 raise RuntimeError(f"task {t} reports no metric {metric!r}; it has {sorted(tasks[t]['metrics'])}")
             per_lang[lang or "en"] = tasks[t]["metrics"][metric]
         benchmarks[bench] = {"score": sum(per_lang.values()) / len(per_lang), "metric": metric,
-                             "by_language": per_lang}
+                             "scorer": scorer_label(params.evaluation.benchmarks[bench]), "by_language": per_lang}
     items = sum(v["n"] for v in tasks.values())
     return {"benchmarks": benchmarks, "tasks": tasks, "items": items, "wall_s": wall,
             "items_per_s": items / wall if wall else None,
@@ -337,9 +355,26 @@ def ability_table(params: Params, results: dict[str, dict[str, Any]]):
         rows.append(row)
     df = pd.DataFrame(rows).set_index("model")
     missing = [b for b in (*ENGLISH_BENCHMARKS, *MULTILINGUAL_BENCHMARKS) if df[b].isna().all()]
-    df.attrs["footnote"] = (f"not run: {', '.join(missing)}; EA and MA average the benchmarks that ran"
-                            if missing else "")
+    comps = ability_components(params)
+    df.attrs["footnote"] = "; ".join(
+        [f"EA = mean of {', '.join(comps['EA']) or 'nothing'}", f"MA = mean of {', '.join(comps['MA']) or 'nothing'}"]
+        + ([f"not run: {', '.join(missing)}; EA and MA average the benchmarks that ran"] if missing else []))
     return df
+
+
+def ability_components(params: Params) -> dict[str, list[str]]:
+    """What EA and MA average under these params: each benchmark that runs, with what runs in its
+    place and its metric (e.g. "mmlu (offline mc, p_correct)")."""
+    out: dict[str, list[str]] = {"EA": [], "MA": []}
+    for ability, group in (("EA", ENGLISH_BENCHMARKS), ("MA", MULTILINGUAL_BENCHMARKS)):
+        for bench in group:
+            b = params.evaluation.benchmarks.get(bench)
+            if b is None or b.source == "off":
+                continue
+            what = {"offline": f"offline {b.task}", "lm_eval": f"lm-eval {b.task}", "cft": f"our {b.task}",
+                    "alpaca_eval": "alpaca_eval"}.get(b.source, b.source)
+            out[ability].append(f"{bench} ({what}, {b.metric})")
+    return out
 
 
 def language_table(results: dict[str, dict[str, Any]], benchmark: str):

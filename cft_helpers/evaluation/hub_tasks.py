@@ -11,6 +11,10 @@ works for Chinese, Japanese and Thai (characters) and Arabic (NFKC, punctuation 
 - ``summary``: XLSum schema (text, summary): ``csebuetnlp/xlsum``, configs named by language
   (``arabic``, ``chinese_simplified``, ...), split ``test``.
 
+A benchmark's ``scorer: paper`` (mlqa, xquad, xlsum) scores its tasks with the paper's scorer
+instead (``scoring.qa_scores`` / ``summary_scores``): MLQA's official evaluation, SQuAD's, or
+rouge_score's default tokenizer.
+
 The prompts are the offline stand-ins' (zero-shot; the chat template is applied by the harness).
 ``write_cft_tasks`` writes one YAML per language and one scoring module into a folder that
 ``TaskManager(include_path=...)`` reads.
@@ -22,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from cft_helpers.evaluation.scoring import DEFAULT_SCORER
 
 # Bump when a prompt or the scoring changes: cached results of an older suite are redone.
 CFT_TASKS_VERSION = 1
@@ -50,19 +56,28 @@ def _ident(lang: str) -> str:
     return lang.replace("-", "_")
 
 
-def scoring_module(langs: dict[str, set[str]]) -> str:
-    """Python source of the scoring module: one process_results function per task and language
-    (the documents carry no language field, and lm-eval passes only doc and results)."""
+def process_function(kind: str, lang: str, scorer: str = DEFAULT_SCORER, bench: str | None = None) -> str:
+    """Name of the scoring module's function for a task kind and language under a scorer: shared
+    by the benchmarks of a kind with the default scorer, one per benchmark with the paper's."""
+    if scorer == DEFAULT_SCORER:
+        return f"process_{kind}_{_ident(lang)}"
+    return f"process_{kind}_{bench}_{scorer}_{_ident(lang)}"
+
+
+def scoring_module(entries: set[tuple[str, str, str, str | None]]) -> str:
+    """Python source of the scoring module: one process_results function per (kind, language,
+    scorer, benchmark; None with the default scorer) (the documents carry no language field, and
+    lm-eval passes only doc and results)."""
     lines = ['"""Written by cft_helpers.evaluation.hub_tasks: lm-eval calls these per document."""',
-             "from cft_helpers.evaluation.scoring import exact_match, f1, rouge", "", "",
-             "def _qa(lang):", "    def process(doc, results):", '        answers = doc["answers"]["text"]',
-             '        return {"f1": f1(results[0], answers, lang), "exact_match": exact_match(results[0], answers, lang)}',
+             "from cft_helpers.evaluation.scoring import qa_scores, summary_scores", "", "",
+             "def _qa(lang, scorer, bench):", "    def process(doc, results):",
+             '        return qa_scores(results[0], doc["answers"]["text"], lang, scorer, bench)',
              "    return process", "", "",
-             "def _summary(lang):", "    def process(doc, results):",
-             '        return rouge(results[0], doc["summary"], lang)', "    return process", "", ""]
-    for kind in sorted(langs):
-        for lang in sorted(langs[kind]):
-            lines.append(f"process_{kind}_{_ident(lang)} = _{kind}({lang!r})")
+             "def _summary(lang, scorer, bench):", "    def process(doc, results):",
+             '        return summary_scores(results[0], doc["summary"], lang, scorer, bench)', "    return process",
+             "", ""]
+    for kind, lang, scorer, bench in sorted(entries, key=lambda e: tuple(map(str, e))):
+        lines.append(f"{process_function(kind, lang, scorer, bench)} = _{kind}({lang!r}, {scorer!r}, {bench!r})")
     return "\n".join(lines) + "\n"
 
 
@@ -76,7 +91,7 @@ def task_yaml(bench: str, spec, lang: str, root: Path | None = None) -> str:
             "doc_to_text": kind["doc_to_text"], "doc_to_target": kind["doc_to_target"]}
     metrics = [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in kind["metrics"]]
     text = yaml.safe_dump(head, sort_keys=False, allow_unicode=True, width=1000)
-    text += f"process_results: !function {MODULE}.process_{spec.task}_{_ident(lang)}\n"
+    text += f"process_results: !function {MODULE}.{process_function(spec.task, lang, spec.scorer, bench)}\n"
     text += yaml.safe_dump({"metric_list": metrics, "metadata": {"version": CFT_TASKS_VERSION}}, sort_keys=False)
     return text
 
@@ -85,7 +100,7 @@ def write_cft_tasks(folder: Path, benchmarks: dict[str, Any], root: Path | None 
     """Write the YAMLs of every ``source: cft`` benchmark and the scoring module; returns the
     task names. ``root`` resolves relative ``data_files``."""
     folder.mkdir(parents=True, exist_ok=True)
-    langs: dict[str, set[str]] = {}
+    entries: set[tuple[str, str, str, str | None]] = set()
     names = []
     for bench, spec in benchmarks.items():
         if spec.source != "cft":
@@ -93,8 +108,8 @@ def write_cft_tasks(folder: Path, benchmarks: dict[str, Any], root: Path | None 
         for lang in spec.langs:
             (folder / f"{task_name(bench, lang)}.yaml").write_text(task_yaml(bench, spec, lang, root),
                                                                    encoding="utf-8")
-            langs.setdefault(spec.task, set()).add(lang)
+            entries.add((spec.task, lang, spec.scorer, bench if spec.scorer != DEFAULT_SCORER else None))
             names.append(task_name(bench, lang))
     if names:
-        (folder / f"{MODULE}.py").write_text(scoring_module(langs), encoding="utf-8")
+        (folder / f"{MODULE}.py").write_text(scoring_module(entries), encoding="utf-8")
     return names

@@ -1,7 +1,7 @@
 """The paper's result tables from evaluation records, with its published numbers beside ours.
 
     phase_table(params, results)     # Tables 1-2: EA / MA after Phase 1 and after Phase 2
-    strategy_table(params, results)  # Table 5: EA, MA, combined per mitigation strategy
+    strategy_table(params, results)  # Table 5 (or "D8"): EA, MA, combined per mitigation strategy
 """
 
 from __future__ import annotations
@@ -34,24 +34,46 @@ def phase_table(params: Params, results: dict[str, dict[str, Any]]):
     return pd.DataFrame(rows).set_index("arm") if rows else pd.DataFrame()
 
 
-def strategy_table(params: Params, results: dict[str, dict[str, Any]]):
-    """Table 5's shape: per strategy arm, EA, MA and combined, the paper's beside."""
+def strategy_table(params: Params, results: dict[str, dict[str, Any]], table: str = "T5", store=None):
+    """Table 5's shape for one mitigation table (``table`` "T5": Table 5, on MULTIALPACA; "D8":
+    Table D8, on MOPENORCA; never pooled): per strategy arm, EA, MA and combined, the paper's
+    values for the same table beside, as printed. A printed value the paper's own scores
+    contradict is kept and marked: the recomputed value in "paper <model> EA (mean of its
+    benchmarks)", the reason in "paper note" and in ``df.attrs["footnote"]``. With the run
+    ``store``, each arm's frozen share of parameters beside (reports.frozen_share_table)."""
     import pandas as pd
 
-    from cft_helpers.paper_results import TABLE5
+    from cft_helpers.paper_results import paper_strategy_row, strategy_models
 
-    rows = []
-    for arm in params.strategy_arms():
-        if arm not in results:
-            continue
+    arms = [a for a in params.strategy_arms(table=table) if a in results]
+    rows, notes = [], []
+    for arm in arms:
         ab = abilities(params, results[arm])
         strategy = params.arms[arm].strategy
         row = {"arm": arm, "strategy": strategy, "EA": ab["EA"], "MA": ab["MA"], "combined": ab["combined"]}
-        for model in ("Mistral-7B", "Llama-3-8B"):
-            ea, ma, comb = TABLE5.get((model, strategy), (None, None, None))
-            row.update({f"paper {model} EA": ea, f"paper {model} MA": ma, f"paper {model} combined": comb})
+        for model in strategy_models(table):
+            paper = paper_strategy_row(model, strategy, table) or {}
+            row.update({f"paper {model} {k}": paper.get(k) for k in ("EA", "MA", "combined")})
+            if "note" in paper:
+                row[f"paper {model} EA (mean of its benchmarks)"] = paper["EA (mean of its benchmarks)"]
+                row["paper note"] = "; ".join(filter(None, [row.get("paper note"), paper["note"]]))
+                notes.append(f"{arm}: {paper['note']} (combined from that mean: "
+                             f"{paper['combined (from that mean)']:.3f})")
         rows.append(row)
-    return pd.DataFrame(rows).set_index("arm") if rows else pd.DataFrame()
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows).set_index("arm")
+    if store is not None:
+        from cft_helpers.reports import frozen_share_table
+
+        frozen = frozen_share_table(params, arms, store)
+        df = df.join(frozen[["frozen share", "frozen share of", "trainable params"]])
+        notes.append("frozen share: of the model's weights; for LoRA of the base model's weights, which "
+                     "all stay frozen while the adapters (trainable params) train")
+    if "paper note" in df:  # last, where it is read after the numbers it marks
+        df = df[[c for c in df.columns if c != "paper note"] + ["paper note"]]
+    df.attrs["footnote"] = "\n".join(notes)
+    return df
 
 
 def throughput_table(results: dict[str, dict[str, Any]]):
@@ -81,7 +103,8 @@ def tradeoff_points(params: Params, results: dict[str, dict[str, Any]]) -> list[
     points = []
     for name, ab in scores.items():
         spec = params.arms.get(name)
-        label = (spec.strategy if spec is not None and spec.phase == "mitigation" else
+        label = (spec.strategy + ("" if spec.table == "T5" else f" ({spec.table})")
+                 if spec is not None and spec.phase == "mitigation" else
                  (spec.label if spec is not None and spec.label else name))
         start = spec.start if spec is not None else None
         came_from = (scores[start]["EA"], scores[start]["MA"]) if start in scores else None
