@@ -664,6 +664,46 @@ def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confid
     return claims, meta
 
 
+def benchmark_changes(runs: Sequence[SeedRun], pairs: dict[str, tuple[str, str]], replicates: int | None = None,
+                      confidence: float | None = None, seed: int | None = None):
+    """Per benchmark (and EA, MA), the change from the first to the second model of each pair
+    with its paired-bootstrap interval: what an EA or MA change is made of. ``pairs``: label ->
+    (before, after), e.g. {"similar": ("p1_alpaca", "p2_alpaca")}. Seeds first, then items."""
+    import pandas as pd
+
+    params = runs[0].params
+    replicates = replicates or params.findings.n_bootstrap
+    confidence = confidence or params.findings.confidence
+    rng = np.random.default_rng(params.seed if seed is None else seed)
+    k = len(runs)
+    names = list(dict.fromkeys(n for pair in pairs.values() for n in pair))
+    per_seed, points = [], []
+    for run in runs:
+        scores = {n: item_scores(run.params, run.store, n) for n in names}
+        boot = ItemBootstrap(run.params, scores, replicates * k, rng)
+        arrays, values = {}, {}
+        for label, (a, b) in pairs.items():
+            da, db = boot.ability(a), boot.ability(b)
+            pa, pb = boot.ability(a, point=True), boot.ability(b, point=True)
+            for q in [*boot.tasks, "EA", "MA"]:
+                arrays[(label, q)] = db[q] - da[q]
+                values[(label, q)] = pb[q] - pa[q]
+                values[(label, q, "before")], values[(label, q, "after")] = pa[q], pb[q]
+        per_seed.append(arrays)
+        points.append(values)
+    point, draws = _combine_seeds(per_seed, points, replicates, rng)
+    rows = []
+    for (label, q), arr in draws.items():
+        lo, hi = percentile_interval(arr, confidence)
+        before, after = (float(np.mean([p[(label, q, w)] for p in points])) for w in ("before", "after"))
+        rows.append({"pair": label, "benchmark": q, "before": before, "after": after, "change": point[(label, q)],
+                     "low": lo, "high": hi})
+    order = {q: i for i, q in enumerate([*ENGLISH_BENCHMARKS, "EA", *MULTILINGUAL_BENCHMARKS, "MA"])}
+    df = pd.DataFrame(rows)
+    df = df.sort_values(["pair", "benchmark"], key=lambda c: c.map(order) if c.name == "benchmark" else c)
+    return df.set_index(["pair", "benchmark"])
+
+
 STRATEGY_ORDER = ("LF_H1", "LF_H2", "Spectrum", "GR_5", "GR_10", "ER_10", "LoRA")
 
 

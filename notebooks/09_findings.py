@@ -56,7 +56,7 @@ force = False   # nothing here is computed from models; the book passes it to ev
 overrides = ""
 
 # %%
-from cft_helpers.findings import claims_frame, decide_claims, seed_runs, write_findings
+from cft_helpers.findings import benchmark_changes, claims_frame, decide_claims, seed_runs, write_findings
 from cft_helpers.params import load_params
 from cft_helpers.runs import RunStore
 
@@ -95,6 +95,14 @@ table.round(3)
 # per-item scores won: the probability of the true choice (MMLU and HellaSwag slots) and the
 # per-byte probability of held-out reference responses of both task families (IFEval slot). The
 # `evaluation:` block of `params/default.yaml` gives the measured widths and seconds.
+
+# %% [markdown]
+# What each pair's EA and MA change is made of: every benchmark's change P1 -> P2 with its
+# paired interval (the same items, the same rule).
+
+# %%
+pairs = {k: (meta["roles"][f"{k}_p1"], meta["roles"][k]) for k in ("similar", "dissimilar") if meta["roles"][k]}
+benchmark_changes(runs, pairs).round(3) if pairs else "the parameter set has neither Phase-2 pair"
 
 # %%
 print("EA change, half-width of the 95% interval:",

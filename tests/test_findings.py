@@ -221,3 +221,18 @@ def test_findings_files(params):
     assert [c["id"] for c in data["claims"]][:4] == ["C1", "C2", "C3a", "C3b"]
     frame = F.claims_frame(claims)
     assert frame.loc["C3a", "verdict"] == "reproduced"
+
+
+def test_benchmark_changes_break_ea_down(params):
+    # p2_instruct drops 0.3 on every English item: each English benchmark changes by -0.3, EA by
+    # -0.3, MA by 0; the similar pair does not move.
+    store = write_store(params, same_everywhere({"p2_instruct": -0.3}))
+    df = F.benchmark_changes([F.SeedRun(params, store)], {"similar": ("p1_alpaca", "p2_alpaca"),
+                                                          "dissimilar": ("p1_instruct", "p2_instruct")})
+    for bench in ("ifeval", "mmlu", "hellaswag", "EA"):
+        row = df.loc[("dissimilar", bench)]
+        assert row["change"] == pytest.approx(-0.3) and row["after"] == pytest.approx(row["before"] - 0.3)
+        assert (row["low"], row["high"]) == (pytest.approx(-0.3), pytest.approx(-0.3))
+    assert df.loc[("dissimilar", "MA"), "change"] == pytest.approx(0.0)
+    assert df.loc[("similar", "EA"), "change"] == pytest.approx(0.0)
+    assert list(df.loc["dissimilar"].index) == ["ifeval", "mmlu", "hellaswag", "EA", "mlqa", "xquad", "xlsum", "MA"]
