@@ -283,14 +283,159 @@ def test_correlation_refuses_too_few_points():
     assert many["n"] == 4 and many["spearman"] == pytest.approx(1.0) and 0.98 < many["pearson"] < 1.0
 
 
+# The paper's printed rows, written out from its text (../shared/paper): every number of a row, so a
+# transcribed average can be checked against the scores it averages, and (where the paper's text is
+# beside the checkout) each row against the text itself.
+# Tables 1 (MULTIALPACA) and B1 (MOPENORCA): P1, P2 of IFEval, AlpacaEval, MMLU, HellaSwag, Average.
+PAPER_EA_ROWS = {
+    ("Mistral-7B", "ALPACA", "MULTIALPACA"): "0.364 0.395 0.12 0.16 0.552 0.573 0.581 0.616 0.404 0.436",
+    ("Mistral-7B", "Instruct", "MULTIALPACA"): "0.550 0.462 0.35 0.15 0.575 0.533 0.641 0.416 0.529 0.390",
+    ("Llama-3-8B", "ALPACA", "MULTIALPACA"): "0.277 0.326 0.10 0.11 0.231 0.242 0.556 0.567 0.291 0.311",
+    ("Llama-3-8B", "Instruct", "MULTIALPACA"): "0.735 0.182 0.14 0.10 0.340 0.239 0.533 0.278 0.437 0.2",
+    ("Mistral-7B", "OPENORCA", "MOPENORCA"): "0.494 0.482 0.31 0.32 0.601 0.582 0.612 0.562 0.504 0.487",
+    ("Mistral-7B", "Instruct", "MOPENORCA"): "0.550 0.426 0.35 0.06 0.575 0.507 0.641 0.509 0.529 0.376",
+    ("Llama-3-8B", "OPENORCA", "MOPENORCA"): "0.377 0.425 0.09 0.07 0.579 0.599 0.571 0.564 0.404 0.415",
+    ("Llama-3-8B", "Instruct", "MOPENORCA"): "0.735 0.205 0.14 0.0 0.340 0.236 0.533 0.250 0.437 0.173",
+}
+# Table 2: P1, P2 of MLQA, XLSum, XQuAD, Average.
+PAPER_MA_ROWS = {
+    ("Mistral-7B", "ALPACA", "MULTIALPACA"): "0.229 0.288 0.012 0.060 0.290 0.602 0.177 0.317",
+    ("Mistral-7B", "Instruct", "MULTIALPACA"): "0.246 0.307 0.012 0.033 0.351 0.436 0.203 0.259",
+    ("Llama-3-8B", "ALPACA", "MULTIALPACA"): "0.438 0.597 0.033 0.034 0.586 0.737 0.352 0.456",
+    ("Llama-3-8B", "Instruct", "MULTIALPACA"): "0.609 0.321 0.048 0.027 0.712 0.417 0.456 0.256",
+}
+# Tables 1-2, "Dataset Mixture": IFEval, AlpacaEval, MMLU, HellaSwag, Average; MLQA, XLSum, XQuAD, Average.
+PAPER_MIXTURE_ROWS = {
+    ("Mistral-7B", "ALPACA + MULTIALPACA"): ("0.394 0.23 0.538 0.602 0.441", "0.406 0.079 0.217 0.234"),
+    ("Llama-3-8B", "ALPACA + MULTIALPACA"): ("0.363 0.07 0.598 0.602 0.408", "0.480 0.040 0.139 0.220"),
+}
+# Tables B3-B4 (MULTIALPACA then ALPACA), as Tables 1-2.
+PAPER_REVERSE_ROWS = {
+    ("Mistral-7B", "MULTIALPACA", "ALPACA"): ("0.245 0.290 0.120 0.114 0.528 0.430 0.476 0.510 0.342 0.336",
+                                             "0.122 0.230 0.021 0.030 0.122 0.090 0.088 0.116"),
+    ("Llama-3-8B", "MULTIALPACA", "ALPACA"): ("0.245 0.340 0.038 0.065 0.570 0.540 0.577 0.590 0.357 0.384",
+                                             "0.363 0.340 0.048 0.040 0.058 0.030 0.157 0.134"),
+}
+# Table 5: IFEval, AlpacaEval, MMLU, HellaSwag, EA; MLQA, XLSum, XQuAD, MA; combined.
+PAPER_TABLE5_ROWS = {
+    ("Mistral-7B", "vanilla"): "0.462 0.15 0.533 0.416 0.390 0.307 0.033 0.436 0.259 0.325",
+    ("Mistral-7B", "LF_H1"): "0.456 0.03 0.497 0.598 0.395 0.176 0.016 0.215 0.136 0.266",
+    ("Mistral-7B", "LF_H2"): "0.364 0.12 0.364 0.504 0.338 0.213 0.014 0.442 0.223 0.281",
+    ("Mistral-7B", "Spectrum"): "0.435 0.24 0.488 0.524 0.422 0.317 0.083 0.176 0.192 0.307",
+    ("Mistral-7B", "GR_5"): "0.540 0.17 0.540 0.611 0.465 0.311 0.008 0.428 0.249 0.357",
+    ("Mistral-7B", "GR_10"): "0.567 0.12 0.567 0.594 0.462 0.213 0.007 0.427 0.215 0.339",
+    ("Mistral-7B", "ER_10"): "0.593 0.08 0.580 0.635 0.599 0.249 0.008 0.398 0.218 0.409",
+    ("Mistral-7B", "LoRA"): "0.383 0.09 0.579 0.625 0.42 0.289 0.043 0.518 0.283 0.352",
+    ("Llama-3-8B", "vanilla"): "0.182 0.10 0.239 0.278 0.217 0.321 0.030 0.417 0.256 0.237",
+    ("Llama-3-8B", "LF_H1"): "0.303 0.0 0.231 0.275 0.202 0.368 0.037 0.505 0.303 0.253",
+    ("Llama-3-8B", "LF_H2"): "0.380 0.06 0.485 0.525 0.373 0.400 0.038 0.505 0.314 0.344",
+    ("Llama-3-8B", "Spectrum"): "0.409 0.09 0.612 0.524 0.408 0.429 0.056 0.086 0.190 0.299",
+    ("Llama-3-8B", "GR_5"): "0.269 0.01 0.516 0.316 0.279 0.437 0.019 0.593 0.349 0.314",
+    ("Llama-3-8B", "GR_10"): "0.264 0.12 0.229 0.250 0.228 0.254 0.009 0.314 0.192 0.210",
+    ("Llama-3-8B", "ER_10"): "0.420 0.02 0.603 0.561 0.420 0.434 0.025 0.53 0.330 0.375",
+    ("Llama-3-8B", "LoRA"): "0.196 0.0 0.280 0.235 0.179 0.007 0.008 0.005 0.007 0.093",
+}
+ROUNDING = 0.0015  # a printed 3-decimal mean of printed 2-3-decimal scores
+
+
+def nums(row: str) -> list[float]:
+    return [float(x) for x in row.split()]
+
+
+def paper_text() -> str | None:
+    for folder in (ROOT.parent / "shared" / "paper", ROOT / "shared" / "paper"):
+        files = sorted(folder.glob("*.txt")) if folder.is_dir() else []
+        if files:
+            return "\n".join(f.read_text(encoding="utf-8") for f in files)
+    return None
+
+
+def test_written_out_rows_are_the_papers_rows():
+    """Each row above appears in the paper's text, tab-separated as printed (skipped without it)."""
+    text = paper_text()
+    if text is None:
+        pytest.skip("the paper's text (../shared/paper) is not beside this checkout")
+    rows = [*PAPER_EA_ROWS.values(), *PAPER_MA_ROWS.values(), *PAPER_TABLE5_ROWS.values(),
+            *(r for pair in (*PAPER_MIXTURE_ROWS.values(), *PAPER_REVERSE_ROWS.values()) for r in pair)]
+    # the mixture rows print empty cells between their scores: compare the numbers, not the tabs
+    flat = " ".join(text.replace("\t", " ").split())
+    for row in rows:
+        assert row in flat, row
+
+
+def test_transcribed_averages_are_the_means_of_their_printed_scores():
+    from cft_helpers import paper_results as pr
+
+    for key, row in PAPER_EA_ROWS.items():
+        v = nums(row)
+        for phase in (0, 1):
+            assert sum(v[phase:8:2]) / 4 == pytest.approx(v[8 + phase], abs=ROUNDING), (key, phase)
+        assert pr.ENGLISH_ABILITY[key] == pytest.approx((v[8], v[9]))
+    for key, row in PAPER_MA_ROWS.items():
+        v = nums(row)
+        for phase in (0, 1):
+            assert sum(v[phase:6:2]) / 3 == pytest.approx(v[6 + phase], abs=ROUNDING), (key, phase)
+        assert pr.MULTILINGUAL_ABILITY[key] == pytest.approx((v[6], v[7]))
+    for key, (ea_row, ma_row) in PAPER_MIXTURE_ROWS.items():
+        e, m = nums(ea_row), nums(ma_row)
+        assert sum(e[:4]) / 4 == pytest.approx(e[4], abs=ROUNDING) and sum(m[:3]) / 3 == pytest.approx(m[3], abs=ROUNDING)
+        assert pr.MIXTURE[key] == pytest.approx((e[4], m[3]))
+    for key, (ea_row, ma_row) in PAPER_REVERSE_ROWS.items():
+        e, m = nums(ea_row), nums(ma_row)
+        for phase in (0, 1):
+            assert sum(e[phase:8:2]) / 4 == pytest.approx(e[8 + phase], abs=ROUNDING)
+            if (key, phase) != (("Llama-3-8B", "MULTIALPACA", "ALPACA"), 1):
+                assert sum(m[phase:6:2]) / 3 == pytest.approx(m[6 + phase], abs=ROUNDING)
+        # Table B4 prints Llama-3-8B's Phase-2 MA as 0.134; its three scores average 0.137 (kept as printed)
+        assert pr.REVERSE_EA[key] == pytest.approx((e[8], e[9])) and pr.REVERSE_MA[key] == pytest.approx((m[6], m[7]))
+    # Table 5 as printed; where the printed EA is not the mean of its four scores, the module
+    # notes exactly those rows (the misprints), with the four scores
+    misprinted = set()
+    for key, row in PAPER_TABLE5_ROWS.items():
+        v = nums(row)
+        assert pr.TABLE5[key] == pytest.approx((v[4], v[8], v[9]))
+        assert sum(v[5:8]) / 3 == pytest.approx(v[8], abs=ROUNDING), key      # MA: consistent
+        if abs(sum(v[:4]) / 4 - v[4]) > 0.005:
+            misprinted.add(key)
+            assert pr.TABLE5_NOTES[key]["benchmarks"] == pytest.approx(tuple(v[:4]))
+    assert misprinted == set(pr.TABLE5_NOTES)
+    # Table 5's first rows repeat Table 1-2's Instruct -> MULTIALPACA Phase-2 averages
+    for m in ("Mistral-7B", "Llama-3-8B"):
+        assert pr.TABLE5[(m, "vanilla")][1] == pr.MULTILINGUAL_ABILITY[(m, "Instruct", "MULTIALPACA")][1]
+
+
+def test_des_and_mpd_tables_are_the_papers():
+    """Tables 3 and 4 read from the paper's text (skipped without it), not copied into the test."""
+    from cft_helpers import paper_results as pr
+
+    text = paper_text()
+    if text is None:
+        pytest.skip("the paper's text (../shared/paper) is not beside this checkout")
+    table3 = text[text.index("Phase 2 Dataset\tDES"):text.index("Table 3:")]
+    des, d1 = {}, None
+    for line in table3.splitlines()[1:]:
+        cells = line.split("\t")
+        if len(cells) == 3 and cells[2].strip():
+            d1 = ("Instruct" if "Instruct" in cells[0] else cells[0]) if cells[0] else d1
+            des[(d1, cells[1])] = float(cells[2])
+    assert des == pr.DES
+    table4 = text[text.index("Model Parameter Difference"):text.index("Table 4:")]
+    mpd_rows = dict(line.split("\t") for line in table4.splitlines()[1:] if line.count("\t") == 1)
+    assert {k: float(v) for k, v in mpd_rows.items()} == pr.MPD
+
+
 def test_paper_points():
     from cft_helpers.paper_results import paper_des, paper_mpd, similarity_forgetting_points
 
     points = {(p["model"], p["pair"]): p for p in similarity_forgetting_points()}
-    assert points[("Mistral-7B", "ALPACA -> MULTIALPACA")] == {
-        "model": "Mistral-7B", "pair": "ALPACA -> MULTIALPACA", "des": 0.924, "mpd": 0.29,
-        "ea_p1": 0.404, "ea_p2": 0.436, "ea_change": 0.032}
-    assert points[("Mistral-7B", "Instruct -> MULTIALPACA")]["ea_change"] == -0.139
+    sim = points[("Mistral-7B", "ALPACA -> MULTIALPACA")]
+    v = nums(PAPER_EA_ROWS[("Mistral-7B", "ALPACA", "MULTIALPACA")])
+    # the point joins Table 3's DES, Table 4's MPD of its Phase-1 dataset and Table 1's averages
+    assert (sim["des"], sim["mpd"], sim["ea_p1"], sim["ea_p2"]) == (0.924, 0.29, v[8], v[9])
+    assert sim["ea_change"] == pytest.approx(v[9] - v[8])                       # +0.032
+    dis = points[("Mistral-7B", "Instruct -> MULTIALPACA")]
+    v = nums(PAPER_EA_ROWS[("Mistral-7B", "Instruct", "MULTIALPACA")])
+    assert dis["ea_change"] == pytest.approx(v[9] - v[8]) and dis["des"] == 0.746 and dis["mpd"] == 1.0
     assert ("Llama-3-8B", "Instruct -> MULTIALPACA") not in points  # Table 3 has no Llama stand-in
     assert paper_des("OPENORCA -> MOPENORCA") == 0.953 and paper_des("ALPACA") is None
     assert paper_mpd("Instruct") == 1.0 and paper_mpd("MULTIALPACA") is None
