@@ -341,67 +341,6 @@ def test_english_replay_adds_english_counterparts(trained):
     assert m["examples"] == 22 + 2 and m["replay"]["replay_rows"] == 2
 
 
-def test_generative_replay_comes_from_the_phase1_model(trained):
-    from cft_helpers.models import load_model, load_tokenizer
-
-    store = RunStore(trained.run_path)
-    m = train_arm(trained, "gr_10", store, progress=False)
-    rows = [json.loads(l) for l in (store.arm_dir("gr_10") / "replay" / "replay.jsonl").read_text().splitlines()]
-    assert len(rows) == m["replay"]["replay_rows"] == 2
-    start = store.arm_checkpoint("p1_instruct")
-    tok, model = load_tokenizer(start), load_model(start)
-    for row in rows:
-        text = tok.apply_chat_template(row["messages"][:-1], tokenize=False, add_generation_prompt=True)
-        enc = tok(text, return_tensors="pt", add_special_tokens=False)
-        out = model.generate(**enc, max_new_tokens=trained.mitigation.replay.max_new_tokens, do_sample=False,
-                             pad_token_id=tok.pad_token_id or tok.eos_token_id)
-        direct = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-        assert row["messages"][-1]["content"] == direct
-        assert row["meta"]["original_response"] != direct  # not the dataset's answer
-    # ER_10 replays these instructions with the original responses GR_10 replaced (Table 5's caption)
-    er_10, _ = build_replay(trained, store, "er_10", progress=False)
-    assert [r["id"] for r in er_10] == [r["id"] for r in rows]
-    assert [r["messages"][:-1] for r in er_10] == [r["messages"][:-1] for r in rows]
-    assert [r["messages"][-1]["content"] for r in er_10] == [r["meta"]["original_response"] for r in rows]
-
-
-def test_generative_replay_with_vllm_gives_the_same_rows(trained, monkeypatch, tmp_path):
-    """GR through the vLLM path (vLLM's test double, HF underneath): the same replay rows as
-    the HF path above, written by the worker, and the engine recorded in the summary."""
-    from cft_helpers.models import load_tokenizer
-    from cft_helpers.replay import build_replay
-
-    store = RunStore(trained.run_path)
-    train_arm(trained, "gr_10", store, progress=False)  # the HF run (cached if the test above ran)
-    folder = store.arm_dir("gr_10") / "replay"
-    hf_rows = (folder / "replay.jsonl").read_text()
-    hf_answers = sorted(json.loads(x)["response"] for x in (folder / "generations.jsonl").read_text().splitlines())
-    fake = str(Path(__file__).parent / "fake_vllm")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [fake, os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("FAKE_VLLM_LOG", str(tmp_path / "calls.jsonl"))
-    start = store.arm_checkpoint("p1_instruct")
-    rows, summary = build_replay(trained, store, "gr_10", None, load_tokenizer(start), progress=False,
-                                 vllm_checkpoint=start)
-    assert summary["engine"] == "vllm" and (tmp_path / "calls.jsonl").exists()
-    assert (folder / "replay.jsonl").read_text() == hf_rows
-    # vLLM's answers are cached under their own keys beside HF's (the smoke Phase-1 model
-    # answers with empty strings; the generation tests compare non-empty answers)
-    entries = [json.loads(x) for x in (folder / "generations.jsonl").read_text().splitlines()]
-    assert len(entries) == 2 * len(hf_answers)
-    assert sorted(e["response"] for e in entries[len(hf_answers):]) == hf_answers
-    # the engine is part of a GR arm's identity (vLLM's bf16 answers may differ), not of others'
-    from cft_helpers.train import arm_input_hash
-
-    monkeypatch.syspath_prepend(fake)
-    as_hf = {a: arm_input_hash(trained, store, a) for a in ("gr_10", "lf_h1")}
-    trained.runtime.generation = "vllm"
-    try:
-        assert arm_input_hash(trained, store, "gr_10") != as_hf["gr_10"]
-        assert arm_input_hash(trained, store, "lf_h1") == as_hf["lf_h1"]
-    finally:
-        trained.runtime.generation = "auto"
-
-
 def test_lora_merge_gives_the_adapter_logits(trained):
     from peft import PeftModel
 
@@ -425,6 +364,149 @@ def test_lora_merge_gives_the_adapter_logits(trained):
         base = load_model(start).eval()(input_ids=ids).logits
     assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
     assert (a - base).abs().max() > 1e-3  # the adapter did something
+
+
+# --------------------------------------------------------------------------- generative replay
+
+
+@pytest.fixture(scope="module")
+def gr_trained(tmp_path_factory, model_cache):
+    """Smoke params whose Phase-1 model answers with non-empty text that depends on the prompt.
+
+    The smoke model's default init (std 0.02) leaves each layer's output small beside its tied
+    embeddings, so it repeats the prompt's last token (the newline after ``assistant``) and every
+    answer strips to "": replay tests on it compare "" with "". With ``initializer_range`` 0.3 the
+    layers dominate and greedy answers depend on the whole prompt, both before and after the
+    Phase-1 training (whose optimizer steps change them). The Instruct Phase-1 arm is trained once
+    for this module; tests copy its run store (``_own_store``) so that each has its own
+    generation cache (``<arm>/replay/generations.jsonl``).
+    """
+    import yaml
+
+    from conftest import ROOT, write_params
+
+    from cft_helpers.data import prepare_datasets
+    from cft_helpers.params import load_params
+
+    models = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())["models"]
+    models["base"]["config"]["initializer_range"] = 0.3
+    params = load_params(write_params(tmp_path_factory.mktemp("gr"), model_cache, models=models))
+    prepare_datasets(params, progress=False)
+    train_arm(params, "p1_instruct", progress=False)
+    return params
+
+
+def _own_store(params, folder: Path) -> RunStore:
+    """A copy of the fixture's run store (data and the trained Phase-1 arm), for one test alone."""
+    import shutil
+
+    shutil.copytree(params.run_path, folder)
+    return RunStore(folder)
+
+
+def _greedy_answers(checkpoint: Path, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
+    """The model's greedy answers, written out independently of cft_helpers.generation: one prompt
+    at a time (no batch, no padding), the chat template with the generation prompt."""
+    from cft_helpers.models import load_model, load_tokenizer
+
+    tok, model = load_tokenizer(checkpoint), load_model(checkpoint).eval()
+    answers = []
+    for messages in prompts:
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        enc = tok(text, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+        answers.append(tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    return answers
+
+
+def test_generative_replay_comes_from_the_phase1_model(gr_trained, tmp_path):
+    from cft_helpers.models import load_model, load_tokenizer, model_checkpoint
+    from cft_helpers.replay import english_counterparts
+
+    params = gr_trained
+    store = _own_store(params, tmp_path / "run")
+    m = train_arm(params, "gr_10", store, progress=False)
+    folder = store.arm_dir("gr_10") / "replay"
+    rows = [json.loads(line) for line in (folder / "replay.jsonl").read_text().splitlines()]
+    assert len(rows) == m["replay"]["replay_rows"] == 2 and m["examples"] == 22 + 2
+    assert m["replay"]["engine"] == "hf" and m["replay"]["empty_responses"] == 0
+    # the English counterparts, in their order, with the dataset's answers kept aside
+    english = english_counterparts(params, store, "gr_10", 2)
+    assert [r["id"] for r in rows] == [r["id"] for r in english]
+    assert [r["messages"][:-1] for r in rows] == [r["messages"][:-1] for r in english]
+    assert [r["meta"]["original_response"] for r in rows] == [r["messages"][-1]["content"] for r in english]
+    # the answers are the Phase-1 model's own greedy answers to those prompts
+    answers = [r["messages"][-1]["content"] for r in rows]
+    direct = _greedy_answers(store.arm_checkpoint("p1_instruct"), [r["messages"][:-1] for r in rows],
+                             params.mitigation.replay.max_new_tokens)
+    assert answers == direct
+    assert all(a.strip() for a in answers) and len(set(answers)) == len(answers)  # non-empty, per prompt
+    for row in rows:
+        assert row["messages"][-1]["content"] != row["meta"]["original_response"]  # not the dataset's answer
+    # ... and not another model's: the base model (a GR arm built from it, in a store of its own)
+    # answers these prompts otherwise, so the check above tells the two apart
+    other = _own_store(params, tmp_path / "other")
+    base = model_checkpoint(params, "base")
+    from_base, _ = build_replay(params, other, "gr_10", load_model(base), load_tokenizer(base), progress=False)
+    assert [r["id"] for r in from_base] == [r["id"] for r in rows]
+    for mine, theirs in zip(rows, from_base):
+        assert theirs["messages"][-1]["content"] != mine["messages"][-1]["content"], mine["id"]
+    # ER_10 replays these instructions with the original responses GR_10 replaced (Table 5's caption)
+    er_10, _ = build_replay(params, store, "er_10", progress=False)
+    assert [r["id"] for r in er_10] == [r["id"] for r in rows]
+    assert [r["messages"][:-1] for r in er_10] == [r["messages"][:-1] for r in rows]
+    assert [r["messages"][-1]["content"] for r in er_10] == [r["meta"]["original_response"] for r in rows]
+
+
+def test_generative_replay_with_vllm_gives_the_same_rows(gr_trained, monkeypatch, tmp_path):
+    """GR through the vLLM path (vLLM's test double, HF underneath, in the worker process): the
+    same non-empty replay rows as the HF path, row by row, generated by the worker (not read
+    from HF's cache lines beside them), and the engine recorded in the summary."""
+    from cft_helpers.generation import prompt_key
+    from cft_helpers.models import load_model, load_tokenizer
+
+    params = gr_trained
+    store = _own_store(params, tmp_path / "run")
+    start = store.arm_checkpoint("p1_instruct")
+    max_new = params.mitigation.replay.max_new_tokens
+    hf_rows, hf_summary = build_replay(params, store, "gr_10", load_model(start), load_tokenizer(start),
+                                       progress=False)
+    folder = store.arm_dir("gr_10") / "replay"
+    hf_cache = (folder / "generations.jsonl").read_text().splitlines()
+    assert hf_summary["engine"] == "hf" and len(hf_cache) == len(hf_rows) == 2
+    hf_answers = [r["messages"][-1]["content"] for r in hf_rows]
+    assert all(a.strip() for a in hf_answers) and len(set(hf_answers)) == 2  # something to compare
+    fake = str(Path(__file__).parent / "fake_vllm")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [fake, os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("FAKE_VLLM_LOG", str(tmp_path / "calls.jsonl"))
+    rows, summary = build_replay(params, store, "gr_10", None, load_tokenizer(start), progress=False,
+                                 vllm_checkpoint=start)
+    assert summary["engine"] == "vllm" and summary["empty_responses"] == 0
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert [(c["init"]["model"], c["prompts"]) for c in calls] == [(str(start), 2)]  # the Phase-1 model, both
+    assert [r["id"] for r in rows] == [r["id"] for r in hf_rows]
+    for row, hf in zip(rows, hf_rows):
+        assert row == hf, row["id"]  # prompt, answer, original response: all the same, row by row
+    assert [json.loads(line) for line in (folder / "replay.jsonl").read_text().splitlines()] == hf_rows
+    # vLLM's answers are cached under their own keys beside HF's, in the rows' order
+    entries = [json.loads(line) for line in (folder / "generations.jsonl").read_text().splitlines()]
+    assert (folder / "generations.jsonl").read_text().splitlines()[:2] == hf_cache
+    vllm = {e["key"]: e["response"] for e in entries[2:]}
+    keys = [prompt_key(r["messages"][:-1], max_new, "vllm") for r in hf_rows]
+    assert len(entries) == 4 and [vllm[k] for k in keys] == hf_answers
+    # the engine is part of a GR arm's identity (vLLM's bf16 answers may differ), not of others'
+    from cft_helpers.train import arm_input_hash
+
+    monkeypatch.syspath_prepend(fake)
+    as_hf = {a: arm_input_hash(params, store, a) for a in ("gr_10", "lf_h1")}
+    params.runtime.generation = "vllm"
+    try:
+        assert arm_input_hash(params, store, "gr_10") != as_hf["gr_10"]
+        assert arm_input_hash(params, store, "lf_h1") == as_hf["lf_h1"]
+    finally:
+        params.runtime.generation = "auto"
 
 
 def test_spectrum_reads_bf16_f16_f32_weights_exactly_without_torch(tmp_path):
