@@ -50,3 +50,18 @@ def prepared(smoke_params):
 
     prepare_datasets(smoke_params, progress=False)
     return smoke_params
+
+
+def tiny_llama(path: Path | None = None, layers: int = 4, seed: int = 0, tie: bool = True):
+    """A seeded random-init Llama small enough for unit tests: hidden 32, 4 query heads and 2
+    key/value heads (GQA) of 8 rows each; saved to ``path`` when given."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48,
+                                         num_hidden_layers=layers, num_attention_heads=4,
+                                         num_key_value_heads=2, tie_word_embeddings=tie))
+    if path is not None:
+        model.save_pretrained(path)
+    return model

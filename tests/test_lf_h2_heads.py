@@ -15,20 +15,9 @@ from cft_helpers.params import LayerFreezing, ParamsError, load_params
 from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arm
 
+from conftest import tiny_llama
+
 HEAD = "mitigation.layer_freezing.granularity=head"
-
-
-def tiny_llama(path=None, layers: int = 4, seed: int = 0):
-    """hidden 32, 4 query heads and 2 key/value heads (GQA) of 8 rows each."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48,
-                                         num_hidden_layers=layers, num_attention_heads=4,
-                                         num_key_value_heads=2, tie_word_embeddings=True))
-    if path is not None:
-        model.save_pretrained(path)
-    return model
 
 
 # (projection, head) -> {layer: Frobenius norm of the move of that head's rows}

@@ -17,17 +17,7 @@ from cft_helpers.replay import build_replay, replay_count
 from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arm
 
-
-def tiny_llama(path: Path | None = None, layers: int = 4, seed: int = 0, tie: bool = True):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48,
-                                         num_hidden_layers=layers, num_attention_heads=4,
-                                         num_key_value_heads=2, tie_word_embeddings=tie))
-    if path is not None:
-        model.save_pretrained(path)
-    return model
+from conftest import tiny_llama
 
 
 # --------------------------------------------------------------------------- layer selection
