@@ -21,7 +21,6 @@ decides each claim by one stated rule (docs/METHODS.md, "Deciding a claim"):
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
@@ -29,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params
+from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, STRATEGIES, Params
 from cft_helpers.runs import MissingArtifact, RunStore, atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
@@ -112,21 +111,21 @@ def item_scores(params: Params, store: RunStore, name: str) -> dict[str, dict[st
     plan = task_plan(params)
     if any(b.source == "alpaca_eval" for b in params.evaluation.benchmarks.values()):
         plan["alpacaeval"] = [("alpacaeval", None)]
+    owner = {task: bench for bench, tasks in plan.items() for task, _lang in tasks}
+    # lm-eval's mmlu group logs its items under subtask names (mmlu_<subject>)
+    group = "mmlu" if "mmlu" in owner and params.evaluation.benchmarks["mmlu"].source == "lm_eval" else None
     out: dict[str, dict[str, dict[Any, float]]] = {}
-    for bench, tasks in plan.items():
-        metric = params.evaluation.benchmarks[bench].metric
-        for task, _lang in tasks:
-            scores = {}
-            for r in rows:
-                t = r.get("task")
-                if t == task or (isinstance(t, str) and t.startswith(task + "_") and bench == "mmlu"
-                                 and params.evaluation.benchmarks[bench].source == "lm_eval"):
-                    v = _item_value(bench, metric, r)
-                    if v is not None:
-                        scores[(t, r["doc_id"])] = v
-            if scores:
-                out.setdefault(bench, {})[task] = scores
-    return out
+    for r in rows:  # one pass: a row belongs to its own task, or to the group it is a subtask of
+        t = r.get("task")
+        task = t if t in owner else group if group and isinstance(t, str) and t.startswith(group + "_") else None
+        if task is None:
+            continue
+        bench = owner[task]
+        v = _item_value(bench, params.evaluation.benchmarks[bench].metric, r)
+        if v is not None:
+            out.setdefault(bench, {}).setdefault(task, {})[(t, r["doc_id"])] = v
+    # benchmarks and tasks in the plan's order, as before
+    return {b: {t: out[b][t] for t, _ in plan[b] if t in out[b]} for b in plan if b in out}
 
 
 # --------------------------------------------------------------------------- the bootstrap
@@ -293,8 +292,6 @@ def _paper_values(claim_id: str, strategy: str | None = None) -> tuple[dict[str,
     given = [v for v in vals.values() if v is not None]
     if len(given) == 2 and (given[0] > 0) != (given[1] > 0):
         note = "; ".join(x for x in (note, "the paper's two models disagree in sign") if x)
-    elif claim_id == "C2" and len(given) == 2:
-        pass
     return {m: (None if v is None else round(v, 4)) for m, v in vals.items()}, note
 
 
@@ -391,9 +388,9 @@ def _combine_seeds(per_seed: list[dict[str, np.ndarray]], points: list[dict[str,
 
 
 def _evaluation_quantities(run: SeedRun, roles: dict[str, Any], replicates: int, rng: np.random.Generator,
-                           ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str]]:
-    """Every evaluation-based quantity of one seed: replicate arrays, point values, and the
-    models each quantity could not be computed for (name -> reason)."""
+                           ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str], dict]:
+    """Every evaluation-based quantity of one seed: replicate arrays, point values, the models
+    each quantity could not be computed for (name -> reason), and the items per (benchmark, task)."""
     params, store = run.params, run.store
     wanted = [roles[k] for k in ("similar", "similar_p1", "dissimilar", "dissimilar_p1", "mixture", "reverse",
                                  "reverse_p1", "vanilla") if roles[k]] + list(roles["strategies"].values())
@@ -434,7 +431,7 @@ def _evaluation_quantities(run: SeedRun, roles: dict[str, Any], replicates: int,
         define("C8a", lambda a: a[r1]["MA"] - a[r2]["MA"], [r1, r2])
     if r2 and mix:
         define("C8b", lambda a: a[mix]["combined"] - a[r2]["combined"], [mix, r2])
-    return arrays, values, missing
+    return arrays, values, missing, (boot.items if boot else {})
 
 
 def _similarity_values(run: SeedRun, roles: dict[str, Any]) -> dict[str, Any]:
@@ -502,12 +499,13 @@ def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confid
     roles = claim_roles(params)
     k = len(runs)
 
-    per_seed, points, missing = [], [], {}
+    per_seed, points, missing, items = [], [], {}, {}
     for run in runs:
-        arrays, values, miss = _evaluation_quantities(run, roles, replicates * k, rng)
+        arrays, values, miss, seed_items = _evaluation_quantities(run, roles, replicates * k, rng)
         per_seed.append(arrays)
         points.append(values)
         missing.update(miss)
+        items = items or seed_items  # the first seed's items per task, for the record
     point, draws = _combine_seeds(per_seed, points, replicates, rng) if per_seed[0] else ({}, {})
 
     claims: list[Claim] = []
@@ -593,7 +591,7 @@ def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confid
                 c.verdict = verdict(c.lo, c.hi)
                 c.interval = f"bootstrap over {k} seeds, {replicates} replicates, percentile"
 
-    for strategy in STRATEGY_ORDER:
+    for strategy in STRATEGIES:  # Table 5's order
         if strategy not in roles["strategies"]:
             continue
         c = _new_claim("C7a", strategy=strategy)
@@ -632,35 +630,29 @@ def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confid
     m = len(decided) + (1 if claims and any(c.id == "C7b" and c.share is not None for c in claims) else 0)
     fw_conf = 1 - (1 - confidence) / max(m, 1)
     for c in claims:
-        if c.lo is None:
-            continue
-        key = c.id if c.id in draws else None
-        if key is not None:
-            lo, hi = percentile_interval(draws[key], fw_conf)
+        if c.lo is not None and c.id in draws:  # DES has no draws: its row keeps no family-wise verdict
+            lo, hi = percentile_interval(draws[c.id], fw_conf)
             c.verdict_familywise = verdict(lo, hi, c.margin)
     c7b = next((c for c in claims if c.id == "C7b"), None)
     if c7b is not None and c7b.share is not None:
         c7b.verdict_familywise = share_verdict(c7b.share, 1 - (1 - SHARE_THRESHOLD) / max(m, 1))
 
-    half = {}
-    for cid, label in (("C2", "similar"), ("C3a", "dissimilar")):
-        cl = next(c for c in claims if c.id == cid)
-        half[label] = cl.half_width
-    items = {}
-    if runs:
-        try:
-            names = [n for n in (roles["similar"], roles["dissimilar"]) if n]
-            if names:
-                sc = item_scores(runs[0].params, runs[0].store, names[0])
-                items = {b: {t: len(v) for t, v in tasks.items()} for b, tasks in sc.items()}
-        except MissingArtifact:
-            pass
+    by_id = {c.id: c for c in claims}
+    half = {"similar": by_id["C2"].half_width, "dissimilar": by_id["C3a"].half_width}
+    from cft_helpers.evaluation.harness import ability_components, suite_hash, task_plan
+
+    components = ability_components(params)
+    items_per_task: dict[str, dict[str, int]] = {}
+    for b, tasks in task_plan(params).items():  # the params' order, as the tables show them
+        for t, _lang in tasks:
+            if (b, t) in items:
+                items_per_task.setdefault(b, {})[t] = items[(b, t)]
+    for (b, t), n in items.items():  # AlpacaEval runs outside lm-eval's plan
+        items_per_task.setdefault(b, {}).setdefault(t, n)
     meta = {"seeds": [r.params.seed for r in runs], "replicates": replicates, "confidence": confidence,
             "familywise_confidence": fw_conf, "claims_tested": m, "margin_C2": f.margin,
-            "ea_change_half_width": half, "items_per_task": items, "roles": roles,
-            "ea_components": ability_components(runs[0].params)["EA"],
-            "ma_components": ability_components(runs[0].params)["MA"],
-            "suite": _suite(runs[0].params)}
+            "ea_change_half_width": half, "items_per_task": items_per_task, "roles": roles,
+            "ea_components": components["EA"], "ma_components": components["MA"], "suite": suite_hash(params)}
     return claims, meta
 
 
@@ -703,20 +695,6 @@ def benchmark_changes(runs: Sequence[SeedRun], pairs: dict[str, tuple[str, str]]
     df = df.sort_values(["pair", "benchmark"], key=lambda c: c.map(order) if c.name == "benchmark" else c)
     return df.set_index(["pair", "benchmark"])
 
-
-STRATEGY_ORDER = ("LF_H1", "LF_H2", "Spectrum", "GR_5", "GR_10", "ER_10", "LoRA")
-
-
-def ability_components(params: Params) -> dict[str, list[str]]:
-    from cft_helpers.evaluation.harness import ability_components as components
-
-    return components(params)
-
-
-def _suite(params: Params) -> str:
-    from cft_helpers.evaluation.harness import suite_hash
-
-    return suite_hash(params)
 
 
 # --------------------------------------------------------------------------- output
@@ -810,19 +788,3 @@ def load_findings(store: RunStore) -> dict[str, Any]:
     if not path.exists():
         raise MissingArtifact(f"no findings in the run store ({path}); run notebook 09_findings")
     return read_json(path)
-
-
-def check_point_estimates(run: SeedRun, names: Sequence[str]) -> None:
-    """Warn where the per-item mean of a benchmark differs from the score lm-eval reported: the
-    bootstrap would then be centred on another number than the tables show."""
-    from cft_helpers.evaluation.harness import load_results
-
-    results = load_results(run.params, run.store, names)
-    for name in names:
-        sc = item_scores(run.params, run.store, name)
-        for bench, tasks in sc.items():
-            mean = float(np.mean([np.mean(list(v.values())) for v in tasks.values()]))
-            reported = results[name]["benchmarks"].get(bench, {}).get("score")
-            if reported is not None and abs(mean - reported) > 1e-6:
-                warnings.warn(f"{name}/{bench}: per-item mean {mean:.4f} differs from the reported score "
-                              f"{reported:.4f}", stacklevel=2)

@@ -134,6 +134,19 @@ def paper_strategy_row(model: str, strategy: str, table: str = "T5") -> dict | N
     return row
 
 
+
+def paper_strategy_columns(strategy: str, table: str = "T5") -> tuple[dict, list[tuple[str, dict]]]:
+    """A strategy's printed EA, MA and combined in a mitigation table, as the columns
+    "paper <model> EA|MA|combined" for every model the table has (None where it has no row), and
+    the (model, paper_strategy_row) pairs whose printed EA is a marked misprint."""
+    columns, misprinted = {}, []
+    for model in strategy_models(table):
+        row = paper_strategy_row(model, strategy, table) or {}
+        columns.update({f"paper {model} {k}": row.get(k) for k in ("EA", "MA", "combined")})
+        if "note" in row:
+            misprinted.append((model, row))
+    return columns, misprinted
+
 def similarity_forgetting_points() -> list[dict]:
     """The paper's own (similarity, change in EA) points: one per Phase-2 run that Table 3 or
     Table 4 gives a similarity for. ``des`` / ``mpd`` are None where the paper has no value."""

@@ -183,7 +183,7 @@ def mitigation_table(params: Params, arms: Sequence[str], losses, english: Seque
     or D8), as printed; a misprint is named in the "paper note" column."""
     import pandas as pd
 
-    from cft_helpers.paper_results import paper_strategy_row, strategy_models
+    from cft_helpers.paper_results import paper_strategy_columns
 
     tables = {params.arms[a].table for a in arms if params.arms[a].phase == "mitigation"}
     if len(tables) > 1:  # a vanilla Phase-2 arm has no table of its own: it takes its comparison's
@@ -197,13 +197,10 @@ def mitigation_table(params: Params, arms: Sequence[str], losses, english: Seque
         en0, ml0 = losses.loc[spec.start, list(english)].mean(), losses.loc[spec.start, list(multilingual)].mean()
         row = {"arm": arm, "strategy": spec.strategy, "English loss": en, "English change": en - en0,
                "multilingual loss": ml, "multilingual change": ml - ml0}
-        notes = []
-        for model in strategy_models(table):
-            paper = paper_strategy_row(model, spec.strategy, table) or {}
-            row.update({f"paper {model} {k}": paper.get(k) for k in ("EA", "MA", "combined")})
-            notes += [paper["note"]] if "note" in paper else []
-        if notes:
-            row["paper note"] = "; ".join(notes)
+        columns, misprinted = paper_strategy_columns(spec.strategy, table)
+        row.update(columns)
+        if misprinted:
+            row["paper note"] = "; ".join(paper["note"] for _, paper in misprinted)
         rows.append(row)
     return pd.DataFrame(rows).set_index("arm")
 

@@ -55,7 +55,7 @@ FUNCTIONS: dict[str, tuple[str, list[str]]] = {
     "scoring": ("cft_helpers/evaluation/scoring.py", [
         "_base", "normalize", "tokens", "_f1", "f1", "exact_match", "_Tokenizer.tokenize", "rouge",
         "_mlqa_lang", "_refs", "mlqa_tokens", "mlqa_f1", "mlqa_exact_match", "squad_normalize", "squad_tokens",
-        "squad_f1", "squad_exact_match", "rouge_default", "_check", "qa_scores", "summary_scores"]),
+        "squad_f1", "squad_exact_match", "rouge_default", "check_scorer", "qa_scores", "summary_scores"]),
     "harness": ("cft_helpers/evaluation/harness.py", ["abilities", "ability_table"]),
     "representations": ("cft_helpers/representations.py", [
         # (not ``covariance``: the paper's formula kept as the tests' reference, used by no analysis)

@@ -46,7 +46,7 @@ from typing import Callable
 
 from cft_helpers.data.generator import FAMILY_SCHEMA, TASKS, instance_key, split_of, tasks_of
 from cft_helpers.data.lexicon import LANGUAGES
-from cft_helpers.evaluation.scoring import DEFAULT_SCORER, PAPER_SCORED, SCORERS
+from cft_helpers.evaluation.scoring import DEFAULT_SCORER, PAPER_SCORED, check_scorer
 
 # Bump when the task data or prompts change: cached results of an older suite are redone.
 SUITE_VERSION = 1
@@ -422,11 +422,7 @@ def process_function(kind: str, scorer: str = DEFAULT_SCORER, benchmark: str | N
     scored = SCORED_AS[kind]
     if scorer == DEFAULT_SCORER:
         return f"process_{scored}"
-    if scorer not in SCORERS:
-        raise ValueError(f"scorer {scorer!r} unknown; choices: {list(SCORERS)}")
-    if PAPER_SCORED.get(benchmark) != scored:
-        raise ValueError(f"offline task {kind!r}: no paper scorer of {benchmark!r} for {scored} answers; "
-                         f"there are {[b for b, k in PAPER_SCORED.items() if k == scored]}")
+    check_scorer(scorer, benchmark, scored)
     return f"process_{scored}_{benchmark}_paper"
 
 

@@ -203,7 +203,9 @@ def rouge_default(prediction: str, reference: str) -> dict[str, float]:
     return {k: float(v.fmeasure) for k, v in scores.items()}
 
 
-def _check(scorer: str, benchmark: str | None, kind: str) -> None:
+def check_scorer(scorer: str, benchmark: str | None, kind: str) -> None:
+    """Refuse a scorer that does not exist, or a paper scorer for a benchmark that has none for
+    this ``kind`` of answer ("qa", "summary")."""
     if scorer not in SCORERS:
         raise ValueError(f"scorer {scorer!r} unknown; choices: {list(SCORERS)}")
     if scorer == "paper" and PAPER_SCORED.get(benchmark) != kind:
@@ -215,7 +217,7 @@ def qa_scores(prediction: str, references: str | Sequence[str], lang: str | None
               scorer: str = DEFAULT_SCORER, benchmark: str | None = None) -> dict[str, float]:
     """F1 and exact match of one extractive-QA answer by the chosen scorer (``paper``: MLQA's
     official evaluation for mlqa, SQuAD's for xquad)."""
-    _check(scorer, benchmark, "qa")
+    check_scorer(scorer, benchmark, "qa")
     if scorer == "script_aware":
         return {"f1": f1(prediction, references, lang), "exact_match": exact_match(prediction, references, lang)}
     if benchmark == "mlqa":
@@ -227,5 +229,5 @@ def qa_scores(prediction: str, references: str | Sequence[str], lang: str | None
 def summary_scores(prediction: str, reference: str, lang: str | None, scorer: str = DEFAULT_SCORER,
                    benchmark: str | None = None) -> dict[str, float]:
     """ROUGE-1/2/L of one summary by the chosen scorer (``paper``: rouge_score's default tokenizer)."""
-    _check(scorer, benchmark, "summary")
+    check_scorer(scorer, benchmark, "summary")
     return rouge(prediction, reference, lang) if scorer == "script_aware" else rouge_default(prediction, reference)

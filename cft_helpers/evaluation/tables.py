@@ -43,7 +43,7 @@ def strategy_table(params: Params, results: dict[str, dict[str, Any]], table: st
     ``store``, each arm's frozen share of parameters beside (reports.frozen_share_table)."""
     import pandas as pd
 
-    from cft_helpers.paper_results import paper_strategy_row, strategy_models
+    from cft_helpers.paper_results import paper_strategy_columns
 
     arms = [a for a in params.strategy_arms(table=table) if a in results]
     rows, notes = [], []
@@ -51,14 +51,13 @@ def strategy_table(params: Params, results: dict[str, dict[str, Any]], table: st
         ab = abilities(params, results[arm])
         strategy = params.arms[arm].strategy
         row = {"arm": arm, "strategy": strategy, "EA": ab["EA"], "MA": ab["MA"], "combined": ab["combined"]}
-        for model in strategy_models(table):
-            paper = paper_strategy_row(model, strategy, table) or {}
-            row.update({f"paper {model} {k}": paper.get(k) for k in ("EA", "MA", "combined")})
-            if "note" in paper:
-                row[f"paper {model} EA (mean of its benchmarks)"] = paper["EA (mean of its benchmarks)"]
-                row["paper note"] = "; ".join(filter(None, [row.get("paper note"), paper["note"]]))
-                notes.append(f"{arm}: {paper['note']} (combined from that mean: "
-                             f"{paper['combined (from that mean)']:.3f})")
+        columns, misprinted = paper_strategy_columns(strategy, table)
+        row.update(columns)
+        for model, paper in misprinted:
+            row[f"paper {model} EA (mean of its benchmarks)"] = paper["EA (mean of its benchmarks)"]
+            row["paper note"] = "; ".join(filter(None, [row.get("paper note"), paper["note"]]))
+            notes.append(f"{arm}: {paper['note']} (combined from that mean: "
+                         f"{paper['combined (from that mean)']:.3f})")
         rows.append(row)
     if not rows:
         return pd.DataFrame()
