@@ -10,18 +10,26 @@ executed copies land in ``<run_dir>/notebooks/``. The run stops at the first fai
 and names it, the failing cell and the error. Stages already done for the same inputs are
 skipped inside the notebooks, so rerunning the book after an interruption continues where it
 stopped. Wall time per notebook goes to ``<run_dir>/book_timing.json``.
+
+With ``runtime.workers`` above 1 (``auto``: one per CPU core), after data preparation the book
+trains the arms and evaluates the models as parallel worker processes (:mod:`cft_helpers.schedule`;
+its time is the ``scheduler`` entry of book_timing.json), and the notebooks then find them done.
+The book holds ``<run_dir>/book.lock`` while it runs: a second book on the same run store stops at
+once, naming the holder (:mod:`cft_helpers.lock`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from cft_helpers.params import ParamsError, load_params
+from cft_helpers.lock import RunLock, RunLocked
+from cft_helpers.params import ParamsError, cpu_cores, load_params
 from cft_helpers.runs import RunStore, atomic_write_json
 
 
@@ -56,6 +64,20 @@ def list_notebooks(folder: Path, only: Sequence[str] | None = None) -> list[Path
 
 
 FINDINGS = "09_findings"  # reads every seed's run store: runs once, after all seeds
+DATA_PREP = "01_data_prep"  # the scheduler's jobs read the prepared data: it runs after this one
+BUSY_LOAD = 0.5  # load average per core above which the machine counts as busy at start
+
+
+def warn_if_busy() -> None:
+    """One line on stderr when other work already keeps the cores busy: times will be longer."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on this system
+        return
+    cores = cpu_cores()
+    if load > BUSY_LOAD * cores:
+        print(f"warning: the machine is busy (load average {load:.1f} on {cores} cores) before the book "
+              "starts; it will run slower than the times in the README", file=sys.stderr, flush=True)
 
 
 def _override_text(overrides: dict) -> str:
@@ -77,15 +99,19 @@ def run_book(params: str, overrides: Sequence[str] | str | None = None, force: b
         overrides = "; ".join(x for x in (overrides, f"seeds={json.dumps(list(seeds))}") if x)
     p = load_params(params, overrides=overrides)  # fail on bad params before any notebook starts
     notebooks = list_notebooks(notebook_dir(p.root), only or p.notebooks)
-    for seed in p.seed_list()[1:]:
-        extra = _override_text(p.seed_overrides(seed))
-        if progress:
-            print(f"[book] seed {seed} -> {p.seed_overrides(seed)['run_dir']}", flush=True)
-        _run_notebooks(p.for_seed(seed), [nb for nb in notebooks if nb.stem != FINDINGS],
-                       "; ".join(x for x in (overrides, extra) if x), force, progress)
-    if progress and len(p.seed_list()) > 1:
-        print(f"[book] seed {p.seed} -> {p.run_path}", flush=True)
-    return _run_notebooks(p, notebooks, overrides or "", force, progress)
+    # One lock for the whole book, every seed's store included (they lie under run_dir/seeds/);
+    # the papermill kernels and scheduler workers inherit its token.
+    with RunLock(p.run_path):
+        warn_if_busy()
+        for seed in p.seed_list()[1:]:
+            extra = _override_text(p.seed_overrides(seed))
+            if progress:
+                print(f"[book] seed {seed} -> {p.seed_overrides(seed)['run_dir']}", flush=True)
+            _run_notebooks(p.for_seed(seed), [nb for nb in notebooks if nb.stem != FINDINGS],
+                           "; ".join(x for x in (overrides, extra) if x), force, progress)
+        if progress and len(p.seed_list()) > 1:
+            print(f"[book] seed {p.seed} -> {p.run_path}", flush=True)
+        return _run_notebooks(p, notebooks, overrides or "", force, progress)
 
 
 def _run_notebooks(p, notebooks: list[Path], overrides: str, force: bool, progress: bool) -> dict[str, float]:
@@ -97,7 +123,22 @@ def _run_notebooks(p, notebooks: list[Path], overrides: str, force: bool, progre
     out_dir = store.root / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
+    # Without force, the scheduler runs the stages of the notebooks in parallel first (after
+    # data preparation); with force it would redo them and the notebooks again: they run alone.
+    scheduled = force or p.runtime.workers == 1
     for i, nb in enumerate(notebooks, 1):
+        if not scheduled and nb.stem != DATA_PREP:
+            scheduled = True
+            t0 = time.perf_counter()
+            from cft_helpers.schedule import ScheduleError, schedule_book
+
+            try:
+                ran = schedule_book(p, [x.stem for x in notebooks[i - 1:]], progress=progress)
+            except ScheduleError as exc:
+                raise BookError(f"the scheduler stopped: {exc}") from None
+            if ran is not None:
+                timing["scheduler"] = round(time.perf_counter() - t0, 1)
+                atomic_write_json(store.root / "book_timing.json", timing)
         out = out_dir / nb.name
         if progress:
             print(f"[book {i}/{len(notebooks)}] {nb.stem} -> {out}", flush=True)
@@ -135,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = ap.parse_args(argv)
     try:
         run_book(ns.params, ns.overrides, ns.force, ns.only, progress=not ns.quiet, seeds=ns.seeds)
-    except (BookError, ParamsError) as exc:
+    except (BookError, ParamsError, RunLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -339,9 +339,25 @@ class Arm(Strict):
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; all cores where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 class Runtime(Strict):
-    # Torch intra-op threads on CPU (None: torch's default). Tests and CI use 1.
-    threads: int | None = Field(default=None, ge=1)
+    # Torch intra-op threads per process on CPU: a number, "auto" (1 when the book's scheduler
+    # runs several worker processes, else every core: thread_count()), or None (torch's default).
+    # Tests and CI use 1. Never part of an input hash, but float sums depend on it: runs compared
+    # bit for bit need the same count.
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None
+    # Worker processes of the book's scheduler (cft_helpers/schedule.py), which trains the arms
+    # and evaluates the models as independent jobs in parallel before the notebooks run: a number,
+    # or "auto" (one per CPU core). 1: no scheduler, the notebooks do every stage in order. Always
+    # 1 on a CUDA device and with processes above 1 (one GPU job at a time): worker_count().
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Training processes. Above 1, the book (train_arms) starts each arm with `accelerate launch`
     # and the config below (params/accelerate/: ddp, fsdp, zero3; None: plain data parallel).
@@ -351,6 +367,29 @@ class Runtime(Strict):
     # installed with a CUDA GPU (auto), or always HF generate (hf), or vLLM (vllm; an error where
     # it is not installed). lm-eval's own tasks always run on the HF model.
     generation: Literal["auto", "hf", "vllm"] = "auto"
+
+    def uses_gpu(self) -> bool:
+        """Whether the stages run on a CUDA device (``device: auto`` asks torch)."""
+        if self.device != "auto":
+            return self.device == "cuda"
+        import torch
+
+        return torch.cuda.is_available()
+
+    def worker_count(self) -> int:
+        """Worker processes of the scheduler: ``workers`` (auto: the CPU cores), but 1 on a GPU or
+        with ``processes`` above 1, where jobs would share the accelerator."""
+        if self.workers == 1 or self.processes > 1 or self.uses_gpu():
+            return 1
+        return cpu_cores() if self.workers == "auto" else self.workers
+
+    def thread_count(self) -> int | None:
+        """Torch threads per process: ``threads``, with auto resolved from the parameters and the
+        machine alone (never from what happens to run), so a stage computes the same numbers
+        whether the scheduler or a notebook runs it. None: torch's default."""
+        if self.threads != "auto":
+            return self.threads
+        return 1 if self.worker_count() > 1 else cpu_cores()
 
 
 class Similarity(Strict):
@@ -556,6 +595,10 @@ class Evaluation(Strict):
     max_length: int = Field(default=1024, ge=64)
     # Extra folders of lm-eval task YAMLs (your own tasks), searched with lm-eval's own.
     include_paths: list[str] = Field(default_factory=list)
+    # Who runs lm-eval's requests on the model: "cft" computes shared prefixes once (a multiple-
+    # choice item's context, the chat template's system turn; evaluation/shared_prefix.py), the
+    # same numbers to float32 rounding, several times faster; "lm_eval" runs lm-eval's own HFLM.
+    engine: Literal["cft", "lm_eval"] = "cft"
 
     @model_validator(mode="after")
     def _check(self) -> "Evaluation":

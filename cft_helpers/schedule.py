@@ -1,0 +1,423 @@
+"""The book's scheduler: independent heavy stages as parallel worker processes.
+
+Before its notebooks run, the book (``runtime.workers`` above 1) trains the arms and evaluates
+the models and computes notebook 07's activations as *jobs*, ``train:<arm>``, ``eval:<model>``
+and ``act:<model>``, in up to ``runtime.workers``
+processes at a time. A job starts once the jobs it needs are done: an arm needs the arm it
+starts from (whose final checkpoint it continues; that model also generates a GR arm's replay
+and is what LF_H2 and Spectrum rank layers of), an evaluation needs the arm it scores. Every
+stage is cached by input hash in the run store, so the notebooks then find these jobs done and
+only read and report them; a killed book resumes, and what was finished is skipped.
+
+Each job is a child process (its output in ``<run_dir>/logs/<kind>-<name>.log``)::
+
+    python -m cft_helpers.schedule --params params/default.yaml --set k=<json> ... --job train:p1_alpaca
+
+with ``runtime.threads`` torch threads (OMP_NUM_THREADS): the count is fixed by the parameters,
+never by what runs beside, so a job computes the same numbers as the notebook would in order.
+When a job fails, the running ones finish, no new one starts, and the error names the job, its
+exit code and its log's last lines.
+
+The jobs of a book are those of the notebooks it runs (:func:`book_jobs`): 02 trains Phase 1,
+03 Phase 2 / mixture / reverse order, 04 the mitigations with what they compare (and evaluates
+those), 06 evaluates every model, 07 computes each model's activations. Other stages (similarity,
+held-out losses, figures) stay in the notebooks. From a shell::
+
+    python -m cft_helpers.schedule --params default --plan        # the jobs and what each needs
+    python -m cft_helpers.schedule --params default --workers 2   # run them (no notebooks)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Sequence
+
+from cft_helpers.params import Params, ParamsError, load_params
+from cft_helpers.runs import RunStore, atomic_write_json
+
+TAIL_LINES = 20
+# What each notebook of the book trains and evaluates, as jobs (the rest stays in the notebooks).
+TRAINING_NOTEBOOKS = {
+    "02_phase1_training": ("phase1",),
+    "03_phase2_training": ("phase2", "mixture", "reverse1", "reverse2"),
+}
+MITIGATION_NOTEBOOK = "04_mitigation"
+EVALUATION_NOTEBOOK = "06_evaluation"
+REPRESENTATIONS_NOTEBOOK = "07_representations"  # its activations, one job per model
+
+
+class ScheduleError(RuntimeError):
+    """A job failed (the message names it, its exit code and its log's last lines)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    name: str                      # "train:p1_alpaca", "eval:base"
+    kind: str                      # "train", "eval" or "act"
+    target: str                    # the arm or model
+    needs: tuple[str, ...] = ()    # jobs that must be done first (some may lie outside the plan)
+    group: str | None = None       # jobs of one group never run at the same time
+
+    @property
+    def log_name(self) -> str:
+        return f"{self.kind}-{self.target}.log"
+
+
+def arm_needs(params: Params, arm: str) -> list[str]:
+    """The arms whose results training ``arm`` reads: the arm it starts from (its checkpoint is
+    continued; it also generates a GR arm's replay and is the Phase-1 model LF_H2 and Spectrum
+    rank layers of). LF_H2's base and every other start point are ``models:`` entries."""
+    start = params.arms[arm].start
+    return [start] if start in params.arms else []
+
+
+def mitigation_compared(params: Params) -> list[str]:
+    """The arms notebook 04 trains (with their upstream) and evaluates: every mitigation table's
+    strategies and its vanilla Phase-2 arm (the notebook's defaults: all strategies and tables)."""
+    tables = params.mitigation_tables()
+    arms = [a for t in tables for a in params.strategy_arms("all", t)]
+    return list(dict.fromkeys([a for t in tables for a in params.strategy_arms("vanilla", t)] + arms))
+
+
+def plan_jobs(params: Params, arms: Sequence[str] | None = None,
+              models: Sequence[str] | None = None, activations: Sequence[str] = ()) -> dict[str, Job]:
+    """The jobs that train ``arms`` (default: every arm) and evaluate ``models`` (default:
+    ``params.evaluated_models()``), trainings first in training order; name -> Job."""
+    from cft_helpers.evaluation.alpacaeval import alpaca_spec
+
+    arms = params.arm_order() if arms is None else [a for a in params.arm_order() if a in set(arms)]
+    models = params.evaluated_models() if models is None else list(dict.fromkeys(models))
+    # AlpacaEval's judge caches (one per judge, shared by every model) take one writer at a time
+    group = "alpacaeval" if alpaca_spec(params) else None
+    jobs = [Job(f"train:{a}", "train", a, tuple(f"train:{x}" for x in arm_needs(params, a))) for a in arms]
+    jobs += [Job(f"eval:{m}", "eval", m, (f"train:{m}",) if m in params.arms else (), group) for m in models]
+    jobs += [Job(f"act:{m}", "act", m, (f"train:{m}",) if m in params.arms else ()) for m in activations]
+    return {j.name: j for j in jobs}
+
+
+def book_jobs(params: Params, notebooks: Sequence[str]) -> dict[str, Job]:
+    """The jobs of the notebooks a book runs (file stems): what they would train and evaluate."""
+    arms: list[str] = []
+    models: list[str] = []
+    activations: list[str] = []
+    for stem in notebooks:
+        if stem in TRAINING_NOTEBOOKS:
+            arms += params.arms_in_phase(*TRAINING_NOTEBOOKS[stem])
+        elif stem == MITIGATION_NOTEBOOK:
+            compared = mitigation_compared(params)
+            arms += params.with_upstream(compared)
+            models += compared
+        elif stem == EVALUATION_NOTEBOOK:
+            models += params.evaluated_models()
+        elif stem == REPRESENTATIONS_NOTEBOOK:
+            from cft_helpers.representations import needed_models
+
+            activations += needed_models(params)
+            arms += [m for m in activations if m in params.arms]
+    return plan_jobs(params, arms, models, list(dict.fromkeys(activations))) if arms or models or activations else {}
+
+
+def job_done(params: Params, store: RunStore, job: Job) -> bool:
+    """Whether the run store holds this job's result for the current inputs (what makes
+    ``train_arm`` skip an arm and ``evaluate_model`` return its cached record)."""
+    try:
+        if job.kind == "train":
+            from cft_helpers.train import arm_input_hash
+
+            return store.stage(f"arms/{job.target}", arm_input_hash(params, store, job.target)).is_done()
+        if job.kind == "act":
+            from cft_helpers.representations import activations_pending
+
+            return not activations_pending(params, store, job.target)
+        from cft_helpers.evaluation.harness import suite_hash
+        from cft_helpers.models import resolve_model
+        from cft_helpers.params import stable_hash
+        from cft_helpers.runs import read_json
+
+        path = store.root / "eval" / f"{job.target}.json"
+        if not path.exists():
+            return False
+        _, ident, _ = resolve_model(params, store, job.target)
+        return read_json(path).get("key") == stable_hash({"model": ident, "suite": suite_hash(params)})
+    except (RuntimeError, KeyError, ValueError, OSError):  # upstream not done, unreadable record
+        return False
+
+
+def _descendants(jobs: dict[str, Job]) -> dict[str, int]:
+    """How many jobs wait, directly or not, on each job (what to start first)."""
+    children: dict[str, list[str]] = {n: [] for n in jobs}
+    for j in jobs.values():
+        for n in j.needs:
+            if n in children:
+                children[n].append(j.name)
+    out = {}
+    for name in jobs:
+        seen: set[str] = set()
+        todo = deque(children[name])
+        while todo:
+            c = todo.popleft()
+            if c not in seen:
+                seen.add(c)
+                todo.extend(children[c])
+        out[name] = len(seen)
+    return out
+
+
+def worker_command(params: Params, job: Job) -> list[str]:
+    """The child process of one job: this module with the same params file and overrides."""
+    from cft_helpers.train import override_args
+
+    return [sys.executable, "-m", "cft_helpers.schedule", "--params", str(params.source_path),
+            *override_args(params), "--job", job.name]
+
+
+def worker_env(params: Params) -> dict[str, str]:
+    """The environment of a worker: this one (with the run lock's token), plus its thread count."""
+    env = dict(os.environ)
+    threads = params.runtime.thread_count()
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    env["PYTHONUNBUFFERED"] = "1"
+    package_root = str(Path(__file__).resolve().parents[1])  # the same code as this process runs
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (package_root, env.get("PYTHONPATH")) if x)
+    return env
+
+
+def _tail(path: Path, n: int = TAIL_LINES) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + line for line in lines[-n:])
+
+
+def run_jobs(params: Params, jobs: dict[str, Job], workers: int, store: RunStore | None = None,
+             progress: bool = True, poll_s: float = 0.2) -> dict[str, Any]:
+    """Run ``jobs`` in up to ``workers`` child processes, each once what it needs is done.
+
+    Jobs already done are skipped (and listed); a job that needs a job outside ``jobs`` which
+    is not done is left out (to the notebooks, which then name what is missing). Raises
+    ScheduleError after the running jobs finished when any job failed. Returns a summary."""
+    store = store or RunStore(params.run_path)
+    log_dir = store.root / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    def say(text: str) -> None:
+        if progress:
+            print(f"[schedule {time.perf_counter() - t_start:5.0f}s] {text}", flush=True)
+
+    outside = {n for j in jobs.values() for n in j.needs if n not in jobs}
+    status = {n: job_done(params, store, Job(n, *n.split(":", 1))) for n in outside}
+    for name, job in jobs.items():  # in plan order: what a job needs comes before it
+        status[name] = all(status.get(n, False) for n in job.needs) and job_done(params, store, job)
+    already = [n for n in jobs if status[n]]
+    left_out: list[str] = []
+    todo: list[str] = []
+    for name, job in jobs.items():
+        if status[name]:
+            continue
+        if any(n in left_out or (n not in jobs and not status[n]) for n in job.needs):
+            left_out.append(name)
+        else:
+            todo.append(name)
+    if already:
+        say(f"already done ({len(already)}): {', '.join(already)}")
+    if left_out:
+        say(f"left to the notebooks (they need work that is not done nor scheduled): {', '.join(left_out)}")
+    summary: dict[str, Any] = {"workers": workers, "threads": params.runtime.thread_count(),
+                               "already_done": already, "left_out": left_out, "ran": {}, "failed": {}}
+    if not todo:
+        say(f"nothing to run: {len(already)} of {len(jobs)} jobs done")
+        return summary
+    say(f"{len(todo)} jobs on {workers} workers, {params.runtime.thread_count() or 'default'} torch "
+        f"thread(s) each; logs in {log_dir}")
+    weight = _descendants({n: jobs[n] for n in todo})
+    order = {n: i for i, n in enumerate(todo)}
+    pending = list(todo)
+    finished = {n for n, done in status.items() if done}
+    running: dict[str, tuple[subprocess.Popen, float, Path, Any]] = {}
+    failed: dict[str, tuple[int, Path]] = {}
+    env, cwd = worker_env(params), params.root or None
+    try:
+        while pending or running:
+            if not failed:
+                busy = {jobs[n].group for n in running} - {None}
+                ready = [n for n in pending if all(d in finished for d in jobs[n].needs)
+                         and (jobs[n].group is None or jobs[n].group not in busy)]
+                ready.sort(key=lambda n: (-weight[n], order[n]))
+                for name in ready:
+                    if len(running) >= workers:
+                        break
+                    if jobs[name].group is not None and jobs[name].group in busy:
+                        continue
+                    busy.add(jobs[name].group)
+                    log = log_dir / jobs[name].log_name
+                    fh = open(log, "a", encoding="utf-8")
+                    cmd = worker_command(params, jobs[name])
+                    fh.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {name}: {' '.join(cmd)}\n")
+                    fh.flush()
+                    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+                    running[name] = (proc, time.perf_counter(), log, fh)
+                    pending.remove(name)
+                    say(f"start {name} ({len(running)} running, {len(pending)} waiting)")
+            if not running:
+                if pending and not failed:  # cannot happen for a plan without cycles
+                    raise ScheduleError(f"jobs {pending} wait on each other; nothing can start")
+                break
+            time.sleep(poll_s)
+            for name, (proc, t0, log, fh) in list(running.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                fh.close()
+                del running[name]
+                took = time.perf_counter() - t0
+                if rc == 0:
+                    finished.add(name)
+                    summary["ran"][name] = round(took, 1)
+                    say(f"done {name} in {took:.0f}s ({len(summary['ran'])} of {len(todo)})")
+                else:
+                    failed[name] = (rc, log)
+                    summary["failed"][name] = rc
+                    say(f"FAILED {name} (exit code {rc}) after {took:.0f}s; log: {log}"
+                        + (f"; waiting for {len(running)} running job(s), starting no new ones" if running else ""))
+    except BaseException:  # interrupted (Ctrl-C, an error here): no worker outlives the book
+        for proc, _, _, fh in running.values():
+            proc.terminate()
+        for proc, _, _, fh in running.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            fh.close()
+        raise
+    summary["wall_s"] = round(time.perf_counter() - t_start, 1)
+    atomic_write_json(log_dir / "schedule.json", summary)
+    if failed:
+        parts = [f"job {name} failed with exit code {rc}; log {log}, last {TAIL_LINES} lines:\n{_tail(log)}"
+                 for name, (rc, log) in failed.items()]
+        if pending:
+            parts.append(f"not started: {', '.join(pending)}")
+        raise ScheduleError("\n".join(parts))
+    say(f"all {len(todo)} jobs done in {summary['wall_s']:.0f}s")
+    return summary
+
+
+def prepare_shared(params: Params, store: RunStore, jobs: dict[str, Job]) -> None:
+    """Build what several jobs would otherwise build at once, in this process: the model
+    checkpoints of ``models:`` entries (conversion, random init) and the evaluation suite's files."""
+    from cft_helpers.models import model_checkpoint, model_spec_of_arm
+    from cft_helpers.train import lf_h2_base
+
+    names: list[str] = []
+    for job in jobs.values():
+        if job.kind == "train":
+            names.append(model_spec_of_arm(params, job.target)[0])
+            if params.arms[job.target].strategy == "LF_H2":
+                names.append(lf_h2_base(params, job.target))
+        elif job.target in params.models:
+            names.append(job.target)
+    for name in dict.fromkeys(names):
+        model_checkpoint(params, name, progress=False)
+    if any(j.kind == "eval" for j in jobs.values()):
+        from cft_helpers.evaluation.harness import write_suite
+
+        write_suite(params, store)
+
+
+def schedule_book(params: Params, notebooks: Sequence[str], progress: bool = True) -> dict[str, Any] | None:
+    """The book's step before its notebooks: run the jobs of ``notebooks`` (stems) in parallel.
+    None when there is nothing to schedule: ``runtime.workers`` resolves to 1, or the prepared
+    data is missing (the notebooks then run every stage and say what is missing)."""
+    from cft_helpers.data.prepare import data_input_hash
+
+    workers = params.runtime.worker_count()
+    if workers <= 1:
+        return None
+    jobs = book_jobs(params, notebooks)
+    if not jobs:
+        return None
+    store = RunStore(params.run_path)
+    if not store.stage("data", data_input_hash(params)).is_done():
+        if progress:
+            print("[schedule] the prepared data is not in the run store for these parameters: no jobs "
+                  "scheduled, the notebooks run every stage in order", flush=True)
+        return None
+    prepare_shared(params, store, jobs)
+    return run_jobs(params, jobs, workers, store, progress=progress)
+
+
+def run_job(params: Params, name: str) -> None:
+    """One job in this process (a worker's work)."""
+    kind, _, target = name.partition(":")
+    if kind == "train":
+        if target not in params.arms:
+            raise KeyError(f"unknown arm {target!r}; valid: {sorted(params.arms)}")
+        from cft_helpers.train import train_arms
+
+        m = train_arms(params, [target], progress=False)[target]
+        print(f"{name}: " + ", ".join(f"{k}={m[k]}" for k in ("steps", "train_loss", "eval_loss_after", "wall_s",
+                                                             "checkpoint") if k in m), flush=True)
+    elif kind == "eval":
+        from cft_helpers.evaluation.harness import evaluate_model
+
+        record = evaluate_model(params, target, progress=False)
+        scores = {b: round(v["score"], 4) for b, v in record.get("benchmarks", {}).items() if "score" in v}
+        print(f"{name}: {scores}", flush=True)
+    elif kind == "act":
+        from cft_helpers.representations import activation_sets, notebook_sets
+
+        got = activation_sets(params, target, notebook_sets(params, target), progress=False)
+        print(f"{name}: " + ", ".join(f"{k} {v.shape}" for k, v in got.items()), flush=True)
+    else:
+        raise ValueError(f"unknown job {name!r}: train:<arm>, eval:<model> or act:<model>")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cft_helpers.schedule", description=__doc__.split("\n")[0])
+    ap.add_argument("--params", required=True, help="params YAML file or preset name")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="override, e.g. training.learning_rate=1e-4 (repeatable)")
+    ap.add_argument("--job", help="run one job in this process (train:<arm> or eval:<model>): a worker")
+    ap.add_argument("--workers", type=int, help="worker processes (default: runtime.workers)")
+    ap.add_argument("--plan", action="store_true", help="print the jobs and what each needs, run nothing")
+    ns = ap.parse_args(argv)
+    from cft_helpers.lock import RunLock, RunLocked, check_run_lock
+
+    try:
+        params = load_params(ns.params, overrides=ns.overrides)
+        if ns.job:
+            check_run_lock(params.run_path)  # the book's own workers carry its token
+            run_job(params, ns.job)
+            return 0
+        jobs = plan_jobs(params)
+        if ns.plan:
+            for job in jobs.values():
+                print(f"{job.name}" + (f"  <- {', '.join(job.needs)}" if job.needs else ""))
+            return 0
+        with RunLock(params.run_path):
+            from cft_helpers.data import prepare_datasets
+
+            store = RunStore(params.run_path)
+            prepare_datasets(params, store, progress=False)
+            prepare_shared(params, store, jobs)
+            run_jobs(params, jobs, ns.workers or params.runtime.worker_count(), store)
+    except (ParamsError, RunLocked, ScheduleError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
