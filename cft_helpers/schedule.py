@@ -136,16 +136,9 @@ def job_done(params: Params, store: RunStore, job: Job) -> bool:
             from cft_helpers.representations import activations_pending
 
             return not activations_pending(params, store, job.target)
-        from cft_helpers.evaluation.harness import suite_hash
-        from cft_helpers.models import resolve_model
-        from cft_helpers.params import stable_hash
-        from cft_helpers.runs import read_json
+        from cft_helpers.evaluation.harness import evaluation_done
 
-        path = store.root / "eval" / f"{job.target}.json"
-        if not path.exists():
-            return False
-        _, ident, _ = resolve_model(params, store, job.target)
-        return read_json(path).get("key") == stable_hash({"model": ident, "suite": suite_hash(params)})
+        return evaluation_done(params, job.target, store)
     except (RuntimeError, KeyError, ValueError, OSError):  # upstream not done, unreadable record
         return False
 

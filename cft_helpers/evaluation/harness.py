@@ -134,12 +134,26 @@ def benchmark_table(params: Params):
     return pd.DataFrame(rows).set_index("benchmark")
 
 
+def evaluation_key(params: Params, model_identity: str) -> str:
+    """The key of a model's evaluation record: its checkpoint's identity and the suite's hash."""
+    return stable_hash({"model": model_identity, "suite": suite_hash(params)})
+
+
+def evaluation_done(params: Params, name: str, store: RunStore) -> bool:
+    """Whether ``<run_dir>/eval/<name>.json`` holds this model's results on this suite (what
+    makes ``evaluate_model`` return the cached record)."""
+    path = store.root / "eval" / f"{name}.json"
+    if not path.exists():
+        return False
+    return read_json(path).get("key") == evaluation_key(params, resolve_model(params, store, name)[1])
+
+
 def evaluate_model(params: Params, name: str, store: RunStore | None = None, force: bool = False,
                    progress: bool = True) -> dict[str, Any]:
     """Run the suite on one model or arm (cached); returns its results record."""
     store = store or RunStore(params.run_path)
     ckpt, ident, template = resolve_model(params, store, name)
-    key = stable_hash({"model": ident, "suite": suite_hash(params)})
+    key = evaluation_key(params, ident)
     out_file = store.root / "eval" / f"{name}.json"
     if out_file.exists() and not force:
         cached = read_json(out_file)

@@ -154,9 +154,13 @@ class SharedPrefixHFLM(HFLM):
         last = hidden[torch.arange(b, device=dev), torch.tensor([len(r) - 1 for r in rest], device=dev)]
         return cache, mask, torch.tensor([len(r) for r in rows], device=dev), last
 
+    def _batch_rows(self) -> int:
+        """``evaluation.batch_size`` (32 where lm-eval was asked for "auto")."""
+        return self.batch_size if isinstance(self.batch_size, int) else 32
+
     def _token_budget(self) -> int:
-        """Cache tokens one log-likelihood batch may hold: ``evaluation.batch_size`` x 256."""
-        return (self.batch_size if isinstance(self.batch_size, int) else 32) * 256
+        """Cache tokens one batch may hold: ``evaluation.batch_size`` x 256."""
+        return self._batch_rows() * 256
 
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
@@ -173,7 +177,8 @@ class SharedPrefixHFLM(HFLM):
         fits = [i for i, (_, ctx, cont) in enumerate(requests)
                 if ctx and cont and len(ctx) + len(cont) <= self.max_length + 1]
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        rest = [i for i in range(len(requests)) if i not in set(fits)]
+        fit_set = set(fits)
+        rest = [i for i in range(len(requests)) if i not in fit_set]
         if rest:  # over the window (lm-eval truncates them from the left): lm-eval's own loop
             for i, r in zip(rest, super()._loglikelihood_tokens([requests[i] for i in rest], disable_tqdm=True)):
                 results[i] = r
@@ -249,10 +254,9 @@ class SharedPrefixHFLM(HFLM):
         greedy = [i for i, (_, kw) in enumerate(args) if not kw.get("do_sample")
                   and not kw.get("temperature") and "max_length" not in kw]
         out: list[str | None] = [None] * len(args)
-        others = [i for i in range(len(args)) if i not in set(greedy)]
+        greedy_set = set(greedy)
+        others = [i for i in range(len(args)) if i not in greedy_set]
         if others:  # sampling: lm-eval's own loop
-            from lm_eval.api.instance import Instance  # noqa: F401 (requests are Instances)
-
             for i, s in zip(others, super().generate_until([requests[i] for i in others], disable_tqdm=True)):
                 out[i] = s
         groups: dict[str, list[int]] = {}
@@ -262,7 +266,7 @@ class SharedPrefixHFLM(HFLM):
         eos_ids = self._eos_ids()
         pbar = tqdm(total=len(greedy), disable=disable_tqdm or self.rank != 0,
                     desc="Running generate_until requests (shared prefixes)")
-        limit = self.batch_size if isinstance(self.batch_size, int) else 32
+        limit = self._batch_rows()
         with torch.no_grad():
             for idx in groups.values():
                 kwargs = normalize_gen_kwargs(dict(args[idx[0]][1]), self.max_gen_toks)
