@@ -10,7 +10,7 @@ same batches in the same order). Three sides, each in a fresh process:
 - ``trl_defaults``: ``SFTConfig`` with TRL's defaults for everything that is not the experiment
   (bf16 autocast, activation checkpointing, fused AdamW, padded batches);
 - ``trl_fp32`` and ``trl_bf16``: TRL without activation checkpointing, in fp32 and in bf16
-  autocast (faster only on CPUs with native bf16, such as AVX512-BF16; SPEC.md section 8 saw
+  autocast (faster only on CPUs with native bf16, such as AVX512-BF16; docs/ENGINEERING.md, "The stack and its pins" saw
   2.6x slower without it); the faster of the two is reported as the best TRL configuration;
 - ``ours``: ``build_trainer`` of the training core with the default params (padding-free batches,
   fp32);
@@ -43,13 +43,14 @@ def _params(steps: int, precision: str = "auto"):
 
 def part(name: str, steps: int) -> None:
     from cft_helpers.runs import RunStore
-    from cft_helpers.train import build_trainer, configure_runtime
+    from cft_helpers.runtime import configure_runtime
+    from cft_helpers.train import build_trainer
 
     params = _params(steps, "bf16" if name == "ours_bf16" else "auto")
     configure_runtime(params)
     store = RunStore(params.run_path)
     out = Path(tempfile.mkdtemp(prefix=f"bench-train-{name}-"))
-    trainer, _, _ = build_trainer(params, ARM, store, out, "cpu", progress=False)
+    trainer = build_trainer(params, ARM, store, out, "cpu", progress=False).trainer
     if not name.startswith("ours"):  # the same model, tokenizer and rows, handed to a plain SFTTrainer
         from trl import SFTConfig, SFTTrainer
 
@@ -87,7 +88,7 @@ def run(steps: int = 6) -> dict:
     params = _params(steps)
     prepare_datasets(params, progress=False)  # once, before the children read it
     model_checkpoint(params, "base", progress=False)
-    from cft_helpers.train import cpu_has_native_bf16
+    from cft_helpers.runtime import cpu_has_native_bf16
 
     names = ["trl_defaults", "trl_fp32", "trl_bf16", "ours"] + (["ours_bf16"] if cpu_has_native_bf16() else [])
     sides = {name: child("benchmarks.bench_training", name, "--steps", str(steps)) for name in names}

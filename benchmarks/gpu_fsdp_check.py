@@ -70,7 +70,8 @@ def main() -> int:
     from cft_helpers.data import prepare_datasets
     from cft_helpers.params import load_params
     from cft_helpers.runs import RunStore
-    from cft_helpers.train import launch_arm, train_arm
+    from cft_helpers.launch import launch_arm
+    from cft_helpers.train import train_arm
 
     root = Path(tempfile.mkdtemp(prefix="gpu-fsdp-"))
     p = load_params(params_file(root, ns.steps, ns.processes))

@@ -21,7 +21,6 @@ once, naming the holder (:mod:`cft_helpers.lock`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,12 +28,28 @@ from pathlib import Path
 from typing import Sequence
 
 from cft_helpers.lock import RunLock, RunLocked
-from cft_helpers.params import ParamsError, cpu_cores, load_params
-from cft_helpers.runs import RunStore, atomic_write_json
+from cft_helpers.params import ParamsError, cpu_cores, load_params, parse_overrides
+from cft_helpers.runs import RunStore, atomic_write_json, read_json
 
 
 class BookError(RuntimeError):
     """A notebook of the book failed; the message names the notebook, the cell and the error."""
+
+
+# Which notebook of the book trains the arms of each phase (the scheduler's jobs follow it, and
+# messages about a missing arm name the notebook to run).
+TRAINING_NOTEBOOKS = {
+    "02_phase1_training": ("phase1",),
+    "03_phase2_training": ("phase2", "mixture", "reverse1", "reverse2"),
+    "04_mitigation": ("mitigation",),
+}
+
+
+def training_notebook(params, arm: str) -> str:
+    """The notebook that trains ``arm``, as a user runs it: ``notebooks/02_phase1_training``."""
+    phase = params.arms[arm].phase
+    return "notebooks/" + next((stem for stem, phases in TRAINING_NOTEBOOKS.items() if phase in phases),
+                               "04_mitigation")
 
 
 def notebook_dir(root: Path | str | None = None) -> Path:
@@ -80,23 +95,25 @@ def warn_if_busy() -> None:
               "starts; it will run slower than the times in the README", file=sys.stderr, flush=True)
 
 
-def _override_text(overrides: dict) -> str:
-    return "; ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
-
-
 def run_book(params: str, overrides: Sequence[str] | str | None = None, force: bool = False,
              only: Sequence[str] | None = None, progress: bool = True,
-             seeds: Sequence[int] | None = None) -> dict[str, float]:
+             seeds: Sequence[int] | None = None, plain: bool = False) -> dict[str, float]:
     """Run the book; returns wall seconds per notebook (of the parameter set's own seed). Raises
     BookError on the first failure.
+
+    ``progress``: a line per running stage (a training's steps, an evaluation's requests, ...) with
+    the time it has left, and per notebook the elapsed time and what is left of the book once it
+    can be estimated; ``plain``: only a line per notebook. Either way, every line also goes to
+    ``<run_dir>/book.log``.
 
     With several seeds (``seeds``, or ``seeds:`` in the params), the book runs once per extra
     seed first, into <run_dir>/seeds/seed-<s>/ (without the findings notebook), then for the
     parameter set's own seed, whose findings notebook decides the claims over all seeds."""
-    if isinstance(overrides, (list, tuple)):
-        overrides = "; ".join(overrides)
+    # Overrides travel as one dict, to the notebooks too (papermill writes it as a Python
+    # literal), so that a value holding ";" or "=" arrives whole.
+    overrides = parse_overrides(list(overrides) if isinstance(overrides, (list, tuple)) else overrides)
     if seeds:
-        overrides = "; ".join(x for x in (overrides, f"seeds={json.dumps(list(seeds))}") if x)
+        overrides["seeds"] = list(seeds)
     p = load_params(params, overrides=overrides)  # fail on bad params before any notebook starts
     notebooks = list_notebooks(notebook_dir(p.root), only or p.notebooks)
     # One lock for the whole book, every seed's store included (they lie under run_dir/seeds/);
@@ -104,61 +121,121 @@ def run_book(params: str, overrides: Sequence[str] | str | None = None, force: b
     with RunLock(p.run_path):
         warn_if_busy()
         for seed in p.seed_list()[1:]:
-            extra = _override_text(p.seed_overrides(seed))
             if progress:
                 print(f"[book] seed {seed} -> {p.seed_overrides(seed)['run_dir']}", flush=True)
             _run_notebooks(p.for_seed(seed), [nb for nb in notebooks if nb.stem != FINDINGS],
-                           "; ".join(x for x in (overrides, extra) if x), force, progress)
+                           {**overrides, **p.seed_overrides(seed)}, force, progress, plain)
         if progress and len(p.seed_list()) > 1:
             print(f"[book] seed {p.seed} -> {p.run_path}", flush=True)
-        return _run_notebooks(p, notebooks, overrides or "", force, progress)
+        return _run_notebooks(p, notebooks, overrides, force, progress, plain)
 
 
-def _run_notebooks(p, notebooks: list[Path], overrides: str, force: bool, progress: bool) -> dict[str, float]:
+class _BookLog:
+    """``<run_dir>/book.log``: every line the book shows (and the stages' progress), with the time."""
+
+    def __init__(self, path: Path, show: bool):
+        self.path, self.show = path, show
+
+    def __call__(self, text: str, show: bool | None = None) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+        if self.show if show is None else show:
+            print(text, flush=True)
+
+
+def _remaining_notebooks(previous: dict[str, float], left: Sequence[str]) -> float | None:
+    """What the notebooks still to run took last time (book_timing.json of an earlier book on
+    this store), or None when one of them has no earlier time."""
+    if not left or any(stem not in previous for stem in left):
+        return None
+    return sum(previous[stem] for stem in left)
+
+
+def _run_notebooks(p, notebooks: list[Path], overrides: dict, force: bool, progress: bool,
+                   plain: bool = False) -> dict[str, float]:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from cft_helpers.progress import ENV, NOTEBOOK_ENV, BookProgress, format_seconds
+
     store = RunStore(p.run_path)
     store.save_params(p.resolved())
-    out_dir = store.root / "notebooks"
+    out_dir = store.notebooks_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    timing: dict[str, float] = {}
-    # Without force, the scheduler runs the stages of the notebooks in parallel first (after
-    # data preparation); with force it would redo them and the notebooks again: they run alone.
-    scheduled = force or p.runtime.workers == 1
-    for i, nb in enumerate(notebooks, 1):
-        if not scheduled and nb.stem != DATA_PREP:
-            scheduled = True
-            t0 = time.perf_counter()
-            from cft_helpers.schedule import ScheduleError, schedule_book
+    log = _BookLog(store.book_log, show=progress)
+    previous = read_json(store.book_timing) if store.book_timing.exists() else {}
+    events = store.progress_file
+    events.write_text("")  # the book holds the lock: nobody else writes here now
+    display = BookProgress(events, log=lambda text: log(text, show=False), show=progress and not plain)
+    scheduler_left: list = []  # the running scheduler's estimate, once it has one
+    state = {"left": [nb.stem for nb in notebooks]}
 
+    def estimate() -> str | None:
+        sched = scheduler_left[0].seconds() if scheduler_left else None
+        rest = _remaining_notebooks(previous, state["left"])
+        if sched is not None and rest is not None:
+            return f"book about {format_seconds(sched + rest)} left"
+        if sched is not None:
+            return f"jobs about {format_seconds(sched)} left"
+        return f"book about {format_seconds(rest)} left (as last time)" if rest is not None else None
+
+    display.estimate = estimate
+    saved_env = {k: os.environ.get(k) for k in (ENV, NOTEBOOK_ENV)}
+    os.environ[ENV] = str(events)  # the kernels and workers report their stages there
+    display.start()
+    timing: dict[str, float] = {}
+    t_book = time.perf_counter()
+    try:
+        # Without force, the scheduler runs the stages of the notebooks in parallel first (after
+        # data preparation); with force it would redo them and the notebooks again: they run alone.
+        scheduled = force or p.runtime.workers == 1
+        for i, nb in enumerate(notebooks, 1):
+            if not scheduled and nb.stem != DATA_PREP:
+                scheduled = True
+                t0 = time.perf_counter()
+                from cft_helpers.schedule import ScheduleError, schedule_book
+
+                try:
+                    ran = schedule_book(p, [x.stem for x in notebooks[i - 1:]], progress=progress and not plain,
+                                        log=lambda text: log(text, show=progress and not plain),
+                                        remaining=scheduler_left)
+                except ScheduleError as exc:
+                    raise BookError(f"the scheduler stopped: {exc}") from None
+                scheduler_left.clear()
+                if ran is not None:
+                    timing["scheduler"] = round(time.perf_counter() - t0, 1)
+                    atomic_write_json(store.book_timing, timing)
+                    if plain:
+                        log(f"[book] scheduler: {len(ran['ran'])} jobs in {timing['scheduler']:.0f}s")
+            out = out_dir / nb.name
+            left = estimate()
+            log(f"[book {i}/{len(notebooks)}] {nb.stem} -> {out} "
+                f"({format_seconds(time.perf_counter() - t_book)} elapsed" + (f", {left})" if left else ")"))
+            os.environ[NOTEBOOK_ENV] = nb.stem[:2]
+            t0 = time.perf_counter()
             try:
-                ran = schedule_book(p, [x.stem for x in notebooks[i - 1:]], progress=progress)
-            except ScheduleError as exc:
-                raise BookError(f"the scheduler stopped: {exc}") from None
-            if ran is not None:
-                timing["scheduler"] = round(time.perf_counter() - t0, 1)
-                atomic_write_json(store.root / "book_timing.json", timing)
-        out = out_dir / nb.name
-        if progress:
-            print(f"[book {i}/{len(notebooks)}] {nb.stem} -> {out}", flush=True)
-        t0 = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(nb), str(out), cwd=str(nb.parent), progress_bar=progress, kernel_name="python3",
-                parameters={"params": p.source_path, "force": bool(force), "overrides": overrides or ""},
-            )
-        except PapermillExecutionError as exc:
-            raise BookError(
-                f"notebook {nb.name} failed in cell {exc.cell_index} (execution count "
-                f"{exc.exec_count}): {exc.ename}: {exc.evalue}\nexecuted copy with the traceback: {out}"
-            ) from None
-        timing[nb.stem] = round(time.perf_counter() - t0, 1)
-        atomic_write_json(store.root / "book_timing.json", timing)
-    if progress:
-        total = sum(timing.values())
-        print("[book] done: " + ", ".join(f"{k} {v:.0f}s" for k, v in timing.items())
-              + f"; total {total:.0f}s", flush=True)
+                papermill.execute_notebook(
+                    str(nb), str(out), cwd=str(nb.parent), progress_bar=progress and not plain,
+                    kernel_name="python3",
+                    parameters={"params": p.source_path, "force": bool(force), "overrides": overrides or ""},
+                )
+            except PapermillExecutionError as exc:
+                raise BookError(
+                    f"notebook {nb.name} failed in cell {exc.cell_index} (execution count "
+                    f"{exc.exec_count}): {exc.ename}: {exc.evalue}\nexecuted copy with the traceback: {out}"
+                ) from None
+            timing[nb.stem] = round(time.perf_counter() - t0, 1)
+            state["left"] = state["left"][1:]
+            atomic_write_json(store.book_timing, timing)
+    finally:
+        display.stop()
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    total = sum(timing.values())
+    log("[book] done: " + ", ".join(f"{k} {v:.0f}s" for k, v in timing.items()) + f"; total {total:.0f}s")
     return timing
 
 
@@ -172,10 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int,
                     help="replicate the study with these seeds (the params' seed first); notebook 09 decides "
                          "the claims over all of them")
-    ap.add_argument("--quiet", action="store_true", help="no progress output")
+    ap.add_argument("--quiet", action="store_true", help="no progress output (book.log still has it)")
+    ap.add_argument("--plain", action="store_true", help="one line per notebook, no live stage lines")
     ns = ap.parse_args(argv)
     try:
-        run_book(ns.params, ns.overrides, ns.force, ns.only, progress=not ns.quiet, seeds=ns.seeds)
+        run_book(ns.params, ns.overrides, ns.force, ns.only, progress=not ns.quiet, seeds=ns.seeds,
+                 plain=ns.plain)
     except (BookError, ParamsError, RunLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -2,7 +2,7 @@
 
 Two 7B checkpoints do not fit in memory side by side; every comparison here streams one tensor
 of each at a time (reopening the file per tensor, since an open ``safe_open`` keeps every page
-it has read counted in the process's resident memory; SPEC.md section 8).
+it has read counted in the process's resident memory; docs/ENGINEERING.md, "The stack and its pins").
 
     from cft_helpers.checkpoints import weight_change
     weight_change("runs/default/arms/p1_alpaca/model", "runs/default/arms/p2_alpaca/model")
@@ -76,7 +76,7 @@ def read_tensor(file: Path, name: str):
     """One tensor, read with plain file reads into fresh memory.
 
     Not through a memory map: mapped pages stay counted in the process's resident memory
-    (SPEC.md section 8), so streaming a 7B checkpoint through mmap looks like loading it.
+    (docs/ENGINEERING.md, "The stack and its pins"), so streaming a 7B checkpoint through mmap looks like loading it.
     """
     import torch
 

@@ -1,4 +1,4 @@
-"""Language-agnostic sentence embedders for DES (SPEC.md section 4).
+"""Language-agnostic sentence embedders for DES (docs/METHODS.md, "Dataset similarity (DES) and parameter distance (MPD)").
 
 Two kinds, one interface (``encode(texts) -> (n, d)`` float32, rows L2-normalised):
 

@@ -28,7 +28,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, STRATEGIES, Params
+from cft_helpers import mitigation
+from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params
 from cft_helpers.runs import MissingArtifact, RunStore, atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
@@ -104,7 +105,7 @@ def item_scores(params: Params, store: RunStore, name: str) -> dict[str, dict[st
     group mean does. Raises ``MissingArtifact`` when the model has no per-item file."""
     from cft_helpers.evaluation.harness import task_plan
 
-    path = store.root / "eval" / f"{name}.samples.jsonl"
+    path = store.eval_samples(name)
     if not path.exists():
         raise MissingArtifact(f"{name!r} has no per-item scores ({path}); run notebook 06_evaluation")
     rows = read_jsonl(path)
@@ -325,13 +326,13 @@ def claim_roles(params: Params) -> dict[str, Any]:
     similar, dissimilar = _arm_or_none(params, f.similar), _arm_or_none(params, f.dissimilar)
     reverse = _arm_or_none(params, f.reverse)
     table5 = params.strategy_arms()
-    vanilla = [a for a in table5 if params.arms[a].strategy == "vanilla"]
+    vanilla = [a for a in table5 if mitigation.is_baseline(params.arms[a].strategy)]
     return {"similar": similar, "similar_p1": params.arms[similar].start if similar else None,
             "dissimilar": dissimilar, "dissimilar_p1": params.arms[dissimilar].start if dissimilar else None,
             "mixture": _arm_or_none(params, f.mixture), "reverse": reverse,
             "reverse_p1": params.arms[reverse].start if reverse else None,
             "vanilla": vanilla[0] if vanilla else None,
-            "strategies": {params.arms[a].strategy: a for a in table5 if params.arms[a].strategy != "vanilla"}}
+            "strategies": {params.arms[a].strategy: a for a in table5 if not mitigation.is_baseline(params.arms[a].strategy)}}
 
 
 CLAIM_TEXT = {
@@ -591,11 +592,11 @@ def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confid
                 c.verdict = verdict(c.lo, c.hi)
                 c.interval = f"bootstrap over {k} seeds, {replicates} replicates, percentile"
 
-    for strategy in STRATEGIES:  # Table 5's order
-        if strategy not in roles["strategies"]:
+    for name in mitigation.PAPER_STRATEGIES:  # Table 5's order
+        if name not in roles["strategies"]:
             continue
-        c = _new_claim("C7a", strategy=strategy)
-        from_draws(c, f"C7a {strategy}", ["vanilla"], items_note, arms=[roles["strategies"][strategy]])
+        c = _new_claim("C7a", strategy=name)
+        from_draws(c, f"C7a {name}", ["vanilla"], items_note, arms=[roles["strategies"][name]])
         claims.append(c)
     c = _new_claim("C7b")
     paper = paper_c7b()
@@ -772,7 +773,7 @@ def write_findings(store: RunStore, claims: Sequence[Claim], meta: dict[str, Any
                    copy_to: Path | str | None = None) -> dict[str, str]:
     """``<run_dir>/findings.json`` and ``findings.md`` (and a copy of the Markdown in ``copy_to``,
     the figures folder, where the default run's is committed); returns their paths."""
-    json_path, md_path = store.root / "findings.json", store.root / "findings.md"
+    json_path, md_path = store.findings_json, store.findings_md
     text = findings_markdown(claims, meta, title)
     atomic_write_json(json_path, {"claims": [asdict(c) | {"half_width": c.half_width} for c in claims], **meta})
     atomic_write_text(md_path, text)
@@ -784,7 +785,36 @@ def write_findings(store: RunStore, claims: Sequence[Claim], meta: dict[str, Any
 
 
 def load_findings(store: RunStore) -> dict[str, Any]:
-    path = store.root / "findings.json"
+    path = store.findings_json
     if not path.exists():
         raise MissingArtifact(f"no findings in the run store ({path}); run notebook 09_findings")
     return read_json(path)
+
+
+def phase2_pairs(meta: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The similar and dissimilar Phase-2 pairs ``decide_claims`` found (its ``meta["roles"]``),
+    as ``benchmark_changes`` takes them: pair -> (Phase-1 arm, Phase-2 arm); a pair the params
+    lack is left out."""
+    roles = meta["roles"]
+    return {k: (roles[f"{k}_p1"], roles[k]) for k in ("similar", "dissimilar") if roles[k]}
+
+
+def precision_report(meta: dict[str, Any]) -> str:
+    """What the EA change's precision rests on: each pair's interval half-width, what EA and MA
+    average, and the items per task (``decide_claims``'s ``meta``)."""
+    widths = {pair: round(hw, 4) if hw is not None else None for pair, hw in meta["ea_change_half_width"].items()}
+    return (f"EA change, half-width of the 95% interval: {widths}\n"
+            f"EA averages: {meta['ea_components']} | MA averages: {meta['ma_components']}\n"
+            f"items per task: {meta['items_per_task']}")
+
+
+def verdict_lines(claims: Sequence[Claim]) -> str:
+    """One line per claim: id, verdict, and its share (C7b) or value with interval."""
+    def shown(c: Claim) -> str:
+        if c.share is not None:
+            return f"share {c.share:.3f}"
+        if c.lo is not None:
+            return f"{c.value:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]"
+        return f"{c.value:+.3f}" if c.value is not None else "—"
+
+    return "\n".join(f"{c.id:>14}  {c.verdict:<27} {shown(c)}" for c in claims)

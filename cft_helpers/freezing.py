@@ -1,4 +1,4 @@
-"""Which parameters a layer-freezing strategy freezes in Phase 2 (SPEC.md section 2).
+"""Which parameters a layer-freezing strategy freezes in Phase 2 (docs/METHODS.md, "Mitigation strategies").
 
 - **LF_H1**: a seeded random set of N decoder layers, whole blocks.
 - **LF_H2**: for each of q_proj, k_proj and v_proj separately, the N layers whose projection

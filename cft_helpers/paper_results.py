@@ -6,6 +6,8 @@ Transcribed from ../shared/paper (Tables 1, 3, 4, 5, B1 and D8). English Ability
 
 from __future__ import annotations
 
+from cft_helpers.mitigation import is_baseline
+
 # (model, Phase-1 dataset, Phase-2 dataset) -> (EA after Phase 1, EA after Phase 2).
 # Table 1 for MULTIALPACA, Table B1 for MOPENORCA. Table 1 prints Llama-3-8B Instruct ->
 # MULTIALPACA's P2 average as "0.2"; its four scores (0.182, 0.10, 0.239, 0.278) average 0.200.
@@ -208,7 +210,7 @@ def tradeoff_points() -> list[dict]:
     for (model, label), (ea, ma) in MIXTURE.items():
         points.append({"model": model, "label": "mixture", "kind": "mixture", "EA": ea, "MA": ma, "from": None})
     for (model, strategy), (ea, ma, _) in TABLE5.items():
-        if strategy == "vanilla":  # the Instruct -> MULTIALPACA Phase-2 point above
+        if is_baseline(strategy):  # vanilla: the Instruct -> MULTIALPACA Phase-2 point above
             continue
         start = ENGLISH_ABILITY[(model, "Instruct", "MULTIALPACA")][0], MULTILINGUAL_ABILITY[(model, "Instruct", "MULTIALPACA")][0]
         row = paper_strategy_row(model, strategy)

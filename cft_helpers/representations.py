@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,9 +35,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from cft_helpers.batching import common_prefix_length, plan_batches  # noqa: F401 (re-exported)
+from cft_helpers.mitigation import is_baseline
 from cft_helpers.params import (BuiltinParallel, FilePrompts, HubParallel, HubPrompts, MtBenchPrompts,
                                 Params, stable_hash)
-from cft_helpers.runs import MissingArtifact, RunStore, atomic_write_json, read_json
+from cft_helpers.runs import KeyedFile, MissingArtifact, RunStore, atomic_write_json, read_json
 
 # Bump when what is computed changes, so cached activations are recomputed. Not bumped for the
 # batched path of issue 17 (decoder stack only, shared prefix once, planned batches): the same
@@ -225,10 +225,9 @@ def mean_hidden_states(model, seqs: Sequence[Sequence[int]], *, max_tokens: int 
         rest = [s[shared:] for s in seqs]
         batches = plan_batches([len(r) for r in rest], max_tokens)
         out_rows: list[np.ndarray | None] = [None] * len(seqs)
-        if progress:
-            from tqdm.auto import tqdm
+        from cft_helpers.progress import StageProgress
 
-            batches = tqdm(batches, desc=desc, unit="batch")
+        bar = StageProgress(desc, total=len(batches), unit="batch", enabled=progress)
         for idx in batches:
             width = max(len(rest[i]) for i in idx)
             ids = torch.full((len(idx), width), pad, dtype=torch.long)
@@ -253,6 +252,8 @@ def mean_hidden_states(model, seqs: Sequence[Sequence[int]], *, max_tokens: int 
             means = means.cpu().numpy()
             for row, i in enumerate(idx):
                 out_rows[i] = means[:, row]
+            bar.update(1)
+        bar.close()
     return np.stack(out_rows).astype(np.float32)
 
 
@@ -280,7 +281,7 @@ def activation_sets(params: Params, name: str, sets: dict[str, tuple[Sequence[st
     Each set has its own cache file and key, exactly as ``activations`` gives it; the model is
     loaded once for all the sets whose cache is missing or stale."""
     from cft_helpers.models import load_model, load_tokenizer, resolve_model
-    from cft_helpers.train import configure_runtime
+    from cft_helpers.runtime import configure_runtime
 
     store = store or RunStore(params.run_path)
     ckpt, _, template = resolve_model(params, store, name)
@@ -294,12 +295,10 @@ def activation_sets(params: Params, name: str, sets: dict[str, tuple[Sequence[st
     model = load_model(ckpt, dtype=dtype).to(device)
     for set_name, (texts, chat, key) in todo.items():
         acts = hidden_state_means(model, tok, texts, chat=chat, batch_size=cfg.batch_size,
-                                  max_length=cfg.max_length, progress=progress, desc=f"{name} ({set_name})")
-        path = activation_path(store, set_name, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, activations=acts, key=np.array(key), dtype=np.array(dtype))
-        os.replace(tmp, path)
+                                  max_length=cfg.max_length, progress=progress,
+                                  desc=f"activations {name} ({set_name})")
+        KeyedFile(activation_path(store, set_name, name)).write(key, {"activations": acts, "key": key,
+                                                                      "dtype": np.array(dtype)})
         out[set_name] = acts
     del model
     return out
@@ -318,12 +317,10 @@ def _cached_sets(params: Params, store: RunStore, name: str, sets: dict[str, tup
         key = stable_hash({"model": ident, "texts": _texts_hash(texts), "chat": chat,
                            "max_length": params.representations.max_length, "template": template,
                            "version": ACTIVATIONS_VERSION})
-        path = activation_path(store, set_name, name)
-        if path.exists() and not force:
-            with np.load(path) as z:
-                if str(z["key"]) == key:
-                    out[set_name] = z["activations"]
-                    continue
+        cached = None if force else KeyedFile(activation_path(store, set_name, name)).read(key)
+        if cached is not None:
+            out[set_name] = cached["activations"]
+            continue
         todo[set_name] = (texts, chat, key)
     return out, todo
 
@@ -370,7 +367,7 @@ def model_activations(params: Params, store: RunStore, models: Sequence[str], pr
 
 
 def activation_path(store: RunStore, set_name: str, name: str) -> Path:
-    return store.root / "representations" / set_name / f"{name}.npz"
+    return store.representations_file(set_name, name)
 
 
 def layer_means(acts: np.ndarray) -> np.ndarray:
@@ -506,7 +503,7 @@ def translation_retrieval(acts_by_lang: dict[str, np.ndarray], layer: int) -> di
 def _label(params: Params, arm: str, mitigation: bool = False) -> str:
     spec = params.arms[arm]
     if mitigation:
-        return spec.strategy if spec.strategy != "vanilla" else f"vanilla ({spec.label or arm})"
+        return f"vanilla ({spec.label or arm})" if is_baseline(spec.strategy) else spec.strategy
     return spec.label or arm
 
 
@@ -586,14 +583,88 @@ def check_summary(params: Params, summary: dict[str, Any]) -> None:
 
 def save_summary(store: RunStore, summary: dict[str, Any]) -> Path:
     """What notebook 08 redraws Figures 1, 2, 4 and D3 from: coordinates, curves, retrieval."""
-    path = store.root / "representations" / "summary.json"
+    path = store.representations_summary
     atomic_write_json(path, summary)
     return path
 
 
 def load_summary(store: RunStore) -> dict[str, Any]:
-    path = store.root / "representations" / "summary.json"
+    path = store.representations_summary
     if not path.exists():
         raise MissingArtifact(f"no representation analysis in the run store ({path}); run notebook "
                               "07_representations first")
     return read_json(path)
+
+
+# --------------------------------------------------------------------------- the summary (notebooks 07, 08)
+
+
+def needed_arms(params: Params) -> list[str]:
+    """The arms among ``needed_models`` (the rest are start models, never trained)."""
+    return [m for m in needed_models(params) if m in params.arms]
+
+
+def activation_shape(acts: dict[str, np.ndarray]) -> tuple[int, int, int]:
+    """(prompts, layers, hidden) of the activations of ``model_activations``; every model has the same."""
+    n, layers, hidden = next(iter(acts.values())).shape
+    return n, layers, hidden
+
+
+def text_sets_overview(prompts: Sequence[str], sentences: dict[str, list[str]]) -> str:
+    """How many prompts and parallel sentences per language, with the first of each, as text."""
+    counts = {lang: len(v) for lang, v in sentences.items()}
+    return f"{len(prompts)} prompts, e.g. {prompts[0][:100]!r}\n{counts} e.g. {sentences['en'][0][:80]}"
+
+
+def activations_overview(acts: dict[str, np.ndarray]) -> str:
+    n, layers, hidden = activation_shape(acts)
+    return f"{len(acts)} models, each: {n} prompts x {layers} layers x {hidden} hidden"
+
+
+def shift_report(projections: dict[str, dict[str, Any]]) -> str:
+    """Per Phase-2 pair of ``layer_projections``, the mean over layers of the relative shift of a
+    layer's mean activation, ||X_P2,k - X_P1,k|| / ||X_P1,k||."""
+    return "\n".join(f"{label}: mean relative shift of a layer's mean activation "
+                     f"{sum(d['relative_shift']) / len(d['relative_shift']):.4f}"
+                     for label, d in projections["tsne"].items())
+
+
+def covariance_report(phase2_covariance: dict[str, list[float]], mitigation_covariance: dict[str, list[float]]) -> str:
+    """Per pair of the two ``covariance_curves`` (Figure 2 and D3), the mean over layers of
+    ||Σ_P1 - Σ_P2||_F."""
+    lines = []
+    for title, group in (("Phase 2", phase2_covariance), ("mitigations", mitigation_covariance)):
+        lines.append(f"{title}: mean over layers of ||Σ_P1 - Σ_P2||_F")
+        lines += [f"  {label:40s} {sum(ys) / len(ys):.4g}" for label, ys in group.items()]
+    return "\n".join(lines)
+
+
+def cross_lingual_report(crossling: dict[str, dict[str, Any]]) -> str:
+    """Per model of ``cross_lingual``: translation retrieval, its mean over languages and chance."""
+    lines = []
+    for name, d in crossling.items():
+        r = d["retrieval"]
+        lines.append(f"{name}, layer {d['layer']}: translation retrieval {sum(r.values()) / len(r):.2f} "
+                     f"(chance {1 / d['sentences']:.2f}); per language {dict((k, round(v, 2)) for k, v in r.items())}")
+    return "\n".join(lines)
+
+
+def representation_summary(params: Params, acts: dict[str, np.ndarray], projections: dict[str, Any],
+                           phase2_covariance: dict[str, list[float]], mitigation_covariance: dict[str, list[float]],
+                           cross_lingual: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The record ``save_summary`` writes to ``representations/summary.json``, from which notebook
+    08 (``plots.representation_figures``) redraws Figures 1, 2, 4 and D3 and the findings read the
+    representation change. Its schema:
+
+    - ``prompts``: {"source": the prompt set's source, "n": prompts read};
+    - ``layers``, ``hidden``: the models' decoder layers and hidden size;
+    - ``covariance_mode``: "per_layer" or "literal" (``covariance_change``);
+    - ``projections``: ``layer_projections`` (method -> pair label -> coordinates, shift);
+    - ``phase2_covariance`` / ``mitigation_covariance``: ``covariance_curves`` (label -> values);
+    - ``cross_lingual``: ``cross_lingual`` (model -> coordinates, languages, layer, retrieval).
+    """
+    n, layers, hidden = activation_shape(acts)
+    cfg = params.representations
+    return {"prompts": {"source": cfg.prompts.source, "n": n}, "layers": layers, "hidden": hidden,
+            "covariance_mode": cfg.covariance, "projections": projections, "phase2_covariance": phase2_covariance,
+            "mitigation_covariance": mitigation_covariance, "cross_lingual": cross_lingual}

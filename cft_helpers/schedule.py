@@ -1,27 +1,30 @@
 """The book's scheduler: independent heavy stages as parallel worker processes.
 
 Before its notebooks run, the book (``runtime.workers`` above 1) trains the arms and evaluates
-the models and computes notebook 07's activations as *jobs*, ``train:<arm>``, ``eval:<model>``
-and ``act:<model>``, in up to ``runtime.workers``
-processes at a time. A job starts once the jobs it needs are done: an arm needs the arm it
+the models, computes notebook 07's activations and the held-out losses of notebooks 03-05 as
+*jobs*, ``train:<arm>``, ``eval:<model>``, ``act:<model>`` and ``heldout:<model>``, in up to
+``runtime.workers`` processes at a time. A job starts once the jobs it needs are done: an arm needs the arm it
 starts from (whose final checkpoint it continues; that model also generates a GR arm's replay
 and is what LF_H2 and Spectrum rank layers of), an evaluation needs the arm it scores. Every
 stage is cached by input hash in the run store, so the notebooks then find these jobs done and
 only read and report them; a killed book resumes, and what was finished is skipped.
 
-Each job is a child process (its output in ``<run_dir>/logs/<kind>-<name>.log``)::
+Jobs run in worker processes, each serving one job after another (imports and library set-up
+are paid once per worker, not per job; a job's output goes to ``<run_dir>/logs/<kind>-<name>.log``)::
 
-    python -m cft_helpers.schedule --params params/default.yaml --set k=<json> ... --job train:p1_alpaca
+    python -m cft_helpers.schedule --params params/default.yaml --set k=<json> ... --serve
 
 with ``runtime.threads`` torch threads (OMP_NUM_THREADS): the count is fixed by the parameters,
-never by what runs beside, so a job computes the same numbers as the notebook would in order.
+never by what runs beside, so a job computes the same numbers as the notebooks, which also run
+stage after stage in one process. ``--job train:p1_alpaca`` runs one job in a fresh process.
 When a job fails, the running ones finish, no new one starts, and the error names the job, its
-exit code and its log's last lines.
+exit code and its log's last lines; the failed job's worker is not reused.
 
 The jobs of a book are those of the notebooks it runs (:func:`book_jobs`): 02 trains Phase 1,
 03 Phase 2 / mixture / reverse order, 04 the mitigations with what they compare (and evaluates
-those), 06 evaluates every model, 07 computes each model's activations. Other stages (similarity,
-held-out losses, figures) stay in the notebooks. From a shell::
+those), 06 evaluates every model, 07 computes each model's activations, and 03, 04 and 05 read
+held-out losses of their models. Other stages (similarity, projections, figures) stay in the
+notebooks. From a shell::
 
     python -m cft_helpers.schedule --params default --plan        # the jobs and what each needs
     python -m cft_helpers.schedule --params default --workers 2   # run them (no notebooks)
@@ -31,26 +34,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import os
+import select
 import subprocess
 import sys
 import time
+import traceback
 from collections import deque
 from pathlib import Path
 from typing import Any, Sequence
 
+from cft_helpers.book import TRAINING_NOTEBOOKS as BOOK_TRAINING_NOTEBOOKS
 from cft_helpers.params import Params, ParamsError, load_params
-from cft_helpers.runs import RunStore, atomic_write_json
+from cft_helpers.runs import RunStore, atomic_write_json, read_json
 
 TAIL_LINES = 20
 # What each notebook of the book trains and evaluates, as jobs (the rest stays in the notebooks).
-TRAINING_NOTEBOOKS = {
-    "02_phase1_training": ("phase1",),
-    "03_phase2_training": ("phase2", "mixture", "reverse1", "reverse2"),
-}
-MITIGATION_NOTEBOOK = "04_mitigation"
+MITIGATION_NOTEBOOK = "04_mitigation"  # trains what its tables compare, with their upstream
+TRAINING_NOTEBOOKS = {stem: phases for stem, phases in BOOK_TRAINING_NOTEBOOKS.items() if stem != MITIGATION_NOTEBOOK}
 EVALUATION_NOTEBOOK = "06_evaluation"
 REPRESENTATIONS_NOTEBOOK = "07_representations"  # its activations, one job per model
+HELDOUT_NOTEBOOKS = ("03_phase2_training", "04_mitigation", "05_similarity")  # held-out loss tables
 
 
 class ScheduleError(RuntimeError):
@@ -60,7 +65,7 @@ class ScheduleError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class Job:
     name: str                      # "train:p1_alpaca", "eval:base"
-    kind: str                      # "train", "eval" or "act"
+    kind: str                      # "train", "eval", "act" or "heldout"
     target: str                    # the arm or model
     needs: tuple[str, ...] = ()    # jobs that must be done first (some may lie outside the plan)
     group: str | None = None       # jobs of one group never run at the same time
@@ -87,9 +92,11 @@ def mitigation_compared(params: Params) -> list[str]:
 
 
 def plan_jobs(params: Params, arms: Sequence[str] | None = None,
-              models: Sequence[str] | None = None, activations: Sequence[str] = ()) -> dict[str, Job]:
-    """The jobs that train ``arms`` (default: every arm) and evaluate ``models`` (default:
-    ``params.evaluated_models()``), trainings first in training order; name -> Job."""
+              models: Sequence[str] | None = None, activations: Sequence[str] = (),
+              heldout: Sequence[str] = ()) -> dict[str, Job]:
+    """The jobs that train ``arms`` (default: every arm), evaluate ``models`` (default:
+    ``params.evaluated_models()``) and compute the activations of ``activations`` and the
+    held-out losses of ``heldout``, trainings first in training order; name -> Job."""
     from cft_helpers.evaluation.alpacaeval import alpaca_spec
 
     arms = params.arm_order() if arms is None else [a for a in params.arm_order() if a in set(arms)]
@@ -99,6 +106,7 @@ def plan_jobs(params: Params, arms: Sequence[str] | None = None,
     jobs = [Job(f"train:{a}", "train", a, tuple(f"train:{x}" for x in arm_needs(params, a))) for a in arms]
     jobs += [Job(f"eval:{m}", "eval", m, (f"train:{m}",) if m in params.arms else (), group) for m in models]
     jobs += [Job(f"act:{m}", "act", m, (f"train:{m}",) if m in params.arms else ()) for m in activations]
+    jobs += [Job(f"heldout:{m}", "heldout", m, (f"train:{m}",) if m in params.arms else ()) for m in heldout]
     return {j.name: j for j in jobs}
 
 
@@ -107,6 +115,12 @@ def book_jobs(params: Params, notebooks: Sequence[str]) -> dict[str, Job]:
     arms: list[str] = []
     models: list[str] = []
     activations: list[str] = []
+    heldout: list[str] = []
+    if set(notebooks) & set(HELDOUT_NOTEBOOKS):
+        from cft_helpers.heldout import scheduled_models
+
+        heldout = scheduled_models(params, notebooks)
+        arms += [m for m in heldout if m in params.arms]
     for stem in notebooks:
         if stem in TRAINING_NOTEBOOKS:
             arms += params.arms_in_phase(*TRAINING_NOTEBOOKS[stem])
@@ -121,7 +135,9 @@ def book_jobs(params: Params, notebooks: Sequence[str]) -> dict[str, Job]:
 
             activations += needed_models(params)
             arms += [m for m in activations if m in params.arms]
-    return plan_jobs(params, arms, models, list(dict.fromkeys(activations))) if arms or models or activations else {}
+    if not (arms or models or activations or heldout):
+        return {}
+    return plan_jobs(params, arms, models, list(dict.fromkeys(activations)), heldout)
 
 
 def job_done(params: Params, store: RunStore, job: Job) -> bool:
@@ -136,6 +152,10 @@ def job_done(params: Params, store: RunStore, job: Job) -> bool:
             from cft_helpers.representations import activations_pending
 
             return not activations_pending(params, store, job.target)
+        if job.kind == "heldout":
+            from cft_helpers.heldout import heldout_pending
+
+            return not heldout_pending(params, store, job.target)
         from cft_helpers.evaluation.harness import evaluation_done
 
         return evaluation_done(params, job.target, store)
@@ -163,12 +183,57 @@ def _descendants(jobs: dict[str, Job]) -> dict[str, int]:
     return out
 
 
-def worker_command(params: Params, job: Job) -> list[str]:
-    """The child process of one job: this module with the same params file and overrides."""
-    from cft_helpers.train import override_args
+def worker_command(params: Params) -> list[str]:
+    """A worker process: this module with the same params file and overrides, serving jobs."""
+    from cft_helpers.launch import override_args
 
     return [sys.executable, "-m", "cft_helpers.schedule", "--params", str(params.source_path),
-            *override_args(params), "--job", job.name]
+            *override_args(params), "--serve"]
+
+
+class _Worker:
+    """One worker process. It imports torch and the libraries once and runs jobs one after the
+    other: the parent writes ``<job>\t<log file>`` to its stdin, it answers ``<job>\t<code>``
+    on its stdout. A job's output goes to its own log. A worker whose job failed exits, so what
+    follows starts in a fresh process."""
+
+    def __init__(self, params: Params, env: dict[str, str], cwd: str | None, log: Path):
+        self.log = open(log, "a", encoding="utf-8")  # what the worker prints outside any job
+        self.proc = subprocess.Popen(worker_command(params), cwd=cwd, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
+        self.job: tuple[str, float, Path] | None = None  # (name, start time, log) of the running job
+
+    def start(self, name: str, log: Path) -> bool:
+        """Hand a job to the worker; False when it is gone."""
+        self.job = (name, time.perf_counter(), log)
+        try:
+            self.proc.stdin.write(f"{name}\t{log}\n")
+            self.proc.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def result(self) -> int:
+        """The exit code of the running job (blocks until the worker answers or dies)."""
+        parts = self.proc.stdout.readline().rstrip("\n").split("\t")
+        if len(parts) == 2 and parts[0] == self.job[0]:
+            return int(parts[1])
+        rc = self.proc.wait()  # no answer: the worker died with the job (killed, crashed)
+        return rc if rc else 1
+
+    def close(self, kill: bool = False) -> None:
+        try:
+            if kill:
+                self.proc.terminate()
+            else:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        except OSError:
+            pass
+        self.log.close()
 
 
 def worker_env(params: Params) -> dict[str, str]:
@@ -192,21 +257,64 @@ def _tail(path: Path, n: int = TAIL_LINES) -> str:
     return "\n".join("    " + line for line in lines[-n:])
 
 
+class Remaining:
+    """What is left of a scheduler run, in seconds: the jobs waiting and running, each at the mean
+    time of its kind (``train``, ``eval``, ...) in this run, else in the store's previous run
+    (``logs/schedule.json``), shared among the workers. None while a kind left has no time yet."""
+
+    def __init__(self, workers: int, previous: dict[str, float] | None = None):
+        self.workers = max(1, workers)
+        self.times: dict[str, list[float]] = {}
+        self.prior: dict[str, list[float]] = {}
+        for name, took in (previous or {}).items():
+            self.prior.setdefault(name.split(":", 1)[0], []).append(took)
+        self.waiting: list[str] = []                 # kinds of the jobs not started
+        self.running: dict[str, tuple[str, float]] = {}  # job -> (kind, start time)
+
+    def mean(self, kind: str) -> float | None:
+        got = self.times.get(kind) or self.prior.get(kind)
+        return sum(got) / len(got) if got else None
+
+    def seconds(self) -> float | None:
+        now, total = time.perf_counter(), 0.0
+        for kind in self.waiting:
+            m = self.mean(kind)
+            if m is None:
+                return None
+            total += m
+        for kind, t0 in list(self.running.values()):
+            m = self.mean(kind)
+            if m is None:
+                return None
+            total += max(m - (now - t0), 0.0)
+        return total / self.workers
+
+
 def run_jobs(params: Params, jobs: dict[str, Job], workers: int, store: RunStore | None = None,
-             progress: bool = True, poll_s: float = 0.2) -> dict[str, Any]:
-    """Run ``jobs`` in up to ``workers`` child processes, each once what it needs is done.
+             progress: bool = True, poll_s: float = 0.2, log=None,
+             remaining: list | None = None) -> dict[str, Any]:
+    """Run ``jobs`` in up to ``workers`` worker processes, each job once what it needs is done.
 
     Jobs already done are skipped (and listed); a job that needs a job outside ``jobs`` which
     is not done is left out (to the notebooks, which then name what is missing). Raises
-    ScheduleError after the running jobs finished when any job failed. Returns a summary."""
+    ScheduleError after the running jobs finished when any job failed. Returns a summary.
+    ``log``: called with each line (instead of printing it); ``remaining``: a list that gets this
+    run's :class:`Remaining` (the book's progress shows its estimate)."""
     store = store or RunStore(params.run_path)
-    log_dir = store.root / "logs"
+    log_dir = store.logs_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    previous = store.schedule_file
+    left = Remaining(workers, read_json(previous).get("ran") if previous.exists() else None)
+    if remaining is not None:
+        remaining.append(left)
 
     def say(text: str) -> None:
-        if progress:
-            print(f"[schedule {time.perf_counter() - t_start:5.0f}s] {text}", flush=True)
+        line = f"[schedule {time.perf_counter() - t_start:5.0f}s] {text}"
+        if log is not None:
+            log(line)
+        elif progress:
+            print(line, flush=True)
 
     outside = {n for j in jobs.values() for n in j.needs if n not in jobs}
     status = {n: job_done(params, store, Job(n, *n.split(":", 1))) for n in outside}
@@ -236,10 +344,13 @@ def run_jobs(params: Params, jobs: dict[str, Job], workers: int, store: RunStore
     weight = _descendants({n: jobs[n] for n in todo})
     order = {n: i for i, n in enumerate(todo)}
     pending = list(todo)
+    left.waiting = [jobs[n].kind for n in pending]
     finished = {n for n, done in status.items() if done}
-    running: dict[str, tuple[subprocess.Popen, float, Path, Any]] = {}
+    idle: list[_Worker] = []
+    running: dict[str, _Worker] = {}
     failed: dict[str, tuple[int, Path]] = {}
     env, cwd = worker_env(params), params.root or None
+    spawned = 0
     try:
         while pending or running:
             if not failed:
@@ -253,53 +364,59 @@ def run_jobs(params: Params, jobs: dict[str, Job], workers: int, store: RunStore
                     if jobs[name].group is not None and jobs[name].group in busy:
                         continue
                     busy.add(jobs[name].group)
-                    log = log_dir / jobs[name].log_name
-                    fh = open(log, "a", encoding="utf-8")
-                    cmd = worker_command(params, jobs[name])
-                    fh.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {name}: {' '.join(cmd)}\n")
-                    fh.flush()
-                    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
-                    running[name] = (proc, time.perf_counter(), log, fh)
+                    if not idle:
+                        spawned += 1
+                        idle.append(_Worker(params, env, cwd, log_dir / f"worker-{spawned}.log"))
+                    worker = idle.pop()
+                    job_log = log_dir / jobs[name].log_name
+                    with open(job_log, "a", encoding="utf-8") as fh:
+                        fh.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {name} in worker {spawned} "
+                                 f"(pid {worker.proc.pid}): {' '.join(worker_command(params))}\n")
                     pending.remove(name)
+                    left.waiting.remove(jobs[name].kind)
+                    left.running[name] = (jobs[name].kind, time.perf_counter())
+                    running[name] = worker
+                    if not worker.start(name, job_log):
+                        say(f"worker pid {worker.proc.pid} is gone; {name} fails with it")
                     say(f"start {name} ({len(running)} running, {len(pending)} waiting)")
             if not running:
                 if pending and not failed:  # cannot happen for a plan without cycles
                     raise ScheduleError(f"jobs {pending} wait on each other; nothing can start")
                 break
-            time.sleep(poll_s)
-            for name, (proc, t0, log, fh) in list(running.items()):
-                rc = proc.poll()
-                if rc is None:
-                    continue
-                fh.close()
-                del running[name]
-                took = time.perf_counter() - t0
+            by_pipe = {w.proc.stdout: n for n, w in running.items()}
+            answered, _, _ = select.select(list(by_pipe), [], [], poll_s)
+            for pipe in answered:
+                name = by_pipe[pipe]
+                worker = running.pop(name)
+                rc = worker.result()
+                took = time.perf_counter() - worker.job[1]
+                left.running.pop(name, None)
                 if rc == 0:
+                    left.times.setdefault(jobs[name].kind, []).append(took)
+                    idle.append(worker)
                     finished.add(name)
                     summary["ran"][name] = round(took, 1)
                     say(f"done {name} in {took:.0f}s ({len(summary['ran'])} of {len(todo)})")
                 else:
-                    failed[name] = (rc, log)
+                    worker.close()  # a failed job's worker is not reused
+                    failed[name] = (rc, worker.job[2])
                     summary["failed"][name] = rc
-                    say(f"FAILED {name} (exit code {rc}) after {took:.0f}s; log: {log}"
+                    say(f"FAILED {name} (exit code {rc}) after {took:.0f}s; log: {worker.job[2]}"
                         + (f"; waiting for {len(running)} running job(s), starting no new ones" if running else ""))
     except BaseException:  # interrupted (Ctrl-C, an error here): no worker outlives the book
-        for proc, _, _, fh in running.values():
-            proc.terminate()
-        for proc, _, _, fh in running.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            fh.close()
+        for worker in running.values():
+            worker.close(kill=True)
+        running.clear()
         raise
+    finally:
+        for worker in [*idle, *running.values()]:
+            worker.close()
+    summary["workers_started"] = spawned
     summary["wall_s"] = round(time.perf_counter() - t_start, 1)
-    atomic_write_json(log_dir / "schedule.json", summary)
+    atomic_write_json(store.schedule_file, summary)
     if failed:
-        parts = [f"job {name} failed with exit code {rc}; log {log}, last {TAIL_LINES} lines:\n{_tail(log)}"
-                 for name, (rc, log) in failed.items()]
+        parts = [f"job {name} failed with exit code {rc}; log {job_log}, last {TAIL_LINES} lines:\n{_tail(job_log)}"
+                 for name, (rc, job_log) in failed.items()]
         if pending:
             parts.append(f"not started: {', '.join(pending)}")
         raise ScheduleError("\n".join(parts))
@@ -310,15 +427,14 @@ def run_jobs(params: Params, jobs: dict[str, Job], workers: int, store: RunStore
 def prepare_shared(params: Params, store: RunStore, jobs: dict[str, Job]) -> None:
     """Build what several jobs would otherwise build at once, in this process: the model
     checkpoints of ``models:`` entries (conversion, random init) and the evaluation suite's files."""
+    from cft_helpers.mitigation import models_read
     from cft_helpers.models import model_checkpoint, model_spec_of_arm
-    from cft_helpers.train import lf_h2_base
 
     names: list[str] = []
     for job in jobs.values():
         if job.kind == "train":
             names.append(model_spec_of_arm(params, job.target)[0])
-            if params.arms[job.target].strategy == "LF_H2":
-                names.append(lf_h2_base(params, job.target))
+            names.extend(models_read(params, job.target))  # LF_H2: its base model
         elif job.target in params.models:
             names.append(job.target)
     for name in dict.fromkeys(names):
@@ -329,7 +445,8 @@ def prepare_shared(params: Params, store: RunStore, jobs: dict[str, Job]) -> Non
         write_suite(params, store)
 
 
-def schedule_book(params: Params, notebooks: Sequence[str], progress: bool = True) -> dict[str, Any] | None:
+def schedule_book(params: Params, notebooks: Sequence[str], progress: bool = True, log=None,
+                  remaining: list | None = None) -> dict[str, Any] | None:
     """The book's step before its notebooks: run the jobs of ``notebooks`` (stems) in parallel.
     None when there is nothing to schedule: ``runtime.workers`` resolves to 1, or the prepared
     data is missing (the notebooks then run every stage and say what is missing)."""
@@ -348,12 +465,21 @@ def schedule_book(params: Params, notebooks: Sequence[str], progress: bool = Tru
                   "scheduled, the notebooks run every stage in order", flush=True)
         return None
     prepare_shared(params, store, jobs)
-    return run_jobs(params, jobs, workers, store, progress=progress)
+    return run_jobs(params, jobs, workers, store, progress=progress, log=log, remaining=remaining)
 
 
 def run_job(params: Params, name: str) -> None:
     """One job in this process (a worker's work)."""
+    from cft_helpers.progress import NOTEBOOK_ENV
+
     kind, _, target = name.partition(":")
+    # the notebook whose stage this job computes, for the book's progress lines
+    os.environ[NOTEBOOK_ENV] = {"eval": EVALUATION_NOTEBOOK, "act": REPRESENTATIONS_NOTEBOOK,
+                                "heldout": HELDOUT_NOTEBOOKS[0]}.get(kind, "")[:2]
+    if kind == "train" and target in params.arms:
+        from cft_helpers.book import training_notebook
+
+        os.environ[NOTEBOOK_ENV] = training_notebook(params, target).split("/")[-1][:2]
     if kind == "train":
         if target not in params.arms:
             raise KeyError(f"unknown arm {target!r}; valid: {sorted(params.arms)}")
@@ -373,8 +499,56 @@ def run_job(params: Params, name: str) -> None:
 
         got = activation_sets(params, target, notebook_sets(params, target), progress=False)
         print(f"{name}: " + ", ".join(f"{k} {v.shape}" for k, v in got.items()), flush=True)
+    elif kind == "heldout":
+        from cft_helpers.heldout import model_heldout_losses
+
+        losses = model_heldout_losses(params, target)
+        print(f"{name}: " + ", ".join(f"{d} {v:.4f}" for d, v in losses.items()), flush=True)
     else:
-        raise ValueError(f"unknown job {name!r}: train:<arm>, eval:<model> or act:<model>")
+        raise ValueError(f"unknown job {name!r}: train:<arm>, eval:<model>, act:<model> or heldout:<model>")
+
+
+def _run_logged(params: Params, name: str, log: Path) -> int:
+    """One job in this worker with its output (this process's and its children's, through file
+    descriptors 1 and 2) appended to ``log``; the job's exit code (a traceback goes to the log)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        run_job(params, name)
+        return 0
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) and exc.code else 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+        gc.collect()  # the job's model goes before the next job loads its own
+
+
+def serve(params: Params) -> int:
+    """A worker's loop: run the jobs named on stdin, in order, answering each on stdout. Stops at
+    the end of stdin, or after a failed job (the next job then gets a fresh process)."""
+    answer = os.fdopen(os.dup(1), "w", buffering=1)  # stays the pipe while a job's output is redirected
+    for line in sys.stdin:
+        name, log = line.rstrip("\n").split("\t")
+        rc = _run_logged(params, name, Path(log))
+        answer.write(f"{name}\t{rc}\n")
+        if rc:
+            return rc
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -382,7 +556,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--params", required=True, help="params YAML file or preset name")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="override, e.g. training.learning_rate=1e-4 (repeatable)")
-    ap.add_argument("--job", help="run one job in this process (train:<arm> or eval:<model>): a worker")
+    ap.add_argument("--job", help="run one job in this process (train:<arm>, eval:<model>, act:<model> or "
+                    "heldout:<model>): a worker")
+    ap.add_argument("--serve", action="store_true",
+                    help="be a worker: run the jobs named on stdin (<job>\\t<log file> per line), one by one")
     ap.add_argument("--workers", type=int, help="worker processes (default: runtime.workers)")
     ap.add_argument("--plan", action="store_true", help="print the jobs and what each needs, run nothing")
     ns = ap.parse_args(argv)
@@ -390,8 +567,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         params = load_params(ns.params, overrides=ns.overrides)
-        if ns.job:
+        if ns.job or ns.serve:
             check_run_lock(params.run_path)  # the book's own workers carry its token
+            if ns.serve:
+                return serve(params)
             run_job(params, ns.job)
             return 0
         jobs = plan_jobs(params)

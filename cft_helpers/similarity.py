@@ -1,6 +1,6 @@
 """How similar two phases' datasets are: DES (embeddings) and MPD (parameters), paper section 4.3.
 
-DES (Definition 1, SPEC.md section 4): embed N randomly sampled rows of each dataset with a
+DES (Definition 1, docs/METHODS.md, "Dataset similarity (DES) and parameter distance (MPD)"): embed N randomly sampled rows of each dataset with a
 language-agnostic sentence embedder, average, L2-normalise, take the dot product. 1 for a
 dataset with itself; higher is more similar. Row embeddings are unit vectors (LaBSE and USE
 produce them so; other embedders are normalised to match). We add what the paper does not report: a
@@ -34,8 +34,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cft_helpers.book import training_notebook
 from cft_helpers.params import Params, stable_hash
-from cft_helpers.runs import RunStore, atomic_write_json, read_json
+from cft_helpers.runs import KeyedCache, KeyedFile, RunStore, atomic_write_json, read_json
 
 MPD_DEFINITION = ("MPD = mean over named tensors (tied weights once) of the L2 norm of the "
                   "flattened difference between the two checkpoints")
@@ -116,12 +117,6 @@ def des(rows_a: Sequence[dict], rows_b: Sequence[dict], embedder, *, n: int = 50
             "n": n, "seed": seed, "text": text, "embedder": embedder.name}
 
 
-def _similarity_dir(store: RunStore) -> Path:
-    d = store.root / "similarity"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 def dataset_embeddings(params: Params, names: Sequence[str], store: RunStore | None = None,
                        embedder=None, progress: bool = True) -> dict[str, np.ndarray]:
     """Row embeddings of the train split of each prepared dataset, cached in the run store.
@@ -135,25 +130,22 @@ def dataset_embeddings(params: Params, names: Sequence[str], store: RunStore | N
     store = store or RunStore(params.run_path)
     cfg = params.similarity
     seed = params.seed if cfg.seed is None else cfg.seed
-    folder = _similarity_dir(store) / "embeddings"
-    folder.mkdir(exist_ok=True)
     out: dict[str, np.ndarray] = {}
     embedder_id = embedder.name if embedder is not None else cfg.embedder  # a passed embedder wins
     for name in names:
         key = stable_hash({"embedder": embedder_id, "n": cfg.n, "seed": seed, "text": cfg.text,
                            "data": dataset_hash(store, name, "train")})
-        path = folder / f"{name}.{key}.npy"
-        if path.exists():
-            out[name] = np.load(path, allow_pickle=False)
+        cache = KeyedFile(store.similarity_embeddings(name, key))  # the key in its name
+        cached = cache.read(key)
+        if cached is not None:
+            out[name] = cached
             continue
         if embedder is None:
             embedder = load_embedder(cfg.embedder, threads=params.runtime.thread_count(),
                                      device=params.runtime.device, cache_folder=params.cache_path / "embedders")
         emb = embed_rows(load_prepared(store, name, "train"), embedder, n=cfg.n, seed=seed,
                          text=cfg.text, batch_size=cfg.batch_size, progress=progress)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, emb, allow_pickle=False)
-        tmp.replace(path)  # atomic: a half-written cache file is never read back
+        cache.write(key, emb)  # atomic: a half-written cache file is never read back
         out[name] = emb
     return out
 
@@ -178,7 +170,7 @@ def des_matrix(params: Params, names: Sequence[str] | None = None, store: RunSto
     result = {"matrix": matrix, "sd": sd, "rows": {k: len(v) for k, v in emb.items()},
               "embedder": cfg.embedder, "n": cfg.n, "seed": seed, "text": cfg.text,
               "n_bootstrap": cfg.n_bootstrap}
-    atomic_write_json(_similarity_dir(store) / "des.json", result)
+    atomic_write_json(store.des_file, result)
     return result
 
 
@@ -355,19 +347,16 @@ def mpd_run_table(params: Params, store: RunStore | None = None, progress: bool 
     trained = store.finished_arms([ref, *others])
     missing = [a for a in [ref, *others] if a not in trained]
     if missing:
-        raise SimilarityError(f"MPD needs the trained arms {missing}; run notebooks 02 and 03 "
-                              "(or cft_helpers.train.train_arms) first")
-    cache_file = _similarity_dir(store) / "mpd.json"
-    cache = read_json(cache_file) if cache_file.exists() else {}
+        run = sorted({training_notebook(params, a) for a in missing})
+        raise SimilarityError(f"MPD needs the trained arms {missing}; run {' and '.join(run)} first")
+    cache = KeyedCache(store.mpd_file)
     ref_hash = store.arm_manifest(ref)["input_hash"]
     rows = {}
     for arm in others:
         key = f"{ref}|{ref_hash}|{arm}|{store.arm_manifest(arm)['input_hash']}"
-        if key not in cache:
-            cache[key] = mpd(store.arm_checkpoint(ref), store.arm_checkpoint(arm), progress=progress)
-            atomic_write_json(cache_file, cache)
+        value = cache.get(key, lambda: mpd(store.arm_checkpoint(ref), store.arm_checkpoint(arm), progress=progress))
         rows[arm] = {"D2": " + ".join(params.arms[arm].datasets), "label": params.arms[arm].label or arm,
-                     "mpd": cache[key]["mpd"], "tensors": cache[key]["tensors"]}
+                     "mpd": value["mpd"], "tensors": value["tensors"]}
     from cft_helpers.paper_results import paper_mpd
 
     df = pd.DataFrame.from_dict(rows, orient="index")
@@ -446,7 +435,7 @@ def save_summary(store: RunStore, **tables) -> Path:
     out = {}
     for name, t in tables.items():
         out[name] = json.loads(t.to_json(orient="index")) if hasattr(t, "to_json") else t
-    path = _similarity_dir(store) / "summary.json"
+    path = store.similarity_summary
     atomic_write_json(path, out)
     return path
 
@@ -455,10 +444,30 @@ def load_summary(store: RunStore) -> dict[str, Any]:
     """What notebook 05 saved (read only); raises ``MissingArtifact`` when it has not run."""
     from cft_helpers.runs import MissingArtifact
 
-    path = _similarity_dir(store) / "summary.json"
+    path = store.similarity_summary
     if not path.exists():
         raise MissingArtifact(f"no similarity tables in the run store ({path}); run notebook 05_similarity first")
     return read_json(path)
+
+
+def forgetting_correlations(points) -> dict[str, dict[str, Any]]:
+    """``correlation`` of DES and of MPD with the English change, over the rows of
+    ``similarity_vs_forgetting``: "des" -> result, "mpd" -> result."""
+    return {key: correlation(points[key], points["english_change"]) for key in ("des", "mpd")}
+
+
+def paper_forgetting_correlation(paper: Sequence[dict]) -> dict[str, Any]:
+    """``correlation`` of DES with the change in EA over the paper's own points
+    (``paper_results.similarity_forgetting_points``) that have a DES."""
+    with_des = [p for p in paper if p["des"] is not None]
+    return correlation([p["des"] for p in with_des], [p["ea_change"] for p in with_des])
+
+
+def correlation_report(ours: dict[str, dict[str, Any]], paper: dict[str, Any], change: str) -> str:
+    """The verdicts of ``forgetting_correlations`` (against ``change``, what our English change
+    measures) and of ``paper_forgetting_correlation``, one line each."""
+    lines = [f"{key.upper()} vs {change}: {v['verdict']}" for key, v in ours.items()]
+    return "\n".join([*lines, f"paper, DES vs change in EA: {paper['verdict']}"])
 
 
 # --------------------------------------------------------------------------- CLI
@@ -476,9 +485,9 @@ def _rows_for(spec: str, params: Params | None) -> tuple[str, list[dict]]:
 
             raw = pd.read_parquet(path).to_dict("records")
         elif suffix == ".jsonl":
-            raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            raw = [json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         else:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is skipped
             if not isinstance(raw, list):
                 raise SimilarityError(f"{path}: a JSON file must hold a list of rows")
         if not raw:
@@ -529,6 +538,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def distinct_names(names: Sequence[str], given: Sequence[str]) -> list[str]:
+    """One name per dataset of the command line: its name (a file's stem) where that is unique,
+    else the argument as given (two files of one name in two folders), and a position where the
+    same argument comes twice (``des data.jsonl data.jsonl``, whose DES is 1)."""
+    from collections import Counter
+
+    first = [n if Counter(names)[n] == 1 else g for n, g in zip(names, given)]
+    counts, seen = Counter(first), Counter()
+    out = []
+    for name in first:
+        seen[name] += 1
+        out.append(f"{name} #{seen[name]}" if counts[name] > 1 else name)
+    return out
+
+
 def _des_cli(args) -> int:
     from cft_helpers.embedders import load_embedder
     from cft_helpers.params import load_params
@@ -545,8 +569,9 @@ def _des_cli(args) -> int:
     embedder = load_embedder(args.embedder or cfg.embedder, threads=params.runtime.thread_count(),
                              device=params.runtime.device, cache_folder=params.cache_path / "embedders")
     loaded = [_rows_for(s, params) for s in args.datasets]
+    names = distinct_names([name for name, _ in loaded], args.datasets)
     emb = {name: embed_rows(rows, embedder, n=n, seed=seed, text=text, batch_size=cfg.batch_size)
-           for name, rows in loaded}
+           for name, (_, rows) in zip(names, loaded)}
     names = list(emb)
     pairs = [{"a": a, "b": b, "des": des_from_embeddings(emb[a], emb[b]),
               "sd": des_spread(emb[a], emb[b], cfg.n_bootstrap, seed)}

@@ -1,4 +1,4 @@
-"""Spectrum's signal-to-noise score of every weight matrix, as upstream computes it (SPEC.md 3).
+"""Spectrum's signal-to-noise score of every weight matrix, as upstream computes it (docs/METHODS.md, "Spectrum's score").
 
 Upstream (cognitivecomputations/spectrum) differs from the Marchenko-Pastur edge written in the
 paper's appendix D.1; we reproduce upstream:
@@ -26,7 +26,6 @@ scan needs no torch at all.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys

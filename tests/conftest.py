@@ -36,6 +36,18 @@ def write_params(tmp_path: Path, model_cache: Path, preset: str = "smoke", **cha
     return path
 
 
+@pytest.fixture(scope="session")
+def book_run(tmp_path_factory, model_cache):
+    """The whole smoke book, run once per test session: (params, seconds per notebook)."""
+    from cft_helpers.book import run_book
+    from cft_helpers.params import load_params
+
+    tmp = tmp_path_factory.mktemp("book")
+    path = write_params(tmp, model_cache)
+    timing = run_book(str(path), progress=False)
+    return load_params(path), timing
+
+
 @pytest.fixture
 def smoke_params(tmp_path, model_cache):
     from cft_helpers.params import load_params

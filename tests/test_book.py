@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,14 +67,6 @@ def _assert_recorded(section: str, actual: dict) -> None:
         f"regenerate the file with `{RECORD_COMMAND}`, review its diff and commit it with the change.")
 
 
-@pytest.fixture(scope="module")
-def book_run(tmp_path_factory, model_cache):
-    tmp = tmp_path_factory.mktemp("book")
-    path = write_params(tmp, model_cache)
-    timing = run_book(str(path), progress=False)
-    return load_params(path), timing
-
-
 def test_book_runs_every_notebook_into_the_run_store(book_run):
     params, timing = book_run
     names = [p.stem for p in list_notebooks(notebook_dir())]
@@ -135,6 +128,7 @@ def test_failure_names_the_notebook_and_cell(tmp_path, model_cache):
         run_book(str(path), only=["01", "03"], progress=False)
     msg = str(e.value)
     assert "03_phase2_training.ipynb" in msg and "cell" in msg and "not done" in msg
+    assert "run notebooks/02_phase1_training first" in msg  # the notebook to run, not just the arm
     with pytest.raises(BookError, match="valid"):
         run_book(str(path), only=["09_nothing"], progress=False)
 
@@ -176,9 +170,12 @@ def test_papermill_runs_one_strategy_and_refuses_an_unknown_one(book_run, tmp_pa
 
 def test_book_with_seeds_fills_one_run_store_per_seed(tmp_path, model_cache):
     path = write_params(tmp_path, model_cache)
-    run_book(str(path), only=["01", "02"], progress=False, seeds=[0, 1])
+    # an override whose value holds ";" reaches every notebook whole (overrides travel as one dict)
+    run_book(str(path), ["arms.p1_alpaca.label=ALPACA; seeded"], only=["01", "02"], progress=False, seeds=[0, 1])
     params = load_params(path)
     seed1 = params.run_path / "seeds" / "seed-1"
+    for root in (params.run_path, seed1):
+        assert "<td>ALPACA; seeded</td>" in (root / "notebooks" / "02_phase1_training.ipynb").read_text()
     for root in (params.run_path, seed1):
         assert json.loads((root / "book_timing.json").read_text()).keys() == {"01_data_prep", "02_phase1_training"}
         assert RunStore(root).finished_arms(["p1_alpaca", "p1_instruct"]) == ["p1_alpaca", "p1_instruct"]
@@ -308,3 +305,41 @@ def test_paper_figures_notebook_names_what_is_missing(book_run, tmp_path, model_
     with pytest.raises(BookError) as e:
         run_book(str(path), only=["08"], progress=False)
     assert "arm 'lf_h2' is not in the representation analysis" in str(e.value)
+
+
+STAGE_LINE = re.compile(r"^(?P<nb>\d\d) · (?P<stage>(?P<kind>training|evaluating|activations|held-out loss) \S+"
+                        r"(?: \(\w+\)| · loglikelihood| · generation)?) · "
+                        r"(?:step|requests|batch|dataset) (?P<done>\d+)/\d+(?P<tail> · done| · .+ left)? "
+                        r"\[(?:\d+ s|\d+ min \d+ s|\d+ h \d+ min) elapsed")
+
+
+def test_book_progress_names_every_stage_with_its_time_left(book_run):
+    """book.log holds what the terminal shows: a line per notebook, and for each running stage
+    (a training's steps, an evaluation's requests, activations, held-out losses) lines naming its
+    notebook and stage, with the time left once its rate is known, at most one a second."""
+    import datetime as dt
+
+    params, timing = book_run
+    # a second book on the store knows how long its notebooks took: it says what is left
+    run_book(params.source_path, only=["02"], progress=False)
+    stamped = [(dt.datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S"), line[20:])
+               for line in (params.run_path / "book.log").read_text().splitlines()]
+    books = [text for _, text in stamped if text.startswith("[book")]
+    assert all(any(text.startswith(f"[book {i}/") and name in text for text in books)
+               for i, name in enumerate(timing, 1))
+    assert re.search(r"\[book 1/1\] 02_phase1_training -> .* elapsed, book about \d+ s left \(as last time\)\)",
+                     books[-2])
+    stages = [(t, text, STAGE_LINE.match(text)) for t, text in stamped if not text.startswith("[book")]
+    assert stages and [text for _, text, m in stages if m is None] == []  # every line names a stage
+    assert {m["kind"] for _, _, m in stages} == {"training", "evaluating", "activations", "held-out loss"}
+    assert {m["nb"] for _, _, m in stages if m["kind"] == "training"} == {"02", "03", "04"}
+    first: dict[str, int] = {}
+    seen: dict[str, list] = {}
+    for t, _, m in stages:
+        first.setdefault(m["stage"], int(m["done"]))
+        if m["tail"] != " · done":
+            seen.setdefault(m["stage"], []).append(t)
+            # the time left is shown as soon as the stage has a rate (work done since its first line)
+            assert (m["tail"] is not None) == (int(m["done"]) > first[m["stage"]]), m.string
+    # at most one line a second per stage: no two in one second of the log's clock
+    assert all(len(ts) == len(set(ts)) for ts in seen.values()), seen

@@ -284,7 +284,7 @@ def test_cft_tasks_read_real_schemas_and_score_with_our_scorers(tmp_path, model_
 
 
 def direct_tokens(text: str, lang: str) -> list[str]:
-    """Tokens by the definition (SPEC.md section 5), written independently of the scorer: case
+    """Tokens by the definition (docs/METHODS.md, "Evaluation: English and Multilingual Ability"), written independently of the scorer: case
     folded, punctuation and symbols out; th / ja by character, other languages by space."""
     import unicodedata
 

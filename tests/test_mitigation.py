@@ -1,4 +1,4 @@
-"""Mitigation strategies (SPEC.md sections 2-3): layer selection, Spectrum, replay, LoRA."""
+"""Mitigation strategies (docs/METHODS.md, "Mitigation strategies" and "Spectrum's score"): layer selection, Spectrum, replay, LoRA."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_lf_h2_picks_the_layers_that_changed_most(tmp_path):
 
 
 def reference_score(w: torch.Tensor) -> float:
-    """Spectrum's score written out directly from SPEC.md section 3, on an in-memory weight."""
+    """Spectrum's score written out directly from docs/METHODS.md, "Spectrum's score", on an in-memory weight."""
     w = w.float().reshape(1, -1) if w.ndim == 1 else w.float()
     s = torch.linalg.svdvals(w)
     sigma = (torch.quantile(s, 0.75) - torch.quantile(s, 0.25)) / 1.349

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cft_helpers.params import STRATEGIES, ParamsError, load_params, parse_overrides
+from cft_helpers.mitigation import PAPER_STRATEGIES
+from cft_helpers.params import ParamsError, load_params, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p for p in (ROOT / "params").rglob("*.yaml") if "accelerate" not in p.parts)  # accelerate/: launch configs
@@ -54,13 +55,13 @@ def test_paper_presets_cover_the_grid():
         assert used_as_is, f"{preset.name}: no off-the-shelf Instruct arm"
         # Table 5: every strategy, from the Instruct model, on the Phase-2 data
         table5 = p.strategy_arms()
-        assert {p.arms[a].strategy for a in table5} == set(STRATEGIES), preset.name
+        assert {p.arms[a].strategy for a in table5} == set(PAPER_STRATEGIES), preset.name
         assert {(p.arms[a].start, tuple(p.arms[a].datasets)) for a in table5} == {("p1_instruct", ("multialpaca",))}
         assert p.mitigation.layer_freezing.n_layers == 10 and p.mitigation.lora.r == 64
         assert p.mitigation.layer_freezing.base_model == "base"  # the Instruct model is used as is
         # Table D8: the same strategies on MOPENORCA, their own table, never in Table 5
         d8 = p.strategy_arms(table="D8")
-        assert {p.arms[a].strategy for a in d8} == set(STRATEGIES), preset.name
+        assert {p.arms[a].strategy for a in d8} == set(PAPER_STRATEGIES), preset.name
         assert {(p.arms[a].start, tuple(p.arms[a].datasets)) for a in d8} == {("p1_instruct", ("mopenorca",))}
         assert not set(d8) & set(table5) and p.mitigation_tables() == ["T5", "D8"]
         replay = p.mitigation.replay  # each table replays its Phase-2 data's English counterpart

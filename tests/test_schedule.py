@@ -84,6 +84,65 @@ def test_representation_jobs_follow_notebook_07(prepared):
     assert not activations_pending(p, store, "base") and job_done(p, store, jobs["act:base"])
 
 
+def test_heldout_jobs_fill_what_the_notebooks_read(prepared):
+    """Notebooks 03-05's held-out losses are one job per model they read (after its training); a
+    job caches every held-out dataset under the keys the notebooks' tables then hit."""
+    from cft_helpers.heldout import (heldout_datasets, heldout_loss_table, heldout_pending, heldout_rows,
+                                     response_loss, scheduled_models, training_heldout_table)
+    from cft_helpers.data.prepare import load_prepared
+    from cft_helpers.models import load_model, load_tokenizer, model_checkpoint
+    from cft_helpers.schedule import book_jobs, job_done, run_job
+
+    p = prepared
+    jobs = book_jobs(p, ["03_phase2_training"])
+    held = {n: list(j.needs) for n, j in jobs.items() if j.kind == "heldout"}
+    phases = p.arms_in_phase("phase1", "phase2", "mixture", "reverse1", "reverse2")
+    assert held == {"heldout:base": [], **{f"heldout:{a}": [f"train:{a}"] for a in phases}}
+    assert scheduled_models(p, ["05_similarity"]) == [*p.arms_in_phase("phase2"), "p1_alpaca", "p1_instruct"]
+    assert "heldout:lf_h2" in book_jobs(p, ["04_mitigation"])  # the mitigation tables' rows
+
+    store = RunStore(p.run_path)
+    everything = heldout_datasets(p)
+    assert everything == ["alpaca", "multialpaca", "instruct"]  # minstruct: no arm trains on it
+    assert heldout_pending(p, store, "base") == everything and not job_done(p, store, jobs["heldout:base"])
+    run_job(p, "heldout:base")
+    assert heldout_pending(p, store, "base") == [] and job_done(p, store, jobs["heldout:base"])
+    # the job's numbers are the loss itself, and the table reads them (no second computation)
+    ckpt = model_checkpoint(p, "base")
+    tok, model = load_tokenizer(ckpt), load_model(ckpt)
+    direct = response_loss(model, tok, load_prepared(store, "instruct", "heldout")[:heldout_rows(p)],
+                           max_length=p.training.max_length)
+    table = heldout_loss_table(p, ["base"], everything, n=heldout_rows(p), store=store, progress=False)
+    assert table.loc["base", "instruct"] == pytest.approx(direct, rel=1e-6) and direct > 0
+    assert training_heldout_table(p, store, progress=False).empty  # no arm trained yet: no rows
+
+
+def test_a_worker_serves_jobs_in_turn_and_a_dead_one_fails_its_job(prepared, tmp_path):
+    """A worker answers each job with its exit code, its output in the job's log; after a failed job
+    it leaves. A worker killed under a job fails that job with the signal's code."""
+    from cft_helpers.schedule import _Worker, worker_env
+
+    p = prepared
+    env, logs = worker_env(p), tmp_path
+    w = _Worker(p, env, p.root, logs / "worker-1.log")
+    try:
+        assert w.start("heldout:base", logs / "a.log") and w.result() == 0
+        assert "heldout:base: alpaca" in (logs / "a.log").read_text()
+        assert w.start("nope:base", logs / "b.log") and w.result() == 1
+        assert "unknown job 'nope:base'" in (logs / "b.log").read_text()  # the traceback is in the job's log
+        assert w.proc.wait(timeout=60) == 1
+    finally:
+        w.close()
+    dead = _Worker(p, env, p.root, logs / "worker-2.log")
+    try:
+        dead.proc.kill()
+        dead.proc.wait()
+        dead.start("heldout:base", logs / "c.log")
+        assert dead.result() == -signal.SIGKILL
+    finally:
+        dead.close()
+
+
 def test_second_book_on_a_busy_store_is_refused(holder, tmp_path, model_cache):
     from cft_helpers.book import run_book
 
@@ -151,10 +210,12 @@ def _tensors(folder: Path) -> dict:
 
 
 def test_scheduled_jobs_give_the_sequential_results(tmp_path, model_cache, capsys):
-    """Three arms (a Phase-1 arm, a GR arm that generates its replay with it, LF_H2) and two
-    evaluations: two workers in child processes give what one process gives in order, bit for bit."""
+    """Three arms (a Phase-1 arm, a GR arm that generates its replay with it, LF_H2), two
+    evaluations and two held-out loss jobs: two workers in child processes give what one process
+    gives in order, bit for bit."""
     from cft_helpers.data import prepare_datasets
     from cft_helpers.evaluation.harness import evaluate_model
+    from cft_helpers.heldout import heldout_datasets, heldout_loss_table, heldout_rows
     from cft_helpers.train import train_arms
 
     arms, models = ["p1_instruct", "gr_5", "lf_h2"], ["base", "gr_5"]
@@ -167,15 +228,18 @@ def test_scheduled_jobs_give_the_sequential_results(tmp_path, model_cache, capsy
     train_arms(seq, arms, progress=False)  # the notebooks' way: one process, in order
     for m in models:
         evaluate_model(seq, m, progress=False)
+    heldout_loss_table(seq, models, heldout_datasets(seq), n=heldout_rows(seq), progress=False)
 
-    jobs = plan_jobs(par, arms, models)
-    assert list(jobs) == ["train:p1_instruct", "train:lf_h2", "train:gr_5", "eval:base", "eval:gr_5"]
+    jobs = plan_jobs(par, arms, models, heldout=models)
+    assert list(jobs) == ["train:p1_instruct", "train:lf_h2", "train:gr_5", "eval:base", "eval:gr_5",
+                          "heldout:base", "heldout:gr_5"]
     capsys.readouterr()
     with RunLock(par.run_path):  # as in the book: the workers carry its token and pass
         prepare_shared(par, RunStore(par.run_path), jobs)
         summary = run_jobs(par, jobs, workers=2)
     out = capsys.readouterr().out
     assert set(summary["ran"]) == set(jobs) and not summary["already_done"] and not summary["failed"]
+    assert summary["workers_started"] == 2  # 7 jobs, each worker serving several in turn
     assert "(2 running" in out and "done train:gr_5 in" in out  # side by side; a line per start and finish
     for job in jobs.values():
         assert (par.run_path / "logs" / job.log_name).stat().st_size > 0
@@ -195,10 +259,12 @@ def test_scheduled_jobs_give_the_sequential_results(tmp_path, model_cache, capsy
         bs = json.loads((seq.run_path / "eval" / f"{m}.json").read_text())["benchmarks"]
         bp = json.loads((par.run_path / "eval" / f"{m}.json").read_text())["benchmarks"]
         assert bs == bp, m
+    held = [json.loads((p.run_path / "heldout_loss.json").read_text()) for p in (seq, par)]
+    assert len(held[0]) == 2 * len(heldout_datasets(seq)) and held[0] == held[1]  # both jobs' entries merged
 
     again = run_jobs(par, jobs, workers=2)  # a rerun (a resumed book) starts nothing
     assert again["already_done"] == list(jobs) and not again["ran"]
-    assert "already done (5)" in capsys.readouterr().out
+    assert "already done (7)" in capsys.readouterr().out
 
 
 def test_a_failing_job_is_named_with_its_log(tmp_path, model_cache):

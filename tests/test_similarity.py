@@ -1,4 +1,4 @@
-"""DES and MPD (SPEC.md section 4): definitions checked against direct computations."""
+"""DES and MPD (docs/METHODS.md, "Dataset similarity (DES) and parameter distance (MPD)"): definitions checked against direct computations."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cft_helpers.data.generator import generate, render_in_language
 from cft_helpers.data.loaders import normalise_rows
 from cft_helpers.embedders import EmbedderError, load_embedder
 from cft_helpers.params import ParamsError, load_params
-from cft_helpers.similarity import (SimilarityError, correlation, des, des_from_embeddings, des_spread,
+from cft_helpers.similarity import (SimilarityError, correlation, des, des_from_embeddings, des_spread, distinct_names,
                                     main, mean_direction, mpd, mpd_arms, mpd_table, sample_rows)
 
 from conftest import ROOT, write_params
@@ -454,6 +454,18 @@ def test_cli_des_and_mpd(tmp_path, model_cache, capsys):
                                                            ("multialpaca", "mine")]
     assert result["rows"] == {"alpaca": 10, "multialpaca": 10, "mine": 10} and result["n"] == 10
     assert "DES" in capsys.readouterr().out
+
+    # a file against itself (the obvious sanity check), and two files of one name in two folders
+    other = tmp_path / "copy" / "mine.jsonl"
+    other.parent.mkdir()
+    other.write_bytes(b"\xef\xbb\xbf" + local.read_bytes())  # a byte-order mark, as Windows editors write
+    assert main(["des", str(local), str(local), str(other), "--params", str(params), "--n", "10",
+                 "--output", str(out)]) == 0
+    pairs = {(p["a"], p["b"]): p["des"] for p in json.loads(out.read_text())["pairs"]}
+    assert list(pairs) == [(f"{local} #1", f"{local} #2"), (f"{local} #1", str(other)), (f"{local} #2", str(other))]
+    assert all(v == pytest.approx(1.0, abs=1e-6) for v in pairs.values())  # same rows: DES 1
+    assert "1.0" in capsys.readouterr().out
+    assert distinct_names(["a", "b"], ["x/a.jsonl", "b"]) == ["a", "b"]
 
     a, b = tiny_checkpoint(tmp_path / "a", 0), tiny_checkpoint(tmp_path / "b", 1)
     assert main(["mpd", str(a), str(b), str(a), "--output", str(tmp_path / "mpd.json")]) == 0

@@ -12,8 +12,8 @@ from cft_helpers.train import build_trainer, train_arm
 def test_only_response_tokens_carry_loss(prepared, tmp_path):
     """Labels are -100 on system/user/template tokens and equal the ids on the response."""
     store = RunStore(prepared.run_path)
-    trainer, n_rows, _ = build_trainer(prepared, "p1_instruct", store, tmp_path / "out", "cpu",
-                                       progress=False)
+    trainer, n_rows, _, _ = build_trainer(prepared, "p1_instruct", store, tmp_path / "out", "cpu",
+                                          progress=False)
     tok = trainer.processing_class
     from cft_helpers.data import training_examples
 
@@ -120,7 +120,7 @@ def test_heldout_response_loss_matches_the_trainers_loss(prepared, tmp_path):
     from cft_helpers.heldout import response_loss
 
     store = RunStore(prepared.run_path)
-    trainer, _, _ = build_trainer(prepared, "p1_instruct", store, tmp_path / "out", "cpu", progress=False)
+    trainer = build_trainer(prepared, "p1_instruct", store, tmp_path / "out", "cpu", progress=False).trainer
     rows = load_prepared(store, "instruct", "heldout")[:4]  # one eval batch: token-weighted mean
     from cft_helpers.train import _to_dataset
 
@@ -227,8 +227,8 @@ def test_padding_free_batches_give_the_padded_losses_and_compute_no_padding(prep
     store = RunStore(prepared.run_path)
     flat = load_params(prepared.source_path, overrides={"training.padding_free": True})
     padded_p = load_params(prepared.source_path, overrides={"training.padding_free": False})
-    padded_tr, _, _ = build_trainer(padded_p, "p1_instruct", store, tmp_path / "a", "cpu", progress=False)
-    flat_tr, _, _ = build_trainer(flat, "p1_instruct", store, tmp_path / "b", "cpu", progress=False)
+    padded_tr = build_trainer(padded_p, "p1_instruct", store, tmp_path / "a", "cpu", progress=False).trainer
+    flat_tr = build_trainer(flat, "p1_instruct", store, tmp_path / "b", "cpu", progress=False).trainer
     examples = [padded_tr.train_dataset[i] for i in range(4)]
     lengths = [len(e["input_ids"]) for e in examples]
     assert len(set(lengths)) > 1  # the padded batch does carry padding
@@ -291,15 +291,15 @@ def test_arms_from_the_same_model_share_the_loss_before_training(prepared, monke
 def test_bf16_on_cpu_only_where_the_cpu_has_native_bf16(monkeypatch):
     """`auto` is fp32 on every CPU (same numbers on any machine); `bf16` is refused on a CPU
     without native bf16 (2.6x slower there) and used on one with it."""
-    import cft_helpers.train as train
+    import cft_helpers.runtime as runtime
     from cft_helpers.params import Training
 
     for native in (False, True):
-        monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
-        assert train.use_bf16(Training(precision="auto"), "cpu") is False
-        assert train.use_bf16(Training(precision="fp32"), "cpu") is False
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+        assert runtime.use_bf16(Training(precision="auto"), "cpu") is False
+        assert runtime.use_bf16(Training(precision="fp32"), "cpu") is False
         if native:
-            assert train.use_bf16(Training(precision="bf16"), "cpu") is True
+            assert runtime.use_bf16(Training(precision="bf16"), "cpu") is True
         else:
             with pytest.raises(ValueError, match="native bf16"):
-                train.use_bf16(Training(precision="bf16"), "cpu")
+                runtime.use_bf16(Training(precision="bf16"), "cpu")

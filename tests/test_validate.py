@@ -97,3 +97,34 @@ def test_command_line_prints_problems_and_summary_and_exit_codes(tmp_path):
     assert proc.returncode == 2 and "no such file" in proc.stderr
     with pytest.raises(ValueError, match="unknown schema"):
         validate_file(good, "csv")
+
+
+def test_empty_file_bom_and_duplicate_rows(tmp_path):
+    """An empty file is an error (the book would stop on it later); a UTF-8 byte-order mark is read
+    with a note; a row repeated exactly is a warning naming both lines, not an error."""
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cft_helpers.data", "validate", *a],  # noqa: E731
+                                    capture_output=True, text=True)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"\n\n")
+    report = validate_file(empty)
+    assert report["rows_read"] == 0 and report["problems_by_kind"] == {"no_rows": 1}
+    proc = run(str(empty))
+    assert proc.returncode == 1 and "no_rows: the file holds no rows" in proc.stdout
+
+    row = {"instruction": "Écris une phrase.", "output": "Voici une phrase."}
+    bom = _jsonl(tmp_path / "bom.jsonl", [b"\xef\xbb\xbf" + (json.dumps(row) + "\n").encode(), {"instruction": "b", "output": "c"}])
+    report = validate_file(bom)
+    assert report["rows_usable"] == 2 and not report["problems"] and "byte-order mark" in report["notes"][0]
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([row]).encode())
+    assert validate_file(tmp_path / "bom.json")["rows_usable"] == 1
+    proc = run(str(bom))
+    assert proc.returncode == 0 and "note: the file starts with a UTF-8 byte-order mark" in proc.stdout
+
+    dup = _jsonl(tmp_path / "dup.jsonl", [row, {"instruction": "b", "output": "c"}, dict(reversed(row.items())), row])
+    report = validate_file(dup)
+    assert report["rows_usable"] == 4 and not report["problems"]
+    assert [(w["line"], w["kind"], w["message"]) for w in report["warnings"]] == [
+        (3, "duplicate_row", "the same row as line 1"), (4, "duplicate_row", "the same row as line 1")]
+    proc = run(str(dup))
+    assert proc.returncode == 0 and f"{dup}:3: warning: duplicate_row: the same row as line 1" in proc.stdout
+    assert proc.stdout.rstrip().endswith("warnings: duplicate_row 2")

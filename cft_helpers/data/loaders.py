@@ -1,6 +1,6 @@
 """Loaders: a ``datasets:`` entry of the params -> normalised examples (train and held-out).
 
-Sources (SPEC.md section 7):
+Sources (docs/ENGINEERING.md, "The offline world"):
 
 - ``hub``: ``datasets.load_dataset`` on a hub id (tatsu-lab/alpaca, DAMO-NLP-MT/multialpaca,
   Open-Orca/OpenOrca, ...) or on a local folder laid out like the hub repository, which is how

@@ -16,6 +16,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from cft_helpers.data.generator import render_in_language
 from cft_helpers.data.loaders import load_splits
 from cft_helpers.params import Params, stable_hash
 from cft_helpers.runs import RunStore, atomic_write_json, read_json, read_jsonl, write_jsonl
@@ -76,7 +77,7 @@ def prepare_datasets(params: Params, store: RunStore | None = None, force: bool 
 
 
 def _require_prepared(store: RunStore) -> dict[str, Any]:
-    path, manifest = store.data_dir / "report.json", store.data_dir / "manifest.json"
+    path, manifest = store.data_report, store.data_dir / "manifest.json"
     if not path.exists() or not manifest.exists() or read_json(manifest).get("status") != "done":
         raise RuntimeError(f"no prepared data in {store.data_dir}; run notebook 01_data_prep "
                            "(or cft_helpers.data.prepare_datasets) first")
@@ -89,7 +90,7 @@ def load_prepared(store: RunStore, name: str, split: str = "train") -> list[dict
     report = _require_prepared(store)
     if name not in report["datasets"]:
         raise KeyError(f"dataset {name!r} was not prepared; prepared: {sorted(report['datasets'])}")
-    path = store.data_dir / f"{name}.{split}.jsonl"
+    path = store.data_file(name, split)
     expected = report["datasets"][name][split]["sha256"]
     if not path.exists() or _file_hash(path) != expected:
         raise RuntimeError(f"{path} is missing or changed since it was prepared (sha256 {expected} expected); "
@@ -167,3 +168,32 @@ def format_example(example: dict) -> str:
     lines = [f"--- {example['id']}  [{example['lang']}]"]
     lines += [f"{m['role']:>9}: {m['content']}" for m in example["messages"]]
     return "\n".join(lines)
+
+
+def first_examples(params: Params, store: RunStore) -> str:
+    """The first prepared training example of every dataset of the params, as text (notebook 01)."""
+    return "\n".join(format_example(load_prepared(store, name)[0]) for name in params.datasets)
+
+
+def english_counterpart(params: Params, store: RunStore) -> str | None:
+    """The first example of the first multilingual built-in dataset, and its English rendering:
+    the same task and numbers, which English replay (ER_10) trains on. None when the params have
+    no multilingual built-in dataset (external data carries no task to render)."""
+    multilingual = [n for n, d in params.datasets.items()
+                    if getattr(d, "family", None) == "general" and d.langs != ["en"]]
+    if not multilingual:
+        return None
+    example = load_prepared(store, multilingual[0])[0]
+    english = render_in_language(example["meta"], "en")
+    return (f"{format_example(example)}\n"
+            f"English counterpart: {english['instruction']} {english['input']} -> {english['output']}")
+
+
+def report_totals(report: dict[str, Any]) -> str:
+    """One sentence: datasets, training and held-out rows, and languages of a preparation report."""
+    entries = report["datasets"].values()
+    train = sum(e["train"]["rows"] for e in entries)
+    held = sum(e["heldout"]["rows"] for e in entries)
+    languages = {lang for e in entries for lang in e["train"]["by_lang"]}
+    return (f"{len(report['datasets'])} datasets: {train} training rows and {held} held-out "
+            f"rows in {len(languages)} languages.")

@@ -7,7 +7,7 @@ A normalised example is::
      "meta": {...}}
 
 The assistant turn is the response the loss is computed on (Phase-1/Phase-2 training is
-completion-only, SPEC.md section 1 / issue 2).
+completion-only, docs/METHODS.md, "The two phases and the arms" / issue 2).
 
 Source schemas (field names as the datasets spell them; ``columns`` in the params maps them when
 a file names them differently):

@@ -6,9 +6,12 @@
 Reads JSONL line by line (a line that is not JSON, or not UTF-8, is reported with its number
 and the rest of the file is still checked), a JSON array, or Parquet (rows numbered from 1).
 Reports malformed lines, missing fields, wrong types, empty text, duplicate ids, unknown or
-missing language codes, broken SQuAD answers and, with a tokenizer, examples longer than the
-maximum length; then a summary (rows read, rows usable, problems by kind). Exits 1 when any row
-is unusable, 0 otherwise. ``validate_file`` returns the same report as a dict.
+missing language codes, broken SQuAD answers, a file without rows and, with a tokenizer,
+examples longer than the maximum length; warns about rows that repeat an earlier row exactly;
+notes a UTF-8 byte-order mark (as Windows editors write it), which is read as UTF-8 like the
+loaders read it. Then a summary (rows read, rows usable, problems by kind, warnings). Exits 1
+when any row is unusable or there is none, 0 otherwise. ``validate_file`` returns the same report
+as a dict.
 """
 
 from __future__ import annotations
@@ -42,12 +45,18 @@ def _problem(line: int, field: str | None, kind: str, message: str) -> dict[str,
     return {"line": line, "field": field, "kind": kind, "message": message}
 
 
+BOM = b"\xef\xbb\xbf"
+
+
 def read_rows(path: Path) -> Iterator[tuple[int, dict | None, dict | None]]:
-    """(line or row number, row, problem): exactly one of row and problem is set."""
+    """(line or row number, row, problem): exactly one of row and problem is set. A UTF-8
+    byte-order mark at the start of a JSON or JSONL file is skipped."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         with path.open("rb") as f:
             for i, raw in enumerate(f, start=1):
+                if i == 1 and raw.startswith(BOM):
+                    raw = raw[len(BOM):]
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
@@ -66,7 +75,7 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict | None, dict | None]]:
                 yield i, row, None
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
+            data = json.loads(path.read_bytes().decode("utf-8-sig"))
         except UnicodeDecodeError as exc:
             yield 0, None, _problem(0, None, "not_utf8", f"bytes that are not UTF-8 at byte {exc.start}")
             return
@@ -170,7 +179,13 @@ def validate_file(path: str | Path, schema: str = "alpaca", lang_column: str | N
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     problems: list[dict] = []
-    read, unusable, seen_ids = 0, set(), {}
+    warnings: list[dict] = []
+    notes: list[str] = []
+    if path.suffix.lower() in (".jsonl", ".json"):
+        with path.open("rb") as f:
+            if f.read(len(BOM)) == BOM:
+                notes.append("the file starts with a UTF-8 byte-order mark; read as UTF-8 without it")
+    read, unusable, seen_ids, seen_rows = 0, set(), {}, {}
     for line, row, problem in read_rows(path):
         read += 1
         if problem is not None:
@@ -188,6 +203,12 @@ def validate_file(path: str | Path, schema: str = "alpaca", lang_column: str | N
                                       f"id {row[id_column]!r} already used on line {seen_ids[key]}"))
             else:
                 seen_ids[key] = line
+        whole = json.dumps(row, sort_keys=True, ensure_ascii=False, default=str)
+        if whole in seen_rows:  # kept (a dataset may repeat a row on purpose), but worth a look
+            warnings.append(_problem(line, None, "duplicate_row",
+                                     f"the same row as line {seen_rows[whole]}"))
+        else:
+            seen_rows[whole] = line
         if max_tokens is not None and tokenizer is not None and not found:
             n = len(tokenizer(_example_text(row, schema))["input_ids"])
             if n > max_tokens:
@@ -195,9 +216,11 @@ def validate_file(path: str | Path, schema: str = "alpaca", lang_column: str | N
         if found:
             unusable.add(line)
             problems += found
+    if not read:
+        problems.append(_problem(0, None, "no_rows", "the file holds no rows"))
     return {"file": str(path), "schema": schema, "rows_read": read, "rows_usable": read - len(unusable),
             "rows_unusable": len(unusable), "problems_by_kind": dict(Counter(p["kind"] for p in problems)),
-            "problems": problems}
+            "problems": problems, "warnings": warnings, "notes": notes}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,14 +246,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for p in report["problems"]:
-        where = f"{report['file']}:{p['line']}" + (f": field {p['field']!r}" if p["field"] else "")
-        print(f"{where}: {p['kind']}: {p['message']}")
+    for note in report["notes"]:
+        print(f"{report['file']}: note: {note}")
+    for label, entries in (("", report["problems"]), ("warning: ", report["warnings"])):
+        for p in entries:
+            where = report["file"] + (f":{p['line']}" if p["line"] else "") + (f": field {p['field']!r}" if p["field"] else "")
+            print(f"{where}: {label}{p['kind']}: {p['message']}")
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(report["problems_by_kind"].items())) or "none"
+    warned = Counter(w["kind"] for w in report["warnings"])
     print(f"{report['file']} ({report['schema']}): {report['rows_read']} rows read, {report['rows_usable']} usable, "
-          f"{report['rows_unusable']} unusable; problems: {kinds}")
+          f"{report['rows_unusable']} unusable; problems: {kinds}"
+          + (f"; warnings: {', '.join(f'{k} {v}' for k, v in sorted(warned.items()))}" if warned else ""))
     if ns.json:
         from cft_helpers.runs import atomic_write_json
 
         atomic_write_json(Path(ns.json), report)
-    return 1 if report["rows_unusable"] else 0
+    return 1 if report["rows_unusable"] or not report["rows_read"] else 0

@@ -1,1 +1,1 @@
-"""Evaluation: English Ability and Multilingual Ability as the paper measures them (SPEC.md 5)."""
+"""Evaluation: English Ability and Multilingual Ability as the paper measures them (docs/METHODS.md, "Evaluation: English and Multilingual Ability")."""

@@ -288,7 +288,7 @@ def _local_judge(params: Params, name: str, load_weights: bool = True):
     """(model or None, tokenizer, checkpoint, trust_remote_code) of the local judge; the model
     is loaded once per process (not at all where vLLM generates from the checkpoint)."""
     from cft_helpers.models import load_model, load_tokenizer, model_checkpoint, trusts_remote_code
-    from cft_helpers.train import configure_runtime
+    from cft_helpers.runtime import configure_runtime
 
     ckpt = model_checkpoint(params, name)
     spec = params.models[name]
@@ -360,11 +360,11 @@ def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str, pr
         api_key(judge)  # fail before generating anything
     t0 = time.perf_counter()
     items = select_items(reference_rows(spec.reference, params.cache_path, params.path(".")), spec.n, params.seed)
-    folder = store.root / "eval" / "alpacaeval"
+    folder = store.alpacaeval_dir
     max_new = spec.max_gen_toks or DEFAULT_MAX_GEN_TOKS
     answers = generate_responses(model, tok, [[{"role": "user", "content": r["instruction"]}] for r in items],
                                  max_new_tokens=max_new, batch_size=params.evaluation.batch_size,
-                                 cache_file=folder / f"answers-{name}-{ident[:12]}.jsonl", progress=progress,
+                                 cache_file=store.alpacaeval_answers(name, ident), progress=progress,
                                  desc=f"AlpacaEval answers ({name})", vllm_checkpoint=vllm_checkpoint,
                                  seed=params.seed, trust_remote_code=trusts_remote_code(params, name))
     prefs = judge_answers(params, judge, items, answers, folder, progress=progress)

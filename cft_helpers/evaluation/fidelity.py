@@ -40,7 +40,7 @@ def fidelity(params: Params, model: str, store: RunStore | None = None) -> dict[
     from cft_helpers.evaluation.harness import task_plan
 
     store = store or RunStore(params.run_path)
-    path = store.root / "eval" / f"{model}.samples.jsonl"
+    path = store.eval_samples(model)
     if not path.exists():
         raise FileNotFoundError(f"no evaluation samples for {model!r} ({path}); run notebook 06 first")
     lang_of = {task: lang for bench, tasks in task_plan(params).items() if bench in MULTILINGUAL_BENCHMARKS
@@ -69,7 +69,7 @@ def fidelity_table(params: Params, models: list[str], store: RunStore | None = N
     store = store or RunStore(params.run_path)
     rows = {}
     for m in models:
-        if not (store.root / "eval" / f"{m}.samples.jsonl").exists():
+        if not store.eval_samples(m).exists():
             rows[m] = {"all": float("nan"), "assessed": 0}  # nothing generated (no benchmark ran)
             continue
         f = fidelity(params, m, store)

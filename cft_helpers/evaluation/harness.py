@@ -28,7 +28,7 @@ from typing import Any, Sequence
 from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params, stable_hash
 from cft_helpers.evaluation.alpacaeval import alpaca_spec
 from cft_helpers.models import resolve_model
-from cft_helpers.runs import MissingArtifact, RunStore, atomic_write_json, read_json
+from cft_helpers.runs import KeyedFile, MissingArtifact, RunStore, atomic_write_json, read_json
 
 
 def suite_hash(params: Params) -> str:
@@ -84,7 +84,7 @@ def write_suite(params: Params, store: RunStore) -> Path:
     """Write the offline tasks of the suite (data + lm-eval YAML) once per suite hash."""
     from cft_helpers.evaluation.offline_tasks import write_task_files
 
-    folder = store.root / "eval" / "tasks" / suite_hash(params)
+    folder = store.eval_tasks_dir(suite_hash(params))
     done = folder / "written.json"
     if done.exists():
         return folder
@@ -142,10 +142,10 @@ def evaluation_key(params: Params, model_identity: str) -> str:
 def evaluation_done(params: Params, name: str, store: RunStore) -> bool:
     """Whether ``<run_dir>/eval/<name>.json`` holds this model's results on this suite (what
     makes ``evaluate_model`` return the cached record)."""
-    path = store.root / "eval" / f"{name}.json"
-    if not path.exists():
+    result = KeyedFile(store.eval_result(name))
+    if not result.path.exists():  # (before resolve_model, which refuses an arm not trained yet)
         return False
-    return read_json(path).get("key") == evaluation_key(params, resolve_model(params, store, name)[1])
+    return result.read(evaluation_key(params, resolve_model(params, store, name)[1])) is not None
 
 
 def evaluate_model(params: Params, name: str, store: RunStore | None = None, force: bool = False,
@@ -154,10 +154,10 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
     store = store or RunStore(params.run_path)
     ckpt, ident, template = resolve_model(params, store, name)
     key = evaluation_key(params, ident)
-    out_file = store.root / "eval" / f"{name}.json"
-    if out_file.exists() and not force:
-        cached = read_json(out_file)
-        if cached.get("key") == key:
+    result = KeyedFile(store.eval_result(name))
+    if not force:
+        cached = result.read(key)
+        if cached is not None:
             for bench, entry in cached.get("benchmarks", {}).items():  # records of before the scorer
                 if bench in params.evaluation.benchmarks and "scorer" not in entry:  # was recorded
                     entry["scorer"] = scorer_label(params.evaluation.benchmarks[bench])
@@ -170,7 +170,7 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
         from cft_helpers.generation import uses_vllm
         from cft_helpers.models import load_model, load_tokenizer
         from cft_helpers.runs import write_jsonl
-        from cft_helpers.train import configure_runtime
+        from cft_helpers.runtime import configure_runtime
 
         device = configure_runtime(params)
         tok = load_tokenizer(ckpt, chat_template=template)
@@ -188,13 +188,13 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
                              vllm_checkpoint=ckpt if vllm else None)
         if plan:
             model = model if model is not None else load_model(ckpt).to(device).eval()
-            lm = _run_lm_eval(params, store, model, tok, device, plan, samples)
+            lm = _run_lm_eval(params, store, model, tok, device, plan, samples, name)
             record["benchmarks"].update(lm.pop("benchmarks"))
             record["tasks"].update(lm.pop("tasks"))
             record.update(lm)
-        write_jsonl(store.root / "eval" / f"{name}.samples.jsonl", samples)
+        write_jsonl(store.eval_samples(name), samples)
         del model
-    atomic_write_json(out_file, record)
+    result.write(key, record)
     return record
 
 
@@ -222,7 +222,7 @@ def _task_manager(include_paths: tuple[str, ...], with_lm_eval_tasks: bool = Tru
     return TaskManager(include_path=list(include_paths), include_defaults=with_lm_eval_tasks)
 
 
-def _run_lm_eval(params, store, model, tok, device, plan, samples) -> dict[str, Any]:
+def _run_lm_eval(params, store, model, tok, device, plan, samples, name: str = "") -> dict[str, Any]:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
@@ -232,6 +232,7 @@ def _run_lm_eval(params, store, model, tok, device, plan, samples) -> dict[str, 
         from cft_helpers.evaluation.shared_prefix import SharedPrefixHFLM as HFLM  # noqa: F811
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=cfg.batch_size, max_length=cfg.max_length,
               device=device)
+    lm.stage = f"evaluating {name}".strip()  # the book's progress lines (our engine reports them)
     manager = _task_manager((str(folder), *(str(params.path(p)) for p in cfg.include_paths)),
                             any(b.source == "lm_eval" for b in cfg.benchmarks.values()))
     # Offline tasks hold exactly their items and set their answer length in their YAML: one call.
@@ -295,7 +296,7 @@ def load_results(params: Params, store: RunStore | None = None, names: Sequence[
     out = {}
     for name in names:
         kind = "arm" if name in params.arms else "model"
-        path = store.root / "eval" / f"{name}.json"
+        path = store.eval_result(name)
         if not path.exists():
             raise MissingArtifact(f"{kind} {name!r} has no evaluation results in the run store ({path}); "
                                     "run notebook 06_evaluation first")
@@ -312,7 +313,7 @@ def save_summary(params: Params, results: dict[str, dict[str, Any]], store: RunS
     store = store or RunStore(params.run_path)
     out = {name: {"benchmarks": {b: v["score"] for b, v in r.get("benchmarks", {}).items()},
                   **abilities(params, r), "items_per_s": r.get("items_per_s")} for name, r in results.items()}
-    path = store.root / "eval" / "summary.json"
+    path = store.eval_summary
     atomic_write_json(path, out)
     return path
 
@@ -349,7 +350,7 @@ def evaluate_models(params: Params, names: Sequence[str] | None = None, store: R
 
 
 def abilities(params: Params, record: dict[str, Any]) -> dict[str, Any]:
-    """EA, MA and combined as the paper averages them (SPEC.md section 5), over the benchmarks
+    """EA, MA and combined as the paper averages them (docs/METHODS.md, "Evaluation: English and Multilingual Ability"), over the benchmarks
     that ran; a benchmark that is off or missing is listed, never counted as zero."""
     scores = {b: v["score"] for b, v in record.get("benchmarks", {}).items()}
     out: dict[str, Any] = {}
@@ -405,3 +406,14 @@ def language_table(results: dict[str, dict[str, Any]], benchmark: str):
 
     rows = {name: r.get("benchmarks", {}).get(benchmark, {}).get("by_language", {}) for name, r in results.items()}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def language_report(results: dict[str, dict[str, Any]]) -> str:
+    """``language_table`` of every multilingual benchmark that has per-language scores, as text
+    (Tables B5-B7; notebooks 06 and 08)."""
+    blocks = []
+    for benchmark in MULTILINGUAL_BENCHMARKS:
+        per_language = language_table(results, benchmark)
+        if not per_language.empty:
+            blocks.append(f"{benchmark}:\n{per_language.round(3).to_string()}\n")
+    return "\n".join(blocks) or "no per-language scores"

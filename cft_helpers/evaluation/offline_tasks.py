@@ -1,6 +1,6 @@
 """Offline stand-ins for the paper's benchmarks, built by the generator from held-out instances.
 
-None of MMLU, HellaSwag, MLQA, XQuAD or XLSum ships offline (SPEC.md section 7), so the offline
+None of MMLU, HellaSwag, MLQA, XQuAD or XLSum ships offline (docs/ENGINEERING.md, "The offline world"), so the offline
 parameter sets evaluate on data in the same *schemas*, written by the built-in generator from
 task instances that no training split contains (``generator.split_of``), in the same languages
 as the real benchmarks where the generator has them:

@@ -1,4 +1,4 @@
-"""Answer scorers that work in every language of the grid (SPEC.md section 5), and the paper's.
+"""Answer scorers that work in every language of the grid (docs/METHODS.md, "Evaluation: English and Multilingual Ability"), and the paper's.
 
 Two scorers, chosen per benchmark by ``scorer:`` in the params (``evaluation.benchmarks.<b>``):
 

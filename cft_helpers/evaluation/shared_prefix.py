@@ -26,13 +26,11 @@ and requests longer than the model's window run through lm-eval's own code.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
-from tqdm.auto import tqdm
+from cft_helpers.progress import StageProgress
 
 from cft_helpers.batching import PASS_COST, common_prefix_length, plan_batches
 
@@ -54,6 +52,8 @@ def _select_rows(cache, rows: torch.Tensor, config):
 
 class SharedPrefixHFLM(HFLM):
     """``HFLM`` (lm-eval 0.4) whose log-likelihood and greedy-generation loops share prefixes."""
+
+    stage = "evaluating"  # what the progress lines call this model's evaluation (the harness names it)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -199,8 +199,8 @@ class SharedPrefixHFLM(HFLM):
             n += k
         if current:
             batches.append(current)
-        pbar = tqdm(total=len(fits), disable=disable_tqdm or self.rank != 0,
-                    desc="Running loglikelihood requests (shared prefixes)")
+        pbar = StageProgress(f"{self.stage} · loglikelihood", total=len(fits), unit="requests",
+                             enabled=not disable_tqdm and self.rank == 0)
         with torch.no_grad():
             for batch in batches:
                 self._score_batch(requests, batch, by_context, results)
@@ -264,8 +264,8 @@ class SharedPrefixHFLM(HFLM):
             groups.setdefault(repr(sorted(args[i][1].items())), []).append(i)
         eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
         eos_ids = self._eos_ids()
-        pbar = tqdm(total=len(greedy), disable=disable_tqdm or self.rank != 0,
-                    desc="Running generate_until requests (shared prefixes)")
+        pbar = StageProgress(f"{self.stage} · generation", total=len(greedy), unit="requests",
+                             enabled=not disable_tqdm and self.rank == 0)
         limit = self._batch_rows()
         with torch.no_grad():
             for idx in groups.values():

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from cft_helpers.evaluation.harness import abilities
 from cft_helpers.params import Params
@@ -110,3 +110,22 @@ def tradeoff_points(params: Params, results: dict[str, dict[str, Any]]) -> list[
         points.append({"name": name, "label": label, "kind": _kind(params, name), "EA": ab["EA"], "MA": ab["MA"],
                        "from": came_from if _kind(params, name) in ("phase2", "reverse", "mitigation") else None})
     return points
+
+
+def strategy_tables(params: Params, results: dict[str, dict[str, Any]], tables: Sequence[str] | None = None,
+                    store=None) -> dict[str, Any]:
+    """``strategy_table`` per mitigation table (default: every one the params define)."""
+    tables = params.mitigation_tables() if tables is None else tables
+    return {t: strategy_table(params, results, t, store=store) for t in tables}
+
+
+def ea_change(params: Params, results: dict[str, dict[str, Any]]):
+    """The measured change in English Ability of each evaluated Phase-2 arm, EA of the arm minus
+    EA of its start model (negative: it forgot); a DataFrame with column "change", indexed by arm,
+    the shape ``similarity.similarity_vs_forgetting`` reads. Arms whose start model has no
+    results are left out. docs/METHODS.md, "Evaluation: English and Multilingual Ability"."""
+    import pandas as pd
+
+    ea = {name: abilities(params, record)["EA"] for name, record in results.items()}
+    return pd.DataFrame({"change": {a: ea[a] - ea[params.arms[a].start] for a in params.arms_in_phase("phase2")
+                                    if a in ea and params.arms[a].start in ea}})

@@ -1,0 +1,53 @@
+"""Where and how a process computes: torch threads, the device, and bf16 or fp32.
+
+Training, evaluation and representations all start with :func:`configure_runtime`; the
+training core asks :func:`use_bf16` for its precision (docs/ENGINEERING.md, "Speed knobs").
+
+torch is imported inside the functions: importing this module (the book's scheduler does, through
+the training core, to hash arms) stays free of torch's few seconds.
+"""
+
+from __future__ import annotations
+
+from cft_helpers.params import Params, Training
+
+
+def configure_runtime(params: Params) -> str:
+    """Apply runtime settings (torch threads) and return the device: "cuda" or "cpu"."""
+    import torch
+
+    threads = params.runtime.thread_count()
+    if threads:
+        torch.set_num_threads(threads)
+    if params.runtime.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("runtime.device is 'cuda' but torch sees no CUDA device")
+    if params.runtime.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return params.runtime.device
+
+
+def use_bf16(training: Training, device: str) -> bool:
+    """Whether an arm trains with bf16 autocast on ``device`` (``training.precision``)."""
+    import torch
+
+    if training.precision == "fp32":
+        return False
+    if training.precision == "bf16":
+        if device != "cuda" and not cpu_has_native_bf16():
+            # bf16 autocast on a CPU without native bf16 is ~2.6x slower than fp32
+            # (docs/ENGINEERING.md, "Speed knobs")
+            raise ValueError("training.precision 'bf16' needs a CUDA device or a CPU with native bf16 "
+                             "(AVX512-BF16 or AMX); use 'auto' or 'fp32' on this CPU")
+        return True
+    # "auto" keeps fp32 on every CPU: the same params give the same numbers on any machine
+    return device == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): there bf16 autocast trains
+    ~1.5x faster than fp32 (benchmarks/bench_training.py); elsewhere ~2.6x slower."""
+    import torch
+
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
