@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.common import freeze_report
+from cft_helpers import mitigation
 
 LANGS = ["fr", "ar", "de", "es", "id", "ja", "ko", "pt", "ru", "th", "vi"]
 STRATEGIES = {"vanilla": "phase2", "LF_H1": "mitigation", "LF_H2": "mitigation", "Spectrum": "mitigation",
@@ -99,7 +100,7 @@ def main() -> int:
             r["replay_rows"] = m["replay"]["replay_rows"]
             r["replay_generation_s"] = round(m["replay"]["generation_s"], 2)
             r["empty_responses"] = m["replay"]["empty_responses"]
-        if strategy == "LoRA":
+        if mitigation.get(strategy).lora is not None:
             from peft import PeftModel
 
             ids = torch.randint(0, 4000, (2, 64), generator=torch.Generator().manual_seed(0))

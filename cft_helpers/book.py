@@ -16,6 +16,8 @@ trains the arms and evaluates the models as parallel worker processes (:mod:`cft
 its time is the ``scheduler`` entry of book_timing.json), and the notebooks then find them done.
 The book holds ``<run_dir>/book.lock`` while it runs: a second book on the same run store stops at
 once, naming the holder (:mod:`cft_helpers.lock`).
+
+Imports :mod:`cft_helpers.schedule` inside :func:`run_book`: the scheduler imports this module.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Sequence
 
 from cft_helpers.lock import RunLock, RunLocked
 from cft_helpers.params import ParamsError, cpu_cores, load_params, parse_overrides
+from cft_helpers.progress import ENV, NOTEBOOK_ENV, BookProgress, format_seconds
 from cft_helpers.runs import RunStore, atomic_write_json, read_json
 
 
@@ -155,8 +158,6 @@ def _run_notebooks(p, notebooks: list[Path], overrides: dict, force: bool, progr
                    plain: bool = False) -> dict[str, float]:
     import papermill
     from papermill.exceptions import PapermillExecutionError
-
-    from cft_helpers.progress import ENV, NOTEBOOK_ENV, BookProgress, format_seconds
 
     store = RunStore(p.run_path)
     store.save_params(p.resolved())

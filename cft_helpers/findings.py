@@ -28,9 +28,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cft_helpers import mitigation
+from cft_helpers import mitigation, paper_results as pr
+from cft_helpers.evaluation.harness import ability_components, suite_hash, task_plan
 from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params
+from cft_helpers.representations import load_representation_summary
 from cft_helpers.runs import MissingArtifact, RunStore, atomic_write_json, atomic_write_text, read_json, read_jsonl
+from cft_helpers.similarity import load_similarity_summary
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
 NO_INTERVAL = "inconclusive (no interval)"
@@ -103,8 +106,6 @@ def item_scores(params: Params, store: RunStore, name: str) -> dict[str, dict[st
 
     A benchmark group (e.g. lm-eval's mmlu) pools its subtasks' items, as lm-eval's size-weighted
     group mean does. Raises ``MissingArtifact`` when the model has no per-item file."""
-    from cft_helpers.evaluation.harness import task_plan
-
     path = store.eval_samples(name)
     if not path.exists():
         raise MissingArtifact(f"{name!r} has no per-item scores ({path}); run notebook 06_evaluation")
@@ -236,8 +237,6 @@ def seed_runs(params: Params) -> list[SeedRun]:
 def _paper_values(claim_id: str, strategy: str | None = None) -> tuple[dict[str, float | None], str]:
     """The paper's value of a claim's oriented quantity for Mistral-7B and Llama-3-8B, computed
     from the transcribed tables (cft_helpers.paper_results), and a note where they disagree."""
-    from cft_helpers import paper_results as pr
-
     models = ("Mistral-7B", "Llama-3-8B")
     ea, ma = pr.ENGLISH_ABILITY, pr.MULTILINGUAL_ABILITY
 
@@ -300,11 +299,9 @@ def paper_c7b() -> dict[str, Any]:
     """Which strategy has the best combined score of Table 5 in the paper, per model: as printed,
     and with each misprinted EA average replaced by the mean of its four scores (Mistral-7B
     ER_10: 0.599 printed, 0.472 the mean)."""
-    from cft_helpers import paper_results as pr
-
     out = {}
     for m in ("Mistral-7B", "Llama-3-8B"):
-        rows = {s: v for (mm, s), v in pr.TABLE5.items() if mm == m and s != "vanilla"}
+        rows = {s: v for (mm, s), v in pr.TABLE5.items() if mm == m and not mitigation.is_baseline(s)}
         best_printed = max(rows, key=lambda s: rows[s][2])
         entry = {"best_printed": best_printed}
         fixed = {}
@@ -438,13 +435,11 @@ def _evaluation_quantities(run: SeedRun, roles: dict[str, Any], replicates: int,
 def _similarity_values(run: SeedRun, roles: dict[str, Any]) -> dict[str, Any]:
     """DES difference with its sd (C4), MPD difference (C5), mean covariance change difference
     (C6) of one seed; a value the store lacks is given as the reason instead."""
-    from cft_helpers.similarity import load_summary as load_similarity
-
     params, store = run.params, run.store
     s, d = roles["similar"], roles["dissimilar"]
     out: dict[str, Any] = {}
     try:
-        sim = load_similarity(store)
+        sim = load_similarity_summary(store)
     except MissingArtifact as exc:
         sim = None
         out["C4"] = out["C5"] = str(exc)
@@ -468,10 +463,8 @@ def _similarity_values(run: SeedRun, roles: dict[str, Any]) -> dict[str, Any]:
             out["C5"] = mpd[p1d]["mpd_normalised"] - mpd[p1s]["mpd_normalised"]
         else:
             out["C5"] = f"the MPD table lacks {p1s!r} or {p1d!r}; rerun notebook 05_similarity"
-    from cft_helpers.representations import load_summary as load_representations
-
     try:
-        rep = load_representations(store)
+        rep = load_representation_summary(store)
         curves = rep.get("phase2_covariance", {})
         ls, ld = params.arms[s].label or s, params.arms[d].label or d
         if ls in curves and ld in curves:
@@ -640,8 +633,6 @@ def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confid
 
     by_id = {c.id: c for c in claims}
     half = {"similar": by_id["C2"].half_width, "dissimilar": by_id["C3a"].half_width}
-    from cft_helpers.evaluation.harness import ability_components, suite_hash, task_plan
-
     components = ability_components(params)
     items_per_task: dict[str, dict[str, int]] = {}
     for b, tasks in task_plan(params).items():  # the params' order, as the tables show them

@@ -26,6 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from cft_helpers.checkpoints import read_tensor, tensor_files
+
+from cft_helpers.spectrum import ALWAYS_UNFROZEN, matches_unfrozen, select
+
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 HEAD_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
 
@@ -94,8 +98,6 @@ def lf_h1(names: Sequence[str], n_layers: int, seed: int) -> FreezePlan:
 
 def _projection_pairs(base: Path | str, phase1: Path | str, projections: Sequence[str]):
     """(projection, layer, name, base tensor, Phase-1 tensor), one pair in memory at a time."""
-    from cft_helpers.checkpoints import read_tensor, tensor_files
-
     fa, fb = tensor_files(base), tensor_files(phase1)
     seen = set()
     for name in fb:
@@ -254,8 +256,6 @@ def lf_h2(names: Sequence[str], changes: dict[str, dict[int, float]], n_layers: 
 def spectrum_plan(names: Sequence[str], scores: dict[str, dict], percent: float,
                   direction: str = "freeze_selected") -> FreezePlan:
     """Freeze (paper) or train only (upstream) the modules Spectrum selects."""
-    from cft_helpers.spectrum import ALWAYS_UNFROZEN, matches_unfrozen, select
-
     selected = select(scores, percent)
     chosen = {f"{m}.weight" for mods in selected.values() for m in mods}
     if chosen and not chosen & set(names):
@@ -322,8 +322,6 @@ def masked_rows_moved(model, plan: FreezePlan, checkpoint: Path | str) -> list[s
     """The masked tensors of ``plan`` whose frozen rows in ``model`` differ (bitwise, after the
     checkpoint's dtype is cast to the parameter's) from ``checkpoint``, read one tensor at a time."""
     import torch
-
-    from cft_helpers.checkpoints import read_tensor, tensor_files
 
     files = tensor_files(checkpoint)
     params = dict(model.named_parameters())

@@ -7,6 +7,8 @@ Lower is better. It moves within a few optimizer steps, so on the CPU default it
 pulling the model toward the multilingual data and what that costs on the English sets.
 
     table = heldout_loss_table(params, ["base", "p1_alpaca", "p2_alpaca"], ["alpaca", "multialpaca"])
+
+Imports :mod:`cft_helpers.schedule` inside a function: the scheduler imports this module.
 """
 
 from __future__ import annotations

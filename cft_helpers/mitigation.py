@@ -22,8 +22,9 @@ Adding a strategy is one :func:`register` call plus its function(s)::
 
 Imports: :mod:`cft_helpers.params` imports this module to validate ``arms.<arm>.strategy``, so
 at module level this module imports only what imports no params (the standard library,
-:mod:`cft_helpers.freezing`, :mod:`cft_helpers.spectrum`). The modules that import params
-(models, replay, data) and the slow ones (peft) are imported inside the functions that use them.
+:mod:`cft_helpers.freezing`, :mod:`cft_helpers.spectrum`, :mod:`cft_helpers.runs`). The modules
+that import params (models, replay, data) and the slow ones (peft) are imported inside the
+functions that use them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from cft_helpers import freezing, spectrum
 from cft_helpers.freezing import FreezePlan
+from cft_helpers.runs import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from cft_helpers.params import LoraSettings, Params
@@ -295,8 +297,6 @@ def _spectrum_settings(params: Params, arm: str, store: RunStore | None) -> dict
 def _spectrum_freeze(x: FreezeInputs) -> FreezePlan:
     """Spectrum: the SNR score of each module of the Phase-1 model (docs/METHODS.md, "Spectrum's
     score"); the scores and the selection are written with the arm."""
-    from cft_helpers.runs import atomic_write_json, atomic_write_text
-
     cfg = x.params.mitigation.spectrum
     scores = spectrum.scan(x.start, cfg.module_types, progress=x.progress)
     if x.arm_dir is not None:

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from cft_helpers.book import training_notebook
+from cft_helpers.data.generator import generate
+from cft_helpers.data.lexicon import LANGUAGES
 from cft_helpers.params import (
     GgufPackageModel,
     HubModel,
@@ -212,9 +214,6 @@ def builtin_tokenizer(vocab_size: int = 1024):
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
-
-    from cft_helpers.data.generator import generate
-    from cft_helpers.data.lexicon import LANGUAGES
 
     texts: list[str] = []
     for family in ("general", "reasoning"):

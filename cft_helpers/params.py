@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence, Union
 
@@ -32,6 +33,30 @@ from cft_helpers import mitigation as strategies
 
 # The 11 languages of MULTIALPACA (paper section 4.1) plus English.
 MULTIALPACA_LANGS = ("fr", "ar", "de", "es", "id", "ja", "ko", "pt", "ru", "th", "vi")
+
+# The names a parameter set may use for what the data and evaluation modules implement. They are
+# defined here, and those modules import them, so that params imports nothing above itself (it
+# did, closing a params -> data -> params loop); tests/test_params_vocabulary.py checks that each
+# module implements exactly these.
+# The built-in generator's languages: data/lexicon.py has one table each.
+BUILTIN_LANGUAGES = ("en", "fr", "ar", "de", "es", "id", "ja", "ko", "pt", "ru", "th", "vi", "zh", "hi", "el",
+                     "ro", "tr")
+# The offline task kinds (evaluation/offline_tasks.py writes one lm-eval task each), those
+# written once per language, and what each scored kind's answers are scored as.
+OFFLINE_TASKS = ("mc", "completion", "qa_lookup", "qa_facts", "summary", "response_ll", "answer_line")
+PER_LANGUAGE = {"qa_lookup", "qa_facts", "summary"}
+SCORED_AS = {"qa_lookup": "qa", "qa_facts": "qa", "summary": "summary"}
+# The kinds of the cft hub tasks (evaluation/hub_tasks.py).
+CFT_TASK_KINDS = ("qa", "summary")
+# The answer scorers (evaluation/scoring.py, docs/METHODS.md, "Evaluation: English and
+# Multilingual Ability").
+SCORERS = ("script_aware", "paper")
+DEFAULT_SCORER = "script_aware"
+# The benchmarks a paper scorer exists for, and the kind of answer each scores (qa: F1 / EM,
+# summary: ROUGE).
+PAPER_SCORED = {"mlqa": "qa", "xquad": "qa", "xlsum": "summary"}
+# The languages MLQA's official evaluation knows (it raises on any other).
+MLQA_LANGS = ("en", "es", "de", "vi", "ar", "hi", "zh")
 PHASES = ("phase1", "phase2", "mixture", "reverse1", "reverse2")
 
 
@@ -167,6 +192,11 @@ DatasetSpec = Annotated[
 
 # --------------------------------------------------------------------------- training
 
+# training.report_to: TRL's integrations the project pins (the extra .[track]); "none" logs nowhere.
+Tracker = Literal["none", "tensorboard", "wandb", "mlflow", "trackio"]
+TRACKERS: tuple[str, ...] = Tracker.__args__
+RUN_NAME_FIELDS = ("name", "seed", "arm")
+
 
 class Training(Strict):
     """Full fine-tuning hyperparameters. Defaults are the paper's Table A1."""
@@ -198,6 +228,32 @@ class Training(Strict):
     # Held-out examples scored before and after training (loss on the arm's own data).
     n_eval: int = Field(default=0, ge=0)
     seed: int = 0
+    # The experiment tracker the Trainer logs to, passed to TRL as report_to (docs/ENGINEERING.md,
+    # "Trackers"); tensorboard writes under <run_dir>/arms/<arm>/tracker/. It and run_name only
+    # say where the curves go, not what is trained: the arms' input hashes leave both out.
+    report_to: Tracker = "none"
+    # The run's name in the tracker: a template of {name} (the params' name), {seed} (the
+    # params' seed) and {arm}; keep {arm} in it, or every arm logs under one name.
+    run_name: str = Field(default="{name}-s{seed}-{arm}", min_length=1)
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name_fields(cls, v: str) -> str:
+        import string
+
+        try:
+            used = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        except ValueError as exc:  # an unbalanced brace
+            raise ValueError(f"{v!r} is not a valid template ({exc}); use {{name}}, {{seed}}, {{arm}}") from None
+        unknown = sorted(used - set(RUN_NAME_FIELDS))
+        if unknown:
+            raise ValueError(f"{v!r} uses unknown fields {unknown}; valid fields: "
+                             + ", ".join("{" + f + "}" for f in RUN_NAME_FIELDS))
+        return v
+
+    def tracker_run_name(self, name: str, seed: int, arm: str) -> str:
+        """run_name filled in for one arm, e.g. ``default-s0-p1_alpaca``."""
+        return self.run_name.format(name=name, seed=seed, arm=arm)
 
 
 class TrainingOverrides(Strict):
@@ -532,7 +588,7 @@ class Benchmark(Strict):
     n: int | None = Field(default=None, ge=1)  # items per task (offline: written; lm_eval: limit)
     # Longest generated answer; None: the task's own (lm_eval) or 32 (offline).
     max_gen_toks: int | None = Field(default=None, ge=1)
-    scorer: Literal["script_aware", "paper"] = "script_aware"
+    scorer: Literal[SCORERS] = DEFAULT_SCORER
 
     @field_validator("source", mode="before")
     @classmethod
@@ -558,19 +614,15 @@ class Benchmark(Strict):
         if self.source == "lm_eval" and ("{lang}" in self.task) != bool(self.langs):
             raise ValueError(f"lm_eval task {self.task!r}: a '{{lang}}' template needs langs, and langs need it")
         if self.source == "cft":
-            from cft_helpers.evaluation.hub_tasks import CFT_TASKS
-
-            if self.task not in CFT_TASKS:
-                raise ValueError(f"cft task {self.task!r} unknown; valid: {sorted(CFT_TASKS)}")
+            if self.task not in CFT_TASK_KINDS:
+                raise ValueError(f"cft task {self.task!r} unknown; valid: {sorted(CFT_TASK_KINDS)}")
             if not self.dataset or not self.langs:
                 raise ValueError(f"cft task {self.task!r} needs 'dataset' and 'langs'")
         elif self.dataset is not None:
             raise ValueError("'dataset' is for source: cft only")
         if self.source == "offline":
-            from cft_helpers.evaluation.offline_tasks import KINDS, PER_LANGUAGE
-
-            if self.task not in KINDS and self.task != "ifeval":
-                raise ValueError(f"offline task {self.task!r} unknown; valid: {sorted([*KINDS, 'ifeval'])}")
+            if self.task not in OFFLINE_TASKS and self.task != "ifeval":
+                raise ValueError(f"offline task {self.task!r} unknown; valid: {sorted([*OFFLINE_TASKS, 'ifeval'])}")
             if (self.task in PER_LANGUAGE) != bool(self.langs):
                 raise ValueError(f"offline task {self.task!r} " + ("needs langs" if self.task in PER_LANGUAGE
                                                                    else "takes no langs"))
@@ -610,8 +662,6 @@ class Evaluation(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "Evaluation":
-        from cft_helpers.evaluation.scoring import DEFAULT_SCORER, MLQA_LANGS, PAPER_SCORED, SCORERS
-
         for bench, b in self.benchmarks.items():
             if b.source == "alpaca_eval" and bench != "alpacaeval":
                 raise ValueError(f"evaluation.benchmarks.{bench}: source 'alpaca_eval' is for alpacaeval only")
@@ -623,8 +673,6 @@ class Evaluation(Strict):
                                  f"{list(SCORERS)} ({bench} takes the default, {DEFAULT_SCORER!r})")
             if b.source not in ("offline", "cft"):
                 continue  # an lm_eval task scores itself; off: nothing is scored
-            from cft_helpers.evaluation.offline_tasks import SCORED_AS
-
             kind = SCORED_AS.get(b.task) if b.source == "offline" else b.task
             if kind != PAPER_SCORED[bench]:
                 raise ValueError(f"{key}: {b.scorer!r} scores {bench}'s {PAPER_SCORED[bench]} answers; "
@@ -736,10 +784,15 @@ class Figures(Strict):
 
     dir: str | None = None   # None: <run_dir>/figures (default.yaml writes the committed figures/)
     formats: list[Literal["html", "png", "svg"]] = Field(default_factory=lambda: ["html", "png", "svg"])
-    # How HTML files get plotly.js: "cdn" (small files, needs network to view), "inline" (~4.6 MB
-    # each, works offline) or "directory" (one plotly.min.js beside them).
-    plotlyjs: Literal["cdn", "inline", "directory"] = "cdn"
+    # How HTML files get plotly.js: "directory" (one shared plotly.min.js, ~4.8 MB, beside them,
+    # referenced relatively: the folder opens offline, docs/ENGINEERING.md "The offline world"),
+    # "inline" (the same 4.8 MB inside every file: one file that opens anywhere) or "cdn" (small
+    # files that open blank without network).
+    plotlyjs: Literal["cdn", "inline", "directory"] = "directory"
     scale: float = Field(default=2.0, gt=0)   # PNG pixel density
+    # Executed notebooks carry a PNG of each figure beside the interactive one, for viewers without
+    # a kernel (GitHub, nbviewer); needs a Chrome, ~2 s a figure. False: interactive only.
+    notebook_png: bool = True
 
 
 class Findings(Strict):
@@ -834,13 +887,11 @@ class Params(Strict):
                 cur = self.arms[cur].start
         for ds_name, ds in self.datasets.items():
             if isinstance(ds, BuiltinDataset):
-                from cft_helpers.data.lexicon import LANGUAGES
-
-                bad = [lang for lang in ds.langs if lang not in LANGUAGES]
+                bad = [lang for lang in ds.langs if lang not in BUILTIN_LANGUAGES]
                 if bad:
                     raise ValueError(
                         f"datasets.{ds_name}.langs: unknown language(s) {bad}; the built-in "
-                        f"generator has {sorted(LANGUAGES)}"
+                        f"generator has {sorted(BUILTIN_LANGUAGES)}"
                     )
             elif ds.lang is None and ds.lang_column is None and not getattr(ds, "data_files", None):
                 raise ValueError(
@@ -856,12 +907,10 @@ class Params(Strict):
             raise ValueError(f"plan.reported_hours: unknown arm(s) {bad}; valid: {sorted(self.arms)}")
         par = self.representations.parallel
         if isinstance(par, BuiltinParallel):
-            from cft_helpers.data.lexicon import LANGUAGES
-
-            bad = [lang for lang in par.langs if lang not in LANGUAGES]
+            bad = [lang for lang in par.langs if lang not in BUILTIN_LANGUAGES]
             if bad:
                 raise ValueError(f"representations.parallel.langs: unknown language(s) {bad}; the "
-                                 f"built-in generator has {sorted(LANGUAGES)}")
+                                 f"built-in generator has {sorted(BUILTIN_LANGUAGES)}")
         for arm_name, arm in self.arms.items():
             if not strategies.is_baseline(arm.strategy) and not arm.datasets:
                 raise ValueError(f"arms.{arm_name}: strategy {arm.strategy!r} needs datasets to train on")
@@ -1186,9 +1235,25 @@ def load_params(
     ``-p overrides ...``). Relative paths inside the file are resolved against the project
     root (the nearest ancestor of the file with a pyproject.toml or .git).
 
+    The environment variable ``CFT_PARAMS`` (a file or a preset name, found as ``path`` is)
+    replaces ``path``: it is how JupyterLab, or any kernel started from that shell, runs the
+    notebooks on another parameter set without editing their ``params`` cell, e.g.
+    ``CFT_PARAMS=smoke jupyter lab``. It wins over every caller, a papermill ``-p params`` and
+    ``--params`` of the book included, so that the book and its notebooks always agree; a
+    ``UserWarning`` names both files whenever it replaces a different one, so an exported
+    variable left over never goes unnoticed. ``overrides`` still apply on top of it.
+
     Raises ParamsError naming the key, the value and what is allowed.
     """
-    file = resolve_params_path(path)
+    chosen = os.environ.get("CFT_PARAMS", "").strip()
+    if chosen:
+        file = resolve_params_path(chosen)
+        # for_seed() and the workers pass the file already chosen: say nothing then.
+        if file != Path(path).resolve():
+            warnings.warn(f"params: {file} from CFT_PARAMS={chosen!r}, in place of {str(path)!r}",
+                          UserWarning, stacklevel=2)
+    else:
+        file = resolve_params_path(path)
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from cft_helpers import mitigation
+from cft_helpers.models import model_checkpoint, model_spec_of_arm
 from cft_helpers.params import LocalModel, Params, RandomInitModel, load_params
 from cft_helpers.replay import replay_count
 
@@ -93,8 +94,6 @@ def architecture(params: Params, model: str) -> dict[str, Any]:
         return {"vocab_size": spec.tokenizer_vocab_size, **spec.config}
     if isinstance(spec, LocalModel):
         return json.loads((params.path(spec.path) / "config.json").read_text())
-    from cft_helpers.models import model_checkpoint  # a converted model in the cache (offline)
-
     if spec.source == "gguf_package":
         return json.loads((model_checkpoint(params, model, progress=False) / "config.json").read_text())
     raise PlanError(f"models.{model}: a hub model's architecture is not known without downloading it; "
@@ -199,8 +198,6 @@ def plan(params: Params, arms: Sequence[str] | None = None) -> list[ArmPlan]:
     roots = {}
     out = []
     for arm in arms:
-        from cft_helpers.models import model_spec_of_arm
-
         root, _ = model_spec_of_arm(params, arm)
         if root not in roots:
             config = architecture(params, root)

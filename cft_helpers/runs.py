@@ -31,6 +31,9 @@ the cost named), **safe** (never read back)::
                                      summary.json, generations.jsonl (GR: Phase-1 answers)
       checkpoints/                   Trainer checkpoints to resume a killed run,          safe once the
                                      eval_before.json; removed when the arm is done       arm is done
+      tracker/                       training.report_to tensorboard: its event files      safe (the
+                                     (events.out.tfevents.*), the curves of the arm       losses are in
+                                                                                          train_log.jsonl)
     eval/                          evaluation/harness.py (notebook 06):
       <model>.json                   every metric of one model, keyed (``key``) by the    recomputed
                                      model's identity and the suite's hash                (the suite's run)
@@ -51,7 +54,8 @@ the cost named), **safe** (never read back)::
     losses_before_training.json    train.py: key -> loss before training, shared by the   recomputed
                                    arms that start from one model (merged under a lock)   (on retraining)
     findings.json, findings.md     findings.py (notebook 09)                              recomputed
-    figures/                       plots.py (notebook 08) when ``figures.dir`` is unset   recomputed
+    figures/                       plots.py (notebook 08) when ``figures.dir`` is unset:  recomputed
+                                   HTML, PNG, SVG, and plotly.min.js the HTML files load
     notebooks/                     book.py: the executed notebooks                        safe
     logs/                          schedule.py: <kind>-<name>.log per job, schedule.json  safe
     seeds/seed-<s>/                book.py --seeds: one whole run store per extra seed    as above
@@ -70,6 +74,9 @@ depends on) is the one asked for. ``KeyedFile`` holds one result per file, its k
 in its name (``similarity/embeddings/<dataset>.<key>.npy``); ``KeyedCache`` holds many in one
 JSON file, key -> value, merged under a lock so that parallel workers lose none
 (``heldout_loss.json``, ``losses_before_training.json``, ``similarity/mpd.json``).
+
+Imports :mod:`cft_helpers.lock` and :mod:`cft_helpers.params` inside functions: lock imports this
+module, and params imports it through the strategy registry (params -> mitigation -> spectrum).
 """
 
 from __future__ import annotations
@@ -88,7 +95,7 @@ from typing import Any
 
 PACKAGES = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "tokenizers")
 LOCK_NAME = "book.lock"  # the book's lock (lock.py), held while a book runs on the store
-# The files of an arm's folder (folders apart: model/, adapter/, checkpoints/, replay/).
+# The files of an arm's folder (folders apart: model/, adapter/, checkpoints/, replay/, tracker/).
 ARM_FILES = ("manifest.json", "params.json", "metrics.json", "train_log.jsonl", "freeze.json",
              "spectrum_snr.json", "unfrozen.yaml")
 
@@ -499,6 +506,11 @@ class RunStore:
     def arm_checkpoints_dir(self, arm: str) -> Path:
         return self.arm_dir(arm) / "checkpoints"
 
+    def arm_tracker_dir(self, arm: str) -> Path:
+        """Where the experiment tracker of ``training.report_to`` writes the arm's curves
+        (TensorBoard's event files), so ``tensorboard --logdir <run_dir>/arms`` shows every arm."""
+        return self.arm_dir(arm) / "tracker"
+
     def replay_dir(self, arm: str) -> Path:
         return self.arm_dir(arm) / "replay"
 
@@ -640,6 +652,7 @@ PLACES: tuple[tuple[str, str, str], ...] = (
     (rf"arms/(?P<arm>{_ID})/(model|adapter)/.+", "arm {arm}", KEEP),
     (rf"arms/(?P<arm>{_ID})/replay/(replay\.jsonl|summary\.json|generations\.jsonl)", "arm {arm}", KEEP),
     (rf"arms/(?P<arm>{_ID})/checkpoints/.+", "arm {arm}", KEEP),  # safe once the arm is done
+    (rf"arms/(?P<arm>{_ID})/tracker/.+", "arm {arm}", SAFE),
     (r"eval/summary\.json", "eval summary", RECOMPUTED),
     (rf"eval/tasks/(?P<suite>{_ID})/.+", "eval tasks {suite}", RECOMPUTED),
     (rf"eval/alpacaeval/(answers-{_ID}\.jsonl|judge-{_ID}/.+)", "eval alpacaeval", RECOMPUTED),
@@ -651,7 +664,7 @@ PLACES: tuple[tuple[str, str, str], ...] = (
     (r"heldout_loss\.json", "held-out loss", RECOMPUTED),
     (r"losses_before_training\.json", "losses before training", RECOMPUTED),
     (r"findings\.(json|md)", "findings", RECOMPUTED),
-    (rf"figures/({_ID}\.(html|png|svg|pdf|jpe?g|webp)|findings\.md)", "figures", RECOMPUTED),
+    (rf"figures/({_ID}\.(html|png|svg|pdf|jpe?g|webp)|findings\.md|plotly\.min\.js)", "figures", RECOMPUTED),
     (rf"notebooks/{_ID}\.ipynb", "notebooks", SAFE),
     (rf"logs/({_ID}\.log|schedule\.json)", "logs", SAFE),
 )

@@ -45,9 +45,21 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Sequence
 
-from cft_helpers.book import TRAINING_NOTEBOOKS as BOOK_TRAINING_NOTEBOOKS
+from cft_helpers.book import TRAINING_NOTEBOOKS as BOOK_TRAINING_NOTEBOOKS, training_notebook
+from cft_helpers.data import prepare_datasets
+from cft_helpers.data.prepare import data_input_hash
+from cft_helpers.evaluation.alpacaeval import alpaca_spec
+from cft_helpers.evaluation.harness import evaluate_model, evaluation_done, write_suite
+from cft_helpers.heldout import heldout_pending, model_heldout_losses, scheduled_models
+from cft_helpers.launch import override_args
+from cft_helpers.lock import RunLock, RunLocked, check_run_lock
+from cft_helpers.mitigation import models_read
+from cft_helpers.models import model_checkpoint, model_spec_of_arm
 from cft_helpers.params import Params, ParamsError, load_params
+from cft_helpers.progress import NOTEBOOK_ENV
+from cft_helpers.representations import activation_sets, activations_pending, needed_models, notebook_sets
 from cft_helpers.runs import RunStore, atomic_write_json, read_json
+from cft_helpers.train import arm_input_hash, train_arms
 
 TAIL_LINES = 20
 # What each notebook of the book trains and evaluates, as jobs (the rest stays in the notebooks).
@@ -97,8 +109,6 @@ def plan_jobs(params: Params, arms: Sequence[str] | None = None,
     """The jobs that train ``arms`` (default: every arm), evaluate ``models`` (default:
     ``params.evaluated_models()``) and compute the activations of ``activations`` and the
     held-out losses of ``heldout``, trainings first in training order; name -> Job."""
-    from cft_helpers.evaluation.alpacaeval import alpaca_spec
-
     arms = params.arm_order() if arms is None else [a for a in params.arm_order() if a in set(arms)]
     models = params.evaluated_models() if models is None else list(dict.fromkeys(models))
     # AlpacaEval's judge caches (one per judge, shared by every model) take one writer at a time
@@ -117,8 +127,6 @@ def book_jobs(params: Params, notebooks: Sequence[str]) -> dict[str, Job]:
     activations: list[str] = []
     heldout: list[str] = []
     if set(notebooks) & set(HELDOUT_NOTEBOOKS):
-        from cft_helpers.heldout import scheduled_models
-
         heldout = scheduled_models(params, notebooks)
         arms += [m for m in heldout if m in params.arms]
     for stem in notebooks:
@@ -131,8 +139,6 @@ def book_jobs(params: Params, notebooks: Sequence[str]) -> dict[str, Job]:
         elif stem == EVALUATION_NOTEBOOK:
             models += params.evaluated_models()
         elif stem == REPRESENTATIONS_NOTEBOOK:
-            from cft_helpers.representations import needed_models
-
             activations += needed_models(params)
             arms += [m for m in activations if m in params.arms]
     if not (arms or models or activations or heldout):
@@ -145,19 +151,11 @@ def job_done(params: Params, store: RunStore, job: Job) -> bool:
     ``train_arm`` skip an arm and ``evaluate_model`` return its cached record)."""
     try:
         if job.kind == "train":
-            from cft_helpers.train import arm_input_hash
-
             return store.stage(f"arms/{job.target}", arm_input_hash(params, store, job.target)).is_done()
         if job.kind == "act":
-            from cft_helpers.representations import activations_pending
-
             return not activations_pending(params, store, job.target)
         if job.kind == "heldout":
-            from cft_helpers.heldout import heldout_pending
-
             return not heldout_pending(params, store, job.target)
-        from cft_helpers.evaluation.harness import evaluation_done
-
         return evaluation_done(params, job.target, store)
     except (RuntimeError, KeyError, ValueError, OSError):  # upstream not done, unreadable record
         return False
@@ -185,8 +183,6 @@ def _descendants(jobs: dict[str, Job]) -> dict[str, int]:
 
 def worker_command(params: Params) -> list[str]:
     """A worker process: this module with the same params file and overrides, serving jobs."""
-    from cft_helpers.launch import override_args
-
     return [sys.executable, "-m", "cft_helpers.schedule", "--params", str(params.source_path),
             *override_args(params), "--serve"]
 
@@ -427,9 +423,6 @@ def run_jobs(params: Params, jobs: dict[str, Job], workers: int, store: RunStore
 def prepare_shared(params: Params, store: RunStore, jobs: dict[str, Job]) -> None:
     """Build what several jobs would otherwise build at once, in this process: the model
     checkpoints of ``models:`` entries (conversion, random init) and the evaluation suite's files."""
-    from cft_helpers.mitigation import models_read
-    from cft_helpers.models import model_checkpoint, model_spec_of_arm
-
     names: list[str] = []
     for job in jobs.values():
         if job.kind == "train":
@@ -440,8 +433,6 @@ def prepare_shared(params: Params, store: RunStore, jobs: dict[str, Job]) -> Non
     for name in dict.fromkeys(names):
         model_checkpoint(params, name, progress=False)
     if any(j.kind == "eval" for j in jobs.values()):
-        from cft_helpers.evaluation.harness import write_suite
-
         write_suite(params, store)
 
 
@@ -450,8 +441,6 @@ def schedule_book(params: Params, notebooks: Sequence[str], progress: bool = Tru
     """The book's step before its notebooks: run the jobs of ``notebooks`` (stems) in parallel.
     None when there is nothing to schedule: ``runtime.workers`` resolves to 1, or the prepared
     data is missing (the notebooks then run every stage and say what is missing)."""
-    from cft_helpers.data.prepare import data_input_hash
-
     workers = params.runtime.worker_count()
     if workers <= 1:
         return None
@@ -469,39 +458,39 @@ def schedule_book(params: Params, notebooks: Sequence[str], progress: bool = Tru
 
 
 def run_job(params: Params, name: str) -> None:
-    """One job in this process (a worker's work)."""
-    from cft_helpers.progress import NOTEBOOK_ENV
-
+    """One job in this process (a worker's work). While it runs, ``CFT_NOTEBOOK`` names the
+    notebook whose stage it computes, for the book's progress lines."""
     kind, _, target = name.partition(":")
-    # the notebook whose stage this job computes, for the book's progress lines
-    os.environ[NOTEBOOK_ENV] = {"eval": EVALUATION_NOTEBOOK, "act": REPRESENTATIONS_NOTEBOOK,
-                                "heldout": HELDOUT_NOTEBOOKS[0]}.get(kind, "")[:2]
+    notebook = {"eval": EVALUATION_NOTEBOOK, "act": REPRESENTATIONS_NOTEBOOK,
+                "heldout": HELDOUT_NOTEBOOKS[0]}.get(kind, "")
     if kind == "train" and target in params.arms:
-        from cft_helpers.book import training_notebook
+        notebook = training_notebook(params, target).split("/")[-1]
+    saved = os.environ.get(NOTEBOOK_ENV)
+    os.environ[NOTEBOOK_ENV] = notebook[:2]
+    try:
+        _run_job(params, name, kind, target)
+    finally:  # the caller's environment as it was (a test, a notebook calling this)
+        if saved is None:
+            os.environ.pop(NOTEBOOK_ENV, None)
+        else:
+            os.environ[NOTEBOOK_ENV] = saved
 
-        os.environ[NOTEBOOK_ENV] = training_notebook(params, target).split("/")[-1][:2]
+
+def _run_job(params: Params, name: str, kind: str, target: str) -> None:
     if kind == "train":
         if target not in params.arms:
             raise KeyError(f"unknown arm {target!r}; valid: {sorted(params.arms)}")
-        from cft_helpers.train import train_arms
-
         m = train_arms(params, [target], progress=False)[target]
         print(f"{name}: " + ", ".join(f"{k}={m[k]}" for k in ("steps", "train_loss", "eval_loss_after", "wall_s",
                                                              "checkpoint") if k in m), flush=True)
     elif kind == "eval":
-        from cft_helpers.evaluation.harness import evaluate_model
-
         record = evaluate_model(params, target, progress=False)
         scores = {b: round(v["score"], 4) for b, v in record.get("benchmarks", {}).items() if "score" in v}
         print(f"{name}: {scores}", flush=True)
     elif kind == "act":
-        from cft_helpers.representations import activation_sets, notebook_sets
-
         got = activation_sets(params, target, notebook_sets(params, target), progress=False)
         print(f"{name}: " + ", ".join(f"{k} {v.shape}" for k, v in got.items()), flush=True)
     elif kind == "heldout":
-        from cft_helpers.heldout import model_heldout_losses
-
         losses = model_heldout_losses(params, target)
         print(f"{name}: " + ", ".join(f"{d} {v:.4f}" for d, v in losses.items()), flush=True)
     else:
@@ -563,8 +552,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, help="worker processes (default: runtime.workers)")
     ap.add_argument("--plan", action="store_true", help="print the jobs and what each needs, run nothing")
     ns = ap.parse_args(argv)
-    from cft_helpers.lock import RunLock, RunLocked, check_run_lock
-
     try:
         params = load_params(ns.params, overrides=ns.overrides)
         if ns.job or ns.serve:
@@ -579,8 +566,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{job.name}" + (f"  <- {', '.join(job.needs)}" if job.needs else ""))
             return 0
         with RunLock(params.run_path):
-            from cft_helpers.data import prepare_datasets
-
             store = RunStore(params.run_path)
             prepare_datasets(params, store, progress=False)
             prepare_shared(params, store, jobs)

@@ -35,8 +35,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from cft_helpers.book import training_notebook
-from cft_helpers.params import Params, stable_hash
-from cft_helpers.runs import KeyedCache, KeyedFile, RunStore, atomic_write_json, read_json
+from cft_helpers.checkpoints import array_chunks, tensor_files, tensor_shape
+from cft_helpers.data.loaders import load_splits, normalise_rows
+from cft_helpers.data.prepare import dataset_hash, load_prepared
+from cft_helpers.embedders import load_embedder
+from cft_helpers.paper_results import paper_des, paper_mpd
+from cft_helpers.params import Params, load_params, stable_hash
+from cft_helpers.runs import KeyedCache, KeyedFile, MissingArtifact, RunStore, atomic_write_json, read_json
 
 MPD_DEFINITION = ("MPD = mean over named tensors (tied weights once) of the L2 norm of the "
                   "flattened difference between the two checkpoints")
@@ -124,9 +129,6 @@ def dataset_embeddings(params: Params, names: Sequence[str], store: RunStore | N
     The cache key holds the embedder, N, seed, text field and the data's content hash, so a
     change to any of them re-embeds only the datasets concerned.
     """
-    from cft_helpers.data.prepare import dataset_hash, load_prepared
-    from cft_helpers.embedders import load_embedder
-
     store = store or RunStore(params.run_path)
     cfg = params.similarity
     seed = params.seed if cfg.seed is None else cfg.seed
@@ -186,8 +188,6 @@ def phase_pairs_table(params: Params, result: dict[str, Any]):
     bootstrap sd, and the paper's value for the pair its label names (None where it has none)."""
     import pandas as pd
 
-    from cft_helpers.paper_results import paper_des
-
     rows = []
     for arm in params.arms_in_phase("phase2"):
         spec = params.arms[arm]
@@ -231,8 +231,6 @@ def _l2_of_difference(file_a: Path, file_b: Path, name: str, chunk: int = 1 << 1
     disk into buffers allocated once (memory stays flat however large the tensor)."""
     import numpy as np
 
-    from cft_helpers.checkpoints import array_chunks
-
     d = np.empty(chunk, dtype=np.float64)
     total = 0.0
     for pa, pb in zip(array_chunks(file_a, name, chunk), array_chunks(file_b, name, chunk)):
@@ -249,8 +247,6 @@ def mpd(a: Path | str, b: Path | str, progress: bool = False) -> dict[str, Any]:
     SimilarityError when the architectures, tensor names or shapes differ, or a tensor is not
     finite.
     """
-    from cft_helpers.checkpoints import tensor_files, tensor_shape
-
     a, b = Path(a), Path(b)
     _check_same_architecture(a, b)
     try:
@@ -357,8 +353,6 @@ def mpd_run_table(params: Params, store: RunStore | None = None, progress: bool 
         value = cache.get(key, lambda: mpd(store.arm_checkpoint(ref), store.arm_checkpoint(arm), progress=progress))
         rows[arm] = {"D2": " + ".join(params.arms[arm].datasets), "label": params.arms[arm].label or arm,
                      "mpd": value["mpd"], "tensors": value["tensors"]}
-    from cft_helpers.paper_results import paper_mpd
-
     df = pd.DataFrame.from_dict(rows, orient="index")
     df["mpd_normalised"] = df["mpd"] / df["mpd"].max()
     df["paper_mpd_normalised"] = [paper_mpd(label) for label in df["label"]]
@@ -429,7 +423,7 @@ def correlation(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
     return out
 
 
-def save_summary(store: RunStore, **tables) -> Path:
+def save_similarity_summary(store: RunStore, **tables) -> Path:
     """Write the notebook's tables (DataFrames or dicts) to ``<run_dir>/similarity/summary.json``,
     where the paper-figures notebook reads them back."""
     out = {}
@@ -440,10 +434,8 @@ def save_summary(store: RunStore, **tables) -> Path:
     return path
 
 
-def load_summary(store: RunStore) -> dict[str, Any]:
+def load_similarity_summary(store: RunStore) -> dict[str, Any]:
     """What notebook 05 saved (read only); raises ``MissingArtifact`` when it has not run."""
-    from cft_helpers.runs import MissingArtifact
-
     path = store.similarity_summary
     if not path.exists():
         raise MissingArtifact(f"no similarity tables in the run store ({path}); run notebook 05_similarity first")
@@ -475,8 +467,6 @@ def correlation_report(ours: dict[str, dict[str, Any]], paper: dict[str, Any], c
 
 def _rows_for(spec: str, params: Params | None) -> tuple[str, list[dict]]:
     """A dataset given as a name in the params or as a local JSON / JSONL / Parquet file."""
-    from cft_helpers.data.loaders import load_splits, normalise_rows
-
     path = Path(spec)
     if path.is_file():
         suffix = path.suffix.lower()
@@ -554,9 +544,6 @@ def distinct_names(names: Sequence[str], given: Sequence[str]) -> list[str]:
 
 
 def _des_cli(args) -> int:
-    from cft_helpers.embedders import load_embedder
-    from cft_helpers.params import load_params
-
     if len(args.datasets) < 2:
         raise SimilarityError("des needs at least two datasets")
     params = load_params(args.params)

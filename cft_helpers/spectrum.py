@@ -32,6 +32,10 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from cft_helpers.checkpoints import read_array, tensor_files
+
+from cft_helpers.runs import atomic_write_json, atomic_write_text
+
 # The module types scanned by default: the seven linear projections of a Llama/Mistral block.
 DEFAULT_TYPES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Always trainable in upstream's YAML (Axolotl's unfrozen_parameters).
@@ -108,8 +112,6 @@ def scan(checkpoint: Path | str, module_types: Sequence[str] = DEFAULT_TYPES,
     Returns ``{module name: {"snr": score, "type": type}}`` (module names without ``.weight``,
     as upstream writes them), reading one tensor at a time.
     """
-    from cft_helpers.checkpoints import read_array, tensor_files
-
     files = tensor_files(checkpoint)
     todo = [(n, module_type(n)) for n in sorted(files, key=_natural)]
     todo = [(n, k) for n, k in todo if k and type_matches(k, module_types)]
@@ -192,8 +194,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SpectrumError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from cft_helpers.runs import atomic_write_json, atomic_write_text
-
     out = Path(ns.output)
     atomic_write_text(out, unfrozen_yaml(selected))
     snr_file = out.with_name(out.stem + "_snr.json")

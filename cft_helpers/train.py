@@ -27,8 +27,9 @@ From a shell (the same code path; under ``accelerate launch`` for several GPUs):
 
     python -m cft_helpers.train --params params/default.yaml --arm p1_alpaca
 
-trl, transformers and datasets are imported inside the functions that build and run a trainer:
-the book's scheduler imports this module to hash arms, without torch.
+trl, transformers, datasets and :mod:`cft_helpers.trainer_callbacks` (transformers) are imported
+inside the functions that build and run a trainer: the book's scheduler imports this module to
+hash arms, without torch.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ from cft_helpers.params import Params, Training, stable_hash
 from cft_helpers.replay import build_replay
 from cft_helpers.runs import KeyedCache, RunStore, atomic_write_json, ensure_free_space, write_jsonl
 from cft_helpers.runtime import configure_runtime, use_bf16
+
+
+# Training settings that only say where the curves go (docs/ENGINEERING.md, "Trackers"): left
+# out of the arms' input hashes, so turning a tracker on neither retrains nor invalidates an arm.
+TRACKING_FIELDS = ("report_to", "run_name")
 
 
 def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:
@@ -86,7 +92,8 @@ def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:
         # vanilla arms hash as before strategies existed, so older run stores stay valid; the
         # table an arm is reported in does not change what it trains
         "arm": spec.model_dump(by_alias=True, exclude={"label", "table"} | ({"strategy"} if entry.baseline else set())),
-        "training": params.arm_training(arm).model_dump(),
+        # where the curves are logged does not change the weights (hashes kept)
+        "training": params.arm_training(arm).model_dump(exclude=set(TRACKING_FIELDS)),
         "start": start,
         "data": {d: dataset_hash(store, d) for d in spec.datasets},
         "seed": params.seed,
@@ -129,9 +136,16 @@ def accumulation_steps(training: Training, world_size: int = 1) -> int:
     return training.global_batch_size // per_step
 
 
-def sft_config(training: Training, output_dir: Path, device: str, progress: bool = True, world_size: int = 1):
-    """TRL SFTConfig for one arm. Every TRL default that differs from Table A1 is set here."""
+def sft_config(training: Training, output_dir: Path, device: str, progress: bool = True, world_size: int = 1,
+               run_name: str | None = None, project: str | None = None):
+    """TRL SFTConfig for one arm. Every TRL default that differs from Table A1 is set here.
+
+    ``run_name`` (the filled-in ``training.run_name``) names the run in the tracker
+    ``training.report_to``; ``project`` is trackio's project (the params' name).
+    """
     from trl import SFTConfig
+
+    tracking = {} if project is None else {"project": project}
 
     return SFTConfig(
         output_dir=str(output_dir),
@@ -162,7 +176,9 @@ def sft_config(training: Training, output_dir: Path, device: str, progress: bool
         # Padding-free batches have no attention mask, and the Trainer's non-padding count then
         # drops every token equal to the pad token (<|im_end|> for SmolLM2): count them all.
         include_num_input_tokens_seen="all" if training.padding_free else "non_padding",
-        report_to="none",
+        report_to=training.report_to,
+        run_name=run_name,
+        **tracking,
         seed=training.seed,
         data_seed=training.seed,
         dataloader_pin_memory=device == "cuda",
@@ -235,7 +251,7 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
     start = start_checkpoint(params, store, arm)
 
     if procs.is_main:
-        resumable = stage.begin(force=force, keep=("checkpoints", "replay"))
+        resumable = stage.begin(force=force, keep=("checkpoints", "replay", "tracker"))
     procs.wait()
     if not procs.is_main:  # begin() emptied the folder unless the main process resumes
         resumable = store.arm_checkpoints_dir(arm).is_dir()
@@ -333,9 +349,11 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
                       f"than training.max_length={training.max_length} tokens and will be truncated "
                       "(counted in metrics.json as rows_over_max_length)", stacklevel=2)
     peft_config = mitigation.lora_config(params, arm)  # None: no adapters, full fine-tuning
-    args = sft_config(training, output_dir, device, progress, world_size=procs.world_size)
+    args = sft_config(training, output_dir, device, progress, world_size=procs.world_size,
+                      run_name=training.tracker_run_name(params.name, params.seed, arm), project=params.name)
     trainer = SFTTrainer(model=model, args=args, train_dataset=_to_dataset(rows), eval_dataset=evals,
                          processing_class=tok, callbacks=list(callbacks), peft_config=peft_config)
+    _tracker_into_store(trainer, store.arm_tracker_dir(arm))
     if training.padding_free:
         # TRL's own collator in its padding-free mode. TRL refuses padding_free=True together with
         # max_length because its collator does not truncate; the dataset preparation above already
@@ -357,6 +375,20 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     info["total_params"] = params_total
     info["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
     return BuiltTrainer(trainer, len(rows), len(held), info)
+
+
+def _tracker_into_store(trainer, folder: Path) -> None:
+    """TensorBoard's event files go to the arm's tracker folder of the run store, next to its
+    train_log.jsonl, instead of transformers' default under output_dir (the checkpoints folder,
+    deleted once the arm is done), so that ``tensorboard --logdir <run_dir>/arms`` shows every
+    arm. The other trackers keep a store of their own, configured by their environment
+    variables (docs/ENGINEERING.md, "Trackers")."""
+    from transformers.integrations import TensorBoardCallback
+
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, TensorBoardCallback) and cb.tb_writer is None:
+            # read when the writer opens, at the start of train() on the main process
+            cb.logging_dir = str(folder)
 
 
 def rows_over_length(tok, rows: list[dict], max_length: int, batch: int = 256) -> int:

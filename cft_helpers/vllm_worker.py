@@ -16,12 +16,12 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from cft_helpers.generation import append_cache, read_cache
+
 CHUNK = 256  # prompts per vLLM call between two cache appends
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cft_helpers.generation import append_cache, read_cache
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--requests", required=True)

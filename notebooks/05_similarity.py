@@ -44,14 +44,16 @@ from cft_helpers.data import prepare_datasets
 from cft_helpers.heldout import phase1_heldout_change
 from cft_helpers.paper_results import similarity_forgetting_points
 from cft_helpers.params import load_params
-from cft_helpers.plots import des_heatmap, similarity_vs_forgetting as forgetting_figure
+from cft_helpers.plots import (des_heatmap, similarity_vs_forgetting as forgetting_figure,
+                               use_notebook_renderer)
 from cft_helpers.runs import RunStore
 from cft_helpers.similarity import (correlation_report, des_matrix, des_table, forgetting_correlations, mpd_arms,
-                                    mpd_run_table, paper_forgetting_correlation, phase_pairs_table, save_summary,
-                                    similarity_vs_forgetting)
+                                    mpd_run_table, paper_forgetting_correlation, phase_pairs_table,
+                                    save_similarity_summary, similarity_vs_forgetting)
 from cft_helpers.train import train_arms
 
 P = load_params(params, overrides=overrides)
+use_notebook_renderer(P.figures.notebook_png)   # figures: interactive, plus a PNG for GitHub/nbviewer
 store = RunStore(P.run_path)
 prepare_datasets(P, store)
 cfg = P.similarity
@@ -120,6 +122,6 @@ print(correlation_report(verdicts, paper_verdict, change="change in Phase-1 held
 forgetting_figure(points, paper, our_change_label="change in Phase-1 held-out loss (higher: forgot)")
 
 # %%
-summary = save_summary(store, des=des, phase_pairs=pairs, mpd=mpd, points=points,
+summary = save_similarity_summary(store, des=des, phase_pairs=pairs, mpd=mpd, points=points,
                        correlation=verdicts, paper_correlation=paper_verdict)
 print(f"wrote {summary}")

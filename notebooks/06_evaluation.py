@@ -45,7 +45,7 @@ overrides = ""
 
 # %%
 from cft_helpers.evaluation.harness import (ability_table, benchmark_table, evaluable_models, evaluate_models,
-                                            language_report, save_summary)
+                                            language_report, save_eval_summary)
 from cft_helpers.evaluation.fidelity import fidelity_table
 from cft_helpers.evaluation.tables import phase_table, strategy_tables, throughput_table
 from cft_helpers.params import load_params
@@ -124,4 +124,4 @@ print(fidelity.attrs["footnote"])
 fidelity.round(2)
 
 # %%
-print(f"wrote {save_summary(P, results, store)}")
+print(f"wrote {save_eval_summary(P, results, store)}")

@@ -50,15 +50,17 @@ overrides = ""
 
 # %%
 from cft_helpers.params import load_params
-from cft_helpers.plots import representation_figures, save_figures, written_files
+from cft_helpers.plots import representation_figures, save_figures, use_notebook_renderer, written_files
 from cft_helpers.representations import (activations_overview, base_models, covariance_curves, covariance_report,
                                          cross_lingual, cross_lingual_report, layer_projections, model_activations,
                                          model_pairs, needed_arms, needed_models, parallel_sentences, prompt_texts,
-                                         representation_summary, save_summary, shift_report, text_sets_overview)
+                                         representation_summary, save_representation_summary, shift_report,
+                                         text_sets_overview)
 from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arms
 
 P = load_params(params, overrides=overrides)
+use_notebook_renderer(P.figures.notebook_png)   # figures: interactive, plus a PNG for GitHub/nbviewer
 store = RunStore(P.run_path)
 cfg = P.representations
 pairs = model_pairs(P)
@@ -116,7 +118,7 @@ print(cross_lingual_report(crossling))
 
 # %%
 summary = representation_summary(P, acts, projections, phase2_cov, mitigation_cov, crossling)
-print(f"wrote {save_summary(store, summary)}")
+print(f"wrote {save_representation_summary(store, summary)}")
 figures = representation_figures(summary)
 written = save_figures(figures, P.figures_path, P.figures.formats, P.figures.plotlyjs, P.figures.scale)
 print(written_files(written))

@@ -42,16 +42,18 @@ from cft_helpers.evaluation.harness import ability_table, language_report, load_
 from cft_helpers.evaluation.tables import ea_change, phase_table, strategy_table, tradeoff_points
 from cft_helpers.params import load_params
 from cft_helpers.plots import (ability_tradeoff_figure, des_heatmap, representation_figures, save_figures,
-                               similarity_vs_forgetting as forgetting_figure, written_table)
-from cft_helpers.representations import check_summary, load_summary as load_representations
+                               similarity_vs_forgetting as forgetting_figure, use_notebook_renderer,
+                               written_table)
+from cft_helpers.representations import check_summary, load_representation_summary
 from cft_helpers.runs import RunStore
-from cft_helpers.similarity import load_summary as load_similarity, similarity_vs_forgetting
+from cft_helpers.similarity import load_similarity_summary, similarity_vs_forgetting
 
 P = load_params(params, overrides=overrides)
+use_notebook_renderer(P.figures.notebook_png)   # figures: interactive, plus a PNG for GitHub/nbviewer
 store = RunStore(P.run_path)
 results = load_results(P, store)          # fails naming the first model without results
-similarity = load_similarity(store)
-representations = load_representations(store)
+similarity = load_similarity_summary(store)
+representations = load_representation_summary(store)
 check_summary(P, representations)        # fails naming an arm the analysis lacks
 print(f"parameter set {P.name!r}: {len(results)} evaluated models, figures -> {P.figures_path}")
 

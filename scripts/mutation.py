@@ -18,7 +18,7 @@ printing and file writing; the model-loading, activation-extracting and lm-eval-
 the t-SNE / UMAP projection (a library call). ``raise`` statements and warnings are not mutated
 (``do_not_mutate_patterns``): their message text is not a number.
 
-Not part of ``.ci/run`` (too slow); the README's "Tests" section gives the last scores.
+Not part of ``.ci/run`` (too slow); docs/ENGINEERING.md, "Mutation scores", gives the last scores.
 """
 
 from __future__ import annotations

@@ -307,6 +307,19 @@ def test_paper_figures_notebook_names_what_is_missing(book_run, tmp_path, model_
     assert "arm 'lf_h2' is not in the representation analysis" in str(e.value)
 
 
+
+def test_executed_figures_carry_a_png_for_viewers_without_a_kernel(book_run):
+    """GitHub and nbviewer show no plotly figure: the run store's notebooks carry a PNG of each
+    (when Chrome can render one), beside the interactive figure at the container's width."""
+    from cft_helpers.plots import chrome_available
+
+    params, _ = book_run
+    nb = json.loads((params.run_path / "notebooks" / "08_paper_figures.ipynb").read_text())
+    outs = [o["data"] for c in nb["cells"] for o in c.get("outputs", [])
+            if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(outs) >= 6 and all(("image/png" in d) == chrome_available() for d in outs)
+    assert all("width" not in d["application/vnd.plotly.v1+json"].get("layout", {}) for d in outs)
+
 STAGE_LINE = re.compile(r"^(?P<nb>\d\d) · (?P<stage>(?P<kind>training|evaluating|activations|held-out loss) \S+"
                         r"(?: \(\w+\)| · loglikelihood| · generation)?) · "
                         r"(?:step|requests|batch|dataset) (?P<done>\d+)/\d+(?P<tail> · done| · .+ left)? "

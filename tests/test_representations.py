@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cft_helpers.params import load_params
+from cft_helpers import representations as representations_module  # patched where load_model is looked up
 from cft_helpers.representations import (activation_sets, activations, common_prefix_length, covariance,
                                          covariance_change, encode_texts, hidden_state_means, layer_means,
                                          mean_hidden_states, parallel_sentences, plan_batches, project,
@@ -92,7 +93,7 @@ def test_activations_have_shape_prompts_layers_hidden_and_are_cached(trained, mo
 
     loads = []
     real_load = models.load_model
-    monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    monkeypatch.setattr(representations_module, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     # two text sets, one of them cached: one load, each set in its own file under its own key
     both = activation_sets(trained, "p1_alpaca", {"t": (texts, True), "u": (texts[:2], False)}, progress=False)
     assert len(loads) == 1 and np.array_equal(both["t"], acts) and both["u"].shape == (2, 2, 64)
@@ -114,7 +115,7 @@ def test_activations_have_shape_prompts_layers_hidden_and_are_cached(trained, mo
     with pytest.raises(ValueError, match="5 activation rows for 6"):
         cross_lingual(trained, store, ["base"], sentences, acts={"base": on_parallel["base"][:5]})
 
-    monkeypatch.setattr(models, "load_model", no_loading)
+    monkeypatch.setattr(representations_module, "load_model", no_loading)
     again = activations(trained, "p1_alpaca", texts=texts, set_name="t", progress=False)
     assert np.array_equal(again, acts)
     assert np.array_equal(activations(trained, "p1_alpaca", texts=texts[:2], set_name="u", chat=False,

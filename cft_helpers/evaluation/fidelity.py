@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cft_helpers.evaluation.harness import task_plan
 from cft_helpers.params import MULTILINGUAL_BENCHMARKS, Params
 from cft_helpers.runs import RunStore, read_jsonl
 
@@ -37,8 +38,6 @@ def detect_language(text: str) -> tuple[str, float]:
 
 def fidelity(params: Params, model: str, store: RunStore | None = None) -> dict[str, dict[str, Any]]:
     """Per language: generated answers assessed, how many were in the asked language, the rate."""
-    from cft_helpers.evaluation.harness import task_plan
-
     store = store or RunStore(params.run_path)
     path = store.eval_samples(model)
     if not path.exists():

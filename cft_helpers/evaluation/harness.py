@@ -14,6 +14,9 @@ identity and the suite's settings: rerunning evaluates only what changed.
 
     results = evaluate_models(params, ["p1_alpaca", "p2_alpaca"])
     ability_table(params, results)        # per model: each benchmark, EA, MA, combined
+
+Imports :mod:`cft_helpers.evaluation.shared_prefix` inside the function that runs lm-eval: it
+imports torch, which the book's scheduler (it imports this module) must not.
 """
 
 from __future__ import annotations
@@ -25,18 +28,21 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from cft_helpers.evaluation import hub_tasks
+from cft_helpers.evaluation.hub_tasks import CFT_TASKS_VERSION, write_cft_tasks
+from cft_helpers.evaluation.ifeval_offline import write_ifeval_task
+from cft_helpers.evaluation.offline_tasks import (PER_LANGUAGE, SCORED_AS, SUITE_VERSION, task_name,
+                                                  write_task_files)
+from cft_helpers.evaluation.scoring import DEFAULT_SCORER
+from cft_helpers.generation import uses_vllm
 from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params, stable_hash
-from cft_helpers.evaluation.alpacaeval import alpaca_spec
-from cft_helpers.models import resolve_model
-from cft_helpers.runs import KeyedFile, MissingArtifact, RunStore, atomic_write_json, read_json
+from cft_helpers.evaluation.alpacaeval import alpaca_spec, reference_label, run_alpaca_eval
+from cft_helpers.models import load_model, load_tokenizer, resolve_model
+from cft_helpers.runs import KeyedFile, MissingArtifact, RunStore, atomic_write_json, read_json, write_jsonl
+from cft_helpers.runtime import configure_runtime
 
 
 def suite_hash(params: Params) -> str:
-    from cft_helpers.evaluation.hub_tasks import CFT_TASKS_VERSION
-    from cft_helpers.evaluation.offline_tasks import SUITE_VERSION
-    from cft_helpers.evaluation.scoring import DEFAULT_SCORER
-    from cft_helpers.generation import uses_vllm
-
     versions = {"suite_version": SUITE_VERSION}
     if alpaca_spec(params) and uses_vllm(params):  # its answers may differ from HF's
         versions["generation_engine"] = "vllm"
@@ -56,9 +62,6 @@ def suite_hash(params: Params) -> str:
 
 def task_plan(params: Params) -> dict[str, list[tuple[str, str | None]]]:
     """Benchmark -> [(lm-eval task name, language or None)] for every benchmark that runs."""
-    from cft_helpers.evaluation import hub_tasks
-    from cft_helpers.evaluation.offline_tasks import PER_LANGUAGE, task_name
-
     plan: dict[str, list[tuple[str, str | None]]] = {}
     for bench, b in params.evaluation.benchmarks.items():
         if b.source in ("off", "alpaca_eval"):  # alpaca_eval runs outside lm-eval (alpacaeval.py)
@@ -82,23 +85,16 @@ def task_plan(params: Params) -> dict[str, list[tuple[str, str | None]]]:
 
 def write_suite(params: Params, store: RunStore) -> Path:
     """Write the offline tasks of the suite (data + lm-eval YAML) once per suite hash."""
-    from cft_helpers.evaluation.offline_tasks import write_task_files
-
     folder = store.eval_tasks_dir(suite_hash(params))
     done = folder / "written.json"
     if done.exists():
         return folder
     for bench, b in params.evaluation.benchmarks.items():
         if b.source == "offline" and b.task == "ifeval":
-            from cft_helpers.evaluation.ifeval_offline import write_ifeval_task
-            from cft_helpers.evaluation.offline_tasks import SUITE_VERSION
-
             write_ifeval_task(folder, params.cache_path, b.n, b.max_gen_toks or 1280, SUITE_VERSION)
         elif b.source == "offline":
             write_task_files(folder, b.task, b.langs or None, b.n or 32, params.seed, b.max_gen_toks or 32,
                              scorer=b.scorer, benchmark=bench)
-    from cft_helpers.evaluation.hub_tasks import write_cft_tasks
-
     write_cft_tasks(folder, params.evaluation.benchmarks, params.path("."))
     atomic_write_json(done, {"suite": suite_hash(params)})
     return folder
@@ -108,8 +104,6 @@ def scorer_label(spec) -> str:
     """What scores a benchmark's answers: our scorer (``script_aware`` or ``paper``: cft tasks and
     the offline QA and summary stand-ins), ``lm_eval`` (the task's own metric in lm-eval: lm_eval
     tasks, offline multiple choice and IFEval), ``judge`` (AlpacaEval), '' (off)."""
-    from cft_helpers.evaluation.offline_tasks import SCORED_AS
-
     if spec.source == "cft" or (spec.source == "offline" and spec.task in SCORED_AS):
         return spec.scorer
     return {"offline": "lm_eval", "lm_eval": "lm_eval", "alpaca_eval": "judge", "off": ""}[spec.source]
@@ -118,8 +112,6 @@ def scorer_label(spec) -> str:
 def benchmark_table(params: Params):
     """The mapping from each paper benchmark to what runs in its place (shown in every report)."""
     import pandas as pd
-
-    from cft_helpers.evaluation.alpacaeval import reference_label
 
     rows = []
     for bench, b in params.evaluation.benchmarks.items():
@@ -167,11 +159,6 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
     record: dict[str, Any] = {"model": name, "key": key, "checkpoint": str(ckpt), "suite": suite_hash(params),
                               "benchmarks": {}, "tasks": {}}
     if plan or alpaca:
-        from cft_helpers.generation import uses_vllm
-        from cft_helpers.models import load_model, load_tokenizer
-        from cft_helpers.runs import write_jsonl
-        from cft_helpers.runtime import configure_runtime
-
         device = configure_runtime(params)
         tok = load_tokenizer(ckpt, chat_template=template)
         chat = tok.chat_template or ""
@@ -201,8 +188,6 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
 def _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, progress,
                      vllm_checkpoint=None) -> None:
     """AlpacaEval's entry in the record (generation + judge: outside lm-eval's items/s)."""
-    from cft_helpers.evaluation.alpacaeval import run_alpaca_eval
-
     out = run_alpaca_eval(params, store, name, model, tok, ident, progress=progress, vllm_checkpoint=vllm_checkpoint)
     record["benchmarks"]["alpacaeval"] = {**out["benchmark"], "scorer": "judge"}
     record["tasks"]["alpacaeval"] = out["task"]
@@ -308,7 +293,7 @@ def load_results(params: Params, store: RunStore | None = None, names: Sequence[
     return out
 
 
-def save_summary(params: Params, results: dict[str, dict[str, Any]], store: RunStore | None = None) -> Path:
+def save_eval_summary(params: Params, results: dict[str, dict[str, Any]], store: RunStore | None = None) -> Path:
     """EA, MA, combined and per-benchmark scores of every model in ``<run_dir>/eval/summary.json``."""
     store = store or RunStore(params.run_path)
     out = {name: {"benchmarks": {b: v["score"] for b, v in r.get("benchmarks", {}).items()},

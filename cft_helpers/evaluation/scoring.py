@@ -42,13 +42,9 @@ import unicodedata
 from collections import Counter
 from typing import Sequence
 
-SCORERS = ("script_aware", "paper")
-DEFAULT_SCORER = "script_aware"
-# The benchmarks a paper scorer exists for, and the kind of answer each scores (qa: F1 / EM,
-# summary: ROUGE).
-PAPER_SCORED = {"mlqa": "qa", "xquad": "qa", "xlsum": "summary"}
-# The languages MLQA's official evaluation knows (it raises on any other).
-MLQA_LANGS = ("en", "es", "de", "vi", "ar", "hi", "zh")
+# The scorers' names, the benchmarks a paper scorer exists for (with the kind of answer each
+# scores) and MLQA's languages: the params validate them, so they are defined there.
+from cft_helpers.params import DEFAULT_SCORER, MLQA_LANGS, PAPER_SCORED, SCORERS
 
 # Languages written without spaces between words: tokens are characters.
 CHARACTER_LANGS = {"zh", "zh-simplified", "zh-traditional", "ja", "th", "lo", "km", "my"}

@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from cft_helpers.evaluation.harness import abilities
+from cft_helpers.paper_results import paper_phase_scores, paper_strategy_columns
 from cft_helpers.params import Params
+from cft_helpers.reports import frozen_share_table
 
 
 def phase_table(params: Params, results: dict[str, dict[str, Any]]):
     """Tables 1-2's shape: per Phase-2 arm, EA and MA of its Phase-1 model (P1) and of itself
     (P2), and the paper's values for the pair its label names (Mistral-7B, Llama-3-8B)."""
     import pandas as pd
-
-    from cft_helpers.paper_results import paper_phase_scores
 
     rows = []
     for arm in params.arms_in_phase("phase2", "reverse2"):
@@ -43,8 +43,6 @@ def strategy_table(params: Params, results: dict[str, dict[str, Any]], table: st
     ``store``, each arm's frozen share of parameters beside (reports.frozen_share_table)."""
     import pandas as pd
 
-    from cft_helpers.paper_results import paper_strategy_columns
-
     arms = [a for a in params.strategy_arms(table=table) if a in results]
     rows, notes = [], []
     for arm in arms:
@@ -63,8 +61,6 @@ def strategy_table(params: Params, results: dict[str, dict[str, Any]], table: st
         return pd.DataFrame()
     df = pd.DataFrame(rows).set_index("arm")
     if store is not None:
-        from cft_helpers.reports import frozen_share_table
-
         frozen = frozen_share_table(params, arms, store)
         df = df.join(frozen[["frozen share", "frozen share of", "trainable params"]])
         notes.append("frozen share: of the model's weights; for LoRA of the base model's weights, which "
