@@ -73,12 +73,6 @@ class StageProgress:
             self._bar.update(n)
         self._emit()
 
-    def set_total(self, total: int) -> None:
-        self.total = total
-        if self._bar is not None:
-            self._bar.total = total
-            self._bar.refresh()
-
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
