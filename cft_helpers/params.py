@@ -21,12 +21,13 @@ import hashlib
 import json
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 # The strategy registry: arms.<arm>.strategy names one of its entries (imports nothing of params).
 from cft_helpers import mitigation as strategies
@@ -77,6 +78,8 @@ class HubModel(Strict):
 
     source: Literal["hub"]
     repo_id: str
+    # A branch, tag or commit sha; None follows `main`. Pin a sha for a reproducible run: the
+    # checkpoint folder of a download is named by its commit (recorded with each arm's start).
     revision: str | None = None
     trust_remote_code: bool = False
     # Checkpoints without a chat template (base models) get this one, recorded with the run.
@@ -157,8 +160,13 @@ class HubDataset(_DatasetCommon):
     """
 
     source: Literal["hub"]
-    path: str
+    # A hub id or a local folder laid out like the repository. None (or left out): not set yet;
+    # the dataset and every arm that needs it are left out of the run (Params.disabled_arms),
+    # with a note naming this key, so that a placeholder never reaches the loader.
+    path: str | None = None
     name: str | None = None
+    # A branch, tag or commit sha; None follows `main`. Pin a sha for a reproducible run: the
+    # data report records the commit each dataset was read at (python -m cft_helpers.fetch prints it).
     revision: str | None = None
     split: str = "train"
     schema_: Schema = Field(alias="schema")
@@ -427,10 +435,20 @@ class Runtime(Strict):
     # and the config below (params/accelerate/: ddp, fsdp, zero3; None: plain data parallel).
     processes: int = Field(default=1, ge=1)
     launch_config: str | None = None
+    # Seconds a collective (barrier, all-reduce) of a launched run may wait for the slowest
+    # process before the process group gives up: torch's default is 10 min (NCCL), too short for
+    # a rank 0 that saves an 8B model. Applied when the group is created (cft_helpers.distributed)
+    # and given to the Trainer (ddp_timeout). Long main-process-only work (GR replay generation)
+    # never waits in a collective: docs/ENGINEERING.md, "Scaling out".
+    dist_timeout_s: int = Field(default=7200, ge=1)
     # Engine of free-text generation (GR replay, AlpacaEval answers, a local judge): vLLM where
     # installed with a CUDA GPU (auto), or always HF generate (hf), or vLLM (vllm; an error where
     # it is not installed). lm-eval's own tasks always run on the HF model.
     generation: Literal["auto", "hf", "vllm"] = "auto"
+    # Python interpreter of a separate environment where vLLM is installed (vLLM pins its own
+    # torch and transformers, which the project's pins exclude): the vLLM worker runs under it.
+    # None: vLLM only if installed beside the project. docs/CLUSTER.md, "vLLM in its own environment".
+    vllm_python: str | None = None
 
     def uses_gpu(self) -> bool:
         """Whether the stages run on a CUDA device (``device: auto`` asks torch)."""
@@ -659,6 +677,10 @@ class Evaluation(Strict):
     # choice item's context, the chat template's system turn; evaluation/shared_prefix.py), the
     # same numbers to float32 rounding, several times faster; "lm_eval" runs lm-eval's own HFLM.
     engine: Literal["cft", "lm_eval"] = "cft"
+    # Weights' dtype while evaluating: auto is bfloat16 on a CUDA GPU that supports it, else
+    # float32 (every CPU: the numbers of before this setting). In the suite's hash only when
+    # not float32 (evaluation/harness.py, suite_hash), and in every results record.
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     @model_validator(mode="after")
     def _check(self) -> "Evaluation":
@@ -817,14 +839,32 @@ class PlanSettings(Strict):
     gpus: int = Field(default=1, ge=1)
     gpu_memory_gib: float = Field(default=80.0, gt=0)
     gpu_peak_tflops: float = Field(default=989.0, gt=0)   # dense bf16: H100 SXM 989, A100 312
-    mfu: float = Field(default=0.35, gt=0, le=1)          # model-FLOPs utilisation assumed
+    # Hardware FLOPs utilisation assumed for the time estimate: every FLOP the GPUs execute
+    # (recomputation included) over peak. Model FLOPs utilisation (MFU, 6N per token by convention,
+    # no recomputation) is lower by 6/8 with activation checkpointing; the planner reports both.
+    hfu: float = Field(default=0.35, gt=0, le=1)
     overhead_gib: float = Field(default=2.0, ge=0)        # CUDA context, allocator slack
+    # Sustained write bandwidth of the checkpoint folder, in gigabytes (1e9 B) per second, all
+    # GPUs' shards together: 2 is a local NVMe drive's; network file systems are often slower.
+    checkpoint_write_gbps: float = Field(default=2.0, gt=0)
+    # A reported time whose implied hardware FLOPs utilisation exceeds this is flagged as
+    # implausible (sustained bf16 training rarely passes ~0.6 of dense peak).
+    max_plausible_hfu: float = Field(default=0.6, gt=0, le=1)
     # A transformers config (model_type, hidden_size, ...) for the root model; None: read it from
     # the local, converted or random-init model.
     architecture: dict[str, Any] | None = None
     dataset_rows: dict[str, int] = Field(default_factory=dict)      # training rows per dataset
     mean_tokens: dict[str, float] = Field(default_factory=dict)     # tokens per example (prompt + response)
     reported_hours: dict[str, float] = Field(default_factory=dict)  # arm -> wall hours a paper reports
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_mfu(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "mfu" in data:
+            raise ValueError(f"plan.mfu ({data['mfu']}) is renamed plan.hfu: the planner applies it to every FLOP "
+                             "executed, recomputation included, which is hardware FLOPs utilisation, not model "
+                             "FLOPs utilisation (6N per token); rename the key (same value, same estimate)")
+        return data
 
 
 class Params(Strict):
@@ -857,6 +897,88 @@ class Params(Strict):
     source_path: str | None = Field(default=None, exclude=True)
     root: str | None = Field(default=None, exclude=True)
     overrides: dict[str, Any] = Field(default_factory=dict, exclude=True)  # as applied, for relaunching
+    # Set by _leave_out_unset_datasets: hub datasets without a path, and the arms left out because
+    # they need one (arm -> that dataset). Private: never read from YAML nor dumped.
+    _unset_datasets: list[str] = PrivateAttr(default_factory=list)
+    _disabled_arms: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _leave_out_unset_datasets(self) -> "Params":
+        """A hub dataset whose ``path`` is not set (the paper presets' MOPENORCA, which is not
+        public) is removed with every arm that needs it: trained on it, started from such an arm,
+        or replaying it (mitigation.replay.english_dataset); the references to them elsewhere
+        (replay mapping, plan sizes, stand-ins, evaluation.models) go too. Everything downstream
+        (data preparation, training, evaluation, the planner, the book) then sees one consistent,
+        smaller grid, and no placeholder reaches a loader. Runs before _check_references (pydantic
+        runs after-validators in the order they are defined)."""
+        unset = [n for n, d in self.datasets.items() if isinstance(d, HubDataset) and d.path is None]
+        if not unset:
+            return self
+        replay = self.mitigation.replay.english_dataset
+        disabled: dict[str, str] = {}
+        grew = True
+        while grew:  # until no arm starts from a newly left-out one (start cycles are caught later)
+            grew = False
+            for arm_name, arm in self.arms.items():
+                if arm_name in disabled:
+                    continue
+                needs = [d for d in arm.datasets if d in unset]
+                if not needs and arm.start in disabled:
+                    needs = [disabled[arm.start]]
+                if not needs and strategies.get(arm.strategy).replay is not None:
+                    english = replay if not isinstance(replay, dict) else \
+                        next((replay[d] for d in arm.datasets if replay.get(d) in unset), None)
+                    needs = [english] if english in unset else []
+                if needs:
+                    disabled[arm_name], grew = needs[0], True
+        for name in unset:
+            del self.datasets[name]
+        for arm_name in disabled:
+            del self.arms[arm_name]
+        if isinstance(replay, dict):
+            self.mitigation.replay.english_dataset = {k: v for k, v in replay.items()
+                                                      if k not in unset and v not in unset}
+        elif replay in unset:
+            # one English dataset for every replay arm: each of them was left out above
+            self.mitigation.replay.english_dataset = None
+        self.plan.dataset_rows = {k: v for k, v in self.plan.dataset_rows.items() if k not in unset}
+        self.plan.mean_tokens = {k: v for k, v in self.plan.mean_tokens.items() if k not in unset}
+        self.plan.reported_hours = {k: v for k, v in self.plan.reported_hours.items() if k not in disabled}
+        self.similarity.stand_ins = {k: v for k, v in self.similarity.stand_ins.items()
+                                     if k not in disabled and v not in unset}
+        if self.evaluation.models is not None:
+            self.evaluation.models = [m for m in self.evaluation.models if m not in disabled]
+        if self.similarity.mpd_reference in disabled:
+            raise ValueError(f"similarity.mpd_reference: arm {self.similarity.mpd_reference!r} needs dataset "
+                             f"{disabled[self.similarity.mpd_reference]!r}, whose path is not set; set "
+                             f"datasets.{disabled[self.similarity.mpd_reference]}.path or choose another arm")
+        self._unset_datasets, self._disabled_arms = unset, disabled
+        return self
+
+    @property
+    def unset_datasets(self) -> list[str]:
+        """Hub datasets of the file whose ``path`` is not set (left out, with their arms)."""
+        return list(self._unset_datasets)
+
+    @property
+    def disabled_arms(self) -> dict[str, str]:
+        """Arms of the file left out because a dataset they need has no ``path``: arm -> dataset."""
+        return dict(self._disabled_arms)
+
+    def unset_note(self) -> str | None:
+        """One paragraph naming the datasets without a path, the arms left out and what to set;
+        None when every dataset is set."""
+        if not self._unset_datasets:
+            return None
+        lines = []
+        for ds in self._unset_datasets:
+            arms = [a for a, d in self._disabled_arms.items() if d == ds]
+            lines.append(f"note: params {self.name!r}: datasets.{ds}.path is not set, so {ds!r} and the "
+                         f"{len(arms)} arm(s) that need it are left out"
+                         + (f" ({', '.join(arms)})" if arms else "")
+                         + f". To run them, set it to a hub id or a local folder: --set datasets.{ds}.path=ORG/NAME "
+                         f"(or in the params file).")
+        return "\n".join(lines)
 
     @model_validator(mode="after")
     def _check_references(self) -> "Params":
@@ -1276,7 +1398,20 @@ def load_params(
     params.root = str(find_project_root(file.parent))
     params.overrides = applied
     _check_paths(params)
+    _print_unset_note(params)
     return params
+
+
+_NOTES_PRINTED: set[str] = set()
+
+
+def _print_unset_note(params: Params) -> None:
+    """Say once per process and parameter set which datasets have no path and which arms are
+    left out for it (a notebook, the CLIs and every worker load the params; one note is enough)."""
+    note = params.unset_note()
+    if note and note not in _NOTES_PRINTED:
+        _NOTES_PRINTED.add(note)
+        print(note, file=sys.stderr)
 
 
 def _check_paths(params: Params) -> None:
@@ -1289,7 +1424,7 @@ def _check_paths(params: Params) -> None:
         if isinstance(d, LocalDataset) and not params.path(d.path).is_file():
             raise ParamsError(f"datasets.{name}.path: file {d.path!r} does not exist "
                               f"(resolved to {params.path(d.path)})")
-        if isinstance(d, HubDataset) and (d.path.startswith((".", "/", "~"))) and not params.path(d.path).exists():
+        if isinstance(d, HubDataset) and d.path and d.path.startswith((".", "/", "~")) and not params.path(d.path).exists():
             raise ParamsError(f"datasets.{name}.path: local folder {d.path!r} does not exist")
     for folder in params.evaluation.include_paths:
         if not params.path(folder).is_dir():

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
+from typing import Any, Callable
 
 from cft_helpers import mitigation
 from cft_helpers.data.generator import FAMILY_SCHEMA, render_in_language
 from cft_helpers.data.loaders import normalise_rows
 from cft_helpers.data.prepare import load_prepared
-from cft_helpers.generation import generate_responses
+from cft_helpers.distributed import Processes
+from cft_helpers.generation import generate_responses, prompt_key, read_cache, vllm_python_of
 from cft_helpers.params import Params
 from cft_helpers.runs import RunStore, atomic_write_json, write_jsonl
 
@@ -72,16 +73,25 @@ def english_counterparts(params: Params, store: RunStore, arm: str, count: int) 
 
 
 def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None,
-                 progress: bool = True, vllm_checkpoint=None,
-                 trust_remote_code: bool = False) -> tuple[list[dict], dict[str, Any]]:
-    """The replay rows of a GR/ER arm and a summary; GR needs the Phase-1 ``model`` / ``tok``
-    (or, generating with vLLM, ``tok`` and the Phase-1 ``vllm_checkpoint``).
+                 progress: bool = True, vllm_checkpoint=None, trust_remote_code: bool = False,
+                 load_generator: Callable[[], Any] | None = None,
+                 procs: Processes | None = None) -> tuple[list[dict], dict[str, Any]]:
+    """The replay rows of a GR/ER arm and a summary; GR needs the Phase-1 ``model`` (or
+    ``load_generator``, called only when something is left to generate) and ``tok``, or,
+    generating with vLLM, ``tok`` and the Phase-1 ``vllm_checkpoint``.
 
     Generations are cached in ``<arm>/replay/generations.jsonl`` (a rerun after an interruption
     generates only what is missing); the replay set is written to ``<arm>/replay/replay.jsonl``.
+
+    In a launch of several processes (``procs``) every process generates a share of the prompts
+    (every ``world_size``-th, into its own cache file ``generations.rank<k>.jsonl``) and then
+    waits, outside any collective, until every share is in the caches: no process idles in a
+    barrier that the process-group timeout would end. Only the main process writes the replay
+    set and its summary; every process returns the same rows.
     """
     import time
 
+    procs = procs or Processes()
     strategy = params.arms[arm].strategy
     replay = mitigation.get(strategy).replay
     if replay is None:
@@ -90,23 +100,39 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
     n_phase2 = sum(len(load_prepared(store, d, "train")) for d in params.arms[arm].datasets)
     count = replay_count(n_phase2, fraction)
     rows = english_counterparts(params, store, arm, count)
-    folder = store.replay_dir(arm)
-    folder.mkdir(parents=True, exist_ok=True)
+    if procs.is_main:
+        store.replay_dir(arm).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    engine = None
     if replay.generated:  # GR: the Phase-1 model answers the English instructions
-        if tok is None or (model is None and vllm_checkpoint is None):
+        if tok is None or (model is None and load_generator is None and vllm_checkpoint is None):
             raise ValueError(f"{strategy} generates with the Phase-1 model: pass model (or vllm_checkpoint) and tok")
         cfg = params.mitigation.replay
-        responses = generate_responses(model, tok, [r["messages"][:-1] for r in rows],
-                                       max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                                       cache_file=store.replay_generations(arm), progress=progress,
-                                       desc=f"{strategy}: Phase-1 responses", vllm_checkpoint=vllm_checkpoint,
-                                       seed=params.seed, trust_remote_code=trust_remote_code)
+        engine = "vllm" if vllm_checkpoint is not None else "hf"
+        prompts = [r["messages"][:-1] for r in rows]
+        keys = [prompt_key(p, cfg.max_new_tokens, engine) for p in prompts]
+        done = _generated(store, arm)
+        mine = [p for i, (p, k) in enumerate(zip(prompts, keys)) if i % procs.world_size == procs.rank
+                and k not in done]
+        if mine:
+            if model is None and vllm_checkpoint is None:
+                model = load_generator()
+            share = f" (share {procs.rank + 1} of {procs.world_size})" if procs.world_size > 1 else ""
+            generate_responses(model, tok, mine, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                               cache_file=store.replay_generations(arm, procs.rank), progress=progress,
+                               desc=f"{strategy}: Phase-1 responses{share}", vllm_checkpoint=vllm_checkpoint,
+                               seed=params.seed, trust_remote_code=trust_remote_code,
+                               vllm_python=vllm_python_of(params))
+        if procs.world_size > 1:
+            procs.wait_until(lambda: set(keys) <= _generated(store, arm).keys(),
+                             f"the other processes' {strategy} replay generations")
+        done = _generated(store, arm)
+        responses = [done[k] for k in keys]
         rows = [{**r, "messages": r["messages"][:-1] + [{"role": "assistant", "content": text}],
                  "meta": {**r.get("meta", {}), "original_response": r["messages"][-1]["content"]}}
                 for r, text in zip(rows, responses)]
         empty = sum(not text.strip() for text in responses)
-        if empty:  # kept (the Phase-1 model did answer so) but never silently
+        if empty and procs.is_main:  # kept (the Phase-1 model did answer so) but never silently
             import warnings
 
             warnings.warn(f"{strategy} for arm {arm!r}: {empty} of {len(responses)} Phase-1 responses are "
@@ -115,9 +141,19 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
         empty = 0
     summary = {"strategy": strategy, "fraction": fraction, "phase2_rows": n_phase2, "replay_rows": len(rows),
                "rounding": "fraction x Phase-2 rows, rounded half up, at least 1",
-               "generated": replay.generated, "empty_responses": empty,
-               "engine": ("vllm" if vllm_checkpoint is not None else "hf") if replay.generated else None,
+               "generated": replay.generated, "empty_responses": empty, "engine": engine,
                "generation_s": time.perf_counter() - t0}
-    write_jsonl(store.replay_file(arm), rows)
-    atomic_write_json(store.replay_summary(arm), summary)
+    if procs.world_size > 1 and replay.generated:
+        summary["generation_processes"] = procs.world_size
+    if procs.is_main:
+        write_jsonl(store.replay_file(arm), rows)
+        atomic_write_json(store.replay_summary(arm), summary)
     return rows, summary
+
+
+def _generated(store: RunStore, arm: str) -> dict[str, str]:
+    """Every replay generation cached for ``arm``, whichever process wrote it."""
+    out: dict[str, str] = {}
+    for path in store.replay_generation_files(arm):
+        out.update(read_cache(path))
+    return out

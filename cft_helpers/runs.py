@@ -28,7 +28,8 @@ the cost named), **safe** (never read back)::
       freeze.json                    LF_H1 / LF_H2 / Spectrum: the tensors frozen         keep
       spectrum_snr.json, unfrozen.yaml  Spectrum: SNR per tensor, the tensors it trains   keep
       replay/                        replay.py (GR_5, GR_10, ER_10): replay.jsonl,        keep
-                                     summary.json, generations.jsonl (GR: Phase-1 answers)
+                                     summary.json, generations.jsonl (GR: Phase-1 answers;
+                                     generations.rank<k>.jsonl: process k's share in a launch)
       checkpoints/                   Trainer checkpoints to resume a killed run,          safe once the
                                      eval_before.json; removed when the arm is done       arm is done
       tracker/                       training.report_to tensorboard: its event files      safe (the
@@ -521,9 +522,15 @@ class RunStore:
     def replay_summary(self, arm: str) -> Path:
         return self.replay_dir(arm) / "summary.json"
 
-    def replay_generations(self, arm: str) -> Path:
-        """The Phase-1 model's answers that GR replays (a resumable generation cache)."""
-        return self.replay_dir(arm) / "generations.jsonl"
+    def replay_generations(self, arm: str, rank: int = 0) -> Path:
+        """The Phase-1 model's answers that GR replays (a resumable generation cache); in a
+        launch of several processes, process ``rank`` > 0 caches its share in a file of its own."""
+        return self.replay_dir(arm) / ("generations.jsonl" if rank == 0 else f"generations.rank{rank}.jsonl")
+
+    def replay_generation_files(self, arm: str) -> list[Path]:
+        """Every generation cache of ``arm``: the main one and those of other processes."""
+        folder = self.replay_dir(arm)
+        return sorted(folder.glob("generations*.jsonl")) if folder.is_dir() else []
 
     # ---- evaluation
     @property
@@ -650,7 +657,7 @@ PLACES: tuple[tuple[str, str, str], ...] = (
     (rf"data/(manifest\.json|report\.json|{_ID}\.(train|heldout)\.jsonl)", "data", RECOMPUTED),
     (rf"arms/(?P<arm>{_ID})/({'|'.join(re.escape(n) for n in ARM_FILES)})", "arm {arm}", KEEP),
     (rf"arms/(?P<arm>{_ID})/(model|adapter)/.+", "arm {arm}", KEEP),
-    (rf"arms/(?P<arm>{_ID})/replay/(replay\.jsonl|summary\.json|generations\.jsonl)", "arm {arm}", KEEP),
+    (rf"arms/(?P<arm>{_ID})/replay/(replay\.jsonl|summary\.json|generations(\.rank\d+)?\.jsonl)", "arm {arm}", KEEP),
     (rf"arms/(?P<arm>{_ID})/checkpoints/.+", "arm {arm}", KEEP),  # safe once the arm is done
     (rf"arms/(?P<arm>{_ID})/tracker/.+", "arm {arm}", SAFE),
     (r"eval/summary\.json", "eval summary", RECOMPUTED),

@@ -34,6 +34,7 @@ hash arms, without torch.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -137,11 +138,15 @@ def accumulation_steps(training: Training, world_size: int = 1) -> int:
 
 
 def sft_config(training: Training, output_dir: Path, device: str, progress: bool = True, world_size: int = 1,
-               run_name: str | None = None, project: str | None = None):
+               run_name: str | None = None, project: str | None = None, dist_timeout_s: int = 7200):
     """TRL SFTConfig for one arm. Every TRL default that differs from Table A1 is set here.
 
     ``run_name`` (the filled-in ``training.run_name``) names the run in the tracker
     ``training.report_to``; ``project`` is trackio's project (the params' name).
+
+    Under a DeepSpeed launch (ZeRO-3) the config registers DeepSpeed's settings with transformers
+    as it is built, so a model loaded while it exists is partitioned as it loads (zero.Init):
+    :func:`build_trainer` builds it before the model and keeps it.
     """
     from trl import SFTConfig
 
@@ -184,6 +189,7 @@ def sft_config(training: Training, output_dir: Path, device: str, progress: bool
         dataloader_pin_memory=device == "cuda",
         disable_tqdm=not progress,
         eval_strategy="no",
+        ddp_timeout=dist_timeout_s,  # too late for the group cft_helpers.distributed created; kept equal
     )
 
 
@@ -244,9 +250,12 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
     stage = store.stage(f"arms/{arm}", arm_input_hash(params, store, arm))
     if stage.is_done() and not force:
         return store.arm_metrics(arm)
-    procs = Processes()  # under accelerate launch: the main process alone writes the run store
-    device = configure_runtime(params)
+    # under accelerate launch: the main process alone writes the run store
+    procs = Processes(params.runtime.dist_timeout_s)
     training = params.arm_training(arm)
+    if spec.datasets:
+        accumulation_steps(training, procs.world_size)  # a global batch that does not divide: now
+    device = configure_runtime(params)
     root_model, _ = model_spec_of_arm(params, arm)
     start = start_checkpoint(params, store, arm)
 
@@ -298,15 +307,15 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
 
     from cft_helpers.trainer_callbacks import MaskedRowsCheck
 
-    procs = procs or Processes()
+    procs = procs or Processes(params.runtime.dist_timeout_s)
     spec = params.arms[arm]
     device = device or configure_runtime(params)
     training = params.arm_training(arm)
+    accumulation_steps(training, procs.world_size)  # a batch that does not divide: before any load
     trust = trusts_remote_code(params, arm)
     start = start_checkpoint(params, store, arm)
     chat_template = getattr(params.models.get(spec.start), "chat_template", None)
     tok = load_tokenizer(start, chat_template=chat_template, trust_remote_code=trust)
-    model = load_model(start, dtype="float32", trust_remote_code=trust)
     rows = training_examples(store, spec.datasets, seed=training.seed)
     held = heldout_examples(store, spec.datasets, training.n_eval, seed=training.seed)
     # Loss before/after on the same rows: held-out rows, and the first Phase-2 training rows
@@ -315,20 +324,27 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     entry = mitigation.get(spec.strategy)
     info: dict[str, Any] = {"strategy": spec.strategy}
     if entry.replay is not None:  # GR_5 / GR_10 / ER_10: add replay rows, shuffled in
-        # vLLM generates in a child process from the checkpoint, while this model still sits on
-        # the CPU it loaded on (the GPU is vLLM's until it exits); HF generate uses this model.
+        # Before the training model loads: GR generates with a model of its own (every process
+        # a share of the prompts, on its own GPU; vLLM in a child process), freed before the
+        # engine loads the training model sharded. Its fp32 weights equal the training model's
+        # before training, so the answers are those the training model would give.
         vllm = entry.replay.generated and uses_vllm(params)
-        if device == "cuda" and not vllm:
-            model.to(device)  # GR generates with this model: on the GPU, not the CPU it loaded on
-        if not procs.is_main:
-            procs.wait()      # the main process generates and caches; the others read the cache
-        replay, summary = build_replay(params, store, arm, model, tok, progress=progress,
-                                       vllm_checkpoint=start if vllm else None, trust_remote_code=trust)
-        if procs.is_main:
-            procs.wait()
+        replay, summary = build_replay(params, store, arm, None, tok, progress=progress,
+                                       vllm_checkpoint=start if vllm else None, trust_remote_code=trust,
+                                       load_generator=lambda: generation_model(start, device, trust), procs=procs)
         rows = rows + replay
         random.Random(f"{training.seed}|{arm}|replay").shuffle(rows)
         info["replay"] = summary
+        release_memory()  # the generation model, before the training model loads
+    # The config first: under ZeRO-3 a model loaded while it exists is partitioned as it loads.
+    args = sft_config(training, output_dir, device, progress, world_size=procs.world_size,
+                      run_name=training.tracker_run_name(params.name, params.seed, arm), project=params.name,
+                      dist_timeout_s=params.runtime.dist_timeout_s)
+    # Under an FSDP launch with cpu_ram_efficient_loading (params/accelerate/fsdp.yaml), only
+    # local rank 0 reads the weights; the others build the model empty and FSDP broadcasts rank
+    # 0's (sync_module_states) when it wraps it: transformers does this by itself once the
+    # process group exists, which Processes() made sure of.
+    model = load_model(start, dtype="float32", trust_remote_code=trust)
     if entry.freeze is not None:  # LF_H1 / LF_H2 / Spectrum
         plan = mitigation.freeze_plan(params, arm, model, start, store.arm_dir(arm) if procs.is_main else None,
                                       progress=progress)
@@ -349,8 +365,6 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
                       f"than training.max_length={training.max_length} tokens and will be truncated "
                       "(counted in metrics.json as rows_over_max_length)", stacklevel=2)
     peft_config = mitigation.lora_config(params, arm)  # None: no adapters, full fine-tuning
-    args = sft_config(training, output_dir, device, progress, world_size=procs.world_size,
-                      run_name=training.tracker_run_name(params.name, params.seed, arm), project=params.name)
     trainer = SFTTrainer(model=model, args=args, train_dataset=_to_dataset(rows), eval_dataset=evals,
                          processing_class=tok, callbacks=list(callbacks), peft_config=peft_config)
     _tracker_into_store(trainer, store.arm_tracker_dir(arm))
@@ -375,6 +389,28 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     info["total_params"] = params_total
     info["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
     return BuiltTrainer(trainer, len(rows), len(held), info)
+
+
+def generation_model(start: Path, device: str, trust_remote_code: bool = False):
+    """The start checkpoint in fp32 on ``device``, for GR's replay answers: fully loaded in every
+    process (not the empty model an FSDP launch loads on ranks other than 0), since each process
+    generates its own share of the prompts."""
+    import os
+
+    from transformers.integrations import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+
+    if is_deepspeed_zero3_enabled():  # a previous arm's ZeRO-3 config: this model is not partitioned
+        unset_hf_deepspeed_config()   # (sft_config registers it again for the training model)
+    saved = os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING")
+    os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
+    try:
+        model = load_model(start, dtype="float32", trust_remote_code=trust_remote_code)
+    finally:
+        if saved is None:
+            del os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"]
+        else:
+            os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = saved
+    return model.to(device) if device == "cuda" else model
 
 
 def _tracker_into_store(trainer, folder: Path) -> None:
@@ -403,11 +439,22 @@ def rows_over_length(tok, rows: list[dict], max_length: int, batch: int = 256) -
 
 def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: bool, callbacks,
                   progress: bool, procs) -> dict[str, Any]:
+    built = build_trainer(params, arm, store, store.arm_checkpoints_dir(arm), device, callbacks, progress, procs)
+    try:
+        return _train_and_save(params, arm, store, arm_dir, device, resumable, procs, built)
+    finally:  # the next arm of this process (a launch of several arms) starts from an empty device
+        built.trainer.accelerator.free_memory()
+        del built  # the trainer's reference cycles hold the model until a collection
+        release_memory()
+
+
+def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: bool, procs,
+                    built: BuiltTrainer) -> dict[str, Any]:
     from cft_helpers.trainer_callbacks import LossesBeforeTraining, TrainingProgress
 
     spec = params.arms[arm]
     ckpt_dir = store.arm_checkpoints_dir(arm)
-    trainer, n_rows, n_held, info = build_trainer(params, arm, store, ckpt_dir, device, callbacks, progress, procs)
+    trainer, n_rows, n_held, info = built
     trainer.add_callback(TrainingProgress(f"training {arm}"))
     if procs.is_main:
         ensure_free_space(arm_dir, checkpoint_bytes(info["total_params"],
@@ -441,6 +488,7 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
     after = _eval_losses(trainer) if n_held else {}
 
     # Final checkpoint: written to a temporary folder, then renamed, so it is whole or absent.
+    # Every process takes part (gathering the shards is a collective); the main one writes.
     final = store.arm_model_dir(arm)
     tmp = arm_dir / ".model.tmp"
     if getattr(trainer, "is_fsdp_enabled", False):
@@ -448,18 +496,26 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
         # no weights at all: gather a full state dict (on the main process) for the final model.
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     adapters = mitigation.of_arm(params, arm).lora is not None
+    deepspeed = getattr(trainer, "is_deepspeed_enabled", False)
+    start = start_checkpoint(params, store, arm)
+    # LoRA, and any model under DeepSpeed: the full fp32 state dict, gathered by every process
+    # (under ZeRO-3 save_model would write the bf16 copies, rounding the fp32 start weights)
+    state = final_state_dict(trainer, start) if adapters or deepspeed else None
     if not procs.is_main:
-        if not adapters:  # collective under FSDP / ZeRO-3 (gathers the shards); writes nothing here
+        if state is None:  # collective under FSDP (gathers the shards); writes nothing here
             trainer.save_model(str(tmp))
         return {"checkpoint": str(final), "process": "worker"}
     shutil.rmtree(tmp, ignore_errors=True)
-    if adapters:  # LoRA: evaluated merged, the adapter kept too (docs/METHODS.md, "Mitigation strategies")
-        trainer.model.save_pretrained(str(store.arm_adapter_dir(arm)))
-        trainer.model.merge_and_unload().save_pretrained(str(tmp))
-    else:
+    if state is None:
         trainer.save_model(str(tmp))
+    else:  # LoRA: evaluated merged, the adapter kept too (docs/METHODS.md, "Mitigation strategies")
+        save_gathered(trainer.accelerator.unwrap_model(trainer.model), state, tmp, start,
+                      store.arm_adapter_dir(arm) if adapters else None, trusts_remote_code(params, arm))
     if not any(tmp.glob("*.safetensors")):  # e.g. an engine config that saves shards only
         raise RuntimeError(f"arm {arm!r}: the final checkpoint {tmp} holds no safetensors weights")
+    final_dtype = saved_dtypes(tmp)
+    if final_dtype != ["float32"]:  # every engine saves fp32: phase chains and MPD depend on it
+        raise RuntimeError(f"arm {arm!r}: the final checkpoint holds {final_dtype} tensors, not float32 only")
     tok.save_pretrained(str(tmp))
     # Our checkpoints hold no pickle: the Trainer's training_args.bin is a torch.save'd object.
     if (tmp / "training_args.bin").exists():
@@ -479,11 +535,94 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
         "eval_loss_after": after.get("heldout"), "train_rows_loss_before": before.get("train"),
         "train_rows_loss_after": after.get("train"),
         "wall_s": wall_s, "resumed_from": resume.name if resume else None, "device": device,
-        "bf16": args.bf16, "processes": procs.world_size, **info,
+        "bf16": args.bf16, "processes": procs.world_size, "final_dtype": final_dtype[0], **info,
     }
     atomic_write_json(store.arm_file(arm, "metrics.json"), metrics)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # resume state is no longer needed
     return metrics
+
+
+def final_state_dict(trainer, start: Path) -> dict[str, Any]:
+    """The trained model's full state dict in fp32, gathered from every process (call it in all).
+
+    Under DeepSpeed the model's own tensors are the engine's low-precision copies (bf16 under
+    ZeRO-3), so the trained tensors come from the optimizer's fp32 masters and the frozen ones,
+    which never moved, from the start checkpoint, bit for bit. Elsewhere (one process, DDP, FSDP
+    with a full state dict) accelerate gathers the fp32 parameters themselves."""
+    import torch
+
+    if not getattr(trainer, "is_deepspeed_enabled", False):
+        state = trainer.accelerator.get_state_dict(trainer.model)
+        return {k: v.float() if v.is_floating_point() else v for k, v in (state or {}).items()}
+    from deepspeed.utils import safe_get_full_fp32_param  # present wherever DeepSpeed runs
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    start_tensors = _checkpoint_tensors(start)
+    state = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            state[name] = safe_get_full_fp32_param(p).detach().cpu()  # collective under ZeRO-3
+        else:
+            key = name.replace("base_model.model.", "", 1).replace(".base_layer.", ".")
+            if key not in start_tensors:
+                raise RuntimeError(f"frozen tensor {name} is not in the start checkpoint {start}")
+            state[name] = start_tensors[key].to(torch.float32)
+    return state
+
+
+def _checkpoint_tensors(folder: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    out: dict[str, Any] = {}
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        out.update(load_file(str(f)))
+    return out
+
+
+def save_gathered(model, state: dict[str, Any], out: Path, start: Path, adapter_dir: Path | None = None,
+                  trust_remote_code: bool = False) -> None:
+    """Write the final model from a gathered state dict (:func:`final_state_dict`), never from
+    ``model``'s own tensors, which under FSDP or ZeRO-3 are this process's shards only. With
+    ``adapter_dir`` (LoRA) the adapter goes there and ``out`` gets the start model with the
+    adapter merged."""
+    if adapter_dir is None:
+        model.save_pretrained(str(out), state_dict=state)
+        return
+    model.save_pretrained(str(adapter_dir), state_dict=state)  # PEFT keeps the adapter's tensors
+    merge_adapter(start, adapter_dir, trust_remote_code).save_pretrained(str(out))
+
+
+def merge_adapter(start: Path, adapter_dir: Path, trust_remote_code: bool = False):
+    """The start model with a saved LoRA adapter merged into its weights, built on the CPU of the
+    main process from files alone: the same under every engine (under FSDP or ZeRO-3 the trained
+    model's own merge_and_unload would need the whole model on one process)."""
+    from peft import PeftModel
+
+    base = load_model(start, dtype="float32", trust_remote_code=trust_remote_code)
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+
+def saved_dtypes(folder: Path) -> list[str]:
+    """The dtypes of the floating-point tensors of a safetensors checkpoint (header only)."""
+    import struct
+
+    found = set()
+    for f in Path(folder).glob("*.safetensors"):
+        with f.open("rb") as fh:
+            header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
+        found |= {v["dtype"] for k, v in header.items() if k != "__metadata__" and v["dtype"].startswith(("F", "BF"))}
+    names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+    return sorted(names.get(d, d) for d in found)
+
+
+def release_memory() -> None:
+    """Collect what finished work left in reference cycles (a trainer holds its model through
+    its callbacks) and return the freed GPU memory to the device."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def train_arms(params: Params, arms: Sequence[str], force: bool = False,
@@ -495,6 +634,13 @@ def train_arms(params: Params, arms: Sequence[str], force: bool = False,
     store = RunStore(params.run_path)
     order = [a for a in params.arm_order() if a in arms]
     if params.runtime.processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        for a in order:  # before any launch: a batch the processes cannot share fails at once
+            if params.arms[a].datasets:
+                accumulation_steps(params.arm_training(a), params.runtime.processes)
+            if params.arms[a].start in params.models:
+                # built or converted here, once: in the launch every process would race to
+                # build it (and transformers saves from the main process only)
+                model_checkpoint(params, params.arms[a].start)
         out = {}
         for a in order:
             stage = store.stage(f"arms/{a}", arm_input_hash(params, store, a))

@@ -6,7 +6,13 @@
 ``REQ.jsonl`` holds ``{"key", "prompt_token_ids"}`` per line (prompts already rendered with the
 model's chat template by the caller); the responses are appended to ``CACHE.jsonl`` in the
 generation cache's format, in chunks, so a killed run keeps what it finished. Requests whose key
-is already in the cache are skipped.
+is already in the cache are skipped. ``--stop-token-ids`` (comma-separated) end an answer
+besides the checkpoint's eos: the chat template's end-of-turn token.
+
+It may run under another interpreter than the project's (``runtime.vllm_python``: vLLM's own
+environment, with its own torch and transformers): it imports only the standard library,
+``cft_helpers.generation`` (standard library only at module level) and vLLM (and tqdm, a
+dependency of vLLM). ``tests/test_generation.py`` checks that.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--trust-remote-code", action="store_true")
     ap.add_argument("--desc", default="generating")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--stop-token-ids", default="", help="comma-separated token ids that end an answer")
     ns = ap.parse_args(argv)
 
     from vllm import LLM, SamplingParams
@@ -52,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     llm = LLM(model=ns.checkpoint, tokenizer=ns.checkpoint, dtype=ns.dtype, seed=ns.seed,
               trust_remote_code=ns.trust_remote_code, gpu_memory_utilization=ns.gpu_memory_utilization,
               max_model_len=longest)
-    greedy = SamplingParams(temperature=0.0, max_tokens=ns.max_new_tokens, skip_special_tokens=True)
+    stops = [int(x) for x in ns.stop_token_ids.split(",") if x.strip()]
+    greedy = SamplingParams(temperature=0.0, max_tokens=ns.max_new_tokens, skip_special_tokens=True,
+                            **({"stop_token_ids": stops} if stops else {}))
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(requests), desc=f"{ns.desc} (vLLM)", unit="prompt", disable=ns.no_progress)

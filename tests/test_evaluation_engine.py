@@ -125,3 +125,25 @@ def test_engines_agree_on_smollm2_items(smollm2_few):
     for bench, entry in rec_a["benchmarks"].items():
         assert rec_b["benchmarks"][bench]["score"] == pytest.approx(entry["score"], abs=1e-6)
     print(json.dumps({"lm_eval_items_per_s": rec_a["items_per_s"], "cft_items_per_s": rec_b["items_per_s"]}))
+
+
+@pytest.mark.parametrize("engine", ["cft", "lm_eval"])
+def test_generate_until_stops_at_the_chat_templates_end_of_turn(smoke_params, engine):
+    """A template whose turns end with a special token that is not eos (Llama-3's <|eot_id|>):
+    lm-eval's generate_until stops there in both engines, not at max_gen_toks."""
+    from lm_eval.api.instance import Instance
+
+    from cft_helpers.evaluation.harness import make_lm
+    from test_generation import eot_model
+
+    tok, model = eot_model()
+    params = smoke_params.model_copy(update={"evaluation": smoke_params.evaluation.model_copy(
+        update={"engine": engine, "max_length": 64})})
+    lm = make_lm(params, model, tok, "cpu")
+    context = tok.apply_chat_template([{"role": "user", "content": "hi there"}], tokenize=False,
+                                      add_generation_prompt=True)
+    requests = [Instance(request_type="generate_until", doc={}, idx=0,
+                         arguments=(context, {"until": ["\n\n"], "max_gen_toks": 5, "do_sample": False}))]
+    assert [s.strip() for s in lm.generate_until(requests, disable_tqdm=True)] == ["a"]
+    lm.stop_ids = []  # eos alone, as before: the answer runs on past the end of turn
+    assert [s.strip() for s in lm.generate_until(requests, disable_tqdm=True)] == ["a b b b"]

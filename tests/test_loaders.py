@@ -213,3 +213,35 @@ def test_unknown_language_codes_and_duplicate_ids_are_named_or_dropped(tmp_path)
     report = prepare_datasets(_params(tmp_path, {"m": {**spec, "bad_rows": "drop"}}), progress=False)["datasets"]["m"]
     assert report["dropped"]["by_kind"] == {"unknown_language": 1, "duplicate_id": 1}
     assert report["train"]["by_lang"] == {"fr": 1, "pt-BR": 1}
+
+
+def test_hub_id_is_read_from_the_hf_cache_offline_at_the_commit_it_resolved_to(tmp_path, monkeypatch):
+    """After `python -m cft_helpers.fetch`, a process with HF_HUB_OFFLINE=1 (a rank of the launch)
+    reads a hub dataset from the HF cache through the real snapshot_download: `main` through the
+    cache's refs, a pinned sha directly; the data report records the commit; an uncached
+    repository names the fetch step."""
+    import huggingface_hub.constants as c
+
+    from cft_helpers.data import prepare_datasets
+
+    hf = tmp_path / "hf"
+    repo = hf / "datasets--tiny-org--multi"
+    commits = {"main": "89abcdef0123456789abcdef0123456789abcdef", "old": "0123456789abcdef0123456789abcdef01234567"}
+    for ref, sha in commits.items():
+        _jsonl(repo / "snapshots" / sha / "fr.jsonl",
+               [{"instruction": f"{ref} {i}", "input": "", "output": str(i)} for i in range(3)])
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commits["main"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(hf))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    spec = {"source": "hub", "path": "tiny-org/multi", "schema": "alpaca", "data_files": {"fr": "fr.jsonl"}}
+    p = _params(tmp_path, {"m": spec})
+    assert {r["messages"][0]["content"] for r in load_splits("m", p)["train"]} == {"main 0", "main 1", "main 2"}
+    pinned = _params(tmp_path, {"m": {**spec, "revision": commits["old"]}})
+    assert load_splits("m", pinned)["train"][0]["messages"][0]["content"] == "old 0"
+    report = prepare_datasets(p, progress=False)["datasets"]["m"]
+    assert report["hub"] == {"repo": "tiny-org/multi", "revision": None, "commit": commits["main"]}
+    missing = _params(tmp_path, {"m": {**spec, "path": "tiny-org/not-fetched"}})
+    with pytest.raises(DataError, match=r"tiny-org/not-fetched.*python -m cft_helpers.fetch"):
+        load_splits("m", missing)

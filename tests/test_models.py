@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cft_helpers.models import ModelError, load_model, load_tokenizer, model_checkpoint
+from cft_helpers.models import ModelError, load_model, load_tokenizer, model_checkpoint, model_revision
 from cft_helpers.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,9 +79,10 @@ def test_hub_model_is_found_in_the_local_hf_cache_offline(tmp_path, model_cache,
     p = _params(tmp_path, {"hubbed": {"source": "hub", "repo_id": "tiny-org/tiny-llama"}})
     path = model_checkpoint(p, "hubbed")
     assert Path(path).resolve() == snap.resolve()
+    assert model_revision(p, "hubbed") == snap.name  # the commit `main` resolved to, from the cache's refs
     assert load_model(path).config.num_hidden_layers == 2
     p2 = _params(tmp_path, {"missing": {"source": "hub", "repo_id": "tiny-org/not-there"}})
-    with pytest.raises(ModelError, match="tiny-org/not-there"):
+    with pytest.raises(ModelError, match=r"tiny-org/not-there.*python -m cft_helpers.fetch"):
         model_checkpoint(p2, "missing")
 
 

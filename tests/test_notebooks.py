@@ -32,7 +32,7 @@ def params_names() -> set[str]:
     phases: set[str] = set()
     for path in PARAMS_FILES:
         p = load_params(path)
-        names |= set(p.arms) | {arm.strategy for arm in p.arms.values()}
+        names |= set(p.arms) | set(p.disabled_arms) | {arm.strategy for arm in p.arms.values()}
         names |= set(p.evaluation.benchmarks) | {b.task for b in p.evaluation.benchmarks.values() if b.task}
         phases |= {arm.phase for arm in p.arms.values()}
     return {n.lower() for n in names - phases}

@@ -45,7 +45,8 @@ def test_paper_presets_cover_the_grid():
     paper = sorted((ROOT / "params" / "paper").glob("*.yaml"))
     assert len(paper) >= 2
     for preset in paper:
-        p = load_params(preset)
+        # MOPENORCA's arms (Table D8 among them) run once its path is set (it is not public)
+        p = load_params(preset, overrides={"datasets.mopenorca.path": "me/mopenorca"})
         phases = {a.phase for a in p.arms.values()}
         assert {"phase1", "phase2", "mixture", "reverse1", "reverse2"} <= phases, preset.name
         t = p.training
@@ -227,3 +228,76 @@ def test_seed_replicates_get_their_own_run_store(tmp_path):
     assert load_params("smoke").seed_list() == [0]
     with pytest.raises(ParamsError, match="repeats a seed"):
         load_params("smoke", overrides={"seeds": [0, 1, 1]})
+
+
+MOPENORCA_ARMS = {"p2_openorca", "p2_instruct_mopenorca", "mixture_openorca", "rev1_mopenorca", "rev2_mopenorca",
+                  "d8_lf_h1", "d8_lf_h2", "d8_spectrum", "d8_gr_5", "d8_gr_10", "d8_er_10", "d8_lora"}
+
+
+@pytest.mark.parametrize("preset", ["params/paper/mistral7b.yaml", "params/paper/llama3_8b.yaml"])
+def test_paper_presets_leave_mopenorca_out_until_its_path_is_set(preset, capsys, tmp_path):
+    """MOPENORCA is not public: the presets leave its path unset, so no placeholder repository
+    reaches a loader and its arms are left out, with a note naming the key to set."""
+    import cft_helpers.params as params_module
+
+    params_module._NOTES_PRINTED.clear()
+    p = load_params(preset)
+    assert "mopenorca" not in p.datasets and p.unset_datasets == ["mopenorca"]
+    assert set(p.disabled_arms) == MOPENORCA_ARMS and not MOPENORCA_ARMS & set(p.arms)
+    assert all("mopenorca" not in a.datasets for a in p.arms.values())
+    assert not any("your-org" in (getattr(d, "path", None) or "") for d in p.datasets.values())
+    assert p.strategy_arms(table="D8") == [] and p.mitigation_tables() == ["T5"]
+    assert p.mitigation.replay.english_dataset == {"multialpaca": "alpaca"}
+    assert "mopenorca" not in p.plan.dataset_rows and "p2_openorca" not in p.plan.reported_hours
+    err = capsys.readouterr().err
+    assert "datasets.mopenorca.path is not set" in err and "--set datasets.mopenorca.path=" in err
+    assert "12 arm(s)" in err and "d8_lora" in err
+    load_params(preset)
+    assert capsys.readouterr().err == ""  # said once per process
+    full = load_params(preset, overrides={"datasets.mopenorca.path": "me/mopenorca"})
+    assert MOPENORCA_ARMS <= set(full.arms) and full.disabled_arms == {} and full.unset_note() is None
+    assert full.datasets["mopenorca"].path == "me/mopenorca"
+    # a hub entry whose path is missing altogether is unset too
+    raw = yaml.safe_load((ROOT / preset).read_text())
+    del raw["datasets"]["mopenorca"]["path"]
+    assert set(load_params(_write(tmp_path, raw)).disabled_arms) == MOPENORCA_ARMS
+
+
+def test_an_unset_dataset_leaves_out_its_arms_and_every_reference_to_them(tmp_path):
+    raw = _smoke_raw()
+    raw["datasets"]["secret"] = {"source": "hub", "path": None, "schema": "orca", "lang_column": "lang"}
+    raw["arms"].update({
+        "p2_secret": {"phase": "phase2", "start": "p1_alpaca", "datasets": ["secret"]},
+        "after_secret": {"phase": "reverse2", "start": "p2_secret", "datasets": ["alpaca"]},   # starts from it
+        "gr_secret": {"phase": "mitigation", "start": "p1_instruct", "datasets": ["minstruct"],  # replays it
+                      "strategy": "GR_5", "table": "D8"}})
+    raw["mitigation"]["replay"]["english_dataset"] = {"minstruct": "secret", "multialpaca": "alpaca"}
+    raw.setdefault("plan", {})["reported_hours"] = {"p2_secret": 3, "p2_alpaca": 1}
+    raw["plan"]["dataset_rows"] = {"secret": 10, "alpaca": 5}
+    raw.setdefault("similarity", {})["stand_ins"] = {"p2_secret": "alpaca", "p1_alpaca": "alpaca"}
+    raw.setdefault("evaluation", {})["models"] = ["p1_alpaca", "after_secret"]
+    p = load_params(_write(tmp_path, raw))
+    assert p.disabled_arms == {"p2_secret": "secret", "after_secret": "secret", "gr_secret": "secret"}
+    assert not {"p2_secret", "after_secret", "gr_secret"} & set(p.arms) and "secret" not in p.datasets
+    assert p.mitigation.replay.english_dataset == {"multialpaca": "alpaca"}
+    assert p.plan.reported_hours == {"p2_alpaca": 1} and p.plan.dataset_rows == {"alpaca": 5}
+    assert p.similarity.stand_ins == {"p1_alpaca": "alpaca"} and p.evaluation.models == ["p1_alpaca"]
+    assert "p1_alpaca" in p.arms and p.arm_order()
+    raw["similarity"]["mpd_reference"] = "p2_secret"   # what cannot be dropped is an error naming the key
+    with pytest.raises(ParamsError, match=r"mpd_reference.*'p2_secret'.*datasets\.secret\.path"):
+        load_params(_write(tmp_path, raw))
+
+
+def test_a_placeholder_never_reaches_the_loader(tmp_path):
+    """Data preparation iterates the params' datasets: an unset one is not among them; and the hub
+    loader refuses an entry without a path rather than asking the hub for it."""
+    from cft_helpers.data.loaders import load_hub
+    from cft_helpers.data.schema import DataError
+    from cft_helpers.params import HubDataset
+
+    raw = _smoke_raw()
+    raw["datasets"]["secret"] = {"source": "hub", "schema": "orca", "lang_column": "lang"}
+    p = load_params(_write(tmp_path, raw))
+    assert "secret" not in p.datasets
+    with pytest.raises(DataError, match="datasets.secret.path is not set"):
+        load_hub("secret", HubDataset(source="hub", schema="orca", lang_column="lang"), p)

@@ -258,7 +258,8 @@ def test_mpd_peak_memory_stays_near_the_largest_tensor(tmp_path):
 def test_mpd_arms_follow_table_4(tmp_path, model_cache):
     ref, others = mpd_arms(load_params(write_params(tmp_path, model_cache, preset="default")))
     assert ref == "rev1" and others == ["p1_alpaca", "p1_instruct"]
-    ref, others = mpd_arms(load_params("params/paper/mistral7b.yaml"))
+    ref, others = mpd_arms(load_params("params/paper/mistral7b.yaml",
+                                       overrides={"datasets.mopenorca.path": "me/mopenorca"}))
     assert ref == "rev1" and set(others) == {"p1_alpaca", "p1_openorca", "p1_instruct", "rev1_mopenorca"}
 
 

@@ -2,10 +2,12 @@
 
 Sources (docs/ENGINEERING.md, "The offline world"):
 
-- ``hub``: ``datasets.load_dataset`` on a hub id (tatsu-lab/alpaca, DAMO-NLP-MT/multialpaca,
-  Open-Orca/OpenOrca, ...) or on a local folder laid out like the hub repository, which is how
-  the tests exercise this path offline. MULTIALPACA ships one ``<lang>.jsonl`` per language:
-  give ``data_files: {fr: fr.jsonl, ...}`` and each file's rows get that language.
+- ``hub``: a hub id (tatsu-lab/alpaca, DAMO-NLP-MT/multialpaca, Open-Orca/OpenOrca, ...) is
+  downloaded at its ``revision`` into the HF cache (:mod:`cft_helpers.hub`: one snapshot per
+  entry, the files in ``data_files`` or the whole repository) and ``datasets.load_dataset`` reads
+  the snapshot folder; a local folder laid out like the hub repository is read the same way,
+  which is how the tests exercise this path offline. MULTIALPACA ships one ``<lang>.jsonl`` per
+  language: give ``data_files: {fr: fr.jsonl, ...}`` and each file's rows get that language.
 - ``local``: one JSON / JSONL / Parquet file.
 - ``builtin``: our generator (cft_helpers.data.generator).
 
@@ -19,9 +21,11 @@ import random
 from pathlib import Path
 from typing import Any, Iterable
 
+from cft_helpers import hub
 from cft_helpers.data.generator import FAMILY_SCHEMA, generate
 from cft_helpers.data.schema import DataError, to_messages
 from cft_helpers.data.validate import language_problem, read_rows
+from cft_helpers.hub import HubRequest
 from cft_helpers.params import BuiltinDataset, HubDataset, LocalDataset, Params
 
 FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -71,11 +75,37 @@ def normalise_rows(rows: Iterable[dict[str, Any]], *, name: str, schema: str,
     return out
 
 
+def dataset_request(path: str, revision: str | None = None, files: Iterable[str] | None = None) -> HubRequest:
+    """The download of a hub dataset: the repository at ``revision``, only ``files`` (and its card,
+    which names its configs) when the params list them, else every file. What :func:`load_hf`
+    asks for, and ``python -m cft_helpers.fetch`` fetches."""
+    files = sorted(set(files)) if files else None
+    return HubRequest(path, "dataset", revision, (*files, "README.md") if files else None)
+
+
+def _repo_files(data_files: Any) -> list[str] | None:
+    """The repository files a ``data_files`` argument names (a file, a list, or split -> file(s))."""
+    if data_files is None:
+        return None
+    values = data_files.values() if isinstance(data_files, dict) else [data_files]
+    return [f for v in values for f in ([v] if isinstance(v, str) else v)]
+
+
 def load_hf(path: str, *, name: str | None = None, data_files: Any = None, split: str = "train",
              revision: str | None = None, cache_dir: Path | None = None,
              trust_remote_code: bool = False) -> list[dict]:
+    """Rows of one split through ``datasets.load_dataset``. A hub id is first downloaded (or found
+    in the HF cache) at ``revision`` by :func:`cft_helpers.hub.snapshot` and read as the local
+    folder it lands in, so the commit it resolved to is known and an offline rerun reads the same
+    files; a packaged builder ("json", "parquet") or a local folder is read as is."""
     import datasets
 
+    if hub.is_hub_id(path):
+        try:
+            path = str(hub.snapshot(dataset_request(path, revision, _repo_files(data_files))).folder)
+        except hub.HubError as exc:
+            raise DataError(f"dataset {path!r}: {exc}") from exc
+        revision = None  # the folder is that revision
     kwargs: dict[str, Any] = {"split": split}
     if name:
         kwargs["name"] = name
@@ -110,10 +140,18 @@ def read_table(file: Path, params: Params | None = None) -> list[dict]:
 
 def load_hub(name: str, spec: HubDataset, params: Params, dropped: list[dict] | None = None) -> list[dict]:
     """Rows of a hub dataset (or a local folder laid out like its repository), normalised."""
+    if spec.path is None:  # Params leaves such entries out; a caller that built its own must not get here
+        raise DataError(f"datasets.{name}.path is not set; set it to a hub id or a local folder")
     path = hub_path(params, spec.path)
     cache = params.cache_path / "datasets"
     common = dict(name=name, schema=spec.schema_, columns=spec.columns, source=f"hub:{spec.path}",
                   dropped=dropped)
+    if hub.is_hub_id(path):  # one download for every file of the entry (fetch asks for the same)
+        try:
+            path = str(hub.snapshot(dataset_request(path, spec.revision, (spec.data_files or {}).values())).folder)
+        except hub.HubError as exc:
+            raise DataError(f"datasets.{name}: {exc}") from exc
+        spec = spec.model_copy(update={"revision": None})  # the folder is that revision
     if spec.data_files:
         rows: list[dict] = []
         for lang, file in spec.data_files.items():

@@ -5,8 +5,10 @@
     rows = training_examples(params, ["alpaca", "multialpaca"])   # the mixture arm's data
 
 Outputs under ``<run_dir>/data/``: ``<name>.train.jsonl``, ``<name>.heldout.jsonl`` and
-``report.json`` (rows per split and language, a content hash per file, examples). The content
-hashes feed the input hash of every arm trained on the data, so changed data retrains.
+``report.json`` (rows per split and language, a content hash per file, examples; for a hub
+dataset the repository, the revision asked for and the commit it was read at; the datasets left
+out because their path is not set, and their arms). The content hashes feed the input hash of
+every arm trained on the data, so changed data retrains.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+from cft_helpers import hub
 from cft_helpers.data.generator import GENERATOR_VERSION, render_in_language
 from cft_helpers.data.loaders import load_splits
-from cft_helpers.params import Params, stable_hash
+from cft_helpers.params import HubDataset, Params, stable_hash
 from cft_helpers.runs import RunStore, atomic_write_json, read_json, read_jsonl, write_jsonl
 
 
@@ -41,6 +44,8 @@ def prepare_datasets(params: Params, store: RunStore | None = None, force: bool 
     stage.begin(force=force)
     try:
         report: dict[str, Any] = {"seed": params.seed, "datasets": {}}
+        if params.unset_datasets:  # left out with their arms (Params._leave_out_unset_datasets)
+            report["left_out"] = {"datasets": params.unset_datasets, "arms": params.disabled_arms}
         names = list(params.datasets)
         it = names
         if progress:
@@ -50,7 +55,12 @@ def prepare_datasets(params: Params, store: RunStore | None = None, force: bool 
         for name in it:
             dropped: list[dict] = []
             splits = load_splits(name, params, dropped)
-            entry: dict[str, Any] = {"source": params.datasets[name].source}
+            spec = params.datasets[name]
+            entry: dict[str, Any] = {"source": spec.source}
+            if isinstance(spec, HubDataset) and hub.is_hub_id(spec.path):
+                # what the data was read at: `main` moves, the commit does not
+                entry["hub"] = {"repo": spec.path, "revision": spec.revision,
+                                "commit": hub.resolved_sha("dataset", spec.path, spec.revision)}
             if params.datasets[name].bad_rows == "drop":  # nothing left out silently
                 kinds: dict[str, int] = {}
                 for d in dropped:

@@ -34,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
-from cft_helpers.generation import generate_responses, uses_vllm
+from cft_helpers.generation import generate_responses, uses_vllm, vllm_python_of
 from cft_helpers.models import fetch_wheel, load_model, load_tokenizer, model_checkpoint, trusts_remote_code
 from cft_helpers.params import AlpacaEvalData, Benchmark, Judge, Params, stable_hash
 from cft_helpers.runtime import configure_runtime
@@ -200,7 +200,7 @@ def chatml_to_messages(prompt: str) -> list[dict]:
 
 def local_completions(prompts: Sequence[str], model_name: str, max_tokens: int = 100, *, model, tok,
                       batch_size: int, cache_file: Path, progress: bool = True, vllm_checkpoint=None,
-                      trust_remote_code: bool = False, **_: Any) -> dict[str, list]:
+                      trust_remote_code: bool = False, vllm_python: str | None = None, **_: Any) -> dict[str, list]:
     """alpaca_eval's decoder interface on a model of ours: greedy, with the judge's chat
     template, batched and resumable (``cache_file``); HF generate on ``model``, or vLLM on
     ``vllm_checkpoint``."""
@@ -208,7 +208,7 @@ def local_completions(prompts: Sequence[str], model_name: str, max_tokens: int =
     texts = generate_responses(model, tok, [chatml_to_messages(p) for p in prompts], max_new_tokens=max_tokens,
                                batch_size=batch_size, cache_file=cache_file, progress=progress,
                                desc=f"judge {model_name}", vllm_checkpoint=vllm_checkpoint,
-                               trust_remote_code=trust_remote_code)
+                               trust_remote_code=trust_remote_code, vllm_python=vllm_python)
     per = (time.perf_counter() - t0) / max(len(prompts), 1)
     return {"completions": texts, "price_per_example": [math.nan] * len(texts),
             "time_per_example": [per] * len(texts)}
@@ -239,7 +239,8 @@ def judge_answers(params: Params, judge: Judge, items: Sequence[dict], answers: 
         model, tok, ckpt, trust = _local_judge(params, judge.model, load_weights=not vllm)
         extra["fn_completions"] = partial(local_completions, model=model, tok=tok, batch_size=judge.batch_size,
                                           cache_file=jfolder / "generations.jsonl", progress=progress,
-                                          vllm_checkpoint=ckpt if vllm else None, trust_remote_code=trust)
+                                          vllm_checkpoint=ckpt if vllm else None, trust_remote_code=trust,
+                                          vllm_python=vllm_python_of(params))
         if vllm:  # one vLLM start for all items, not one per chunk (its own cache keeps progress)
             chunk = max(len(items), 1)
     annotator = PairwiseAnnotator(annotators_config=str(config), caching_path=str(jfolder / "annotations.json"),
@@ -357,7 +358,8 @@ def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str, pr
                                  max_new_tokens=max_new, batch_size=params.evaluation.batch_size,
                                  cache_file=store.alpacaeval_answers(name, ident), progress=progress,
                                  desc=f"AlpacaEval answers ({name})", vllm_checkpoint=vllm_checkpoint,
-                                 seed=params.seed, trust_remote_code=trusts_remote_code(params, name))
+                                 seed=params.seed, trust_remote_code=trusts_remote_code(params, name),
+                                 vllm_python=vllm_python_of(params))
     prefs = judge_answers(params, judge, items, answers, folder, progress=progress)
     summary = win_rate(prefs)
     if summary["n_total"] == 0:

@@ -15,6 +15,14 @@ identity and the suite's settings: rerunning evaluates only what changed.
     results = evaluate_models(params, ["p1_alpaca", "p2_alpaca"])
     ability_table(params, results)        # per model: each benchmark, EA, MA, combined
 
+Weights run in ``evaluation.dtype`` (auto: bf16 on a CUDA GPU that has it, fp32 elsewhere;
+log-softmax always in fp32). With ``runtime.processes`` above 1 a model is evaluated by
+``accelerate launch`` of ``python -m cft_helpers.evaluate`` in that many processes: data
+parallel, each process scores its shard of every task's items (lm-eval's rank / world_size),
+lm-eval gathers the per-item results to the main process, which alone writes the run store.
+AlpacaEval (generation + judge) runs on the main process only. Answers stop at the chat
+template's end-of-turn token as well as at eos (``generation.stop_token_ids``).
+
 Imports :mod:`cft_helpers.evaluation.shared_prefix` inside the function that runs lm-eval: it
 imports torch, which the book's scheduler (it imports this module) must not.
 """
@@ -24,6 +32,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,7 +43,7 @@ from cft_helpers.evaluation.ifeval_offline import write_ifeval_task
 from cft_helpers.evaluation.offline_tasks import (PER_LANGUAGE, SCORED_AS, SUITE_VERSION, task_name,
                                                   write_task_files)
 from cft_helpers.evaluation.scoring import DEFAULT_SCORER
-from cft_helpers.generation import uses_vllm
+from cft_helpers.generation import stop_token_ids, uses_vllm
 from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params, stable_hash
 from cft_helpers.evaluation.alpacaeval import alpaca_spec, reference_label, run_alpaca_eval
 from cft_helpers.models import load_model, load_tokenizer, resolve_model
@@ -42,15 +51,35 @@ from cft_helpers.runs import KeyedFile, MissingArtifact, RunStore, atomic_write_
 from cft_helpers.runtime import configure_runtime
 
 
+def eval_dtype(params: Params, device: str | None = None) -> str:
+    """The weights' dtype while evaluating (``evaluation.dtype``): auto is bfloat16 on a CUDA
+    device that supports it, else float32 (every CPU, so CPU numbers stay those of before)."""
+    chosen = params.evaluation.dtype
+    if chosen != "auto":
+        return chosen
+    if (device or params.runtime.device) == "cpu":  # (no torch import: the scheduler hashes suites)
+        return "float32"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "float32"
+    if device is None and params.runtime.device == "auto":
+        device = "cuda"
+    return "bfloat16" if str(device).startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+
+
 def suite_hash(params: Params) -> str:
     versions = {"suite_version": SUITE_VERSION}
+    dtype = eval_dtype(params)
+    if dtype != "float32":  # in the hash only when not float32: the hashes of before stay valid
+        versions["dtype"] = dtype
     if alpaca_spec(params) and uses_vllm(params):  # its answers may differ from HF's
         versions["generation_engine"] = "vllm"
     if params.evaluation.engine != "lm_eval":  # another engine's float32 sums (absent for lm-eval's)
         versions["request_engine"] = params.evaluation.engine
     if any(b.source == "cft" for b in params.evaluation.benchmarks.values()):
         versions["cft_tasks_version"] = CFT_TASKS_VERSION  # (absent otherwise: older hashes stay valid)
-    evaluation = params.evaluation.model_dump(exclude={"models", "engine"})
+    evaluation = params.evaluation.model_dump(exclude={"models", "engine", "dtype"})
     for b in evaluation["benchmarks"].values():  # fields only AlpacaEval sets: absent when unset,
         for k in ("judge", "reference"):       # so the suites of before they existed keep their hash
             if b.get(k) is None:
@@ -140,11 +169,59 @@ def evaluation_done(params: Params, name: str, store: RunStore) -> bool:
     return result.read(evaluation_key(params, resolve_model(params, store, name)[1])) is not None
 
 
+def _launched() -> bool:
+    """Whether this process is one of several started by ``accelerate launch`` / ``torchrun``."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _processes(params: Params):
+    """The processes of this launch (one: a plain ``Processes``); collectives time out after
+    ``runtime.dist_timeout_s``, so no process waits in one while another works for long."""
+    from cft_helpers.distributed import Processes
+
+    return Processes(timeout_s=params.runtime.dist_timeout_s)
+
+
+def _run_token(procs) -> str:
+    """A token of this evaluation, the same in every process (the main one draws it): the
+    others know the record is written when it carries the token (a rerun with ``force``
+    finds the previous record under the same key)."""
+    import uuid
+
+    token = [uuid.uuid4().hex]
+    if procs.world_size > 1:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(token, src=0)
+    return token[0]
+
+
+def _process_device(device: str) -> str:
+    """This process's device: under a launch each process takes the GPU of its local rank."""
+    if device == "cuda" and _launched():
+        import torch
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return f"cuda:{local}"
+    return device
+
+
 def evaluate_model(params: Params, name: str, store: RunStore | None = None, force: bool = False,
                    progress: bool = True) -> dict[str, Any]:
-    """Run the suite on one model or arm (cached); returns its results record."""
+    """Run the suite on one model or arm (cached); returns its results record.
+
+    With ``runtime.processes`` above 1 (and not already in a launched process) the evaluation
+    runs in that many processes (:func:`cft_helpers.evaluate.launch_evaluation`); inside a launch,
+    every process calls this, each evaluates its shard, and every process returns the record the
+    main one wrote."""
     store = store or RunStore(params.run_path)
+    procs = _processes(params)
+    if not procs.is_main:
+        procs.wait()  # the main process resolves first: it may build the checkpoint (a model cache entry)
     ckpt, ident, template = resolve_model(params, store, name)
+    if procs.is_main:
+        procs.wait()
     key = evaluation_key(params, ident)
     result = KeyedFile(store.eval_result(name))
     if not force:
@@ -154,35 +231,81 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
                 if bench in params.evaluation.benchmarks and "scorer" not in entry:  # was recorded
                     entry["scorer"] = scorer_label(params.evaluation.benchmarks[bench])
             return cached
+    if params.runtime.processes > 1 and not _launched():
+        from cft_helpers.evaluate import launch_evaluation
+
+        launch_evaluation(params, [name], force=force)
+        record = result.read(key)
+        if record is None:
+            raise RuntimeError(f"model {name!r}: the launched evaluation wrote no results to {result.path}")
+        return record
     plan = task_plan(params)
     alpaca = alpaca_spec(params)
+    run = _run_token(procs)
     record: dict[str, Any] = {"model": name, "key": key, "checkpoint": str(ckpt), "suite": suite_hash(params),
                               "benchmarks": {}, "tasks": {}}
     if plan or alpaca:
-        device = configure_runtime(params)
+        device = _process_device(configure_runtime(params))
+        dtype = eval_dtype(params, device)
+        record.update(dtype=dtype, processes=procs.world_size)
         tok = load_tokenizer(ckpt, chat_template=template)
         chat = tok.chat_template or ""
         record.update(chat_template_sha=hashlib.sha256(chat.encode()).hexdigest()[:16], chat_template=chat)
         samples: list[dict] = []
-        # AlpacaEval first: a judge that fails (no key: before any generation) does so before
-        # lm-eval's hour, and vLLM (a child process) finds the GPU free of the HF model.
+        alpaca_samples: list[dict] = []
         vllm = bool(alpaca) and uses_vllm(params)
         model = None
-        if alpaca:
+        # One process: AlpacaEval first (a judge that fails, no key, does so before lm-eval's
+        # hour; vLLM, a child process, finds the GPU free of the HF model). Several: lm-eval
+        # first, in every process, then AlpacaEval in the main one alone (one answer cache, one
+        # judge client) while the others wait outside any collective (it may take hours).
+        alpaca_first = procs.world_size == 1
+        if alpaca and alpaca_first:
             if not vllm:
-                model = load_model(ckpt).to(device).eval()
-            _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, progress,
+                model = load_model(ckpt, dtype).to(device).eval()
+            _add_alpaca_eval(params, store, name, model, tok, ident, record, alpaca_samples, progress,
                              vllm_checkpoint=ckpt if vllm else None)
         if plan:
-            model = model if model is not None else load_model(ckpt).to(device).eval()
-            lm = _run_lm_eval(params, store, model, tok, device, plan, samples, name)
-            record["benchmarks"].update(lm.pop("benchmarks"))
-            record["tasks"].update(lm.pop("tasks"))
-            record.update(lm)
-        write_jsonl(store.eval_samples(name), samples)
+            if procs.is_main:
+                write_suite(params, store)
+            procs.wait()  # (the others read the task files the main process wrote)
+            model = model if model is not None else load_model(ckpt, dtype).to(device).eval()
+            lm = _run_lm_eval(params, store, model, tok, device, plan, samples, name, dtype)
+            if lm is not None:  # None in every process but the main one
+                record["benchmarks"].update(lm.pop("benchmarks"))
+                record["tasks"].update(lm.pop("tasks"))
+                record.update(lm)
+        if alpaca and not alpaca_first and procs.is_main:
+            if vllm and model is not None:  # the GPU for vLLM's child process
+                del model
+                model = None
+                _free_gpu()
+            elif model is None:
+                model = load_model(ckpt, dtype).to(device).eval()
+            _add_alpaca_eval(params, store, name, model, tok, ident, record, alpaca_samples, progress,
+                             vllm_checkpoint=ckpt if vllm else None)
+        if procs.is_main:
+            write_jsonl(store.eval_samples(name), alpaca_samples + samples)
         del model
-    result.write(key, record)
-    return record
+    else:
+        record["dtype"] = eval_dtype(params)
+    if procs.world_size > 1:  # (one process: no token, so two runs give the same record)
+        record["run"] = run
+    if procs.is_main:
+        result.write(key, record)
+        return record
+    procs.wait_until(lambda: (result.read(key) or {}).get("run") == run, f"the main process's results of {name}")
+    return result.read(key)
+
+
+def _free_gpu() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, progress,
@@ -207,16 +330,29 @@ def _task_manager(include_paths: tuple[str, ...], with_lm_eval_tasks: bool = Tru
     return TaskManager(include_path=list(include_paths), include_defaults=with_lm_eval_tasks)
 
 
-def _run_lm_eval(params, store, model, tok, device, plan, samples, name: str = "") -> dict[str, Any]:
+def make_lm(params: Params, model, tok, device: str, dtype: str = "float32"):
+    """lm-eval's model over ``model`` in memory: ``SharedPrefixHFLM`` (engine cft) or lm-eval's
+    ``HFLM`` (engine lm_eval, as ``LaunchHFLM``), either one sharding lm-eval's requests over the
+    processes of a launch and stopping answers at :func:`generation.stop_token_ids`."""
+    from cft_helpers.evaluation.shared_prefix import LaunchHFLM, SharedPrefixHFLM
+
+    cfg = params.evaluation
+    cls = SharedPrefixHFLM if cfg.engine == "cft" else LaunchHFLM
+    # bf16 weights: log-softmax in fp32 all the same (fp32 weights: as before, lm-eval's default)
+    extra = {"softmax_dtype": "float32"} if dtype != "float32" else {}
+    return cls(pretrained=model, tokenizer=tok, batch_size=cfg.batch_size, max_length=cfg.max_length,
+               device=device, stop_token_ids=stop_token_ids(tok, model), **extra)
+
+
+def _run_lm_eval(params, store, model, tok, device, plan, samples, name: str = "",
+                 dtype: str = "float32") -> dict[str, Any] | None:
+    """lm-eval's calls for the suite; the results record's lm-eval part, or None in every
+    process of a launch but the main one (lm-eval gathers the results there)."""
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
 
     folder = write_suite(params, store)
     cfg = params.evaluation
-    if cfg.engine == "cft":
-        from cft_helpers.evaluation.shared_prefix import SharedPrefixHFLM as HFLM  # noqa: F811
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=cfg.batch_size, max_length=cfg.max_length,
-              device=device)
+    lm = make_lm(params, model, tok, device, dtype)
     lm.stage = f"evaluating {name}".strip()  # the book's progress lines (our engine reports them)
     manager = _task_manager((str(folder), *(str(params.path(p)) for p in cfg.include_paths)),
                             any(b.source == "lm_eval" for b in cfg.benchmarks.values()))
@@ -238,6 +374,8 @@ def _run_lm_eval(params, store, model, tok, device, plan, samples, name: str = "
                                     log_samples=True, limit=limit, gen_kwargs=gen, bootstrap_iters=100,
                                     verbosity="ERROR") for names, limit, gen in calls]
     wall = time.perf_counter() - t0
+    if any(out is None for out in outs):
+        return None
     tasks: dict[str, Any] = {}
     for (names, _, _), out in zip(calls, outs):
         for t in names:
@@ -314,7 +452,13 @@ def _samples(out: dict, task: str, metrics: dict) -> list[dict]:
     """The generated answers of a task (and of a group's subtasks), one row per item."""
     rows = []
     for sub in [task, *out.get("group_subtasks", {}).get(task, [])]:
-        for s in out["samples"].get(sub, []):
+        # gathered from several processes, the items come shard by shard: back in the order of
+        # one process (by filter, then item)
+        filters: dict[Any, int] = {}
+        listed = out["samples"].get(sub, [])
+        for s in listed:
+            filters.setdefault(s.get("filter"), len(filters))
+        for s in sorted(listed, key=lambda s: (filters[s.get("filter")], s["doc_id"])):
             resp = s.get("filtered_resps", [None])
             rows.append({"task": sub, "doc_id": s["doc_id"], "target": s.get("target"),
                          "response": resp[0] if isinstance(resp, list) and resp and isinstance(resp[0], str)

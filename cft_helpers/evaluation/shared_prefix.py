@@ -22,6 +22,13 @@ The numbers are lm-eval's up to float32 rounding (the same sums in another order
 and per-item scores; ``benchmarks/bench_evaluation.py`` measures both on the default suite).
 Models whose logits are more than ``lm_head(final hidden state)`` (soft-capping, logit scales)
 and requests longer than the model's window run through lm-eval's own code.
+
+Both engines (``LaunchHFLM`` is lm-eval's ``HFLM`` with the two additions) take part in a
+launch of several processes (``accelerate launch``, ``torchrun``): lm-eval's ``HFLM`` given a
+model in memory assumes one process, so its rank and world size are set here from the process
+group, and lm-eval's evaluator then gives each process its shard of every task's items and
+gathers the per-item results on rank 0. And both stop an answer at ``stop_token_ids`` (eos and
+the chat template's end of turn, ``generation.stop_token_ids``), not at eos alone.
 """
 
 from __future__ import annotations
@@ -50,10 +57,45 @@ def _select_rows(cache, rows: torch.Tensor, config):
     return out
 
 
-class SharedPrefixHFLM(HFLM):
-    """``HFLM`` (lm-eval 0.4) whose log-likelihood and greedy-generation loops share prefixes."""
+class LaunchHFLM(HFLM):
+    """lm-eval's ``HFLM`` on a model in memory, one data-parallel shard per process of a launch,
+    answers stopped at ``stop_token_ids`` as well as at the model's eos."""
 
     stage = "evaluating"  # what the progress lines call this model's evaluation (the harness names it)
+
+    def __init__(self, *args, stop_token_ids=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop_ids = [int(i) for i in stop_token_ids or []]
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # what HFLM sets itself only for a model it loads by name under accelerate
+            self._rank, self._world_size = dist.get_rank(), dist.get_world_size()
+
+    def all_gather(self, tensor):
+        """Every process's ``tensor``, concatenated (0-d tensors stacked), as accelerate's gather."""
+        if self.world_size <= 1:
+            return tensor
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.stack(parts) if tensor.dim() == 0 else torch.cat(parts)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        if self.stop_ids:  # HF generate stops at any of them (else only the generation config's eos)
+            generation_kwargs.setdefault("eos_token_id", self.stop_ids)
+        return super()._model_generate(context, max_length, stop, **generation_kwargs)
+
+
+class SharedPrefixHFLM(LaunchHFLM):
+    """``HFLM`` (lm-eval 0.4) whose log-likelihood and greedy-generation loops share prefixes."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -299,7 +341,7 @@ class SharedPrefixHFLM(HFLM):
     def _eos_ids(self) -> set[int]:
         ids = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         ids = ids if isinstance(ids, (list, tuple)) else [ids]
-        return {int(i) for i in [*ids, self.eot_token_id] if i is not None}
+        return {int(i) for i in [*ids, self.eot_token_id, *self.stop_ids] if i is not None}
 
     def _encode_prompts(self, contexts: list[str], max_ctx_len: int) -> list[list[int]]:
         """Token ids of each prompt as lm-eval's ``tok_batch_encode`` gives them (same special

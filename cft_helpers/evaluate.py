@@ -1,0 +1,89 @@
+"""Evaluating models from a shell, and in several processes under ``accelerate launch``.
+
+    python -m cft_helpers.evaluate --params params/paper/llama3_8b.yaml --model p2_alpaca
+    python -m cft_helpers.evaluate --params smoke --model base --set runtime.processes=2
+
+With ``runtime.processes`` above 1 the command (and :func:`cft_helpers.evaluation.harness.evaluate_model`
+called from a notebook) relaunches itself by ``accelerate launch`` in that many processes: data
+parallel, each process holds the whole model on its own GPU (in ``evaluation.dtype``) and scores
+its shard of lm-eval's items; the main process gathers them and alone writes the run store
+(docs/CLUSTER.md, "Evaluation on every GPU"). Always accelerate's plain multi-process
+launcher: ``runtime.launch_config`` (FSDP, ZeRO-3) shards training's optimizer state, which
+evaluation has none of.
+
+Imports the evaluation harness only when it runs: importing this module stays free of torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from typing import Sequence
+
+from cft_helpers.launch import override_args
+from cft_helpers.lock import RunLocked, check_run_lock
+from cft_helpers.params import Params, load_params
+
+
+def evaluate_command(params: Params, names: Sequence[str], force: bool = False) -> list[str]:
+    """``accelerate launch`` of this CLI on ``names`` in ``runtime.processes`` processes (the
+    same params file and overrides). ``--multi_gpu`` picks accelerate's torchrun launcher,
+    which also serves a CPU-only machine (gloo)."""
+    if params.source_path is None:
+        raise ValueError("evaluation in several processes needs params loaded from a file (load_params)")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(params.runtime.processes),
+           "--num_machines", "1", "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "cft_helpers.evaluate", "--params", str(params.source_path)]
+    cmd += [x for n in names for x in ("--model", n)] + override_args(params)
+    return cmd + (["--force"] if force else [])
+
+
+def launch_evaluation(params: Params, names: Sequence[str], force: bool = False) -> None:
+    """Evaluate ``names`` in ``runtime.processes`` processes; raises if the launch fails."""
+    cmd = evaluate_command(params, names, force)
+    # (the launched processes print nothing of their own: this process reports)
+    proc = subprocess.run(cmd, cwd=params.root or None, env={**os.environ, "CFT_EVALUATE_QUIET": "1"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"evaluation of {', '.join(names)}: `{' '.join(cmd)}` exited with {proc.returncode}; "
+                           "its output is above")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cft_helpers.evaluate",
+                                 description="Run the evaluation suite (lm-eval, AlpacaEval) on models or arms.")
+    ap.add_argument("--params", required=True, help="params YAML file or preset name")
+    ap.add_argument("--model", required=True, action="append", help="model or arm to evaluate; repeatable")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="override, e.g. evaluation.dtype=bfloat16 (repeatable)")
+    ap.add_argument("--force", action="store_true", help="evaluate again even if cached")
+    ap.add_argument("--no-progress", action="store_true")
+    ns = ap.parse_args(argv)
+    params = load_params(ns.params, overrides=ns.overrides)
+    try:
+        check_run_lock(params.run_path)  # a book running on this store: only its own children pass
+    except RunLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    from cft_helpers.evaluation.harness import _launched, abilities, evaluate_model
+
+    if params.runtime.processes > 1 and not _launched():
+        launch_evaluation(params, ns.model, force=ns.force)  # all models in one launch
+    records = {n: evaluate_model(params, n, force=ns.force, progress=not ns.no_progress) for n in ns.model}
+    if os.environ.get("CFT_EVALUATE_QUIET") != "1" and int(os.environ.get("RANK", "0")) == 0:
+        for name, record in records.items():
+            ab = abilities(params, record)
+            print(json.dumps({"model": name, "EA": ab["EA"], "MA": ab["MA"], "dtype": record.get("dtype"),
+                              "processes": record.get("processes"),
+                              "benchmarks": {b: v["score"] for b, v in record.get("benchmarks", {}).items()}}))
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # launched: leave the process group cleanly
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

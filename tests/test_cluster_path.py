@@ -1,0 +1,306 @@
+"""The paper's cluster path on this CPU: two processes over gloo (accelerate launch), and the
+save logic that FSDP and ZeRO-3 need, tested underneath where accelerate refuses them on a CPU.
+
+What a CPU cannot show (FSDP and DeepSpeed themselves) is listed in docs/ENGINEERING.md,
+"Scaling out".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import weakref
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cft_helpers.data import prepare_datasets
+from cft_helpers.params import load_params
+from cft_helpers.runs import RunStore
+from cft_helpers.train import final_state_dict, merge_adapter, save_gathered, train_arm, train_arms
+
+from conftest import tiny_llama, write_params
+
+# Global batch 4 = micro 2 x 2 processes; 3 steps keep the launches short.
+TWO = {"training.micro_batch_size": 2, "training.max_steps": 3}
+TIMEOUT_S = 20   # the process group's timeout in the launch (runtime.dist_timeout_s)
+SLOW_S = 32      # rank 0's replay generation takes this much longer than the timeout allows
+
+# Loaded by every launched process (PYTHONPATH): records what each rank writes under the run
+# store (Python's audit events catch every open for writing, rename, mkdir and delete), and
+# makes rank 0's replay generation slow.
+SITECUSTOMIZE = textwrap.dedent('''
+    import os, sys, time
+    if "RANK" in os.environ and "CFT_TEST_STORE" in os.environ:
+        _rank = os.environ["RANK"]
+        _store = os.environ["CFT_TEST_STORE"]
+        _log = open(os.path.join(os.environ["CFT_TEST_LOG"], f"writes.{_rank}.{os.getpid()}"), "a")
+        _WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+        def _hook(event, args):
+            paths = ()
+            if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+                mode, flags = args[1], args[2]
+                if (mode and any(c in str(mode) for c in "wax+")) or (isinstance(flags, int) and flags & _WRITE):
+                    paths = (args[0],)
+            elif event in ("os.rename", "os.replace"):
+                paths = (args[0], args[1])
+            elif event in ("os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree", "os.unlink"):
+                paths = (args[0],)
+            for p in paths:
+                p = os.fsdecode(p)
+                if os.path.abspath(p).startswith(_store):
+                    _log.write(f"{event}\\t{os.path.abspath(p)}\\n")
+                    _log.flush()
+
+        sys.addaudithook(_hook)
+        import torch.distributed as _dist
+        _init = _dist.init_process_group
+
+        def _init_logged(*a, **k):  # the timeout the process group is created with
+            t = k.get("timeout")
+            with open(os.path.join(os.environ["CFT_TEST_LOG"], f"group_timeout.{_rank}"), "w") as f:
+                f.write(str(t.total_seconds() if t is not None else None))
+            return _init(*a, **k)
+
+        _dist.init_process_group = _init_logged
+        if _rank == "0" and os.environ.get("CFT_TEST_SLOW_S"):
+            import cft_helpers.generation as _g
+            _orig = _g.generate_responses
+
+            def _slow(*a, **k):
+                t0 = time.time()
+                time.sleep(float(os.environ["CFT_TEST_SLOW_S"]))
+                out = _orig(*a, **k)
+                with open(os.path.join(os.environ["CFT_TEST_LOG"], "slow_rank0"), "w") as f:
+                    f.write(str(time.time() - t0))
+                return out
+
+            _g.generate_responses = _slow
+''')
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory, model_cache):
+    """A store with Phase 1 trained in one process, then GR_10 and LoRA each trained by a
+    two-process launch, rank 0's generation slowed past the process group's timeout; plus
+    LoRA trained again in one process (arm ``lora_1p``) to compare with."""
+    tmp = tmp_path_factory.mktemp("cluster")
+    hooks, log = tmp / "hooks", tmp / "log"
+    hooks.mkdir()
+    log.mkdir()
+    (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    lora_1p = {"phase": "mitigation", "start": "p1_instruct", "datasets": ["multialpaca"], "strategy": "LoRA",
+               "label": "LoRA (one process)"}
+    path = write_params(tmp, model_cache)
+    one = load_params(path, overrides={**TWO, "arms.lora_1p": lora_1p})
+    two = load_params(path, overrides={**TWO, "arms.lora_1p": lora_1p, "runtime.processes": 2,
+                                       "runtime.dist_timeout_s": TIMEOUT_S})
+    prepare_datasets(one, progress=False)
+    train_arms(one, ["p1_instruct", "lora_1p"], progress=False)
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        mp.setenv("CFT_TEST_STORE", str(Path(two.run_path).resolve()))
+        mp.setenv("CFT_TEST_LOG", str(log))
+        mp.setenv("CFT_TEST_SLOW_S", str(SLOW_S))
+        train_arms(two, ["gr_10", "lora"], progress=False)
+    finally:
+        mp.undo()
+    return two, RunStore(two.run_path), log
+
+
+def _writes(log: Path, rank: int) -> list[tuple[str, Path]]:
+    out = []
+    for f in log.glob(f"writes.{rank}.*"):
+        out += [(e, Path(p)) for e, p in (line.split("\t") for line in f.read_text().splitlines())]
+    return out
+
+
+def test_gr_generation_is_shared_and_a_slow_rank_outlives_the_timeout(launched):
+    params, store, log = launched
+    assert float((log / "slow_rank0").read_text()) > SLOW_S > TIMEOUT_S  # rank 0 did idle past it
+    # ... and the process group was made with runtime.dist_timeout_s, in every process
+    assert [float((log / f"group_timeout.{r}").read_text()) for r in (0, 1)] == [TIMEOUT_S, TIMEOUT_S]
+    m = store.arm_metrics("gr_10")
+    assert m["processes"] == 2 and m["steps"] == 3
+    summary = json.loads(store.replay_summary("gr_10").read_text())
+    # 10% of the 22 Phase-2 rows: 2 prompts, one per process, each in its own cache
+    assert summary["replay_rows"] == 2 and summary["generation_processes"] == 2
+    caches = {p.name: p.read_text().count("\n") for p in store.replay_generation_files("gr_10")}
+    assert caches == {"generations.jsonl": 1, "generations.rank1.jsonl": 1}
+    replay = [json.loads(x) for x in store.replay_file("gr_10").read_text().splitlines()]
+    assert len(replay) == 2 and all(r["messages"][-1]["role"] == "assistant" for r in replay)
+
+
+def test_only_the_main_process_writes_the_run_store(launched):
+    """Rank 1 writes its own replay share and at most the Trainer's per-process resume state
+    (checkpoints/), nothing else: no replay set, summary, model, metrics or log. (Before, every
+    process wrote replay.jsonl and summary.json.)"""
+    params, store, log = launched
+    root = Path(params.run_path).resolve()
+    main = _writes(log, 0)
+    assert any(p.name == "replay.jsonl" for _, p in main) and any(p.name == "metrics.json" for _, p in main)
+    other = _writes(log, 1)
+    assert other, "the audit hook saw no write of rank 1 at all"
+    allowed = []
+    for event, p in other:
+        if event == "os.mkdir":  # makedirs(exist_ok=True) of folders the main process made
+            continue
+        rel = p.relative_to(root).parts
+        ok = (rel[:1] == ("arms",) and (
+            (rel[2:3] == ("replay",) and (len(rel) == 3 or rel[3] == "generations.rank1.jsonl"))
+            or rel[2:3] == ("checkpoints",)))
+        assert ok, f"rank 1 wrote {p} ({event})"
+        allowed.append(p)
+    assert any(p.name == "generations.rank1.jsonl" for p in allowed)
+
+
+def test_lora_in_two_processes_saves_the_adapter_and_merges_it(launched):
+    params, store, _ = launched
+    two, one = store.arm_metrics("lora"), store.arm_metrics("lora_1p")
+    assert two["processes"] == 2 and two["final_dtype"] == "float32"
+    adapter = load_file(str(store.arm_adapter_dir("lora") / "adapter_model.safetensors"))
+    assert adapter and all(v.numel() > 0 for v in adapter.values())
+    start = store.arm_checkpoint("p1_instruct")
+    merged = load_file(f"{two['checkpoint']}/model.safetensors")
+    rebuilt = merge_adapter(start, store.arm_adapter_dir("lora")).state_dict()
+    assert all(torch.equal(merged[k], rebuilt[k]) for k in merged)
+    # the same training in one process: the same weights up to float rounding
+    single = load_file(f"{one['checkpoint']}/model.safetensors")
+    assert max(float((merged[k] - single[k]).abs().max()) for k in merged) <= 1e-6
+    base = load_file(f"{start}/model.safetensors")
+    assert max(float((merged[k] - base[k]).abs().max()) for k in base) > 1e-4  # the adapter moved it
+
+
+def _lora_model(start: Path):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_llama(layers=2), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(1)
+    for n, p in model.named_parameters():
+        if "lora_" in n:
+            p.data.normal_()
+    return model
+
+
+def test_save_gathered_writes_the_gathered_state_not_the_local_shards(tmp_path):
+    """Under ZeRO-3 a process's own parameters are empty placeholders and under FSDP its shard:
+    the final model and the adapter must come from the gathered state dict alone."""
+    start = tmp_path / "start"
+    tiny_llama(start, layers=2)
+    model = _lora_model(start)
+    gathered = {k: v.clone() for k, v in model.state_dict().items()}
+    expected = model.merge_and_unload().state_dict()
+    model = _lora_model(start)
+    for n, p in model.named_parameters():  # what one process holds under ZeRO-3
+        p.data = torch.empty(0)
+    save_gathered(model, gathered, tmp_path / "out", start, tmp_path / "adapter")
+    adapter = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    lora = {k: v for k, v in gathered.items() if "lora_" in k}
+    assert len(adapter) == len(lora) == 8
+    for k, v in adapter.items():
+        assert torch.equal(v, lora[k.replace(".weight", ".default.weight")]), k
+    out = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert all(torch.equal(out[k], expected[k]) for k in out)
+
+
+def test_deepspeed_final_state_takes_fp32_masters_and_frozen_start_tensors(tmp_path, monkeypatch):
+    """ZeRO-3 with bf16 holds the model's tensors in bf16: the trained ones come from the
+    optimizer's fp32 masters (DeepSpeed's safe_get_full_fp32_param), the frozen ones from the
+    start checkpoint, so frozen tensors stay bit-identical and nothing is saved rounded."""
+    import types
+
+    start = tmp_path / "start"
+    fp32 = tiny_llama(start, layers=2)
+    masters = {}
+    model = tiny_llama(layers=2)
+    for n, p in model.named_parameters():
+        p.requires_grad = "layers.1." in n
+        if p.requires_grad:
+            masters[n] = p.data.clone() + 0.125      # what training made of it, in fp32
+        p.data = p.data.to(torch.bfloat16)          # the engine's copy
+
+    by_id = {id(p): masters.get(n) for n, p in model.named_parameters()}
+    fake = types.ModuleType("deepspeed.utils")
+    fake.safe_get_full_fp32_param = lambda p: by_id[id(p)]
+    monkeypatch.setitem(sys.modules, "deepspeed", types.ModuleType("deepspeed"))
+    monkeypatch.setitem(sys.modules, "deepspeed.utils", fake)
+    trainer = types.SimpleNamespace(is_deepspeed_enabled=True, model=model,
+                                    accelerator=types.SimpleNamespace(unwrap_model=lambda m: m))
+    state = final_state_dict(trainer, start)
+    start_state = dict(fp32.named_parameters())
+    assert {v.dtype for v in state.values()} == {torch.float32}
+    for n, v in state.items():
+        if n in masters:
+            assert torch.equal(v, masters[n]), n
+        else:  # frozen: the start's fp32 bits, not the bf16 copy
+            assert torch.equal(v, start_state[n].detach()), n
+    assert any(n not in masters for n in state) and masters
+
+
+def test_a_batch_the_processes_cannot_share_fails_before_any_launch(tmp_path, model_cache, monkeypatch):
+    params = load_params(write_params(tmp_path, model_cache), overrides={"runtime.processes": 3})
+    prepare_datasets(params, progress=False)
+    called = []
+    monkeypatch.setattr("cft_helpers.train.launch_arm", lambda *a, **k: called.append(a))
+    monkeypatch.setattr("cft_helpers.train.model_checkpoint", lambda *a, **k: called.append(a))
+    with pytest.raises(ValueError, match=r"global_batch_size \(4\) must be a multiple of micro_batch_size "
+                                         r"\(4\) x processes \(3\)"):
+        train_arms(params, ["p1_alpaca"], progress=False)
+    assert not called
+
+
+def test_a_finished_arm_leaves_nothing_behind_for_the_next(prepared):
+    """Arms trained one after another in one process (a launch of several arms): the first
+    arm's model is gone once train_arm returns, not kept alive by the trainer's cycles."""
+    from transformers import TrainerCallback
+
+    seen = []
+
+    class Grab(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            seen.append(weakref.ref(model))
+
+    train_arm(prepared, "p1_alpaca", callbacks=[Grab()], progress=False)
+    assert seen and seen[0]() is None
+
+
+def test_arm_all_names_every_arm_in_dependency_order(smoke_params):
+    from cft_helpers.launch import arms_named
+
+    order = smoke_params.arm_order()
+    assert arms_named(smoke_params, ["all"]) == order and len(order) == len(smoke_params.arms)
+    assert order.index("p1_instruct") < order.index("gr_10") and order.index("rev1") < order.index("rev2")
+    assert arms_named(smoke_params, ["phase2", "p2_alpaca", "p1_alpaca"]) == ["p2_alpaca", "p2_instruct", "p1_alpaca"]
+    with pytest.raises(SystemExit, match="'phase9' is no arm, phase or 'all'"):
+        arms_named(smoke_params, ["phase9"])
+
+
+def test_an_arm_left_out_for_an_unset_dataset_says_what_to_set():
+    from cft_helpers.launch import arms_named
+
+    paper = load_params("params/paper/mistral7b.yaml")
+    assert "p2_openorca" in paper.disabled_arms and "p2_openorca" not in arms_named(paper, ["all"])
+    with pytest.raises(SystemExit, match=r"needs dataset 'mopenorca'.*--set datasets.mopenorca.path=ORG/NAME"):
+        arms_named(paper, ["p2_openorca"])
+
+
+def test_the_trainer_config_exists_before_the_model_loads(prepared, monkeypatch):
+    """Under a DeepSpeed launch the Trainer's config registers ZeRO-3 with transformers as it is
+    built, and only a model loaded after that is partitioned as it loads (zero.Init): so every
+    arm builds its config first. (GR's generation model loads before it, on purpose: each
+    process needs it whole.)"""
+    import cft_helpers.train as train
+
+    order = []
+    real_config, real_load = train.sft_config, train.load_model
+    monkeypatch.setattr(train, "sft_config", lambda *a, **k: order.append("config") or real_config(*a, **k))
+    monkeypatch.setattr(train, "load_model", lambda *a, **k: order.append("model") or real_load(*a, **k))
+    train.build_trainer(prepared, "p1_alpaca", RunStore(prepared.run_path), Path(prepared.run_path) / "tmp_out",
+                        progress=False)
+    assert order == ["config", "model"]
