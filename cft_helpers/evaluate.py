@@ -69,9 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     from cft_helpers.evaluation.harness import _launched, abilities, evaluate_model
 
+    force = ns.force
     if params.runtime.processes > 1 and not _launched():
-        launch_evaluation(params, ns.model, force=ns.force)  # all models in one launch
-    records = {n: evaluate_model(params, n, force=ns.force, progress=not ns.no_progress) for n in ns.model}
+        launch_evaluation(params, ns.model, force=force)  # all models in one launch
+        force = False  # the launch evaluated them: below, each record is read back
+    records = {n: evaluate_model(params, n, force=force, progress=not ns.no_progress) for n in ns.model}
     if os.environ.get("CFT_EVALUATE_QUIET") != "1" and int(os.environ.get("RANK", "0")) == 0:
         for name, record in records.items():
             ab = abilities(params, record)

@@ -34,11 +34,15 @@ from pathlib import Path
 from typing import Sequence
 
 
-def prompt_key(messages: Sequence[dict], max_new_tokens: int, engine: str = "hf") -> str:
+def prompt_key(messages: Sequence[dict], max_new_tokens: int, engine: str = "hf",
+               end_of_turn: Sequence[int] = ()) -> str:
     """Cache key of one prompt. The engine is part of it (vLLM runs checkpoints in bf16 where HF
-    runs them in fp32: their answers may differ), absent for HF so older caches stay valid.
-    (Callers compute these keys themselves, GR replay for its shards: keep them in step.)"""
-    spec = {"m": list(messages), "n": max_new_tokens, **({"engine": engine} if engine != "hf" else {})}
+    runs them in fp32: their answers may differ), absent for HF so older caches stay valid; so is
+    the chat template's end-of-turn token where it is not eos (:func:`end_of_turn_ids`: answers
+    stop there since it counts, so those cached before ran on), absent otherwise.
+    (GR replay computes these keys itself for its shards: keep them in step.)"""
+    spec = {"m": list(messages), "n": max_new_tokens, **({"engine": engine} if engine != "hf" else {}),
+            **({"eot": list(end_of_turn)} if end_of_turn else {})}
     data = json.dumps(spec, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(data.encode("utf-8")).hexdigest()[:20]
 
@@ -204,7 +208,8 @@ def generate_responses(model, tok, prompts: Sequence[Sequence[dict]], *, max_new
     cache_path = Path(cache_file) if cache_file else None
     cache = read_cache(cache_path)
     stops = stop_token_ids(tok, model)
-    keys = [prompt_key(p, max_new_tokens, "vllm" if vllm_checkpoint is not None else "hf") for p in prompts]
+    eot = end_of_turn_ids(tok)
+    keys = [prompt_key(p, max_new_tokens, "vllm" if vllm_checkpoint is not None else "hf", eot) for p in prompts]
     first: dict[str, int] = {}
     for i, k in enumerate(keys):
         first.setdefault(k, i)

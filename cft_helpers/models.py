@@ -289,11 +289,15 @@ def load_tokenizer(path: Path | str, chat_template: str | None = None, trust_rem
     return tok
 
 
-def load_model(path: Path | str, dtype: str = "float32", trust_remote_code: bool = False):
+def load_model(path: Path | str, dtype: str = "float32", trust_remote_code: bool = False,
+               device: str | None = None):
+    """A checkpoint as a causal LM in ``dtype``; with ``device`` (e.g. "cuda:1") its weights go
+    straight there, never whole through CPU memory."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
                    "float16": torch.float16}.get(dtype, "auto")
+    placement = {"device_map": {"": device}} if device else {}
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype,
-                                                trust_remote_code=trust_remote_code)
+                                                trust_remote_code=trust_remote_code, **placement)

@@ -23,7 +23,7 @@ from cft_helpers.data.generator import FAMILY_SCHEMA, render_in_language
 from cft_helpers.data.loaders import normalise_rows
 from cft_helpers.data.prepare import load_prepared
 from cft_helpers.distributed import Processes
-from cft_helpers.generation import generate_responses, prompt_key, read_cache, vllm_python_of
+from cft_helpers.generation import end_of_turn_ids, generate_responses, prompt_key, read_cache, vllm_python_of
 from cft_helpers.params import Params
 from cft_helpers.runs import RunStore, atomic_write_json, write_jsonl
 
@@ -110,7 +110,7 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
         cfg = params.mitigation.replay
         engine = "vllm" if vllm_checkpoint is not None else "hf"
         prompts = [r["messages"][:-1] for r in rows]
-        keys = [prompt_key(p, cfg.max_new_tokens, engine) for p in prompts]
+        keys = [prompt_key(p, cfg.max_new_tokens, engine, end_of_turn_ids(tok)) for p in prompts]
         done = _generated(store, arm)
         mine = [p for i, (p, k) in enumerate(zip(prompts, keys)) if i % procs.world_size == procs.rank
                 and k not in done]
@@ -124,8 +124,9 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
                                seed=params.seed, trust_remote_code=trust_remote_code,
                                vllm_python=vllm_python_of(params))
         if procs.world_size > 1:
+            # (each check reads every cache file: every 10 s, not every 2)
             procs.wait_until(lambda: set(keys) <= _generated(store, arm).keys(),
-                             f"the other processes' {strategy} replay generations")
+                             f"the other processes' {strategy} replay generations", poll_s=10.0)
         done = _generated(store, arm)
         responses = [done[k] for k in keys]
         rows = [{**r, "messages": r["messages"][:-1] + [{"role": "assistant", "content": text}],

@@ -34,7 +34,7 @@ hash arms, without torch.
 
 from __future__ import annotations
 
-import gc
+import contextlib
 import json
 import math
 import os
@@ -57,7 +57,7 @@ from cft_helpers.models import (load_model, load_tokenizer, model_checkpoint, mo
 from cft_helpers.params import Params, Training, stable_hash
 from cft_helpers.replay import build_replay
 from cft_helpers.runs import KeyedCache, RunStore, atomic_write_json, ensure_free_space, write_jsonl
-from cft_helpers.runtime import configure_runtime, use_bf16
+from cft_helpers.runtime import configure_runtime, release_memory, use_bf16
 
 
 # Training settings that only say where the curves go (docs/ENGINEERING.md, "Trackers"): left
@@ -257,7 +257,13 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
         accumulation_steps(training, procs.world_size)  # a global batch that does not divide: now
     device = configure_runtime(params)
     root_model, _ = model_spec_of_arm(params, arm)
-    start = start_checkpoint(params, store, arm)
+    # The main process first: it may build or convert the start model into the cache (one
+    # process, not every rank racing), which the others then find (a launch started by hand).
+    if procs.is_main:
+        start = start_checkpoint(params, store, arm)
+    procs.wait()
+    if not procs.is_main:
+        start = start_checkpoint(params, store, arm)
 
     if procs.is_main:
         resumable = stage.begin(force=force, keep=("checkpoints", "replay", "tracker"))
@@ -391,26 +397,40 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     return BuiltTrainer(trainer, len(rows), len(held), info)
 
 
-def generation_model(start: Path, device: str, trust_remote_code: bool = False):
-    """The start checkpoint in fp32 on ``device``, for GR's replay answers: fully loaded in every
-    process (not the empty model an FSDP launch loads on ranks other than 0), since each process
-    generates its own share of the prompts."""
+@contextlib.contextmanager
+def whole_model_loading():
+    """Within it, a model loads whole in this process, whatever the engine of the launch: not
+    partitioned by a ZeRO-3 config that a Trainer registered with transformers (zero.Init, whose
+    loading is a collective the other processes are not in), and not empty as FSDP's
+    cpu_ram_efficient_loading leaves it on ranks other than 0. Both are restored after."""
     import os
 
-    from transformers.integrations import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+    from transformers.integrations import deepspeed as hf_deepspeed
 
-    if is_deepspeed_zero3_enabled():  # a previous arm's ZeRO-3 config: this model is not partitioned
-        unset_hf_deepspeed_config()   # (sft_config registers it again for the training model)
+    registered = hf_deepspeed._hf_deepspeed_config_weak_ref
     saved = os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING")
+    hf_deepspeed.unset_hf_deepspeed_config()
     os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
     try:
-        model = load_model(start, dtype="float32", trust_remote_code=trust_remote_code)
+        yield
     finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = registered
         if saved is None:
             del os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"]
         else:
             os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = saved
-    return model.to(device) if device == "cuda" else model
+
+
+def generation_model(start: Path, device: str, trust_remote_code: bool = False):
+    """The start checkpoint in fp32 on ``device``, for GR's replay answers: whole in every process
+    (each generates its own share of the prompts), loaded straight onto this process's GPU."""
+    placement = None
+    if device == "cuda":
+        import torch
+
+        placement = f"cuda:{torch.cuda.current_device()}"  # (the launch set each process's GPU)
+    with whole_model_loading():
+        return load_model(start, dtype="float32", trust_remote_code=trust_remote_code, device=placement)
 
 
 def _tracker_into_store(trainer, folder: Path) -> None:
@@ -500,7 +520,7 @@ def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: b
     start = start_checkpoint(params, store, arm)
     # LoRA, and any model under DeepSpeed: the full fp32 state dict, gathered by every process
     # (under ZeRO-3 save_model would write the bf16 copies, rounding the fp32 start weights)
-    state = final_state_dict(trainer, start) if adapters or deepspeed else None
+    state = final_state_dict(trainer, start, procs.is_main) if adapters or deepspeed else None
     if not procs.is_main:
         if state is None:  # collective under FSDP (gathers the shards); writes nothing here
             trainer.save_model(str(tmp))
@@ -542,8 +562,9 @@ def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: b
     return metrics
 
 
-def final_state_dict(trainer, start: Path) -> dict[str, Any]:
-    """The trained model's full state dict in fp32, gathered from every process (call it in all).
+def final_state_dict(trainer, start: Path, is_main: bool = True) -> dict[str, Any]:
+    """The trained model's full state dict in fp32, gathered from every process (call it in all;
+    only the main process, ``is_main``, keeps the tensors: the others get an empty dict).
 
     Under DeepSpeed the model's own tensors are the engine's low-precision copies (bf16 under
     ZeRO-3), so the trained tensors come from the optimizer's fp32 masters and the frozen ones,
@@ -552,30 +573,38 @@ def final_state_dict(trainer, start: Path) -> dict[str, Any]:
     import torch
 
     if not getattr(trainer, "is_deepspeed_enabled", False):
-        state = trainer.accelerator.get_state_dict(trainer.model)
-        return {k: v.float() if v.is_floating_point() else v for k, v in (state or {}).items()}
+        state = trainer.accelerator.get_state_dict(trainer.model)  # (a collective: every process)
+        return {k: v.float() if v.is_floating_point() else v for k, v in (state or {}).items()} if is_main else {}
     from deepspeed.utils import safe_get_full_fp32_param  # present wherever DeepSpeed runs
 
     model = trainer.accelerator.unwrap_model(trainer.model)
-    start_tensors = _checkpoint_tensors(start)
     state = {}
+    frozen: dict[str, str] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            state[name] = safe_get_full_fp32_param(p).detach().cpu()  # collective under ZeRO-3
-        else:
-            key = name.replace("base_model.model.", "", 1).replace(".base_layer.", ".")
-            if key not in start_tensors:
-                raise RuntimeError(f"frozen tensor {name} is not in the start checkpoint {start}")
-            state[name] = start_tensors[key].to(torch.float32)
+            full = safe_get_full_fp32_param(p)  # a collective under ZeRO-3: every process calls it
+            if is_main:
+                state[name] = full.detach().cpu()
+        elif is_main:  # (LoRA: a base weight's name in the start checkpoint)
+            frozen[name] = name.replace("base_model.model.", "", 1).replace(".base_layer.", ".")
+    if frozen:
+        found = _checkpoint_tensors(start, set(frozen.values()))
+        missing = sorted(k for k in frozen.values() if k not in found)
+        if missing:
+            raise RuntimeError(f"frozen tensors {missing[:3]} are not in the start checkpoint {start}")
+        state.update({name: found[key].to(torch.float32) for name, key in frozen.items()})
     return state
 
 
-def _checkpoint_tensors(folder: Path) -> dict[str, Any]:
-    from safetensors.torch import load_file
+def _checkpoint_tensors(folder: Path, names: set[str]) -> dict[str, Any]:
+    """The tensors ``names`` of a safetensors checkpoint, read one by one (not the whole file)."""
+    from safetensors import safe_open
 
     out: dict[str, Any] = {}
     for f in sorted(Path(folder).glob("*.safetensors")):
-        out.update(load_file(str(f)))
+        with safe_open(str(f), framework="pt") as fh:
+            for key in names & set(fh.keys()):
+                out[key] = fh.get_tensor(key)
     return out
 
 
@@ -598,7 +627,8 @@ def merge_adapter(start: Path, adapter_dir: Path, trust_remote_code: bool = Fals
     model's own merge_and_unload would need the whole model on one process)."""
     from peft import PeftModel
 
-    base = load_model(start, dtype="float32", trust_remote_code=trust_remote_code)
+    with whole_model_loading():  # (the main process alone, after the launch's training)
+        base = load_model(start, dtype="float32", trust_remote_code=trust_remote_code)
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
@@ -613,16 +643,6 @@ def saved_dtypes(folder: Path) -> list[str]:
         found |= {v["dtype"] for k, v in header.items() if k != "__metadata__" and v["dtype"].startswith(("F", "BF"))}
     names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
     return sorted(names.get(d, d) for d in found)
-
-
-def release_memory() -> None:
-    """Collect what finished work left in reference cycles (a trainer holds its model through
-    its callbacks) and return the freed GPU memory to the device."""
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def train_arms(params: Params, arms: Sequence[str], force: bool = False,

@@ -68,6 +68,7 @@ SITECUSTOMIZE = textwrap.dedent('''
             return _init(*a, **k)
 
         _dist.init_process_group = _init_logged
+
         if _rank == "0" and os.environ.get("CFT_TEST_SLOW_S"):
             import cft_helpers.generation as _g
             _orig = _g.generate_responses
@@ -81,6 +82,20 @@ SITECUSTOMIZE = textwrap.dedent('''
                 return out
 
             _g.generate_responses = _slow
+
+        # (after the slow patch: replay binds generate_responses when it is imported)
+        import hashlib, json
+        import cft_helpers.replay as _replay
+        _build = _replay.build_replay
+
+        def _build_logged(*a, **k):  # what each process trains on: the same rows, in one order
+            rows, summary = _build(*a, **k)
+            digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+            with open(os.path.join(os.environ["CFT_TEST_LOG"], f"replay_rows.{_rank}"), "w") as f:
+                f.write(digest)
+            return rows, summary
+
+        _replay.build_replay = _build_logged
 ''')
 
 
@@ -123,7 +138,8 @@ def _writes(log: Path, rank: int) -> list[tuple[str, Path]]:
 
 def test_gr_generation_is_shared_and_a_slow_rank_outlives_the_timeout(launched):
     params, store, log = launched
-    assert float((log / "slow_rank0").read_text()) > SLOW_S > TIMEOUT_S  # rank 0 did idle past it
+    # rank 0 generated for longer than the timeout, while rank 1, done with its share, waited
+    assert float((log / "slow_rank0").read_text()) > SLOW_S > TIMEOUT_S
     # ... and the process group was made with runtime.dist_timeout_s, in every process
     assert [float((log / f"group_timeout.{r}").read_text()) for r in (0, 1)] == [TIMEOUT_S, TIMEOUT_S]
     m = store.arm_metrics("gr_10")
@@ -135,6 +151,9 @@ def test_gr_generation_is_shared_and_a_slow_rank_outlives_the_timeout(launched):
     assert caches == {"generations.jsonl": 1, "generations.rank1.jsonl": 1}
     replay = [json.loads(x) for x in store.replay_file("gr_10").read_text().splitlines()]
     assert len(replay) == 2 and all(r["messages"][-1]["role"] == "assistant" for r in replay)
+    # both processes built the same replay rows, in the same order, from the two caches
+    digests = [(log / f"replay_rows.{r}").read_text() for r in (0, 1)]
+    assert digests[0] == digests[1]
 
 
 def test_only_the_main_process_writes_the_run_store(launched):
@@ -304,3 +323,30 @@ def test_the_trainer_config_exists_before_the_model_loads(prepared, monkeypatch)
     train.build_trainer(prepared, "p1_alpaca", RunStore(prepared.run_path), Path(prepared.run_path) / "tmp_out",
                         progress=False)
     assert order == ["config", "model"]
+
+
+def test_deepspeed_final_state_of_a_lora_model_maps_its_frozen_base_to_the_start(tmp_path, monkeypatch):
+    """The same under ZeRO-3 for LoRA: the adapter's tensors from the fp32 masters, the frozen
+    base weights (``base_model.model.<name>``, ``.base_layer.`` inside adapted layers) from the
+    start checkpoint's ``<name>``."""
+    import types
+
+    start = tmp_path / "start"
+    fp32 = dict(tiny_llama(start, layers=2).named_parameters())
+    model = _lora_model(start)
+    masters = {n: p.data.clone() for n, p in model.named_parameters() if p.requires_grad}
+    for p in model.parameters():
+        p.data = p.data.to(torch.bfloat16)
+    by_id = {id(p): masters.get(n) for n, p in model.named_parameters()}
+    fake = types.ModuleType("deepspeed.utils")
+    fake.safe_get_full_fp32_param = lambda p: by_id[id(p)]
+    monkeypatch.setitem(sys.modules, "deepspeed", types.ModuleType("deepspeed"))
+    monkeypatch.setitem(sys.modules, "deepspeed.utils", fake)
+    trainer = types.SimpleNamespace(is_deepspeed_enabled=True, model=model,
+                                    accelerator=types.SimpleNamespace(unwrap_model=lambda m: m))
+    state = final_state_dict(trainer, start)
+    q = "base_model.model.model.layers.0.self_attn.q_proj"
+    assert torch.equal(state[f"{q}.base_layer.weight"], fp32["model.layers.0.self_attn.q_proj.weight"].detach())
+    assert torch.equal(state[f"{q}.lora_A.default.weight"], masters[f"{q}.lora_A.default.weight"])
+    assert {v.dtype for v in state.values()} == {torch.float32} and len(masters) == 8
+    assert final_state_dict(trainer, start, is_main=False) == {}  # the other processes keep nothing

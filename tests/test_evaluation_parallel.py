@@ -88,6 +88,9 @@ def test_evaluation_dtype_is_float32_on_cpu_and_keys_only_what_is_not(smoke_para
     assert eval_dtype(smoke_params, "cpu") == "float32"
     cpu = smoke_params.model_copy(update={"runtime": smoke_params.runtime.model_copy(update={"device": "cpu"})})
     assert eval_dtype(cpu) == "float32" and suite_hash(cpu) == before
+    # the paper presets' runtime.device: cuda keys what runs there (bf16), not float32
+    cuda = smoke_params.model_copy(update={"runtime": smoke_params.runtime.model_copy(update={"device": "cuda"})})
+    assert eval_dtype(cuda) == eval_dtype(cuda, "cuda:1") == "bfloat16" and suite_hash(cuda) == suite_hash(bf16)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert eval_dtype(smoke_params) == "float32"             # a GPU without bf16 (V100): float32
 

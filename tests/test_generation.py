@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cft_helpers.generation import append_cache, generate_responses, generation_backend, prompt_key, read_cache
+from cft_helpers.generation import (append_cache, end_of_turn_ids, generate_responses, generation_backend, prompt_key,
+                                    read_cache)
 from cft_helpers.models import load_model, load_tokenizer, model_checkpoint
 
 
@@ -228,9 +229,12 @@ def test_hf_generation_stops_at_the_templates_end_of_turn(tmp_path):
         runaway = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
     assert tok.decode(runaway[0, ids["input_ids"].shape[1]:], skip_special_tokens=True) == "a b b"
     assert generate_responses(model, tok, prompt, max_new_tokens=4, progress=False) == ["a"]
-    cache = tmp_path / "c.jsonl"  # keys as before: callers (GR replay's shards) compute them too
-    generate_responses(model, tok, prompt, max_new_tokens=4, cache_file=cache, progress=False)
-    assert read_cache(cache) == {prompt_key(prompt[0], 4): "a"}
+    # the end-of-turn stop is part of the cache key: an answer cached before it (run on) is not reused
+    eot = end_of_turn_ids(tok)
+    cache = tmp_path / "c.jsonl"
+    cache.write_text(json.dumps({"key": prompt_key(prompt[0], 4), "response": "a b b"}) + "\n")
+    assert generate_responses(model, tok, prompt, max_new_tokens=4, cache_file=cache, progress=False) == ["a"]
+    assert read_cache(cache) == {prompt_key(prompt[0], 4): "a b b", prompt_key(prompt[0], 4, "hf", eot): "a"}
 
 
 def test_the_vllm_worker_stops_at_the_templates_end_of_turn(monkeypatch, tmp_path):

@@ -48,7 +48,7 @@ from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Para
 from cft_helpers.evaluation.alpacaeval import alpaca_spec, reference_label, run_alpaca_eval
 from cft_helpers.models import load_model, load_tokenizer, resolve_model
 from cft_helpers.runs import KeyedFile, MissingArtifact, RunStore, atomic_write_json, read_json, write_jsonl
-from cft_helpers.runtime import configure_runtime
+from cft_helpers.runtime import configure_runtime, release_memory
 
 
 def eval_dtype(params: Params, device: str | None = None) -> str:
@@ -57,15 +57,14 @@ def eval_dtype(params: Params, device: str | None = None) -> str:
     chosen = params.evaluation.dtype
     if chosen != "auto":
         return chosen
-    if (device or params.runtime.device) == "cpu":  # (no torch import: the scheduler hashes suites)
+    device = device or params.runtime.device
+    if device == "cpu":  # (no torch import: the scheduler hashes suites)
         return "float32"
     import torch
 
     if not torch.cuda.is_available():
-        return "float32"
-    if device is None and params.runtime.device == "auto":
-        device = "cuda"
-    return "bfloat16" if str(device).startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+        return "float32"  # (device "auto" without CUDA, or "cuda" where configure_runtime refuses)
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"  # "auto" or "cuda[:k]"
 
 
 def suite_hash(params: Params) -> str:
@@ -279,7 +278,7 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
             if vllm and model is not None:  # the GPU for vLLM's child process
                 del model
                 model = None
-                _free_gpu()
+                release_memory()
             elif model is None:
                 model = load_model(ckpt, dtype).to(device).eval()
             _add_alpaca_eval(params, store, name, model, tok, ident, record, alpaca_samples, progress,
@@ -296,16 +295,6 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
         return record
     procs.wait_until(lambda: (result.read(key) or {}).get("run") == run, f"the main process's results of {name}")
     return result.read(key)
-
-
-def _free_gpu() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, progress,
