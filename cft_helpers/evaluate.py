@@ -24,7 +24,7 @@ import sys
 from typing import Sequence
 
 from cft_helpers.launch import override_args
-from cft_helpers.lock import RunLocked, check_run_lock
+from cft_helpers.lock import refuse_if_locked
 from cft_helpers.params import Params, load_params
 
 
@@ -62,10 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ns = ap.parse_args(argv)
     params = load_params(ns.params, overrides=ns.overrides)
-    try:
-        check_run_lock(params.run_path)  # a book running on this store: only its own children pass
-    except RunLocked as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if refuse_if_locked(params.run_path):  # a book running on this store: only its own children pass
         return 1
     from cft_helpers.evaluation.harness import _launched, abilities, evaluate_model
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from typing import Sequence
 
-from cft_helpers.lock import RunLocked, check_run_lock
+from cft_helpers.lock import refuse_if_locked
 from cft_helpers.params import Params, load_params
 
 
@@ -93,10 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="retrain even if done")
     ns = ap.parse_args(argv)
     params = load_params(ns.params, overrides=ns.overrides)
-    try:
-        check_run_lock(params.run_path)  # a book running on this store: only its own children pass
-    except RunLocked as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if refuse_if_locked(params.run_path):  # a book running on this store: only its own children pass
         return 1
     arms = arms_named(params, ns.arm)
     for name, m in train_arms(params, arms, force=ns.force).items():

@@ -195,3 +195,14 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def refuse_if_locked(run_dir: Path | str) -> int | None:
+    """For a CLI's ``main``: 1 (after printing why) when a book other than this process's parent
+    holds the store (:func:`check_run_lock`), else None."""
+    try:
+        check_run_lock(run_dir)
+    except RunLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return None

@@ -228,11 +228,24 @@ def test_save_gathered_writes_the_gathered_state_not_the_local_shards(tmp_path):
     assert all(torch.equal(out[k], expected[k]) for k in out)
 
 
+def _zero3_trainer(model, masters: dict, monkeypatch):
+    """A trainer as ``final_state_dict`` sees it under ZeRO-3, with a stand-in for DeepSpeed's
+    ``safe_get_full_fp32_param`` that returns each trained tensor's fp32 master."""
+    import types
+
+    by_id = {id(p): masters.get(n) for n, p in model.named_parameters()}
+    fake = types.ModuleType("deepspeed.utils")
+    fake.safe_get_full_fp32_param = lambda p: by_id[id(p)]
+    monkeypatch.setitem(sys.modules, "deepspeed", types.ModuleType("deepspeed"))
+    monkeypatch.setitem(sys.modules, "deepspeed.utils", fake)
+    return types.SimpleNamespace(is_deepspeed_enabled=True, model=model,
+                                 accelerator=types.SimpleNamespace(unwrap_model=lambda m: m))
+
+
 def test_deepspeed_final_state_takes_fp32_masters_and_frozen_start_tensors(tmp_path, monkeypatch):
     """ZeRO-3 with bf16 holds the model's tensors in bf16: the trained ones come from the
     optimizer's fp32 masters (DeepSpeed's safe_get_full_fp32_param), the frozen ones from the
     start checkpoint, so frozen tensors stay bit-identical and nothing is saved rounded."""
-    import types
 
     start = tmp_path / "start"
     fp32 = tiny_llama(start, layers=2)
@@ -244,13 +257,7 @@ def test_deepspeed_final_state_takes_fp32_masters_and_frozen_start_tensors(tmp_p
             masters[n] = p.data.clone() + 0.125      # what training made of it, in fp32
         p.data = p.data.to(torch.bfloat16)          # the engine's copy
 
-    by_id = {id(p): masters.get(n) for n, p in model.named_parameters()}
-    fake = types.ModuleType("deepspeed.utils")
-    fake.safe_get_full_fp32_param = lambda p: by_id[id(p)]
-    monkeypatch.setitem(sys.modules, "deepspeed", types.ModuleType("deepspeed"))
-    monkeypatch.setitem(sys.modules, "deepspeed.utils", fake)
-    trainer = types.SimpleNamespace(is_deepspeed_enabled=True, model=model,
-                                    accelerator=types.SimpleNamespace(unwrap_model=lambda m: m))
+    trainer = _zero3_trainer(model, masters, monkeypatch)
     state = final_state_dict(trainer, start)
     start_state = dict(fp32.named_parameters())
     assert {v.dtype for v in state.values()} == {torch.float32}
@@ -329,7 +336,6 @@ def test_deepspeed_final_state_of_a_lora_model_maps_its_frozen_base_to_the_start
     """The same under ZeRO-3 for LoRA: the adapter's tensors from the fp32 masters, the frozen
     base weights (``base_model.model.<name>``, ``.base_layer.`` inside adapted layers) from the
     start checkpoint's ``<name>``."""
-    import types
 
     start = tmp_path / "start"
     fp32 = dict(tiny_llama(start, layers=2).named_parameters())
@@ -337,13 +343,7 @@ def test_deepspeed_final_state_of_a_lora_model_maps_its_frozen_base_to_the_start
     masters = {n: p.data.clone() for n, p in model.named_parameters() if p.requires_grad}
     for p in model.parameters():
         p.data = p.data.to(torch.bfloat16)
-    by_id = {id(p): masters.get(n) for n, p in model.named_parameters()}
-    fake = types.ModuleType("deepspeed.utils")
-    fake.safe_get_full_fp32_param = lambda p: by_id[id(p)]
-    monkeypatch.setitem(sys.modules, "deepspeed", types.ModuleType("deepspeed"))
-    monkeypatch.setitem(sys.modules, "deepspeed.utils", fake)
-    trainer = types.SimpleNamespace(is_deepspeed_enabled=True, model=model,
-                                    accelerator=types.SimpleNamespace(unwrap_model=lambda m: m))
+    trainer = _zero3_trainer(model, masters, monkeypatch)
     state = final_state_dict(trainer, start)
     q = "base_model.model.model.layers.0.self_attn.q_proj"
     assert torch.equal(state[f"{q}.base_layer.weight"], fp32["model.layers.0.self_attn.q_proj.weight"].detach())
