@@ -110,7 +110,8 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
         cfg = params.mitigation.replay
         engine = "vllm" if vllm_checkpoint is not None else "hf"
         prompts = [r["messages"][:-1] for r in rows]
-        keys = [prompt_key(p, cfg.max_new_tokens, engine, end_of_turn_ids(tok)) for p in prompts]
+        eot = end_of_turn_ids(tok)  # (renders the chat template: once, not per prompt)
+        keys = [prompt_key(p, cfg.max_new_tokens, engine, eot) for p in prompts]
         done = _generated(store, arm)
         mine = [p for i, (p, k) in enumerate(zip(prompts, keys)) if i % procs.world_size == procs.rank
                 and k not in done]
