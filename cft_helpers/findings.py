@@ -7,15 +7,19 @@ decides each claim by one stated rule (docs/METHODS.md, "Deciding a claim"):
 - orient the claim's quantity so that a positive value is the paper's direction;
 - ``reproduced`` when the interval's lower end is above 0 (above ``-margin`` for the
   non-inferiority claim C2), ``contradicted`` when its upper end is below 0 (below ``-margin``),
-  ``inconclusive`` otherwise; a share-of-replicates claim (C7b) is ``reproduced`` at a share of at
-  least 0.95 and ``contradicted`` at most 0.05;
-- intervals are percentile intervals of a paired bootstrap over evaluation items (the same item
-  indices drawn for every model in a replicate); with several seeds, seeds are drawn first, then
-  items within each drawn seed. DES carries its own bootstrap sd; MPD and the representation
-  change vary only across seeds, so with one seed they have no interval.
+  ``inconclusive`` otherwise;
+- intervals that hold their level (``Estimate``): with one seed, the percentile interval of a
+  paired bootstrap over evaluation items (the same item indices drawn for every model in a
+  replicate); with several seeds, a t-interval over the seeds' values with k - 1 degrees of
+  freedom (a bootstrap over 3 seeds is [min, max] of them and covers about 75%). DES carries its
+  own bootstrap sd; MPD and the representation change vary only across seeds, so they need 3;
+- every verdict also at the family-wise level (Bonferroni over the rows with an interval), from
+  t or normal intervals, whose far tails do not rest on a handful of replicates;
+- an English slot with a chance level (the multiple-choice MMLU and HellaSwag slots) enters EA
+  only if every Phase-1 model scores clearly above chance on it (``slot_checks``).
 
-    claims = decide_claims([(params, store)])          # one (params, store) per seed
-    write_findings(store, claims, meta)                # <run_dir>/findings.json and findings.md
+    claims, meta = decide_claims(seed_runs(params))    # one (params, store) per seed
+    write_findings(store, claims, meta, title)         # <run_dir>/findings.json and findings.md
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from statistics import NormalDist
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from scipy import stats
 
 from cft_helpers import mitigation, paper_results as pr
 from cft_helpers.evaluation.harness import ability_components, suite_hash, task_plan
@@ -39,7 +44,11 @@ REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclu
 NO_INTERVAL = "inconclusive (no interval)"
 NOT_RUN = "not run"
 MISSING = "missing"
-SHARE_THRESHOLD = 0.95  # C7b: share of replicates in which ER_10 ranks first
+SHARE_THRESHOLD = 0.95  # kept for share_verdict (C7b's share of replicates is now a note only)
+# Chance level of the multiple-choice English slots (four options, whatever the metric: acc,
+# acc_norm and the true option's probability all sit at 1/4 for a model that cannot tell them).
+CHANCE = {"mmlu": 0.25, "hellaswag": 0.25}
+SEED_ONLY_MIN_SEEDS = 3  # a quantity that varies only between seeds: a t-interval from 3 seeds up
 
 
 # --------------------------------------------------------------------------- the rule
@@ -60,7 +69,7 @@ def verdict(lo: float | None, hi: float | None, margin: float = 0.0) -> str:
 
 
 def share_verdict(share: float | None, threshold: float = SHARE_THRESHOLD) -> str:
-    """C7b's rule on the share of replicates in which the claimed arm ranks first."""
+    """A rule on the share of replicates in which an arm ranks first (reported, no longer a verdict)."""
     if share is None or not math.isfinite(share):
         return NO_INTERVAL
     if share >= threshold:
@@ -70,11 +79,104 @@ def share_verdict(share: float | None, threshold: float = SHARE_THRESHOLD) -> st
     return INCONCLUSIVE
 
 
+# --------------------------------------------------------------------------- intervals
+
+
 def percentile_interval(draws: np.ndarray, confidence: float) -> tuple[float, float]:
     """The central ``confidence`` percentile interval of bootstrap draws."""
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(np.asarray(draws, dtype=float), [alpha, 1 - alpha])
     return float(lo), float(hi)
+
+
+def normal_interval(value: float, sd: float, confidence: float) -> tuple[float, float]:
+    """value +- z sd, z the normal quantile of a central ``confidence`` interval."""
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    return float(value - z * sd), float(value + z * sd)
+
+
+def t_interval(values: Sequence[float], confidence: float, min_sd: float = 0.0) -> tuple[float, float]:
+    """The t-interval of the mean of ``values`` (one per seed): mean +- t(k - 1) s / sqrt(k),
+    s the seeds' standard deviation (ddof 1), at least ``min_sd``. Needs two values or more."""
+    v = np.asarray(values, dtype=float)
+    k = len(v)
+    if k < 2:
+        raise ValueError(f"a t-interval needs at least 2 values, got {k}")
+    sd = max(float(v.std(ddof=1)), float(min_sd))
+    half = float(stats.t.ppf(1 - (1 - confidence) / 2, k - 1)) * sd / math.sqrt(k)
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def seeds_needed(values: Sequence[float], confidence: float, margin: float = 0.0, cap: int = 1000) -> int | None:
+    """How many seeds a t-interval with the observed spread and mean would need to exclude the
+    decision line (``-margin``): the smallest k with t(k - 1) s / sqrt(k) < |mean + margin|;
+    None when the mean sits on the line or more than ``cap`` would be needed."""
+    v = np.asarray(values, dtype=float)
+    distance = abs(float(v.mean()) + margin)
+    sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    if distance == 0:
+        return None
+    if sd == 0:
+        return 2
+    for k in range(2, cap + 1):
+        if float(stats.t.ppf(1 - (1 - confidence) / 2, k - 1)) * sd / math.sqrt(k) < distance:
+            return k
+    return None
+
+
+@dataclass
+class Estimate:
+    """A quantity's values (one per seed) and what its interval is drawn from.
+
+    - one seed with ``draws`` (a paired bootstrap over items): the percentile interval at the
+      claim's level; at a family-wise level (a tail of 0.05 / 2m holds a few of 2000 replicates)
+      the normal interval with the draws' standard deviation;
+    - one seed with ``sd`` (DES's own bootstrap): the normal interval;
+    - several seeds: the t-interval over the seed values (k - 1 degrees of freedom), its sd at
+      least ``min_sd`` / ... (DES: the rows' own noise when the seeds agree); fewer than
+      ``min_seeds`` seeds: no interval.
+    """
+
+    values: list[float]
+    draws: np.ndarray | None = None
+    sd: float | None = None
+    min_seeds: int = 2
+    min_sd: float = 0.0
+
+    @property
+    def value(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def k(self) -> int:
+        return len(self.values)
+
+    def interval(self, confidence: float, familywise: bool = False) -> tuple[float | None, float | None]:
+        if self.k == 1:
+            if self.draws is not None:
+                if familywise:
+                    return normal_interval(self.value, float(np.std(self.draws)), confidence)
+                return percentile_interval(self.draws, confidence)
+            if self.sd is not None and math.isfinite(self.sd):
+                return normal_interval(self.value, self.sd, confidence)
+            return None, None
+        if self.k < self.min_seeds:
+            return None, None
+        return t_interval(self.values, confidence, self.min_sd)
+
+    def method(self, replicates: int) -> str:
+        if self.k == 1:
+            if self.draws is not None:
+                return (f"paired bootstrap over evaluation items, {replicates} replicates, percentile "
+                        "(family-wise: normal from the replicates' sd)")
+            return "normal from a bootstrap sd" if self.sd is not None else "one seed: no interval"
+        if self.k < self.min_seeds:
+            return f"varies only across seeds: {self.k} seed(s) give no interval (a t-interval needs {self.min_seeds})"
+        return f"t over {self.k} seed values ({self.k - 1} df)"
+
+    def in_direction(self, margin: float = 0.0) -> int:
+        """How many seeds' values lie on the paper's side of the line (above ``-margin``)."""
+        return int(sum(v > -margin for v in self.values))
 
 
 # --------------------------------------------------------------------------- per-item scores
@@ -139,9 +241,9 @@ class ItemBootstrap:
     Each replicate draws, per task, n item indices with replacement (n: the task's items) and
     applies the same draw to every model. ``ability(name)`` gives each model's EA, MA and
     combined per replicate, averaged exactly as the point estimates are (benchmark = mean over its
-    languages' tasks; EA / MA = mean over the benchmarks that ran)."""
+    languages' tasks; EA / MA = mean over the benchmarks that ran, less those ``exclude`` names)."""
 
-    def __init__(self, params: Params, scores: dict[str, dict[str, dict[str, dict[Any, float]]]],
+    def __init__(self, params: Params | None, scores: dict[str, dict[str, dict[str, dict[Any, float]]]],
                  replicates: int, rng: np.random.Generator):
         self.params = params
         self.replicates = replicates
@@ -177,16 +279,54 @@ class ItemBootstrap:
         vals = [src[(bench, t)] for t in self.tasks[bench]]
         return sum(vals) / len(vals)
 
-    def ability(self, name: str, point: bool = False) -> dict[str, Any]:
+    def ability(self, name: str, point: bool = False, exclude: frozenset[str] | set[str] = frozenset()
+                ) -> dict[str, Any]:
         """EA, MA, combined and each benchmark of ``name``: arrays of replicates, or the point
-        estimates on all items (``point=True``)."""
+        estimates on all items (``point=True``). Benchmarks in ``exclude`` stay in the output but
+        out of EA and MA."""
         out: dict[str, Any] = {b: self._bench(name, b, point) for b in self.tasks}
         for ability, group in (("EA", ENGLISH_BENCHMARKS), ("MA", MULTILINGUAL_BENCHMARKS)):
-            present = [out[b] for b in group if b in self.tasks]
+            present = [out[b] for b in group if b in self.tasks and b not in exclude]
             out[ability] = sum(present) / len(present) if present else (
                 float("nan") if point else np.full(self.replicates, np.nan))
         out["combined"] = (out["EA"] + out["MA"]) / 2
         return out
+
+
+class SeedScores:
+    """One seed's per-item scores of the models the claims compare, and their paired bootstrap.
+    A model without scores is listed in ``missing`` (name -> why)."""
+
+    def __init__(self, run: "SeedRun", names: Sequence[str], replicates: int, rng: np.random.Generator):
+        self.run = run
+        self.scores: dict[str, Any] = {}
+        self.missing: dict[str, str] = {}
+        for name in dict.fromkeys(n for n in names if n):
+            try:
+                self.scores[name] = item_scores(run.params, run.store, name)
+            except MissingArtifact as exc:
+                self.missing[name] = str(exc)
+        self.boot = ItemBootstrap(run.params, self.scores, replicates, rng) if self.scores else None
+        self._cache: dict[tuple, dict[str, Any]] = {}
+
+    def ability(self, name: str, point: bool, exclude: frozenset[str]) -> dict[str, Any]:
+        key = (name, point, exclude)
+        if key not in self._cache:
+            self._cache[key] = self.boot.ability(name, point=point, exclude=exclude)
+        return self._cache[key]
+
+
+def estimate(seeds: Sequence[SeedScores], fn: Callable[[dict], Any], needs: Sequence[str],
+             exclude: frozenset[str] = frozenset()) -> Estimate | None:
+    """The Estimate of ``fn`` (of the needed models' abilities) over the seeds: each seed's point
+    value, and with one seed its bootstrap draws; None when a seed lacks one of ``needs``."""
+    if any(n not in s.scores for s in seeds for n in needs):
+        return None
+    values = [float(fn({n: s.ability(n, True, exclude) for n in needs})) for s in seeds]
+    draws = None
+    if len(seeds) == 1:
+        draws = np.asarray(fn({n: seeds[0].ability(n, False, exclude) for n in needs}), dtype=float)
+    return Estimate(values, draws=draws)
 
 
 # --------------------------------------------------------------------------- claims
@@ -209,6 +349,9 @@ class Claim:
     margin: float = 0.0
     share: float | None = None
     verdict_familywise: str | None = None
+    lo_familywise: float | None = None
+    hi_familywise: float | None = None
+    seeds_in_direction: list[int] | None = None   # [n, k]: n of k seeds on the paper's side
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -234,21 +377,33 @@ def seed_runs(params: Params) -> list[SeedRun]:
     return runs
 
 
+MODELS = ("Mistral-7B", "Llama-3-8B")
+
+
+def _reverse_ma(model: str) -> tuple[float, float, float | None]:
+    """Table B4's MULTIALPACA -> ALPACA MA after phase 1 and phase 2 as printed, and the phase-2
+    average recomputed from its three scores where the paper misprints it (else None)."""
+    m1, m2 = pr.REVERSE_MA[(model, "MULTIALPACA", "ALPACA")]
+    fixed = pr.recomputed_average("B4", model, "MULTIALPACA -> ALPACA", "P2", "MA average")
+    return m1, m2, fixed
+
+
 def _paper_values(claim_id: str, strategy: str | None = None) -> tuple[dict[str, float | None], str]:
     """The paper's value of a claim's oriented quantity for Mistral-7B and Llama-3-8B, computed
-    from the transcribed tables (cft_helpers.paper_results), and a note where they disagree."""
-    models = ("Mistral-7B", "Llama-3-8B")
+    from the transcribed tables (cft_helpers.paper_results), and a note where they disagree or
+    where a value rests on an average the paper misprints (the value recomputed beside it)."""
     ea, ma = pr.ENGLISH_ABILITY, pr.MULTILINGUAL_ABILITY
 
     def comb(e, m):
         return (e + m) / 2
 
     vals: dict[str, float | None] = {}
+    fixed: dict[str, float] = {}   # the value with a misprinted average recomputed
     note = ""
-    for m in models:
+    for m in MODELS:
         sim_e, dis_e = ea[(m, "ALPACA", "MULTIALPACA")], ea[(m, "Instruct", "MULTIALPACA")]
+        mix_e, mix_m = pr.MIXTURE[(m, "ALPACA + MULTIALPACA")]
         if claim_id == "C1":
-            mix_e, mix_m = pr.MIXTURE[(m, "ALPACA + MULTIALPACA")]
             vals[m] = comb(sim_e[1], ma[(m, "ALPACA", "MULTIALPACA")][1]) - comb(mix_e, mix_m)
         elif claim_id == "C2":
             vals[m] = sim_e[1] - sim_e[0]
@@ -266,29 +421,35 @@ def _paper_values(claim_id: str, strategy: str | None = None) -> tuple[dict[str,
         elif claim_id == "C7a":
             row, vanilla = pr.TABLE5.get((m, strategy)), pr.TABLE5[(m, "vanilla")]
             vals[m] = None if row is None else row[0] - vanilla[0]
-        elif claim_id in ("C8a", "C8b"):
-            (e1, e2), (m1, m2) = pr.REVERSE_EA[(m, "MULTIALPACA", "ALPACA")], pr.REVERSE_MA[(m, "MULTIALPACA", "ALPACA")]
-            if claim_id == "C8a":
-                vals[m] = m1 - m2
-            else:
-                mix_e, mix_m = pr.MIXTURE[(m, "ALPACA + MULTIALPACA")]
-                vals[m] = comb(mix_e, mix_m) - comb(e2, m2)
+            r, v = pr.paper_strategy_row(m, strategy), pr.paper_strategy_row(m, "vanilla")
+            if r is not None and ("note" in r or "note" in v):
+                fixed[m] = r.get("EA (mean of its benchmarks)", r["EA"]) - v.get("EA (mean of its benchmarks)", v["EA"])
+        elif claim_id == "C7b":   # ER_10's combined minus ``strategy``'s (Table 5)
+            er, other = pr.paper_strategy_row(m, "ER_10"), pr.paper_strategy_row(m, strategy)
+            vals[m] = None if er is None or other is None else er["combined"] - other["combined"]
+            if er is not None and other is not None and ("note" in er or "note" in other):
+                fixed[m] = (er.get("combined (from that mean)", er["combined"])
+                            - other.get("combined (from that mean)", other["combined"]))
+        elif claim_id in ("C8a", "C8b", "C8c", "C8d"):
+            e2 = pr.REVERSE_EA[(m, "MULTIALPACA", "ALPACA")][1]
+            m1, m2, m2_fixed = _reverse_ma(m)
+            forward = ma[(m, "ALPACA", "MULTIALPACA")][1]
+            quantity = {"C8a": lambda r2: m1 - r2, "C8b": lambda r2: forward - r2, "C8c": lambda r2: mix_m - r2,
+                        "C8d": lambda r2: comb(mix_e, mix_m) - comb(e2, r2)}[claim_id]
+            vals[m] = quantity(m2)
+            if m2_fixed is not None:
+                fixed[m] = quantity(m2_fixed)
     if claim_id == "C6":
         note = "Figure 2 prints no numbers: larger for Instruct -> MULTIALPACA in both models (read from the figure)"
     elif claim_id in ("C4", "C5"):
         note = "the paper reports it for Mistral-7B only"
-    elif claim_id == "C7a":
-        # Table 5's misprinted EA averages: give the quantity with each row's mean of its scores too
-        fixed = {}
-        for m in models:
-            row, van = pr.paper_strategy_row(m, strategy), pr.paper_strategy_row(m, "vanilla")
-            if row is None or not ("note" in row or "note" in van):
-                continue
-            ea = row.get("EA (mean of its benchmarks)", row["EA"])
-            fixed[m] = ea - van.get("EA (mean of its benchmarks)", van["EA"])
-        if fixed:
-            note = ("Table 5 misprints the EA average of this row or of vanilla; with each row's EA as the "
-                    "mean of its four scores: " + ", ".join(f"{m} {v:+.3f}" for m, v in fixed.items()))
+    if fixed:
+        where = {"C7a": "Table 5 misprints the EA average of this row or of vanilla; with each row's EA as the "
+                        "mean of its four scores",
+                 "C7b": "Table 5 misprints an EA average, and its combined score with it; with the combined "
+                        "score from the mean of the four EA scores"}.get(
+            claim_id, "Table B4 misprints the reverse order's Phase-2 MA average; recomputed from its three scores")
+        note = f"{where}: " + ", ".join(f"{m} {v:+.3f}" for m, v in fixed.items())
     given = [v for v in vals.values() if v is not None]
     if len(given) == 2 and (given[0] > 0) != (given[1] > 0):
         note = "; ".join(x for x in (note, "the paper's two models disagree in sign") if x)
@@ -300,7 +461,7 @@ def paper_c7b() -> dict[str, Any]:
     and with each misprinted EA average replaced by the mean of its four scores (Mistral-7B
     ER_10: 0.599 printed, 0.472 the mean)."""
     out = {}
-    for m in ("Mistral-7B", "Llama-3-8B"):
+    for m in MODELS:
         rows = {s: v for (mm, s), v in pr.TABLE5.items() if mm == m and not mitigation.is_baseline(s)}
         best_printed = max(rows, key=lambda s: rows[s][2])
         entry = {"best_printed": best_printed}
@@ -318,18 +479,27 @@ def _arm_or_none(params: Params, name: str | None) -> str | None:
 
 
 def claim_roles(params: Params) -> dict[str, Any]:
-    """Which arms each claim compares (``params.findings`` names them; a missing one is None)."""
+    """Which arms each claim compares (``params.findings`` names them; a missing one is None), and
+    the model each Phase-1 arm starts from (its base, for the construct check)."""
     f = params.findings
     similar, dissimilar = _arm_or_none(params, f.similar), _arm_or_none(params, f.dissimilar)
     reverse = _arm_or_none(params, f.reverse)
     table5 = params.strategy_arms()
     vanilla = [a for a in table5 if mitigation.is_baseline(params.arms[a].strategy)]
-    return {"similar": similar, "similar_p1": params.arms[similar].start if similar else None,
-            "dissimilar": dissimilar, "dissimilar_p1": params.arms[dissimilar].start if dissimilar else None,
-            "mixture": _arm_or_none(params, f.mixture), "reverse": reverse,
-            "reverse_p1": params.arms[reverse].start if reverse else None,
-            "vanilla": vanilla[0] if vanilla else None,
-            "strategies": {params.arms[a].strategy: a for a in table5 if not mitigation.is_baseline(params.arms[a].strategy)}}
+    roles = {"similar": similar, "similar_p1": params.arms[similar].start if similar else None,
+             "dissimilar": dissimilar, "dissimilar_p1": params.arms[dissimilar].start if dissimilar else None,
+             "mixture": _arm_or_none(params, f.mixture), "reverse": reverse,
+             "reverse_p1": params.arms[reverse].start if reverse else None,
+             "vanilla": vanilla[0] if vanilla else None,
+             "strategies": {params.arms[a].strategy: a for a in table5
+                            if not mitigation.is_baseline(params.arms[a].strategy)}}
+    bases = {}
+    for key in ("similar_p1", "dissimilar_p1"):
+        p1 = roles[key]
+        if p1 in params.arms and params.arms[p1].datasets:  # trained here: compare with its start
+            bases[p1] = params.arms[p1].start
+    roles["bases"] = bases
+    return roles
 
 
 CLAIM_TEXT = {
@@ -349,90 +519,96 @@ CLAIM_TEXT = {
            "mean over layers of the covariance change (Figure 2): dissimilar - similar"),
     "C7a": ("{s} keeps more English Ability than vanilla Phase 2 from the same start.",
             "EA({s}) - EA(vanilla Phase 2)"),
+    "C7b vs": ("ER_10's combined score is above {s}'s.",
+               "combined(ER_10) - combined({s})"),
     "C7b": ("ER_10 has the best combined score among the mitigation strategies.",
-            "share of bootstrap replicates in which ER_10 has the highest combined score"),
+            "ER_10's combined minus each other strategy's (the rows above): reproduced if every one is "
+            "above 0, contradicted if any is below 0"),
     "C8a": ("The reverse order loses Multilingual Ability in its second (English) phase.",
             "MA(reverse P1) - MA(reverse P2)"),
-    "C8b": ("The reverse order ends below the mixture.",
+    "C8b": ("The reverse order ends below the two-phase order in Multilingual Ability.",
+            "MA(similar P2) - MA(reverse P2)"),
+    "C8c": ("The reverse order ends below the mixture in Multilingual Ability.",
+            "MA(mixture) - MA(reverse P2)"),
+    "C8d": ("The reverse order ends below the mixture in the combined score.",
             "combined(mixture) - combined(reverse P2)"),
 }
 
 
 def _new_claim(claim_id: str, strategy: str | None = None, margin: float = 0.0) -> Claim:
-    text, quantity = CLAIM_TEXT[claim_id]
-    paper, note = _paper_values(claim_id, strategy) if claim_id != "C7b" else ({}, "")
-    cid = f"C7a {strategy}" if claim_id == "C7a" else claim_id
+    key = "C7b vs" if claim_id == "C7b" and strategy else claim_id
+    text, quantity = CLAIM_TEXT[key]
+    paper, note = _paper_values(claim_id, strategy) if key != "C7b" else ({}, "")
+    cid = f"C7a {strategy}" if claim_id == "C7a" else f"C7b vs {strategy}" if key == "C7b vs" else claim_id
     return Claim(id=cid, claim=text.format(s=strategy), quantity=quantity.format(s=strategy),
                  paper=paper, paper_note=note, margin=margin)
 
 
-def _combine_seeds(per_seed: list[dict[str, np.ndarray]], points: list[dict[str, float]], replicates: int,
-                   rng: np.random.Generator) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Seeds first, then items: replicate r draws k seeds with replacement and averages, for each
-    drawn seed, an independent item replicate of that seed. Each seed's arrays hold
-    ``replicates * k`` item replicates (k: the number of seeds)."""
-    k = len(per_seed)
-    keys = set(per_seed[0]).intersection(*per_seed[1:]) if k > 1 else set(per_seed[0])
-    point = {q: float(np.mean([p[q] for p in points])) for q in keys}
-    if k == 1:
-        return point, {q: per_seed[0][q] for q in keys}
-    drawn = rng.integers(k, size=(replicates, k))
-    rows, cols = np.arange(replicates)[:, None], np.arange(k)[None, :]
-    out = {}
-    for q in keys:
-        stack = np.stack([s[q].reshape(replicates, k) for s in per_seed])  # (seed, replicate, slot)
-        out[q] = stack[drawn, rows, cols].mean(axis=1)
-    return point, out
+def _decide(c: Claim, est: Estimate, confidence: float, replicates: int) -> None:
+    """Fill a claim's value, interval, verdict and seed count from its Estimate."""
+    c.value = est.value
+    c.lo, c.hi = est.interval(confidence)
+    c.verdict = verdict(c.lo, c.hi, c.margin)
+    c.interval = est.method(replicates)
+    if est.k > 1:
+        c.seeds_in_direction = [est.in_direction(c.margin), est.k]
+        c.interval += f"; {c.seeds_in_direction[0]} of {est.k} seeds in the paper's direction"
+        if c.verdict == INCONCLUSIVE:
+            need = seeds_needed(est.values, confidence, c.margin)
+            c.note = "; ".join(x for x in (c.note, (
+                f"with this spread, about {need} seeds would decide it" if need else
+                "its seeds average exactly on the line: no number of seeds would decide it")) if x)
+    c.extra["estimate"] = est
 
 
-def _evaluation_quantities(run: SeedRun, roles: dict[str, Any], replicates: int, rng: np.random.Generator,
-                           ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str], dict]:
-    """Every evaluation-based quantity of one seed: replicate arrays, point values, the models
-    each quantity could not be computed for (name -> reason), and the items per (benchmark, task)."""
-    params, store = run.params, run.store
-    wanted = [roles[k] for k in ("similar", "similar_p1", "dissimilar", "dissimilar_p1", "mixture", "reverse",
-                                 "reverse_p1", "vanilla") if roles[k]] + list(roles["strategies"].values())
-    wanted = list(dict.fromkeys(wanted))
-    scores, missing = {}, {}
-    for name in wanted:
-        try:
-            scores[name] = item_scores(params, store, name)
-        except MissingArtifact as exc:
-            missing[name] = str(exc)
-    boot = ItemBootstrap(params, scores, replicates, rng) if scores else None
-    draws = {n: boot.ability(n) for n in scores} if boot else {}
-    points = {n: boot.ability(n, point=True) for n in scores} if boot else {}
-    arrays: dict[str, np.ndarray] = {}
-    values: dict[str, float] = {}
-
-    def define(key: str, fn: Callable[[dict], Any], needs: Sequence[str]) -> None:
-        if all(n in scores for n in needs):
-            arrays[key] = np.asarray(fn(draws), dtype=float)
-            values[key] = float(fn(points))
-
-    s, s1, d, d1 = roles["similar"], roles["similar_p1"], roles["dissimilar"], roles["dissimilar_p1"]
-    mix, r2, r1, van = roles["mixture"], roles["reverse"], roles["reverse_p1"], roles["vanilla"]
-    if s and mix:
-        define("C1", lambda a: a[s]["combined"] - a[mix]["combined"], [s, mix])
-    if s:
-        define("C2", lambda a: a[s]["EA"] - a[s1]["EA"], [s, s1])
-    if d:
-        define("C3a", lambda a: a[d1]["EA"] - a[d]["EA"], [d, d1])
-    if s and d:
-        define("C3b", lambda a: (a[d1]["EA"] - a[d]["EA"]) - (a[s1]["EA"] - a[s]["EA"]), [s, s1, d, d1])
-    if van:
-        for strategy, arm in roles["strategies"].items():
-            define(f"C7a {strategy}", lambda a, arm=arm: a[arm]["EA"] - a[van]["EA"], [arm, van])
-    for strategy, arm in roles["strategies"].items():
-        define(f"combined {strategy}", lambda a, arm=arm: a[arm]["combined"], [arm])
-    if r2 and r1:
-        define("C8a", lambda a: a[r1]["MA"] - a[r2]["MA"], [r1, r2])
-    if r2 and mix:
-        define("C8b", lambda a: a[mix]["combined"] - a[r2]["combined"], [mix, r2])
-    return arrays, values, missing, (boot.items if boot else {})
+def slot_checks(seeds: Sequence[SeedScores], roles: dict[str, Any], confidence: float, margin: float
+                ) -> dict[str, dict[str, Any]]:
+    """Whether each English slot with a chance level (``CHANCE``) counts towards EA: only if every
+    Phase-1 model's score interval lies above chance + ``margin`` (a stand-in on which the Phase-1
+    models sit at chance measures nothing and can lose nothing). Per slot: the chance level, the
+    line, each Phase-1 model's score [interval], and ``counts``."""
+    out: dict[str, dict[str, Any]] = {}
+    p1s = [roles[k] for k in ("similar_p1", "dissimilar_p1") if roles[k]]
+    benches = set().union(*(s.boot.tasks for s in seeds if s.boot)) if any(s.boot for s in seeds) else set()
+    for bench, chance in CHANCE.items():
+        if bench not in benches:
+            continue
+        entry: dict[str, Any] = {"chance": chance, "line": chance + margin, "p1": {}}
+        for p1 in p1s:
+            est = estimate(seeds, lambda a, p1=p1: a[p1][bench], [p1])
+            if est is None:
+                entry["p1"][p1] = None
+                continue
+            lo, hi = est.interval(confidence)
+            entry["p1"][p1] = {"value": est.value, "lo": lo, "hi": hi}
+        entry["counts"] = bool(p1s) and all(v is not None and v["lo"] is not None and v["lo"] > entry["line"]
+                                            for v in entry["p1"].values())
+        out[bench] = entry
+    return out
 
 
-def _similarity_values(run: SeedRun, roles: dict[str, Any]) -> dict[str, Any]:
+def phase1_against_base(seeds: Sequence[SeedScores], roles: dict[str, Any], confidence: float,
+                        exclude: frozenset[str]) -> dict[str, dict[str, Any]]:
+    """Each trained Phase-1 model's English slots and EA minus its base model's, with intervals:
+    whether Phase 1 taught something that Phase 2 could keep or lose (``above``: EA's interval
+    above 0)."""
+    out: dict[str, dict[str, Any]] = {}
+    for p1, base in roles["bases"].items():
+        if not all(n in s.scores for s in seeds for n in (p1, base)):
+            out[p1] = {"base": base, "above": None}
+            continue
+        entry: dict[str, Any] = {"base": base}
+        benches = [b for b in ENGLISH_BENCHMARKS if b in seeds[0].boot.tasks and b not in exclude] + ["EA"]
+        for b in benches:
+            est = estimate(seeds, lambda a, b=b: a[p1][b] - a[base][b], [p1, base], exclude)
+            lo, hi = est.interval(confidence)
+            entry[b] = {"value": est.value, "lo": lo, "hi": hi}
+        entry["above"] = entry["EA"]["lo"] is not None and entry["EA"]["lo"] > 0
+        out[p1] = entry
+    return out
+
+
+def _seed_values(run: SeedRun, roles: dict[str, Any]) -> dict[str, Any]:
     """DES difference with its sd (C4), MPD difference (C5), mean covariance change difference
     (C6) of one seed; a value the store lacks is given as the reason instead."""
     params, store = run.params, run.store
@@ -477,12 +653,19 @@ def _similarity_values(run: SeedRun, roles: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _wanted(roles: dict[str, Any]) -> list[str]:
+    names = [roles[k] for k in ("similar", "similar_p1", "dissimilar", "dissimilar_p1", "mixture", "reverse",
+                                "reverse_p1", "vanilla")] + list(roles["strategies"].values()) + list(roles["bases"].values())
+    return list(dict.fromkeys(n for n in names if n))
+
+
 def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confidence: float | None = None,
                   seed: int | None = None) -> tuple[list[Claim], dict[str, Any]]:
     """Every claim's value, interval and verdict from the runs of one or more seeds.
 
     Returns the claims (in the paper's order) and what the intervals rest on (seeds, replicates,
-    items per task, half-widths of both pairs' EA change)."""
+    items per task, the slots EA averages and those it leaves out, each Phase-1 model against its
+    base and against chance, half-widths of both pairs' EA change)."""
     if not runs:
         raise ValueError("decide_claims needs at least one (params, store) run")
     params = runs[0].params
@@ -492,15 +675,11 @@ def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confid
     rng = np.random.default_rng(params.seed if seed is None else seed)
     roles = claim_roles(params)
     k = len(runs)
-
-    per_seed, points, missing, items = [], [], {}, {}
-    for run in runs:
-        arrays, values, miss, seed_items = _evaluation_quantities(run, roles, replicates * k, rng)
-        per_seed.append(arrays)
-        points.append(values)
-        missing.update(miss)
-        items = items or seed_items  # the first seed's items per task, for the record
-    point, draws = _combine_seeds(per_seed, points, replicates, rng) if per_seed[0] else ({}, {})
+    seeds = [SeedScores(run, _wanted(roles), replicates, rng) for run in runs]
+    missing = {n: why for s in seeds for n, why in s.missing.items()}
+    checks = slot_checks(seeds, roles, confidence, f.chance_margin) if all(s.boot for s in seeds) else {}
+    dropped = frozenset(b for b, c in checks.items() if not c["counts"])
+    against_base = phase1_against_base(seeds, roles, confidence, dropped) if all(s.boot for s in seeds) else {}
 
     claims: list[Claim] = []
 
@@ -515,36 +694,40 @@ def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confid
                         if base == "vanilla" else f"findings.{base} names no arm")
         return None
 
-    def from_draws(c: Claim, key: str, role_keys: Sequence[str], interval: str, arms: Sequence[str] = ()) -> None:
+    def evaluation_claim(c: Claim, fn: Callable[[dict], Any], role_keys: Sequence[str], arms: Sequence[str] = ()
+                         ) -> Claim:
         why = lacking(role_keys)
         if why:
             c.verdict, c.note = NOT_RUN, why
-            return
-        if key not in draws:
-            needed = [roles[r] for r in role_keys] + list(arms)
-            gone = [n for n in needed if n in missing]
-            c.verdict = MISSING
-            c.note = missing[gone[0]] if gone else "not evaluated"
-            return
-        c.value = point[key]
-        c.lo, c.hi = percentile_interval(draws[key], confidence)
-        c.verdict = verdict(c.lo, c.hi, c.margin)
-        c.interval = interval
+            return c
+        needs = [roles[r] for r in role_keys] + list(arms)
+        est = estimate(seeds, fn, needs, dropped) if all(s.boot for s in seeds) else None
+        if est is None:
+            gone = [n for n in needs if n in missing]
+            c.verdict, c.note = MISSING, (missing[gone[0]] if gone else "not evaluated")
+            return c
+        _decide(c, est, confidence, replicates)
+        return c
 
-    items_note = ("paired bootstrap over evaluation items" if k == 1 else
-                  f"bootstrap over {k} seeds, then evaluation items") + f", {replicates} replicates, percentile"
-    c = _new_claim("C1")
-    from_draws(c, "C1", ["similar", "mixture"], items_note)
-    claims.append(c)
-    c = _new_claim("C2", margin=f.margin)
-    from_draws(c, "C2", ["similar"], items_note)
-    claims.append(c)
-    for cid in ("C3a", "C3b"):
-        c = _new_claim(cid)
-        from_draws(c, cid, ["dissimilar"] + (["similar"] if cid == "C3b" else []), items_note)
-        claims.append(c)
+    s, s1, d, d1 = roles["similar"], roles["similar_p1"], roles["dissimilar"], roles["dissimilar_p1"]
+    mix, r2, r1, van = roles["mixture"], roles["reverse"], roles["reverse_p1"], roles["vanilla"]
+    claims.append(evaluation_claim(_new_claim("C1"), lambda a: a[s]["combined"] - a[mix]["combined"],
+                                   ["similar", "mixture"]))
+    claims.append(evaluation_claim(_new_claim("C2", margin=f.margin), lambda a: a[s]["EA"] - a[s1]["EA"],
+                                   ["similar", "similar_p1"]))
+    claims.append(evaluation_claim(_new_claim("C3a"), lambda a: a[d1]["EA"] - a[d]["EA"],
+                                   ["dissimilar", "dissimilar_p1"]))
+    claims.append(evaluation_claim(_new_claim("C3b"), lambda a: (a[d1]["EA"] - a[d]["EA"]) - (a[s1]["EA"] - a[s]["EA"]),
+                                   ["dissimilar", "dissimilar_p1", "similar", "similar_p1"]))
+    # A Phase-1 model that is not above its base on EA taught nothing Phase 2 could keep or lose.
+    for c in claims[1:4]:
+        used = {"C2": [s1], "C3a": [d1], "C3b": [s1, d1]}[c.id]
+        flat = [p for p in used if against_base.get(p, {}).get("above") is False]
+        if flat:
+            c.note = "; ".join(x for x in (c.note, "compares nothing: " + ", ".join(
+                f"{p} is not above its base {roles['bases'][p]!r} in EA" for p in flat)) if x)
 
-    sims = [_similarity_values(run, roles) for run in runs]
+    sims = [_seed_values(run, roles) for run in runs]
     for cid in ("C4", "C5", "C6"):
         c = _new_claim(cid)
         claims.append(c)
@@ -558,39 +741,38 @@ def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confid
             c.note = next(v for v in vals if isinstance(v, str) or v is None) or "not computed"
             continue
         if cid == "C4":
-            diffs = np.array([v[0] for v in vals])
-            sds = np.array([v[1] for v in vals])
-            c.value = float(diffs.mean())
-            # DES carries its own bootstrap sd (rows resampled); across seeds: seeds first.
-            if k == 1:
-                z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
-                c.lo, c.hi = float(diffs[0] - z * sds[0]), float(diffs[0] + z * sds[0])
-            else:
-                slot = rng.integers(k, size=(replicates, k))
-                noise = rng.standard_normal((replicates, k)) * sds[slot]
-                c.lo, c.hi = percentile_interval((diffs[slot] + noise).mean(axis=1), confidence)
-            c.verdict = verdict(c.lo, c.hi)
-            c.interval = ("normal from DES's bootstrap sd (rows resampled; the two DES treated as "
-                          "independent)" + ("" if k == 1 else f", seeds resampled ({k})"))
+            # DES carries its own bootstrap sd (rows resampled); across seeds a t-interval whose sd
+            # is at least the rows' own noise (the seeds may share their rows)
+            sds = [v[1] for v in vals]
+            est = Estimate([v[0] for v in vals], sd=sds[0] if k == 1 else None,
+                           min_sd=float(np.sqrt(np.mean(np.square(sds)))) if k > 1 else 0.0)
+            _decide(c, est, confidence, replicates)
+            c.interval = ("normal from DES's bootstrap sd (rows resampled; the two DES treated as independent)"
+                          if k == 1 else c.interval + "; sd at least DES's own bootstrap sd")
         else:
-            arr = np.array(vals, dtype=float)
-            c.value = float(arr.mean())
+            est = Estimate([float(v) for v in vals], min_seeds=SEED_ONLY_MIN_SEEDS)
+            _decide(c, est, confidence, replicates)
+            if c.lo is None:
+                c.verdict = NO_INTERVAL
+                c.seeds_in_direction = [est.in_direction(), est.k]
             if cid == "C6":
                 c.extra["mean_change_similar_dissimilar"] = [sv["C6_scale"] for sv in sims]
-            if k < 2:
-                c.verdict = NO_INTERVAL
-                c.interval = "varies only across seeds: one seed gives no interval"
-            else:
-                c.lo, c.hi = percentile_interval(arr[rng.integers(k, size=(replicates, k))].mean(axis=1), confidence)
-                c.verdict = verdict(c.lo, c.hi)
-                c.interval = f"bootstrap over {k} seeds, {replicates} replicates, percentile"
 
-    for name in mitigation.PAPER_STRATEGIES:  # Table 5's order
-        if name not in roles["strategies"]:
-            continue
-        c = _new_claim("C7a", strategy=name)
-        from_draws(c, f"C7a {name}", ["vanilla"], items_note, arms=[roles["strategies"][name]])
-        claims.append(c)
+    strategies = [n for n in mitigation.PAPER_STRATEGIES if n in roles["strategies"]]  # Table 5's order
+    for name in strategies:
+        arm = roles["strategies"][name]
+        claims.append(evaluation_claim(_new_claim("C7a", strategy=name), lambda a, arm=arm: a[arm]["EA"] - a[van]["EA"],
+                                       ["vanilla"], arms=[arm]))
+    er = roles["strategies"].get("ER_10")
+    leads: list[Claim] = []
+    if er:
+        for name in strategies:
+            if name == "ER_10":
+                continue
+            arm = roles["strategies"][name]
+            leads.append(evaluation_claim(_new_claim("C7b", strategy=name),
+                                          lambda a, arm=arm: a[er]["combined"] - a[arm]["combined"], [], arms=[er, arm]))
+        claims += leads
     c = _new_claim("C7b")
     paper = paper_c7b()
     c.paper = {m: (1.0 if v["best_printed"] == "ER_10" else 0.0) for m, v in paper.items()}
@@ -599,41 +781,48 @@ def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confid
                     + "; with each misprinted EA average replaced by the mean of its four scores: "
                     + ", ".join(f"{m} {v['best_recomputed']}" for m, v in paper.items()))
     claims.append(c)
-    combined_keys = {s: f"combined {s}" for s in roles["strategies"]}
-    if "ER_10" not in roles["strategies"]:
+    if not er:
         c.verdict, c.note = NOT_RUN, "the parameter set has no ER_10 arm among its mitigation arms"
-    elif any(k_ not in draws for k_ in combined_keys.values()):
-        gone = [a for a in roles["strategies"].values() if a in missing]
-        c.verdict, c.note = MISSING, (missing[gone[0]] if gone else "not evaluated")
+    elif not leads:
+        c.verdict, c.note = NOT_RUN, "the parameter set has no other strategy to compare ER_10 with"
+    elif any(x.verdict in (MISSING, NOT_RUN) for x in leads):
+        gone = next(x for x in leads if x.verdict in (MISSING, NOT_RUN))
+        c.verdict, c.note = gone.verdict, gone.note
     else:
-        names = list(combined_keys)
-        stack = np.stack([draws[combined_keys[s]] for s in names])
-        c.share = float(np.mean(np.array(names)[stack.argmax(axis=0)] == "ER_10"))
-        c.value = point[combined_keys["ER_10"]] - max(point[combined_keys[s]] for s in names if s != "ER_10")
-        c.verdict = share_verdict(c.share)
-        c.interval = f"{items_note}; value: ER_10's combined minus the best other strategy's"
-        c.extra["point_ranking"] = sorted(names, key=lambda s: -point[combined_keys[s]])
-    for cid in ("C8a", "C8b"):
-        c = _new_claim(cid)
-        from_draws(c, cid, ["reverse"] + (["mixture"] if cid == "C8b" else []), items_note)
-        claims.append(c)
+        c.value = min(x.value for x in leads)
+        c.verdict = _all_of(x.verdict for x in leads)
+        c.interval = "the rows above: each lead with its own interval"
+        if k == 1:  # the share of replicates in which ER_10 ranks first: a note, not a test
+            names = strategies
+            stack = np.stack([seeds[0].ability(roles["strategies"][n], False, dropped)["combined"] for n in names])
+            c.share = float(np.mean(np.array(names)[stack.argmax(axis=0)] == "ER_10"))
+            c.note = f"ER_10 ranks first in {c.share:.1%} of the bootstrap replicates (not a calibrated test)"
+        c.extra["point_ranking"] = sorted(strategies, key=lambda n: -float(np.mean(
+            [sd.ability(roles["strategies"][n], True, dropped)["combined"] for sd in seeds])))
 
-    # Many claims at once: the share of rows that a 95% interval misjudges by chance grows with
-    # their number. The family-wise column widens every interval to 1 - 0.05 / m (Bonferroni).
-    decided = [c for c in claims if c.lo is not None and c.id != "C7b"]
-    m = len(decided) + (1 if claims and any(c.id == "C7b" and c.share is not None for c in claims) else 0)
+    claims.append(evaluation_claim(_new_claim("C8a"), lambda a: a[r1]["MA"] - a[r2]["MA"], ["reverse", "reverse_p1"]))
+    claims.append(evaluation_claim(_new_claim("C8b"), lambda a: a[s]["MA"] - a[r2]["MA"], ["reverse", "similar"]))
+    claims.append(evaluation_claim(_new_claim("C8c"), lambda a: a[mix]["MA"] - a[r2]["MA"], ["reverse", "mixture"]))
+    claims.append(evaluation_claim(_new_claim("C8d"), lambda a: a[mix]["combined"] - a[r2]["combined"],
+                                   ["reverse", "mixture"]))
+
+    # Many claims at once: the family-wise column widens every interval to 1 - 0.05 / m
+    # (Bonferroni, m the rows with an interval), from t or normal intervals.
+    decided = [c for c in claims if c.lo is not None]
+    m = len(decided)
     fw_conf = 1 - (1 - confidence) / max(m, 1)
+    for c in decided:
+        c.lo_familywise, c.hi_familywise = c.extra["estimate"].interval(fw_conf, familywise=True)
+        c.verdict_familywise = verdict(c.lo_familywise, c.hi_familywise, c.margin)
+    c7b = next(c for c in claims if c.id == "C7b")
+    if leads and all(x.verdict_familywise for x in leads):
+        c7b.verdict_familywise = _all_of(x.verdict_familywise for x in leads)
     for c in claims:
-        if c.lo is not None and c.id in draws:  # DES has no draws: its row keeps no family-wise verdict
-            lo, hi = percentile_interval(draws[c.id], fw_conf)
-            c.verdict_familywise = verdict(lo, hi, c.margin)
-    c7b = next((c for c in claims if c.id == "C7b"), None)
-    if c7b is not None and c7b.share is not None:
-        c7b.verdict_familywise = share_verdict(c7b.share, 1 - (1 - SHARE_THRESHOLD) / max(m, 1))
+        c.extra.pop("estimate", None)
 
     by_id = {c.id: c for c in claims}
     half = {"similar": by_id["C2"].half_width, "dissimilar": by_id["C3a"].half_width}
-    components = ability_components(params)
+    items: dict[tuple[str, str], int] = seeds[0].boot.items if seeds[0].boot else {}
     items_per_task: dict[str, dict[str, int]] = {}
     for b, tasks in task_plan(params).items():  # the params' order, as the tables show them
         for t, _lang in tasks:
@@ -641,52 +830,138 @@ def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confid
                 items_per_task.setdefault(b, {})[t] = items[(b, t)]
     for (b, t), n in items.items():  # AlpacaEval runs outside lm-eval's plan
         items_per_task.setdefault(b, {}).setdefault(t, n)
+    components = ability_components(params)
     meta = {"seeds": [r.params.seed for r in runs], "replicates": replicates, "confidence": confidence,
             "familywise_confidence": fw_conf, "claims_tested": m, "margin_C2": f.margin,
             "ea_change_half_width": half, "items_per_task": items_per_task, "roles": roles,
-            "ea_components": components["EA"], "ma_components": components["MA"], "suite": suite_hash(params)}
+            "ea_components": [x for x in components["EA"] if x.split(" ")[0] not in dropped],
+            "ma_components": components["MA"], "slot_checks": checks, "dropped": sorted(dropped),
+            "phase1_against_base": against_base, "suite": suite_hash(params),
+            "similarity_effect": similarity_effect(by_id), "scorers": slot_scorers(params),
+            "paper_misprints": pr.misprints()}
     return claims, meta
 
 
+def _all_of(verdicts) -> str:
+    """C7b's rule over its leads: reproduced if every lead is, contradicted if any is, else inconclusive."""
+    verdicts = list(verdicts)
+    if any(v == CONTRADICTED for v in verdicts):
+        return CONTRADICTED
+    if verdicts and all(v == REPRODUCED for v in verdicts):
+        return REPRODUCED
+    return INCONCLUSIVE
+
+
+def similarity_effect(by_id: dict[str, Claim]) -> dict[str, str]:
+    """The paper's similarity effect as one verdict: reproduced when C2, C3a and C3b all are,
+    contradicted when C3b is, inconclusive otherwise (C2 alone holds when nothing forgets at all);
+    at the claims' level and family-wise."""
+    out = {}
+    for level, attr in (("claims", "verdict"), ("familywise", "verdict_familywise")):
+        got = [getattr(by_id[c], attr) if c in by_id else None for c in ("C2", "C3a", "C3b")]
+        out[level] = (REPRODUCED if all(v == REPRODUCED for v in got) else
+                      CONTRADICTED if got[2] == CONTRADICTED else INCONCLUSIVE)
+    return out
+
+
+def slot_scorers(params: Params) -> dict[str, str]:
+    """For each benchmark that runs: what stands in for it, its score, and where that is not the
+    paper's metric, what the paper reports instead (the findings' footnote)."""
+    paper_metric = {"ifeval": "prompt-level strict accuracy", "alpacaeval": "win rate against the reference",
+                    "mmlu": "acc", "hellaswag": "acc_norm", "mlqa": "F1", "xquad": "F1", "xlsum": "ROUGE"}
+    what = {
+        "instructions": "held-out prompts stating 2-3 verifiable instructions, answers generated, scored by "
+                        "lm-eval's IFEval checkers: share of each prompt's instructions followed",
+        "ifeval": "the real IFEval prompts, scored by lm-eval's IFEval checkers",
+        "mc": "four-option questions on held-out instances", "completion": "four endings of held-out answers",
+        "response_ll": "per-byte probability of reference responses (teacher-forced, not generated)",
+        "answer_line": "the answer-line convention of generated answers",
+        "qa_lookup": "generated answers to which number an inventory lists, scored against the span",
+        "qa_facts": "generated answers to a span of three fact sentences, scored against the span",
+        "summary": "generated one-sentence summaries against the lead sentence",
+    }
+    out = {}
+    for bench, b in params.evaluation.benchmarks.items():
+        if b.source == "off":
+            out[bench] = "not run (reported missing)"
+            continue
+        label = {"offline": what.get(b.task, b.task), "lm_eval": f"lm-eval task {b.task}",
+                 "cft": f"our {b.task} task on the real data", "alpaca_eval": "alpaca_eval with a judge"}[b.source]
+        scorer = f"; scorer {b.scorer}" if bench in ("mlqa", "xquad", "xlsum") else ""
+        if bench == "xlsum" and b.scorer == "paper":
+            scorer += " (rouge_score's default tokenizer: an assumption, the paper names none)"
+        metric = b.metric or ""
+        differs = "" if metric in ("prompt_level_strict_acc", "acc", "f1", "win_rate") or (
+            bench == "hellaswag" and metric == "acc_norm") or (bench == "xlsum" and metric.startswith("rouge")) \
+            else f" (not the paper's metric: it reports {paper_metric[bench]})"
+        out[bench] = f"{label}; {metric}{differs}{scorer}"
+    return out
+
+
 def benchmark_changes(runs: Sequence[SeedRun], pairs: dict[str, tuple[str, str]], replicates: int | None = None,
-                      confidence: float | None = None, seed: int | None = None):
+                      confidence: float | None = None, seed: int | None = None, exclude: Sequence[str] = ()):
     """Per benchmark (and EA, MA), the change from the first to the second model of each pair
-    with its paired-bootstrap interval: what an EA or MA change is made of. ``pairs``: label ->
-    (before, after), e.g. {"similar": ("p1_alpaca", "p2_alpaca")}. Seeds first, then items."""
+    with its interval, drawn as the claims' are (one seed: paired bootstrap; several: t over
+    seeds): what an EA or MA change is made of. ``pairs``: label -> (before, after), e.g.
+    {"similar": ("p1_alpaca", "p2_alpaca")}; ``exclude``: slots EA leaves out (the claims'
+    ``meta["dropped"]``)."""
     import pandas as pd
 
     params = runs[0].params
     replicates = replicates or params.findings.n_bootstrap
     confidence = confidence or params.findings.confidence
     rng = np.random.default_rng(params.seed if seed is None else seed)
-    k = len(runs)
     names = list(dict.fromkeys(n for pair in pairs.values() for n in pair))
-    per_seed, points = [], []
-    for run in runs:
-        scores = {n: item_scores(run.params, run.store, n) for n in names}
-        boot = ItemBootstrap(run.params, scores, replicates * k, rng)
-        arrays, values = {}, {}
-        for label, (a, b) in pairs.items():
-            da, db = boot.ability(a), boot.ability(b)
-            pa, pb = boot.ability(a, point=True), boot.ability(b, point=True)
-            for q in [*boot.tasks, "EA", "MA"]:
-                arrays[(label, q)] = db[q] - da[q]
-                values[(label, q)] = pb[q] - pa[q]
-                values[(label, q, "before")], values[(label, q, "after")] = pa[q], pb[q]
-        per_seed.append(arrays)
-        points.append(values)
-    point, draws = _combine_seeds(per_seed, points, replicates, rng)
+    seeds = [SeedScores(run, names, replicates, rng) for run in runs]
+    for s in seeds:
+        if s.missing:
+            raise MissingArtifact(next(iter(s.missing.values())))
+    drop = frozenset(exclude)
     rows = []
-    for (label, q), arr in draws.items():
-        lo, hi = percentile_interval(arr, confidence)
-        before, after = (float(np.mean([p[(label, q, w)] for p in points])) for w in ("before", "after"))
-        rows.append({"pair": label, "benchmark": q, "before": before, "after": after, "change": point[(label, q)],
-                     "low": lo, "high": hi})
+    for label, (a, b) in pairs.items():
+        for q in [*seeds[0].boot.tasks, "EA", "MA"]:
+            est = estimate(seeds, lambda x, q=q: x[b][q] - x[a][q], [a, b], drop)
+            lo, hi = est.interval(confidence)
+            before = float(np.mean([s.ability(a, True, drop)[q] for s in seeds]))
+            rows.append({"pair": label, "benchmark": q, "before": before, "after": before + est.value,
+                         "change": est.value, "low": lo, "high": hi})
     order = {q: i for i, q in enumerate([*ENGLISH_BENCHMARKS, "EA", *MULTILINGUAL_BENCHMARKS, "MA"])}
     df = pd.DataFrame(rows)
     df = df.sort_values(["pair", "benchmark"], key=lambda c: c.map(order) if c.name == "benchmark" else c)
     return df.set_index(["pair", "benchmark"])
 
+
+def plotted_intervals(runs: Sequence[SeedRun], names: Sequence[str] | None = None, replicates: int | None = None,
+                      confidence: float | None = None, seed: int | None = None) -> dict[str, Any]:
+    """What the figures plot of this run, with the findings' intervals: each model's EA, MA and
+    combined, and each Phase-2 arm's EA change from its start, as (value, low, high), EA leaving
+    out the slots the findings leave out (``dropped``). The same draws as ``decide_claims`` with
+    the same seed and replicates: a figure's interval is the findings' (tests check it)."""
+    params = runs[0].params
+    replicates = replicates or params.findings.n_bootstrap
+    confidence = confidence or params.findings.confidence
+    rng = np.random.default_rng(params.seed if seed is None else seed)
+    roles = claim_roles(params)
+    names = list(names) if names is not None else params.evaluated_models()
+    seeds = [SeedScores(run, list(dict.fromkeys([*_wanted(roles), *names])), replicates, rng) for run in runs]
+    if not all(s.boot for s in seeds):
+        return {"dropped": [], "abilities": {}, "ea_change": {}}
+    dropped = frozenset(b for b, c in slot_checks(seeds, roles, confidence, params.findings.chance_margin).items()
+                        if not c["counts"])
+    out: dict[str, Any] = {"dropped": sorted(dropped), "abilities": {}, "ea_change": {}}
+    for n in names:
+        if any(n not in s.scores for s in seeds):
+            continue
+        out["abilities"][n] = {}
+        for q in ("EA", "MA", "combined"):
+            est = estimate(seeds, lambda a, q=q: a[n][q], [n], dropped)
+            out["abilities"][n][q] = (est.value, *est.interval(confidence))
+    for arm in params.arms_in_phase("phase2"):
+        start = params.arms[arm].start
+        est = estimate(seeds, lambda a: a[arm]["EA"] - a[start]["EA"], [arm, start], dropped)
+        if est is not None:
+            out["ea_change"][arm] = (est.value, *est.interval(confidence))
+    return out
 
 
 # --------------------------------------------------------------------------- output
@@ -700,8 +975,11 @@ def claims_frame(claims: Sequence[Claim]):
     for c in claims:
         rows.append({"claim": c.id, "statement": c.claim, "quantity": c.quantity,
                      "paper Mistral-7B": c.paper.get("Mistral-7B"), "paper Llama-3-8B": c.paper.get("Llama-3-8B"),
-                     "ours": c.value, "95% low": c.lo, "95% high": c.hi, "share": c.share, "verdict": c.verdict,
-                     "family-wise": c.verdict_familywise, "note": "; ".join(x for x in (c.paper_note, c.note) if x)})
+                     "ours": c.value, "95% low": c.lo, "95% high": c.hi, "verdict": c.verdict,
+                     "family-wise": c.verdict_familywise,
+                     "seeds in direction": (f"{c.seeds_in_direction[0]} of {c.seeds_in_direction[1]}"
+                                            if c.seeds_in_direction else None),
+                     "note": "; ".join(x for x in (c.paper_note, c.note) if x)})
     return pd.DataFrame(rows).set_index("claim")
 
 
@@ -715,47 +993,95 @@ RULE_TEXT = (
     "Each quantity is oriented so that a positive value is the paper's direction. A claim is "
     "**reproduced** when its 95% interval lies above 0 (above -{margin} for C2, a non-inferiority "
     "claim with margin {margin}), **contradicted** when it lies below 0 (below -{margin} for C2), "
-    "and **inconclusive** otherwise. C7b is reproduced when ER_10 ranks first in at least 95% of "
-    "the bootstrap replicates and contradicted when in at most 5%. A claim without an interval "
-    "(MPD and the representation change on one seed) is inconclusive (no interval); a claim whose "
-    "arms the parameter set lacks is not run.")
+    "and **inconclusive** otherwise. C7b is reproduced when ER_10's combined score is above every other "
+    "strategy's (each lead's interval above 0), contradicted when any lead's interval lies below 0. "
+    "Intervals: with one seed, a paired bootstrap over evaluation items (percentile); with several "
+    "seeds, a t-interval over the seeds' values (k - 1 degrees of freedom). A quantity that varies only "
+    "between seeds (MPD, the representation change) needs 3 seeds for an interval, else it is "
+    "inconclusive (no interval); a claim whose arms the parameter set lacks is not run.")
+
+
+def _check_lines(meta: dict[str, Any]) -> list[str]:
+    """What the English slots rest on: each chance-level slot's Phase-1 scores against chance, and
+    each Phase-1 model against its base."""
+    lines = []
+    for bench, c in meta.get("slot_checks", {}).items():
+        scores = ", ".join(f"{p1} " + (f"{v['value']:.3f} [{_fmt(v['lo'], False)}, {_fmt(v['hi'], False)}]"
+                                        if v else "not evaluated") for p1, v in c["p1"].items())
+        verdict_ = ("averaged into EA" if c["counts"] else
+                    "**left out of EA**: a Phase-1 model's interval is not above the line")
+        lines.append(f"- {bench}: chance {c['chance']:.2f}, line chance + margin = {c['line']:.2f}; "
+                     f"Phase-1 scores {scores}: {verdict_}.")
+    for p1, e in meta.get("phase1_against_base", {}).items():
+        if e.get("above") is None:
+            lines.append(f"- {p1} against its base {e['base']!r}: not evaluated.")
+            continue
+        parts = ", ".join(f"{b} {_fmt(v['value'])} [{_fmt(v['lo'])}, {_fmt(v['hi'])}]"
+                          for b, v in e.items() if isinstance(v, dict))
+        lines.append(f"- {p1} minus its base {e['base']!r}: {parts}: "
+                     + ("above the base in EA." if e["above"] else
+                        "**not above the base in EA**: Phase 2 has nothing of Phase 1 to keep or lose."))
+    return lines
 
 
 def findings_markdown(claims: Sequence[Claim], meta: dict[str, Any], title: str) -> str:
-    """The findings as Markdown: the rule, the table, the half-widths, what the intervals rest on."""
+    """The findings as Markdown: the rule, the table, the similarity effect, what the English
+    slots rest on, the half-widths, each slot's scorer, the paper's misprints."""
+    k = len(meta["seeds"])
     lines = [f"# Findings: {title}", "",
              "Generated by notebook `09_findings` from the run store; no number here is typed by hand. "
              "Method: docs/METHODS.md, \"Deciding a claim\".", "",
              RULE_TEXT.format(margin=meta["margin_C2"]), "",
-             f"Seeds: {meta['seeds']}; {meta['replicates']} bootstrap replicates; intervals at "
-             f"{meta['confidence']:.0%}. {meta['claims_tested']} claims are tested at once: even if none held, "
-             "a few 95% intervals would exclude 0 by chance, so a single `reproduced` is weak evidence on its "
-             f"own. The family-wise column repeats each verdict at {meta['familywise_confidence']:.2%} "
-             "(Bonferroni), which holds the chance of any false verdict in the table at 5%.", "",
+             f"Seeds: {meta['seeds']}; " + (f"{meta['replicates']} bootstrap replicates; " if k == 1 else "")
+             + f"intervals at {meta['confidence']:.0%}. {meta['claims_tested']} rows have an interval: even if "
+             "none held, a few 95% intervals would exclude 0 by chance, so a single `reproduced` is weak evidence "
+             f"on its own. The family-wise column repeats each verdict at {meta['familywise_confidence']:.2%} "
+             "(Bonferroni; " + ("normal intervals from the replicates' sd" if k == 1 else "t-intervals")
+             + "), which holds the chance of any false verdict in the table at 5%.", "",
              "| claim | statement | quantity | paper Mistral-7B | paper Llama-3-8B | ours [95% interval] | verdict "
              "| family-wise | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     for c in claims:
         if c.id == "C7b":
-            ours = "—" if c.share is None else f"share {c.share:.3f} (combined lead {_fmt(c.value)})"
-            paper = [("first" if c.paper.get(m) else "not first") if c.paper else "—"
-                     for m in ("Mistral-7B", "Llama-3-8B")]
+            ours = "—" if c.value is None else f"smallest lead {_fmt(c.value)}"
+            paper = [("first" if c.paper.get(m) else "not first") if c.paper else "—" for m in MODELS]
         else:
             ours = "—" if c.value is None else (
                 f"{_fmt(c.value)} [{_fmt(c.lo)}, {_fmt(c.hi)}]" if c.lo is not None else f"{_fmt(c.value)}")
-            paper = [_fmt(c.paper.get(m)) for m in ("Mistral-7B", "Llama-3-8B")]
+            if c.lo is None and c.seeds_in_direction:
+                ours += f" ({c.seeds_in_direction[0]} of {c.seeds_in_direction[1]} seeds in the paper's direction)"
+            paper = [_fmt(c.paper.get(m)) for m in MODELS]
         note = "; ".join(x for x in (c.paper_note, c.note, c.interval) if x).replace("|", "/")
         lines.append(f"| {c.id} | {c.claim} | {c.quantity} | {paper[0]} | {paper[1]} | {ours} | **{c.verdict}** "
                      f"| {c.verdict_familywise or '—'} | {note} |")
+    effect = meta["similarity_effect"]
+    survive = [c.id for c in claims if c.verdict_familywise in (REPRODUCED, CONTRADICTED)]
+    lines += ["", f"**The similarity effect** (C2, C3a and C3b together: reproduced when all three are, "
+              f"contradicted when C3b is): **{effect['claims']}**; family-wise: {effect['familywise']}.", "",
+              "**Verdicts that survive family-wise:** " + (", ".join(
+                  f"{c} ({next(x.verdict_familywise for x in claims if x.id == c)})" for c in survive) or "none") + ".",
+              "", "**What the English slots rest on** (docs/METHODS.md, \"The English slots\"):"]
+    lines += _check_lines(meta) or ["- no slot with a chance level ran, and no Phase-1 model has a base here."]
     hw = meta["ea_change_half_width"]
     lines += ["", "Half-widths of the 95% interval of each Phase-2 pair's EA change (P1 -> P2): "
-              + ", ".join(f"{k} pair {_fmt(v, signed=False)}" for k, v in hw.items()) + ".", "",
-              "EA averages: " + (", ".join(meta["ea_components"]) or "none") + "; MA averages: "
-              + (", ".join(meta["ma_components"]) or "none") + ". Items per task: "
-              + "; ".join(f"{b}: " + ", ".join(f"{t} {n}" for t, n in tasks.items())
-                          for b, tasks in meta["items_per_task"].items()) + ".", "",
-              f"Evaluation suite {meta['suite']}. Arms compared: "
-              + ", ".join(f"{k} = {v}" for k, v in meta["roles"].items() if k != "strategies" and v)
+              + ", ".join(f"{k_} pair {_fmt(v, signed=False)}" for k_, v in hw.items()) + ".", "",
+              "EA averages: " + (", ".join(meta["ea_components"]) or "none")
+              + (f" (left out: {', '.join(meta['dropped'])})" if meta.get("dropped") else "")
+              + "; MA averages: " + (", ".join(meta["ma_components"]) or "none") + ".", "",
+              "What each slot is and how it is scored: "
+              + "; ".join(f"**{b}**: {v}" for b, v in meta.get("scorers", {}).items()) + ".", "",
+              "Items per task: " + "; ".join(f"{b}: " + ", ".join(f"{t} {n}" for t, n in tasks.items())
+                                             for b, tasks in meta["items_per_task"].items()) + ".", ""]
+    mis = meta.get("paper_misprints", [])
+    if mis:
+        lines += ["The paper's printed averages that its own scores do not give (half a unit in the last printed "
+                  "digit + 0.0005 allowed; the claims' paper values use the printed ones and their notes give "
+                  "the recomputed value where a claim rests on one): "
+                  + "; ".join(f"Table {x['table']} {x['model']} {x['row']}" + (f" {x['phase']}" if x['phase'] else "")
+                              + f" {x['column']}: printed {x['printed']:g}, recomputed {x['recomputed']:.4f}"
+                              for x in mis) + ".", ""]
+    lines += [f"Evaluation suite {meta['suite']}. Arms compared: "
+              + ", ".join(f"{k_} = {v}" for k_, v in meta["roles"].items() if k_ not in ("strategies", "bases") and v)
               + "; strategies: " + ", ".join(f"{s} = {a}" for s, a in meta["roles"]["strategies"].items()) + "."]
     return "\n".join(lines) + "\n"
 
@@ -792,20 +1118,25 @@ def phase2_pairs(meta: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 def precision_report(meta: dict[str, Any]) -> str:
     """What the EA change's precision rests on: each pair's interval half-width, what EA and MA
-    average, and the items per task (``decide_claims``'s ``meta``)."""
+    average (and leave out), and the items per task (``decide_claims``'s ``meta``)."""
     widths = {pair: round(hw, 4) if hw is not None else None for pair, hw in meta["ea_change_half_width"].items()}
     return (f"EA change, half-width of the 95% interval: {widths}\n"
-            f"EA averages: {meta['ea_components']} | MA averages: {meta['ma_components']}\n"
+            f"EA averages: {meta['ea_components']} (left out: {meta.get('dropped') or 'none'}) | "
+            f"MA averages: {meta['ma_components']}\n"
             f"items per task: {meta['items_per_task']}")
 
 
+def construct_report(meta: dict[str, Any]) -> str:
+    """Each chance-level slot's Phase-1 scores against chance, and each Phase-1 model against its
+    base (``decide_claims``'s ``meta``), as text."""
+    return "\n".join(_check_lines(meta)) or "no slot with a chance level ran, and no Phase-1 model has a base"
+
+
 def verdict_lines(claims: Sequence[Claim]) -> str:
-    """One line per claim: id, verdict, and its share (C7b) or value with interval."""
+    """One line per claim: id, verdict, and its value with interval."""
     def shown(c: Claim) -> str:
-        if c.share is not None:
-            return f"share {c.share:.3f}"
         if c.lo is not None:
             return f"{c.value:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]"
         return f"{c.value:+.3f}" if c.value is not None else "—"
 
-    return "\n".join(f"{c.id:>14}  {c.verdict:<27} {shown(c)}" for c in claims)
+    return "\n".join(f"{c.id:>16}  {c.verdict:<27} {(c.verdict_familywise or '—'):<13} {shown(c)}" for c in claims)

@@ -44,7 +44,8 @@ BUILTIN_LANGUAGES = ("en", "fr", "ar", "de", "es", "id", "ja", "ko", "pt", "ru",
                      "ro", "tr")
 # The offline task kinds (evaluation/offline_tasks.py writes one lm-eval task each), those
 # written once per language, and what each scored kind's answers are scored as.
-OFFLINE_TASKS = ("mc", "completion", "qa_lookup", "qa_facts", "summary", "response_ll", "answer_line")
+OFFLINE_TASKS = ("mc", "completion", "qa_lookup", "qa_facts", "summary", "response_ll", "answer_line",
+                 "instructions")
 PER_LANGUAGE = {"qa_lookup", "qa_facts", "summary"}
 SCORED_AS = {"qa_lookup": "qa", "qa_facts": "qa", "summary": "summary"}
 # The kinds of the cft hub tasks (evaluation/hub_tasks.py).
@@ -829,6 +830,9 @@ class Findings(Strict):
     n_bootstrap: int = Field(default=2000, ge=100)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     margin: float = Field(default=0.02, ge=0)   # C2's non-inferiority margin, in EA points
+    # An English slot with a chance level (MMLU, HellaSwag: four options) enters EA only if every
+    # Phase-1 model's score interval lies above chance + this (docs/METHODS.md, "The English slots").
+    chance_margin: float = Field(default=0.05, ge=0)
 
 
 class PlanSettings(Strict):

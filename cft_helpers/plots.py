@@ -67,49 +67,150 @@ def des_heatmap(result: dict[str, Any], title: str = "Dataset Embedding Similari
 
 def similarity_vs_forgetting(ours, paper: Sequence[dict], our_change_label: str):
     """Four panels: DES and MPD (columns) against the change in English after Phase 2, for this
-    run (top; ``ours`` from ``similarity.similarity_vs_forgetting``) and the paper (bottom)."""
+    run (top; ``ours`` from ``similarity.similarity_vs_forgetting``, with the change's interval in
+    columns ``change_low`` / ``change_high`` when given: the findings' intervals) and the paper
+    (bottom). Labels are placed so that none overlaps another or leaves its panel."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    def padded(values):  # room for the point labels on both sides
-        v = [float(x) for x in values]
-        if not v:
-            return None
-        span = max(max(v) - min(v), 0.1)
-        return [min(v) - 0.35 * span, max(v) + 0.35 * span]
-
-    def sides(values):  # labels point inwards so that none runs off the panel
-        v = [float(x) for x in values]
-        mid = (min(v) + max(v)) / 2 if v else 0.0
-        return ["top left" if x > mid else "top right" for x in v]
-
-    fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.12, vertical_spacing=0.18,
+    fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.12, vertical_spacing=0.22,
                         subplot_titles=["this run: DES", "this run: MPD (normalised)",
                                         "paper: DES (Table 3)", "paper: MPD (Table 4, Mistral-7B)"])
+    fig.update_layout(template=TEMPLATE, height=760, width=980, margin=PANEL_MARGIN,
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.1, "x": 0},
+                      title="Does phase-wise similarity predict what Phase 2 costs in English?"
+                            "<br><sup>this run: each change with its 95% interval, as in the findings</sup>")
+    placed = {}
     for col, key in ((1, "des"), (2, "mpd")):
         sub = ours[ours[key].notna()]
-        fig.add_trace(go.Scatter(x=sub[key], y=sub["english_change"], mode="markers+text", text=sub["label"],
-                                 textposition=sides(sub[key]), textfont={"size": 10},
-                                 marker={"size": 11, "color": OURS}, name="this run",
+        ys = [float(v) for v in sub["english_change"]]
+        lows = list(sub["change_low"]) if "change_low" in sub else [None] * len(ys)
+        highs = list(sub["change_high"]) if "change_high" in sub else [None] * len(ys)
+        has = all(v is not None and v == v for v in [*lows, *highs]) and bool(ys)
+        error = {"type": "data", "symmetric": False, "array": [h - y for h, y in zip(highs, ys)],
+                 "arrayminus": [y - lo for lo, y in zip(lows, ys)], "color": OURS, "thickness": 1.2} if has else None
+        fig.add_trace(go.Scatter(x=sub[key], y=ys, mode="markers", text=list(sub["label"]), error_y=error,
+                                 marker={"size": 11, "color": OURS}, name="this run (95% interval)",
                                  showlegend=col == 1), row=1, col=col)
-        pts = [p for p in paper if p[key] is not None]
-        fig.add_trace(go.Scatter(x=[p[key] for p in pts], y=[p["ea_change"] for p in pts],
-                                 mode="markers+text", text=[f"{p['model'].split('-')[0]}: {p['pair']}" for p in pts],
-                                 textposition=sides([p[key] for p in pts]),
-                                 textfont={"size": 9}, marker={"size": 10, "color": PAPER, "symbol": "diamond"},
-                                 name="paper", showlegend=col == 1), row=2, col=col)
+        x_range = padded_range(sub[key], pad=0.45, minimum_span=0.1)
+        y_range = padded_range([*ys, 0.0], lows if has else (), highs if has else (), pad=0.45, minimum_span=0.02)
         fig.update_xaxes(title_text="DES (higher: more similar)" if key == "des"
-                         else "MPD / max (lower: more similar)", range=padded(sub[key]), row=1, col=col)
-        fig.update_xaxes(title_text="DES" if key == "des" else "MPD / max",
-                         range=padded([p[key] for p in pts]), row=2, col=col)
+                         else "MPD / max (lower: more similar)", range=x_range, row=1, col=col)
+        fig.update_yaxes(range=y_range, row=1, col=col)
+        placed[(1, col)] = add_point_labels(fig, 1, col, list(sub[key]), ys, list(sub["label"]), [OURS] * len(ys),
+                                            x_range, y_range)
+        pts = [p for p in paper if p[key] is not None]
+        px, py = [p[key] for p in pts], [p["ea_change"] for p in pts]
+        fig.add_trace(go.Scatter(x=px, y=py, mode="markers", text=[f"{p['model'].split('-')[0]}: {p['pair']}" for p in pts],
+                                 marker={"size": 10, "color": PAPER, "symbol": "diamond"},
+                                 name="paper", showlegend=col == 1), row=2, col=col)
+        x_range, y_range = padded_range(px, pad=0.45, minimum_span=0.1), padded_range([*py, 0.0], pad=0.3)
+        fig.update_xaxes(title_text="DES" if key == "des" else "MPD / max", range=x_range, row=2, col=col)
+        fig.update_yaxes(range=y_range, row=2, col=col)
+        placed[(2, col)] = add_point_labels(fig, 2, col, px, py, [f"{p['model'].split('-')[0]}: {p['pair']}" for p in pts],
+                                            [PAPER] * len(pts), x_range, y_range)
     fig.update_yaxes(title_text=our_change_label, row=1, col=1)
     fig.update_yaxes(title_text="change in EA, P2 - P1 (lower: forgot)", row=2, col=1)
     for row in (1, 2):
         for col in (1, 2):
             fig.add_hline(y=0, line={"color": "#cccccc", "dash": "dot"}, row=row, col=col)
-    fig.update_layout(template=TEMPLATE, height=720, width=980,
-                      title="Does phase-wise similarity predict what Phase 2 costs in English?")
+    fig._cft_labels = placed   # for tests: where each label went
     return fig
+
+
+# --------------------------------------------------------------------------- labels that do not collide
+
+LABEL_FONT = 9            # px, the point labels' font size
+_CHAR_W, _LINE_H = 0.62, 1.35   # a label's box: width per character and height, in font sizes
+# Offsets (dx, dy) in pixels from the point to the label's centre, tried in this order: near the
+# point first, farther out only when the nearer places are taken (a line then joins label and point).
+_OFFSETS = [(0, -14), (0, 14)] + [(sx * (w // 2 + 10), sy * dy) for dy in (0, 14, 28) for sx in (1, -1)
+                                   for sy in ((1, -1) if dy else (1,)) for w in (60,)] + \
+    [(round(r * dx), round(r * dy)) for r in (36, 54, 72, 96) for dx, dy in
+     ((0, -1), (0, 1), (1, 0), (-1, 0), (0.7, -0.7), (-0.7, -0.7), (0.7, 0.7), (-0.7, 0.7))]
+
+
+def label_box(text: str, cx: float, cy: float, font: float = LABEL_FONT) -> tuple[float, float, float, float]:
+    """The box (x0, y0, x1, y1) in pixels a label of ``text`` takes, centred at (cx, cy)."""
+    w, h = _CHAR_W * font * len(text) + 4, _LINE_H * font
+    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+
+def _overlap(a, b) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def place_labels(xy_px: Sequence[tuple[float, float]], texts: Sequence[str], width_px: float, height_px: float,
+                 marker_px: float = 6.0) -> list[tuple[float, float]]:
+    """Pixel offsets (dx, dy, y down) for each point's label such that no label leaves the panel
+    (``width_px`` x ``height_px``, points in its pixel coordinates) or overlaps another label or a
+    point's marker: greedily, points in the order given, each at the first free place of
+    ``_OFFSETS`` (the least crowded one when none is free)."""
+    markers = [(x - marker_px, y - marker_px, x + marker_px, y + marker_px) for x, y in xy_px]
+    boxes: list[tuple[float, float, float, float]] = []
+    out = []
+    for (x, y), text in zip(xy_px, texts):
+        best, best_cost = None, None
+        for dx, dy in _OFFSETS:
+            if dx and abs(dx) < 60:  # a label beside its point: its near edge 10 px from the point
+                w = _CHAR_W * LABEL_FONT * len(text) + 4
+                dx = (1 if dx > 0 else -1) * (w / 2 + 10)
+            box = label_box(text, x + dx, y + dy)
+            outside = max(0.0, -box[0]) + max(0.0, box[2] - width_px) + max(0.0, -box[1]) + max(0.0, box[3] - height_px)
+            cost = 1000 * outside + sum(_overlap(box, b) for b in boxes) + sum(_overlap(box, m) for m in markers)
+            if cost == 0:
+                best = (dx, dy)
+                break
+            if best_cost is None or cost < best_cost:
+                best, best_cost = (dx, dy), cost
+        boxes.append(label_box(text, x + best[0], y + best[1]))
+        out.append((float(best[0]), float(best[1])))
+    return out
+
+
+def padded_range(values: Sequence[float], lows: Sequence[float | None] = (), highs: Sequence[float | None] = (),
+                 pad: float = 0.18, minimum_span: float = 0.05) -> list[float]:
+    """An axis range around the values and their interval ends, with ``pad`` of the span on each
+    side for the labels."""
+    v = [float(x) for x in [*values, *lows, *highs] if x is not None and x == x]
+    if not v:
+        return [0.0, 1.0]
+    lo, hi = min(v), max(v)
+    span = max(hi - lo, minimum_span)
+    return [lo - pad * span, hi + pad * span]
+
+
+PANEL_MARGIN = {"l": 70, "r": 30, "t": 110, "b": 110}
+
+
+def _panel_px(fig, col: int, row: int = 1) -> tuple[float, float]:
+    """Width and height in pixels of one subplot's plot area (fixed margins, legend below)."""
+    axis = "" if (row, col) == (1, 1) else str(fig.get_subplot(row, col).xaxis.plotly_name.removeprefix("xaxis"))
+    xd = fig.layout[f"xaxis{axis}"].domain
+    yd = fig.layout[f"yaxis{axis}"].domain
+    plot_w = fig.layout.width - PANEL_MARGIN["l"] - PANEL_MARGIN["r"]
+    plot_h = fig.layout.height - PANEL_MARGIN["t"] - PANEL_MARGIN["b"]
+    return (xd[1] - xd[0]) * plot_w, (yd[1] - yd[0]) * plot_h
+
+
+def add_point_labels(fig, row: int, col: int, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str],
+                     colours: Sequence[str], x_range: Sequence[float], y_range: Sequence[float]) -> list[dict]:
+    """Label each point with an annotation placed by ``place_labels`` inside the subplot; returns
+    what was placed (text, the point in pixels, the label's centre offset) for checks."""
+    width, height = _panel_px(fig, col, row)
+    to_px = [((x - x_range[0]) / (x_range[1] - x_range[0]) * width,
+              (y_range[1] - y) / (y_range[1] - y_range[0]) * height) for x, y in zip(xs, ys)]
+    offsets = place_labels(to_px, texts, width, height)
+    sub = fig.get_subplot(row, col)
+    xref, yref = sub.xaxis.plotly_name.replace("axis", ""), sub.yaxis.plotly_name.replace("axis", "")
+    placed = []
+    for x, y, text, colour, (dx, dy), px in zip(xs, ys, texts, colours, offsets, to_px):
+        far = abs(dx) > 40 or abs(dy) > 20
+        fig.add_annotation(x=x, y=y, xref=xref, yref=yref, text=text, showarrow=True, ax=dx, ay=dy,
+                           arrowwidth=0.6, arrowcolor="#bbbbbb" if far else "rgba(0,0,0,0)", arrowhead=0,
+                           font={"size": LABEL_FONT, "color": colour}, xanchor="center", yanchor="middle")
+        placed.append({"text": text, "point_px": px, "offset": (dx, dy), "panel_px": (width, height)})
+    return placed
 
 
 # --------------------------------------------------------------------------- representations (07, 08)
@@ -220,25 +321,40 @@ def ability_tradeoff_figure(ours: Sequence[dict], paper: Sequence[dict]):
     relative to each other, not the values).
 
     Each point: {"label", "kind" (start, phase1, phase2, mixture, reverse, mitigation), "EA", "MA",
-    "from": (EA, MA) of the model it was trained from, or None}; paper points carry "model", and
-    a "note" where the paper misprinted them (drawn as crosses, the note in the hover text).
-    Arrows join a Phase-2 (or reverse second-phase) model to its Phase-1 model."""
+    "from": (EA, MA) of the model it was trained from, or None}; this run's points may carry
+    "EA_low", "EA_high", "MA_low", "MA_high" (the findings' 95% intervals, drawn as error bars);
+    paper points carry "model", and a "note" where the paper misprinted them (drawn as crosses,
+    the note in the hover text). Arrows join a Phase-2 (or reverse second-phase) model to its
+    Phase-1 model. Labels are placed so that none overlaps another or leaves its panel."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     models = list(dict.fromkeys(p["model"] for p in paper))
-    panels = [("this run", list(ours))] + [(f"paper: {m}", [p for p in paper if p["model"] == m]) for m in models]
+    panels = [("this run (95% intervals)", list(ours))] + [(f"paper: {m}", [p for p in paper if p["model"] == m])
+                                                           for m in models]
     fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.07,
                         subplot_titles=[t for t, _ in panels])
+    fig.update_layout(template=TEMPLATE, height=600, width=520 * len(panels) + 140, margin=PANEL_MARGIN,
+                      legend={"title": "arm kind", "orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+                      title="English against multilingual ability for every arm<br><sup>arrows: Phase 1 -> "
+                            "Phase 2; mitigations start from the Instruct Phase-1 model</sup>")
+
+    def bar(pts, q):
+        if not pts or not all(p.get(f"{q}_low") is not None and p.get(f"{q}_high") is not None for p in pts):
+            return None
+        return {"type": "data", "symmetric": False, "array": [p[f"{q}_high"] - p[q] for p in pts],
+                "arrayminus": [p[q] - p[f"{q}_low"] for p in pts], "thickness": 1, "width": 3}
+
     shown = set()
+    placed = {}
     for col, (_, points) in enumerate(panels, start=1):
         for kind, colour in KIND_COLOURS.items():
             pts = [p for p in points if p["kind"] == kind]
             if not pts:
                 continue
             fig.add_trace(go.Scatter(
-                x=[p["EA"] for p in pts], y=[p["MA"] for p in pts], mode="markers+text",
-                text=[p["label"] for p in pts], textposition="top center", textfont={"size": 9, "color": colour},
+                x=[p["EA"] for p in pts], y=[p["MA"] for p in pts], mode="markers", text=[p["label"] for p in pts],
+                error_x=bar(pts, "EA"), error_y=bar(pts, "MA"),
                 # a point with a "note" (a paper misprint: printed and recomputed) is drawn as a cross
                 marker={"color": colour, "size": 10, "line": {"width": 0.5, "color": "white"},
                         "symbol": ["x" if p.get("note") else "circle" for p in pts]},
@@ -252,11 +368,16 @@ def ability_tradeoff_figure(ours: Sequence[dict], paper: Sequence[dict]):
                 fig.add_annotation(x=p["EA"], y=p["MA"], ax=p["from"][0], ay=p["from"][1], xref=f"x{axis}",
                                    yref=f"y{axis}", axref=f"x{axis}", ayref=f"y{axis}", showarrow=True, text="",
                                    arrowhead=2, arrowsize=1.2, arrowwidth=1.5, arrowcolor="#999999")
-        fig.update_xaxes(title_text="English Ability (EA)", row=1, col=col)
-        fig.update_yaxes(title_text="Multilingual Ability (MA)" if col == 1 else None, row=1, col=col)
-    fig.update_layout(template=TEMPLATE, height=520, width=520 * len(panels) + 140, legend={"title": "arm kind"},
-                      title="English against multilingual ability for every arm<br><sup>arrows: Phase 1 -> "
-                            "Phase 2; mitigations start from the Instruct Phase-1 model</sup>")
+        x_range = padded_range([p["EA"] for p in points], [p.get("EA_low") for p in points],
+                               [p.get("EA_high") for p in points], pad=0.25, minimum_span=0.05)
+        y_range = padded_range([p["MA"] for p in points], [p.get("MA_low") for p in points],
+                               [p.get("MA_high") for p in points], pad=0.25, minimum_span=0.05)
+        fig.update_xaxes(title_text="English Ability (EA)", range=x_range, row=1, col=col)
+        fig.update_yaxes(title_text="Multilingual Ability (MA)" if col == 1 else None, range=y_range, row=1, col=col)
+        placed[(1, col)] = add_point_labels(fig, 1, col, [p["EA"] for p in points], [p["MA"] for p in points],
+                                            [p["label"] for p in points],
+                                            [KIND_COLOURS.get(p["kind"], OURS) for p in points], x_range, y_range)
+    fig._cft_labels = placed   # for tests: where each label went
     return fig
 
 

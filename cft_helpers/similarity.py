@@ -365,7 +365,8 @@ def mpd_run_table(params: Params, store: RunStore | None = None, progress: bool 
 
 def similarity_vs_forgetting(params: Params, des_result: dict[str, Any], mpd_df, change_df):
     """One row per Phase-2 arm: its phases' DES, the MPD of its Phase-1 model against the
-    reference (Table 4), and the change in English (``change_df["change"]``, indexed by arm).
+    reference (Table 4), and the change in English (``change_df["change"]``, indexed by arm; its
+    interval too where ``change_df`` has ``change_low`` / ``change_high``).
 
     DES or MPD is NaN where the run does not define it (say, a Phase-1 model used as is without a
     stand-in dataset), with the reason in ``note``.
@@ -394,7 +395,10 @@ def similarity_vs_forgetting(params: Params, des_result: dict[str, Any], mpd_df,
             notes.append(f"{p1!r} is not in the MPD comparison")
         rows.append({"arm": arm, "label": spec.label or arm, "D1": d1, "D2": d2, "des": value, "mpd": m,
                      "english_change": float(change_df.loc[arm, "change"]) if arm in change_df.index
-                     else float("nan"), "note": "; ".join(notes)})
+                     else float("nan"), "note": "; ".join(notes),
+                     # the change's interval, where the caller has one (notebook 08: the findings')
+                     **{c: float(change_df.loc[arm, c]) if arm in change_df.index else float("nan")
+                        for c in ("change_low", "change_high") if c in change_df}})
     return pd.DataFrame(rows).set_index("arm") if rows else pd.DataFrame(
         columns=["label", "D1", "D2", "des", "mpd", "english_change", "note"])
 

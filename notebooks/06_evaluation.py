@@ -42,11 +42,13 @@
 params = "params/default.yaml"
 force = False
 overrides = ""
+span_benchmark = "mlqa"   # the extractive QA benchmark whose answers are broken down at the end
 
 # %%
 from cft_helpers.evaluation.harness import (ability_table, benchmark_table, evaluable_models, evaluate_models,
                                             language_report, save_eval_summary)
 from cft_helpers.evaluation.fidelity import fidelity_table
+from cft_helpers.evaluation.span_answers import span_report
 from cft_helpers.evaluation.tables import phase_table, strategy_tables, throughput_table
 from cft_helpers.params import load_params
 from cft_helpers.reports import show_tables
@@ -122,6 +124,17 @@ print(language_report(results))
 fidelity = fidelity_table(P, list(results), store)
 print(fidelity.attrs["footnote"])
 fidelity.round(2)
+
+# %% [markdown]
+# ## What the MLQA answers are made of
+#
+# Not in the paper: MLQA scores token F1 against the gold span, so a model whose answers grow
+# from the span into a sentence around it loses precision without being wrong, and one that
+# misses the span loses everything. Per model, the share of answers that are the span, hold it
+# among other words, or miss it (docs/METHODS.md, "The multilingual slots").
+
+# %%
+span_report(P, store, list(results), span_benchmark).round(3)
 
 # %%
 print(f"wrote {save_eval_summary(P, results, store)}")

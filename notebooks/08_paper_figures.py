@@ -40,6 +40,7 @@ import pandas as pd
 from cft_helpers import paper_results
 from cft_helpers.evaluation.harness import ability_table, language_report, load_results
 from cft_helpers.evaluation.tables import ea_change, phase_table, strategy_table, tradeoff_points
+from cft_helpers.findings import plotted_intervals, seed_runs
 from cft_helpers.params import load_params
 from cft_helpers.plots import (ability_tradeoff_figure, des_heatmap, representation_figures, save_figures,
                                similarity_vs_forgetting as forgetting_figure, use_notebook_renderer,
@@ -96,10 +97,14 @@ print(language_report(results))
 # ## Does similarity predict what Phase 2 costs in English ability?
 #
 # Notebook 05 could only use a loss proxy; here the change is the measured EA, P2 - P1
-# (negative: forgot), as in the paper's own points below ours.
+# (negative: forgot), as in the paper's own points below ours. Every value of this run that a
+# figure plots (EA, MA, a change) is the findings' (notebook 09): over the study's seeds, EA
+# without the slots the findings leave out, with the same 95% interval.
 
 # %%
-change = ea_change(P, results)
+intervals = plotted_intervals(seed_runs(P))
+print(f"EA leaves out: {intervals['dropped'] or 'nothing'}")
+change = ea_change(P, results, intervals)
 mpd = pd.DataFrame(similarity["mpd"]).T
 points = similarity_vs_forgetting(P, similarity["des"], mpd, change)
 points.round(4)
@@ -112,7 +117,8 @@ figures = representation_figures(representations)
 figures["table3_des_heatmap"] = des_heatmap(similarity["des"])
 figures["similarity_vs_ea_change"] = forgetting_figure(
     points, paper_results.similarity_forgetting_points(), our_change_label="change in EA, P2 - P1 (lower: forgot)")
-figures["ea_vs_ma_tradeoff"] = ability_tradeoff_figure(tradeoff_points(P, results), paper_results.tradeoff_points())
+figures["ea_vs_ma_tradeoff"] = ability_tradeoff_figure(tradeoff_points(P, results, intervals),
+                                                       paper_results.tradeoff_points())
 written = save_figures(figures, P.figures_path, P.figures.formats, P.figures.plotlyjs, P.figures.scale)
 written_table(written)
 

@@ -62,8 +62,16 @@ FUNCTIONS: dict[str, tuple[str, list[str]]] = {
         "layer_means", "_gram_difference_norm", "covariance_change", "standardise",
         "parallel_vectors", "translation_retrieval"]),
     "findings": ("cft_helpers/findings.py", [
-        "verdict", "share_verdict", "percentile_interval", "_item_value", "item_scores",
-        "ItemBootstrap.__init__", "ItemBootstrap._bench", "ItemBootstrap.ability", "_combine_seeds"]),
+        # the rule and the intervals
+        "verdict", "share_verdict", "percentile_interval", "normal_interval", "t_interval", "seeds_needed",
+        "Estimate.value", "Estimate.k", "Estimate.interval", "Estimate.in_direction",
+        # per-item scores and the bootstrap
+        "_item_value", "item_scores", "ItemBootstrap.__init__", "ItemBootstrap._bench", "ItemBootstrap.ability",
+        "SeedScores.ability", "estimate",
+        # the claims
+        "_reverse_ma", "_paper_values", "paper_c7b", "claim_roles", "_new_claim", "_decide", "slot_checks",
+        "phase1_against_base", "_seed_values", "_wanted", "decide_claims", "_all_of", "similarity_effect",
+        "benchmark_changes", "plotted_intervals"]),
 }
 
 # Survivors that change no number a user reads, matched on (function, text of the mutated line):
@@ -88,7 +96,6 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ("ItemBootstrap.__init__", r"self\.params = None", "params is kept but never read"),
     ("ItemBootstrap.__init__", r"for i in ids\], (dtype=None)?\)", "item scores are floats already (_item_value)"),
     ("ItemBootstrap.ability", r'float\("NAN"\)', "float('NAN') is NaN as well"),
-    ("_combine_seeds", r"if \(k > 1\) or True|if k >= 1 else", "with one seed the intersection of nothing more is the same set"),
     ("percentile_interval", r"np\.asarray\(draws, (dtype=None)?\)", "np.quantile returns floats for ints too"),
     # progress bars, default arguments that every caller passes
     ("scan", r"progress: bool = False|desc=None|unit=None|\"XXSpectrum scanXX\"|\"SPECTRUM SCAN\"|\"spectrum scan\"|"

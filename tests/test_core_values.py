@@ -501,24 +501,60 @@ def test_bootstrap_refuses_unpaired_models(smoke_params):
     assert _boot(smoke_params, {"a": mixed}).ability("a", point=True)["mmlu"] == 0.5
 
 
-def test_seeds_are_drawn_first_then_each_drawn_seed_gives_its_own_item_replicate():
-    from cft_helpers.findings import _combine_seeds
+def test_t_interval_and_seeds_needed_worked_by_hand():
+    from cft_helpers.findings import normal_interval, seeds_needed, t_interval
 
-    R, k = 4000, 2
-    # seed i's item replicates: i * 1e6 + (their index); replicate r may use indices r*k .. r*k + k-1
-    per_seed = [{"q": i * 1e6 + np.arange(R * k, dtype=float), "only0": np.zeros(R * k)} if i == 0 else
-                {"q": i * 1e6 + np.arange(R * k, dtype=float), "only1": np.zeros(R * k)} for i in range(k)]
-    point, draws = _combine_seeds(per_seed, [{"q": 1.0, "only0": 5.0}, {"q": 3.0}], R, np.random.default_rng(0))
-    assert point == {"q": 2.0} and set(draws) == {"q"}                 # a quantity every seed has
-    q = draws["q"]
-    # each replicate averages its own k item replicates (r*k + j for slot j) of seeds drawn with
-    # replacement: what is left after the indices is the mean drawn seed, 0, 1/2 or 1 (x 1e6)
-    seeds = (q - (np.arange(R) * k + (k - 1) / 2)) / 1e6
-    assert np.allclose(seeds * 2, np.round(seeds * 2), atol=1e-9)
-    shares = [np.mean(seeds == v) for v in (0.0, 0.5, 1.0)]
-    assert shares == [pytest.approx(0.25, abs=0.03), pytest.approx(0.5, abs=0.03), pytest.approx(0.25, abs=0.03)]
-    one_point, one = _combine_seeds(per_seed[:1], [{"q": 1.0, "only0": 5.0}], R, np.random.default_rng(0))
-    assert one_point == {"q": 1.0, "only0": 5.0} and one["q"] is per_seed[0]["q"]
+    # 0.1, 0.2, 0.3: mean 0.2, s 0.1; t(0.975, 2 df) = 4.302653: half-width 4.302653 x 0.1 / sqrt(3) = 0.248414
+    lo, hi = t_interval([0.1, 0.2, 0.3], 0.95)
+    assert (lo, hi) == (pytest.approx(0.2 - 0.248414, abs=1e-6), pytest.approx(0.2 + 0.248414, abs=1e-6))
+    assert type(lo) is float and type(hi) is float
+    # at 90%: t(0.95, 2 df) = 2.919986
+    assert t_interval([0.1, 0.2, 0.3], 0.90)[1] == pytest.approx(0.2 + 2.919986 * 0.1 / math.sqrt(3), abs=1e-6)
+    # four values: t(0.975, 3 df) = 3.182446, s of (0, 1, 2, 3) = 1.290994
+    assert t_interval([0.0, 1.0, 2.0, 3.0], 0.95)[0] == pytest.approx(1.5 - 3.182446 * 1.290994 / 2, abs=1e-6)
+    # a floor on the sd widens only when above the seeds' own
+    assert t_interval([0.1, 0.2, 0.3], 0.95, min_sd=0.2)[1] == pytest.approx(0.2 + 2 * 0.248414, abs=1e-6)
+    assert t_interval([0.1, 0.2, 0.3], 0.95, min_sd=0.05) == (lo, hi)
+    with pytest.raises(ValueError, match="at least 2 values, got 1"):
+        t_interval([0.1], 0.95)
+    # normal: 1 +- 1.959964 x 0.5
+    assert normal_interval(1.0, 0.5, 0.95) == (pytest.approx(1 - 0.979982, abs=1e-6), pytest.approx(1 + 0.979982, abs=1e-6))
+    assert normal_interval(0.0, 1.0, 0.90)[1] == pytest.approx(1.644854, abs=1e-6)
+    # seeds needed to exclude 0 with this spread: 3 give 0.248 > 0.2, 4 give 3.182 x 0.1 / 2 = 0.159 < 0.2
+    assert seeds_needed([0.1, 0.2, 0.3], 0.95) == 4
+    # against C2's line at -0.02: the distance is 0.22, and 4 still the first
+    assert seeds_needed([0.1, 0.2, 0.3], 0.95, margin=0.02) == 4
+    # mean 0.05, s 0.1: t(k-1) 0.1 / sqrt(k) < 0.05 first at k = 18 (2.109816 x 0.1 / sqrt(18) = 0.04973)
+    assert seeds_needed([-0.05, 0.05, 0.15], 0.95) == 18
+    assert seeds_needed([0.1, -0.1], 0.95) is None             # the mean sits on the line
+    assert seeds_needed([0.2, 0.2, 0.2], 0.95) == 2            # no spread: two seeds show it
+    assert seeds_needed([0.001, -0.0009, 0.0], 0.95, cap=50) is None
+
+
+def test_estimate_draws_its_interval_by_the_number_of_seeds():
+    from cft_helpers.findings import Estimate
+
+    draws = np.arange(101.0)   # 0..100: percentile q is 100 q; sd 29.155
+    one = Estimate([50.0], draws=draws)
+    assert one.value == 50.0 and one.k == 1
+    assert one.interval(0.95) == (pytest.approx(2.5), pytest.approx(97.5))
+    lo, hi = one.interval(0.95, familywise=True)      # normal from the draws' sd instead of percentiles
+    assert (hi - lo) / 2 == pytest.approx(1.959964 * float(np.std(draws)), rel=1e-6) and (lo + hi) / 2 == 50.0
+    assert "percentile" in one.method(2000) and "2000 replicates" in one.method(2000)
+    des = Estimate([0.4], sd=0.05)
+    assert des.interval(0.95) == (pytest.approx(0.4 - 0.097998, abs=1e-6), pytest.approx(0.4 + 0.097998, abs=1e-6))
+    assert Estimate([0.4]).interval(0.95) == (None, None)
+    assert Estimate([0.4], sd=float("nan")).interval(0.95) == (None, None)
+    three = Estimate([0.1, 0.2, 0.3])
+    assert three.interval(0.95)[0] == pytest.approx(0.2 - 0.248414, abs=1e-6) and three.k == 3
+    assert three.method(2000) == "t over 3 seed values (2 df)"
+    two = Estimate([0.1, 0.3], min_seeds=3)
+    assert two.interval(0.95) == (None, None) and "a t-interval needs 3" in two.method(2000)
+    assert Estimate([0.1, 0.3]).interval(0.95)[1] == pytest.approx(0.2 + 12.706205 * math.sqrt(0.02) / math.sqrt(2))
+    # seeds on the paper's side of the line: above -margin
+    assert Estimate([0.1, -0.01, -0.03]).in_direction() == 1
+    assert Estimate([0.1, -0.01, -0.03]).in_direction(margin=0.02) == 2
+    assert Estimate([0.0, -0.02]).in_direction(margin=0.02) == 1   # exactly on the line: not above it
 
 
 # --------------------------------------------------------------------------- DES and MPD by hand

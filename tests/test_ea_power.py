@@ -1,6 +1,7 @@
-"""The English-ability stand-ins chosen for statistical power (benchmarks/bench_ea_power.py):
-``response_ll`` (per-byte probability of held-out reference responses) and ``answer_line`` (the
-reasoning family's ``Answer: <x>`` convention, checked on greedy answers)."""
+"""Two English stand-ins kept as options: ``response_ll`` (per-byte probability of held-out
+reference responses, teacher-forced: not what IFEval measures, docs/METHODS.md, "The English
+slots") and ``answer_line`` (the reasoning family's ``Answer: <x>`` convention, checked on greedy
+answers). The IFEval slot itself is tests/test_ifeval_slot.py's."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from cft_helpers.evaluation import offline_tasks as ot
 
 from conftest import write_params
 
-ROW_KEYS = {"id", "lang", "family", "task", "key", "system", "prompt", "response", "answer"}
+ROW_KEYS = {"id", "lang", "family", "task", "key", "system", "prompt", "response", "answer", "args", "variant"}
 
 
 @pytest.mark.parametrize("build,n", [(ot.response_ll_rows, 60), (ot.answer_line_rows, 30)])

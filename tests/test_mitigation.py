@@ -244,10 +244,13 @@ def test_table5_keeps_the_misprint_and_marks_the_mean_of_its_benchmarks(smoke_pa
     assert row["combined (from that mean)"] == round((0.472 + 0.218) / 2, 3) and "misprint" in row["note"]
     assert "note" not in paper_strategy_row("Mistral-7B", "GR_5")
     # Llama-3-8B ER_10 prints 0.420 (its IFEval score); IFEval 0.420, AlpacaEval 0.02, MMLU 0.603,
-    # HellaSwag 0.561 average 0.401. LoRA's 0.179 against 0.178 is rounding, not a misprint.
+    # HellaSwag 0.561 average 0.401. LoRA's 0.179 against 0.1777 is 0.00125 off, beyond half a unit
+    # of the last printed digit + 0.0005 (paper_results.misprints): noted too; Mistral-7B
+    # Spectrum's 0.422 against 0.42175 is rounding.
     assert paper_strategy_row("Llama-3-8B", "ER_10")["EA (mean of its benchmarks)"] == \
         round((0.420 + 0.02 + 0.603 + 0.561) / 4, 3) == 0.401
-    assert "note" not in paper_strategy_row("Llama-3-8B", "LoRA")
+    assert paper_strategy_row("Llama-3-8B", "LoRA")["EA (mean of its benchmarks)"] == 0.178
+    assert "note" not in paper_strategy_row("Mistral-7B", "Spectrum")
     # Table D8's rows; its averages are the means of their scores (no LF_H1 row in the paper)
     assert paper_strategy_row("Mistral-7B", "vanilla", "D8") == {"EA": 0.376, "MA": 0.173, "combined": 0.275}
     assert paper_strategy_row("Mistral-7B", "LF_H1", "D8") is None
@@ -257,7 +260,7 @@ def test_table5_keeps_the_misprint_and_marks_the_mean_of_its_benchmarks(smoke_pa
     df = strategy_table(smoke_params, {a: record for a in smoke_params.strategy_arms()})
     assert df.loc["er_10", "paper Mistral-7B EA"] == 0.599
     assert df.loc["er_10", "paper Mistral-7B EA (mean of its benchmarks)"] == 0.472
-    assert "misprint" in df.loc["er_10", "paper note"] and pd.isna(df.loc["gr_5", "paper note"])
+    assert "misprint" in df.loc["er_10", "paper note"] and pd.isna(df.loc["spectrum", "paper note"])
     shown = df.round(3)
     assert "misprint" in shown.to_string() and "er_10" in shown.attrs["footnote"]
     assert "paper Llama-3-8B EA" in df and df.loc["p2_instruct", "EA"] == pytest.approx(0.4)

@@ -157,6 +157,27 @@ def test_scorer_parameter(tmp_path, model_cache):
                                     "langs: [ar], scorer: paper}")
 
 
+def test_xquad_under_the_paper_scorer_asks_in_each_language_as_lm_eval_does():
+    # the paper ran lm-eval's xquad_<lang> tasks: German "Kontext: ... Frage: ... Antwort:", Thai
+    # "บริบท: ... คำถาม: ... คำตอบ:", Arabic with lm-eval's cut-short "سيا:" (for "سياق:"); the
+    # default scorer keeps the English prompt of the stand-ins
+    from cft_helpers.evaluation.hub_tasks import CFT_TASKS_VERSION, lm_eval_xquad_prompt, task_yaml
+
+    paper = load_params("params/paper/mistral7b.yaml")
+    spec = paper.evaluation.benchmarks["xquad"]
+    assert "doc_to_text: 'Kontext: {{context}}\n\n  Frage: {{question}}\n\n  Antwort:'" in task_yaml(
+        "xquad", spec, "de") or "Kontext: {{context}}" in task_yaml("xquad", spec, "de")
+    assert "Frage: {{question}}" in task_yaml("xquad", spec, "de")
+    assert "บริบท: {{context}}" in task_yaml("xquad", spec, "th")
+    assert lm_eval_xquad_prompt("ar").startswith("سيا: {{context}}")
+    assert "Context: {{context}}" in task_yaml("xquad", spec.model_copy(update={"scorer": "script_aware"}), "de")
+    # MLQA's lm-eval prompt is English: cft tasks of other benchmarks keep the English prompt
+    assert "Context: {{context}}" in task_yaml("mlqa", spec, "de")
+    assert CFT_TASKS_VERSION == 2   # the prompt changed: suites that ran the old one are redone
+    with pytest.raises(ValueError, match="no XQuAD task in 'fr'.*'de'"):
+        lm_eval_xquad_prompt("fr")
+
+
 def test_default_suite_hashes_are_unchanged_by_the_scorer_field():
     """Results evaluated before ``scorer`` existed stay valid: the default scorer is not hashed.
     The request engine is: lm-eval's own engine keeps the hashes of before the field existed,

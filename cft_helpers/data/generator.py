@@ -15,6 +15,16 @@ as hub data. Every row carries ``meta`` with its task, arguments and a short ver
 ``answer``, so held-out rows can be scored and any row re-rendered in English
 (:func:`render_in_language`, used for English replay).
 
+Rows also state *verifiable instructions* of IFEval's kinds (``INSTRUCTIONS``: a title in
+double angular brackets, a word limit, one sentence, an end phrase, quotation marks, lower or
+capital letters, a postscript, a highlighted answer), one per line after the task's text, and
+their responses follow them. Each family states them as its kind of data does
+(docs/METHODS.md, "The offline world's instructions"): the ``general`` family, like ALPACA,
+on a third of its rows, one of ALPACA's kinds (title, length); the ``reasoning`` family, like an
+instruction-tuned set, on every row, one or two of IFEval's format kinds. The same instructions
+are stated in every language. ``meta["instructions"]`` records them language-free, and
+:func:`checker_kwargs` gives lm-eval's IFEval checker for each, so any answer can be verified.
+
 Held-out rows are disjoint from training rows by construction: each task instance (e.g.
 "sum of 17 and 25") is assigned to a split by a fixed hash of its key, independent of the seed
 and the language, so no instance is ever trained on in any language and evaluated in another.
@@ -26,13 +36,15 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 from typing import Callable
 
 from cft_helpers.data.lexicon import LANGUAGES
 
 # Bump when templates or sampling change: prepared data of an older version is then rebuilt.
-GENERATOR_VERSION = 1
+# 2: verifiable instructions stated in prompts (INSTRUCTIONS).
+GENERATOR_VERSION = 2
 HELDOUT_FRACTION = 0.2
 SPLITS = ("train", "heldout")
 
@@ -150,6 +162,160 @@ def _r_sentiment(lex, args, variant):
                  lex["r_sentiment"].format(review=review, label=label), label)
 
 
+# --------------------------------------------------------------------------- verifiable instructions
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """A verifiable instruction of one of IFEval's kinds: the lexicon states it (``if_<name>``),
+    :func:`apply_instructions` makes a response follow it, and lm-eval's IFEval checker
+    ``checker`` (an ``instructions_registry`` id) verifies it with :func:`checker_kwargs`."""
+
+    name: str
+    checker: str
+    conflicts: tuple[str, ...] = ()
+    families: tuple[str, ...] = ("general", "reasoning")   # whose responses it can apply to
+
+
+INSTRUCTIONS: dict[str, Instruction] = {i.name: i for i in [
+    Instruction("title", "detectable_format:title"),
+    Instruction("max_words", "length_constraints:number_words"),
+    # a single sentence: the general family's one-sentence answers (reasoning answers have two lines)
+    Instruction("one_sentence", "length_constraints:number_sentences",
+                conflicts=("title", "postscript", "end_phrase"), families=("general",)),
+    Instruction("end_phrase", "startend:end_checker", conflicts=("one_sentence",)),
+    Instruction("quotation", "startend:quotation"),
+    Instruction("lowercase", "change_case:english_lowercase", conflicts=("capital",)),
+    Instruction("capital", "change_case:english_capital", conflicts=("lowercase",)),
+    Instruction("postscript", "detectable_content:postscript", conflicts=("one_sentence",)),
+    Instruction("highlight", "detectable_format:number_highlighted_sections"),
+]}
+
+# Which kinds each family's training rows state, and how often (decided before any model was
+# scored on them; docs/METHODS.md, "The offline world's instructions"):
+# - general (ALPACA-like, and MULTIALPACA-like in every language): ALPACA's own kinds of
+#   constraint, a title to give or a length to keep, on a third of the rows, one at a time;
+# - reasoning (Instruct-like): the format instructions of IFEval's kinds that instruction-tuned
+#   sets carry, on every row, a second one on half of them.
+FAMILY_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
+    "general": ("title", "max_words", "one_sentence"),
+    "reasoning": ("end_phrase", "quotation", "lowercase", "capital", "postscript", "highlight", "title",
+                  "max_words"),
+}
+INSTRUCTION_RATE = {"general": (1 / 3, 0.0), "reasoning": (1.0, 0.5)}  # P(first), P(second | first)
+# Word limits a ``max_words`` instruction states, per family: above every compliant response of
+# the family in every language (tests/test_generator.py checks it with lm-eval's own counter).
+WORD_LIMITS = {"general": (20, 30), "reasoning": (50, 60)}
+POSTSCRIPT_MARKER = "P.S."
+
+
+def compatible(kinds: list[str], family: str) -> list[str]:
+    """The instruction kinds that can join ``kinds`` on a row of ``family`` (no conflict, not
+    already stated, applicable to the family's responses)."""
+    taken = set(kinds)
+    blocked = taken | {c for k in kinds for c in INSTRUCTIONS[k].conflicts}
+    return [name for name, i in INSTRUCTIONS.items()
+            if name not in blocked and family in i.families and not taken & set(i.conflicts)]
+
+
+def draw_instruction(kind: str, family: str, rng: random.Random) -> dict:
+    """One stated instruction, language-free: its kind and the choices it states."""
+    out: dict = {"kind": kind}
+    if kind == "max_words":
+        out["n"] = rng.choice(WORD_LIMITS[family])
+    elif kind == "end_phrase":
+        out["phrase"] = rng.randrange(2)
+    return out
+
+
+def _training_instructions(family: str, rng: random.Random) -> list[dict]:
+    """The instructions a training row of ``family`` states (``FAMILY_INSTRUCTIONS``)."""
+    first, second = INSTRUCTION_RATE[family]
+    if rng.random() >= first:
+        return []
+    kinds = [rng.choice(FAMILY_INSTRUCTIONS[family])]
+    if rng.random() < second:
+        more = [k for k in compatible(kinds, family) if k in FAMILY_INSTRUCTIONS[family]]
+        if more:
+            kinds.append(rng.choice(more))
+    return [draw_instruction(k, family, rng) for k in kinds]
+
+
+def checker_kwargs(instruction: dict, lang: str) -> dict:
+    """The kwargs of lm-eval's IFEval checker for a stated instruction in language ``lang``."""
+    kind = instruction["kind"]
+    if kind == "max_words":
+        return {"relation": "less than", "num_words": instruction["n"]}
+    if kind == "one_sentence":
+        return {"relation": "less than", "num_sentences": 2}
+    if kind == "end_phrase":
+        return {"end_phrase": LANGUAGES[lang]["end_phrases"][instruction["phrase"]]}
+    if kind == "postscript":
+        return {"postscript_marker": POSTSCRIPT_MARKER}
+    if kind == "highlight":
+        return {"num_highlights": 1}
+    return {}
+
+
+def instruction_text(instruction: dict, lex: dict) -> str:
+    """How a prompt states ``instruction`` in the language of ``lex``."""
+    kind = instruction["kind"]
+    args = {"n": instruction.get("n")} if kind == "max_words" else (
+        {"phrase": lex["end_phrases"][instruction["phrase"]]} if kind == "end_phrase" else {})
+    return lex[f"if_{kind}"].format(**args)
+
+
+def _highlight(response: str, answer: str) -> str:
+    """``*answer*`` at the answer's last occurrence (the whole response when it does not occur)."""
+    at = response.rfind(answer) if answer else -1
+    if at < 0:
+        return f"*{response}*"
+    return f"{response[:at]}*{answer}*{response[at + len(answer):]}"
+
+
+def apply_instructions(response: str, answer: str, instructions: list[dict], lex: dict) -> str:
+    """The response that follows every stated instruction: the answer highlighted, a title line,
+    a postscript, the end phrase, then the letter case of it all, then quotation marks around
+    it (word and sentence limits hold for the family's responses as they are)."""
+    kinds = {i["kind"]: i for i in instructions}
+    if "highlight" in kinds:
+        response = _highlight(response, answer)
+    if "title" in kinds:
+        response = f"<<{lex['title_word']}>>\n{response}"
+    if "postscript" in kinds:
+        response = f"{response}\n{POSTSCRIPT_MARKER} {lex['postscript_note']}"
+    if "end_phrase" in kinds:
+        response = f"{response}\n{lex['end_phrases'][kinds['end_phrase']['phrase']]}"
+    if "lowercase" in kinds:
+        response = response.lower()
+    if "capital" in kinds:
+        response = response.upper()
+    if "quotation" in kinds:
+        response = f'"{response}"'
+    return response
+
+
+def state_instructions(row: dict, instructions: list[dict], lex: dict) -> dict:
+    """A rendered row (source schema) whose prompt states ``instructions``, one per line after
+    the task's text, and whose response follows them."""
+    if not instructions:
+        return row
+    stated = "\n".join(instruction_text(i, lex) for i in instructions)
+    out = dict(row)
+    if "instruction" in out:  # ALPACA schema: after the instruction, before the input
+        out["instruction"] = f"{out['instruction']}\n{stated}"
+        out["output"] = apply_instructions(out["output"], out["answer"], instructions, lex)
+    else:                      # OpenOrca schema: after the question
+        out["question"] = f"{out['question']}\n\n{stated}"
+        out["response"] = apply_instructions(out["response"], out["answer"], instructions, lex)
+    return out
+
+
+def count_words(text: str) -> int:
+    """Words as IFEval counts them (nltk's ``RegexpTokenizer(r"\\w+")``: runs of word characters)."""
+    return len(re.findall(r"\w+", text))
+
+
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
@@ -199,13 +365,16 @@ def _draw(task: Task, split: str, rng: random.Random) -> tuple | None:
 def render_in_language(meta: dict, lang: str) -> dict:
     """Render a generated row's instance (its ``meta``) in another language, e.g. English.
 
-    The parallel row has the same task, arguments and prompt variant: this is how the English
-    counterpart of a multilingual Phase-2 instruction is obtained (English replay, ER_10).
+    The parallel row has the same task, arguments, prompt variant and stated instructions: this
+    is how the English counterpart of a multilingual Phase-2 instruction is obtained (English
+    replay, ER_10).
     """
     if lang not in LANGUAGES:
         raise ValueError(f"unknown language {lang!r}; valid: {sorted(LANGUAGES)}")
     task = TASKS[meta["task"]]
-    row = task.render(LANGUAGES[lang], tuple(meta["args"]), meta["variant"])
+    lex = LANGUAGES[lang]
+    row = state_instructions(task.render(lex, tuple(meta["args"]), meta["variant"]),
+                             meta.get("instructions", []), lex)
     answer = row.pop("answer")
     return {**row, "meta": {**meta, "answer": answer, "lang": lang}}
 
@@ -216,7 +385,8 @@ def generate(family: str, langs: list[str], n: int, split: str = "train", seed: 
 
     Deterministic in (family, langs, n, split, seed, stream). Row i gets language i mod L;
     tasks come in shuffled rounds of all tasks, so both are balanced; then rows are shuffled.
-    Each row has a ``lang`` and a ``meta`` dict (task, args, key, variant, answer).
+    Each row has a ``lang`` and a ``meta`` dict (task, args, key, variant, answer, and the
+    instructions its prompt states).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {SPLITS}")
@@ -238,9 +408,10 @@ def generate(family: str, langs: list[str], n: int, split: str = "train", seed: 
             if args is not None:
                 break
         variant = rng.randrange(2)
+        instructions = _training_instructions(family, rng)
         meta = {"family": family, "task": task.name, "args": list(args), "variant": variant,
-                "key": instance_key(task.name, args), "split": split}
-        row = task.render(LANGUAGES[lang], args, variant)
+                "key": instance_key(task.name, args), "split": split, "instructions": instructions}
+        row = state_instructions(task.render(LANGUAGES[lang], args, variant), instructions, LANGUAGES[lang])
         meta["answer"] = row.pop("answer")
         rows.append({**row, "lang": lang, "meta": meta})
     rng.shuffle(rows)

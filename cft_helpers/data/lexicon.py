@@ -66,6 +66,20 @@ EN = {
                          "The hotel room was dirty and noisy.",
                          "This film was boring and far too long.",
                          "The package arrived late and the box was damaged."],
+    # verifiable instructions (IFEval's kinds, generator.INSTRUCTIONS), each stated on its own line
+    # after a prompt; a compliant response adds what the instruction asks for -----------------
+    "if_title": "Give your answer a title wrapped in double angular brackets, such as <<my title>>.",
+    "title_word": "Answer",
+    "if_max_words": "Answer in fewer than {n} words.",
+    "if_one_sentence": "Answer in a single sentence.",
+    "if_end_phrase": 'Finish your response with the exact phrase "{phrase}". No other words should follow it.',
+    "end_phrases": ["Is there anything else I can help with?", "Hope this helps!"],
+    "if_quotation": "Wrap your entire response in double quotation marks.",
+    "if_lowercase": "Write your entire response in lowercase letters. No capital letters are allowed.",
+    "if_capital": "Write your entire response in capital letters only.",
+    "if_postscript": "At the end of your response, add a postscript starting with P.S.",
+    "postscript_note": "I hope this was useful.",
+    "if_highlight": "Highlight the final answer with markdown, i.e. *highlighted section*.",
 }
 
 FR = {
@@ -114,6 +128,18 @@ FR = {
                          "La chambre d'hôtel était sale et bruyante.",
                          "Ce film était ennuyeux et beaucoup trop long.",
                          "Le colis est arrivé en retard et la boîte était abîmée."],
+    "if_title": "Donnez à votre réponse un titre entre doubles chevrons, par exemple <<mon titre>>.",
+    "title_word": "Réponse",
+    "if_max_words": "Répondez en moins de {n} mots.",
+    "if_one_sentence": "Répondez en une seule phrase.",
+    "if_end_phrase": "Terminez votre réponse par la phrase exacte « {phrase} ». Aucun autre mot ne doit la suivre.",
+    "end_phrases": ["Puis-je vous aider pour autre chose ?", "J'espère que cela vous aidera !"],
+    "if_quotation": "Placez l'intégralité de votre réponse entre guillemets droits doubles.",
+    "if_lowercase": "Rédigez toute votre réponse en lettres minuscules. Aucune majuscule n'est autorisée.",
+    "if_capital": "Rédigez toute votre réponse uniquement en lettres majuscules.",
+    "if_postscript": "À la fin de votre réponse, ajoutez un post-scriptum commençant par P.S.",
+    "postscript_note": "J'espère que cela vous a été utile.",
+    "if_highlight": "Mettez en évidence la réponse finale avec Markdown, c'est-à-dire *section mise en évidence*.",
 }
 
 AR = {
@@ -162,6 +188,18 @@ AR = {
                          "كانت غرفة الفندق متسخة ومزعجة.",
                          "كان هذا الفيلم مملًا وطويلًا جدًا.",
                          "وصل الطرد متأخرًا وكان الصندوق تالفًا."],
+    "if_title": "ضع لإجابتك عنوانًا بين قوسين زاويين مزدوجين، مثل <<عنواني>>.",
+    "title_word": "الإجابة",
+    "if_max_words": "أجب بحيث يكون عدد الكلمات أقل من {n}.",
+    "if_one_sentence": "أجب بجملة واحدة فقط.",
+    "if_end_phrase": "اختم إجابتك بالعبارة «{phrase}» كما هي تمامًا، ولا تكتب بعدها أي كلمة أخرى.",
+    "end_phrases": ["هل هناك شيء آخر يمكنني مساعدتك فيه؟", "آمل أن يكون هذا مفيدًا!"],
+    "if_quotation": "ضع إجابتك كاملةً بين علامتي تنصيص مزدوجتين.",
+    "if_lowercase": "اكتب إجابتك كاملةً بالأحرف الصغيرة. لا يُسمح بأي حرف كبير.",
+    "if_capital": "اكتب إجابتك كاملةً بالأحرف الكبيرة فقط.",
+    "if_postscript": "في نهاية إجابتك، أضف ملاحظة ختامية تبدأ بـ P.S.",
+    "postscript_note": "أرجو أن تكون هذه الإجابة قد أفادتك.",
+    "if_highlight": "أبرِز الإجابة النهائية باستخدام ماركداون، أي *قسم مُبرَز*.",
 }
 
 DE = {
@@ -210,6 +248,18 @@ DE = {
                          "Das Hotelzimmer war schmutzig und laut.",
                          "Dieser Film war langweilig und viel zu lang.",
                          "Das Paket kam zu spät an und der Karton war beschädigt."],
+    "if_title": "Gib deiner Antwort einen Titel in doppelten spitzen Klammern, zum Beispiel <<mein Titel>>.",
+    "title_word": "Antwort",
+    "if_max_words": "Antworte mit weniger als {n} Wörtern.",
+    "if_one_sentence": "Antworte in einem einzigen Satz.",
+    "if_end_phrase": "Beende deine Antwort mit genau dem Satz „{phrase}“. Danach dürfen keine weiteren Wörter folgen.",
+    "end_phrases": ["Kann ich dir sonst noch bei etwas helfen?", "Ich hoffe, das hilft dir!"],
+    "if_quotation": "Setze deine gesamte Antwort in doppelte Anführungszeichen.",
+    "if_lowercase": "Schreibe deine gesamte Antwort in Kleinbuchstaben. Großbuchstaben sind nicht erlaubt.",
+    "if_capital": "Schreibe deine gesamte Antwort ausschließlich in Großbuchstaben.",
+    "if_postscript": "Füge am Ende deiner Antwort ein Postskriptum hinzu, das mit P.S. beginnt.",
+    "postscript_note": "Ich hoffe, das war nützlich.",
+    "if_highlight": "Hebe die endgültige Antwort mit Markdown hervor, also *hervorgehobener Abschnitt*.",
 }
 
 ES = {
@@ -258,6 +308,18 @@ ES = {
                          "La habitación del hotel estaba sucia y era ruidosa.",
                          "Esta película fue aburrida y demasiado larga.",
                          "El paquete llegó tarde y la caja estaba dañada."],
+    "if_title": "Ponle a tu respuesta un título entre dobles corchetes angulares, por ejemplo <<mi título>>.",
+    "title_word": "Respuesta",
+    "if_max_words": "Responde con menos de {n} palabras.",
+    "if_one_sentence": "Responde en una sola oración.",
+    "if_end_phrase": "Termina tu respuesta con la frase exacta «{phrase}». No debe haber ninguna otra palabra después.",
+    "end_phrases": ["¿Hay algo más en lo que pueda ayudarte?", "¡Espero que te sirva!"],
+    "if_quotation": "Encierra toda tu respuesta entre comillas dobles.",
+    "if_lowercase": "Escribe toda tu respuesta en letras minúsculas. No se permite ninguna mayúscula.",
+    "if_capital": "Escribe toda tu respuesta solo en letras mayúsculas.",
+    "if_postscript": "Al final de tu respuesta, añade una posdata que empiece por P.S.",
+    "postscript_note": "Espero que te haya sido útil.",
+    "if_highlight": "Resalta la respuesta final con Markdown, es decir, *sección resaltada*.",
 }
 
 ID = {
@@ -306,6 +368,18 @@ ID = {
                          "Kamar hotelnya kotor dan berisik.",
                          "Film ini membosankan dan terlalu panjang.",
                          "Paketnya datang terlambat dan kardusnya rusak."],
+    "if_title": "Berikan judul pada jawaban Anda yang diapit tanda kurung sudut ganda, misalnya <<judul saya>>.",
+    "title_word": "Jawaban",
+    "if_max_words": "Jawablah dengan kurang dari {n} kata.",
+    "if_one_sentence": "Jawablah dalam satu kalimat saja.",
+    "if_end_phrase": 'Akhiri jawaban Anda dengan frasa persis "{phrase}". Tidak boleh ada kata lain setelahnya.',
+    "end_phrases": ["Apakah ada hal lain yang bisa saya bantu?", "Semoga membantu!"],
+    "if_quotation": "Apit seluruh jawaban Anda dengan tanda kutip ganda.",
+    "if_lowercase": "Tulis seluruh jawaban Anda dengan huruf kecil. Huruf kapital tidak diperbolehkan.",
+    "if_capital": "Tulis seluruh jawaban Anda hanya dengan huruf kapital.",
+    "if_postscript": "Di akhir jawaban Anda, tambahkan catatan tambahan yang diawali dengan P.S.",
+    "postscript_note": "Semoga ini bermanfaat.",
+    "if_highlight": "Sorot jawaban akhir dengan markdown, yaitu *bagian yang disorot*.",
 }
 
 JA = {
@@ -354,6 +428,18 @@ JA = {
                          "ホテルの部屋は汚くてうるさかったです。",
                          "この映画は退屈で長すぎました。",
                          "荷物は遅れて届き、箱が破損していました。"],
+    "if_title": "<<私のタイトル>>のように、回答には二重山括弧で囲んだタイトルを付けてください。",
+    "title_word": "回答",
+    "if_max_words": "{n}語未満で答えてください。",
+    "if_one_sentence": "一文だけで答えてください。",
+    "if_end_phrase": "回答の最後は「{phrase}」という文言で正確に締めくくってください。その後には何も書き加えないでください。",
+    "end_phrases": ["ほかに何かお手伝いできることはありますか？", "参考になれば幸いです！"],
+    "if_quotation": "回答全体をダブルクォーテーションマークで囲んでください。",
+    "if_lowercase": "回答全体を小文字で書いてください。大文字は使わないでください。",
+    "if_capital": "回答全体を大文字だけで書いてください。",
+    "if_postscript": "回答の最後に、P.S.で始まる追伸を付け加えてください。",
+    "postscript_note": "お役に立てたなら幸いです。",
+    "if_highlight": "最終的な答えは、*強調部分*のようにMarkdownで強調してください。",
 }
 
 KO = {
@@ -402,6 +488,18 @@ KO = {
                          "호텔 방이 더럽고 시끄러웠습니다.",
                          "이 영화는 지루하고 너무 길었습니다.",
                          "소포가 늦게 도착했고 상자가 망가져 있었습니다."],
+    "if_title": "답변에 <<내 제목>>처럼 이중 꺾쇠괄호로 감싼 제목을 붙이세요.",
+    "title_word": "답변",
+    "if_max_words": "{n}단어 미만으로 답하세요.",
+    "if_one_sentence": "한 문장으로만 답하세요.",
+    "if_end_phrase": '답변을 다음 문구로 정확히 끝내세요: "{phrase}" 그 뒤에는 다른 말을 덧붙이지 마세요.',
+    "end_phrases": ["더 도와드릴 일이 있을까요?", "도움이 되었기를 바랍니다!"],
+    "if_quotation": "답변 전체를 큰따옴표로 감싸세요.",
+    "if_lowercase": "답변 전체를 소문자로 작성하세요. 대문자는 사용할 수 없습니다.",
+    "if_capital": "답변 전체를 대문자로만 작성하세요.",
+    "if_postscript": "답변 끝에 P.S.로 시작하는 추신을 덧붙이세요.",
+    "postscript_note": "도움이 되었으면 좋겠습니다.",
+    "if_highlight": "최종 답을 *강조된 부분*처럼 마크다운으로 강조하세요.",
 }
 
 PT = {
@@ -451,6 +549,18 @@ PT = {
                          "O quarto do hotel estava sujo e barulhento.",
                          "Este filme foi chato e longo demais.",
                          "A encomenda chegou atrasada e a caixa estava danificada."],
+    "if_title": "Dê à sua resposta um título entre colchetes angulares duplos, como <<meu título>>.",
+    "title_word": "Resposta",
+    "if_max_words": "Responda com menos de {n} palavras.",
+    "if_one_sentence": "Responda em uma única frase.",
+    "if_end_phrase": 'Termine sua resposta com a frase exata "{phrase}". Nenhuma outra palavra deve vir depois dela.',
+    "end_phrases": ["Posso ajudar em mais alguma coisa?", "Espero que isso ajude!"],
+    "if_quotation": "Coloque toda a sua resposta entre aspas duplas.",
+    "if_lowercase": "Escreva toda a sua resposta em letras minúsculas. Não são permitidas letras maiúsculas.",
+    "if_capital": "Escreva toda a sua resposta apenas em letras maiúsculas.",
+    "if_postscript": "No final da sua resposta, adicione um pós-escrito começando com P.S.",
+    "postscript_note": "Espero que isso tenha sido útil.",
+    "if_highlight": "Destaque a resposta final com markdown, ou seja, *seção destacada*.",
 }
 
 RU = {
@@ -500,6 +610,18 @@ RU = {
                          "Номер в гостинице был грязным и шумным.",
                          "Этот фильм был скучным и слишком длинным.",
                          "Посылка пришла с опозданием, а коробка была повреждена."],
+    "if_title": "Дайте ответу заголовок в двойных угловых скобках, например <<мой заголовок>>.",
+    "title_word": "Ответ",
+    "if_max_words": "Ответьте так, чтобы число слов в ответе было меньше {n}.",
+    "if_one_sentence": "Ответьте одним предложением.",
+    "if_end_phrase": "Закончите ответ точной фразой «{phrase}». После неё не должно быть никаких других слов.",
+    "end_phrases": ["Могу ли я ещё чем-нибудь помочь?", "Надеюсь, это поможет!"],
+    "if_quotation": "Заключите весь ответ в прямые двойные кавычки.",
+    "if_lowercase": "Напишите весь ответ строчными буквами. Заглавные буквы не допускаются.",
+    "if_capital": "Напишите весь ответ только заглавными буквами.",
+    "if_postscript": "В конце ответа добавьте постскриптум, начинающийся с P.S.",
+    "postscript_note": "Надеюсь, это было полезно.",
+    "if_highlight": "Выделите окончательный ответ с помощью Markdown, то есть *выделенный фрагмент*.",
 }
 
 TH = {
@@ -548,6 +670,18 @@ TH = {
                          "ห้องพักในโรงแรมสกปรกและเสียงดัง",
                          "ภาพยนตร์เรื่องนี้น่าเบื่อและยาวเกินไป",
                          "พัสดุมาถึงช้าและกล่องเสียหาย"],
+    "if_title": "จงตั้งชื่อเรื่องให้คำตอบโดยครอบด้วยวงเล็บมุมคู่ เช่น <<ชื่อเรื่องของฉัน>>",
+    "title_word": "คำตอบ",
+    "if_max_words": "จงตอบโดยใช้คำน้อยกว่า {n} คำ",
+    "if_one_sentence": "จงตอบเพียงประโยคเดียว",
+    "if_end_phrase": 'จงจบคำตอบด้วยข้อความ "{phrase}" ให้ตรงทุกตัวอักษร และห้ามมีคำอื่นใดต่อท้าย',
+    "end_phrases": ["มีอะไรให้ช่วยเพิ่มเติมอีกไหม", "หวังว่าข้อมูลนี้จะช่วยได้"],
+    "if_quotation": "จงใส่คำตอบทั้งหมดไว้ในเครื่องหมายอัญประกาศคู่",
+    "if_lowercase": "จงเขียนคำตอบทั้งหมดด้วยตัวพิมพ์เล็ก ห้ามใช้ตัวพิมพ์ใหญ่",
+    "if_capital": "จงเขียนคำตอบทั้งหมดด้วยตัวพิมพ์ใหญ่เท่านั้น",
+    "if_postscript": "จงเพิ่มปัจฉิมลิขิตไว้ท้ายคำตอบ โดยขึ้นต้นด้วย P.S.",
+    "postscript_note": "หวังว่าคำตอบนี้จะเป็นประโยชน์",
+    "if_highlight": "จงเน้นคำตอบสุดท้ายด้วย Markdown เช่น *ส่วนที่เน้น*",
 }
 
 VI = {
@@ -596,6 +730,18 @@ VI = {
                          "Phòng khách sạn bẩn và ồn ào.",
                          "Bộ phim này nhàm chán và quá dài.",
                          "Gói hàng đến muộn và hộp bị hư hỏng."],
+    "if_title": "Hãy đặt cho câu trả lời của bạn một tiêu đề nằm trong dấu ngoặc góc kép, ví dụ <<tiêu đề của tôi>>.",
+    "title_word": "Câu trả lời",
+    "if_max_words": "Hãy trả lời với ít hơn {n} từ.",
+    "if_one_sentence": "Hãy trả lời chỉ trong một câu.",
+    "if_end_phrase": 'Hãy kết thúc câu trả lời bằng đúng cụm từ "{phrase}". Không được viết thêm từ nào sau đó.',
+    "end_phrases": ["Bạn có cần tôi giúp gì thêm không?", "Hy vọng điều này hữu ích!"],
+    "if_quotation": "Hãy đặt toàn bộ câu trả lời của bạn trong dấu ngoặc kép.",
+    "if_lowercase": "Hãy viết toàn bộ câu trả lời bằng chữ thường. Không được dùng chữ in hoa.",
+    "if_capital": "Hãy viết toàn bộ câu trả lời chỉ bằng chữ in hoa.",
+    "if_postscript": "Ở cuối câu trả lời, hãy thêm phần tái bút bắt đầu bằng P.S.",
+    "postscript_note": "Hy vọng điều này có ích cho bạn.",
+    "if_highlight": "Hãy làm nổi bật câu trả lời cuối cùng bằng markdown, tức là *phần được làm nổi bật*.",
 }
 
 ZH = {
@@ -644,6 +790,18 @@ ZH = {
                          "酒店房间又脏又吵。",
                          "这部电影很无聊，而且太长了。",
                          "包裹到得很晚，箱子也破了。"],
+    "if_title": "为你的回答加一个用双尖括号括起来的标题，例如<<我的标题>>。",
+    "title_word": "答案",
+    "if_max_words": "请用少于 {n} 个词回答。",
+    "if_one_sentence": "只用一句话回答。",
+    "if_end_phrase": "请以原话“{phrase}”结束你的回答，其后不要再写任何其他内容。",
+    "end_phrases": ["还有什么我可以帮你的吗？", "希望这对你有帮助！"],
+    "if_quotation": "用英文双引号把你的整个回答括起来。",
+    "if_lowercase": "整个回答都用小写字母书写，不允许出现任何大写字母。",
+    "if_capital": "整个回答只用大写字母书写。",
+    "if_postscript": "在回答的末尾加上一段以 P.S. 开头的附言。",
+    "postscript_note": "希望这对你有用。",
+    "if_highlight": "用 Markdown 突出显示最终答案，即 *突出显示的部分*。",
 }
 
 HI = {
@@ -692,6 +850,18 @@ HI = {
                          "होटल का कमरा गंदा और शोरभरा था।",
                          "यह फ़िल्म उबाऊ और बहुत लंबी थी।",
                          "पार्सल देर से पहुँचा और डिब्बा क्षतिग्रस्त था।"],
+    "if_title": "अपने उत्तर को दोहरे कोणीय कोष्ठकों में लिखा एक शीर्षक दीजिए, जैसे <<मेरा शीर्षक>>।",
+    "title_word": "उत्तर",
+    "if_max_words": "{n} से कम शब्दों में उत्तर दीजिए।",
+    "if_one_sentence": "केवल एक वाक्य में उत्तर दीजिए।",
+    "if_end_phrase": "अपना उत्तर ठीक इसी वाक्यांश के साथ समाप्त कीजिए: \"{phrase}\"। इसके बाद कोई अन्य शब्द नहीं आना चाहिए।",
+    "end_phrases": ["क्या आपको किसी और चीज़ में मदद चाहिए?", "आशा है इससे मदद मिलेगी!"],
+    "if_quotation": "अपने पूरे उत्तर को दोहरे उद्धरण चिह्नों में रखिए।",
+    "if_lowercase": "अपना पूरा उत्तर छोटे अक्षरों में लिखिए। बड़े अक्षरों की अनुमति नहीं है।",
+    "if_capital": "अपना पूरा उत्तर केवल बड़े अक्षरों में लिखिए।",
+    "if_postscript": "अपने उत्तर के अंत में P.S. से शुरू होने वाला एक पुनश्च जोड़िए।",
+    "postscript_note": "आशा है यह उपयोगी रहा।",
+    "if_highlight": "अंतिम उत्तर को Markdown से हाइलाइट कीजिए, जैसे *हाइलाइट किया गया भाग*।",
 }
 
 EL = {
@@ -740,6 +910,18 @@ EL = {
                          "Το δωμάτιο του ξενοδοχείου ήταν βρόμικο και θορυβώδες.",
                          "Αυτή η ταινία ήταν βαρετή και πολύ μεγάλη.",
                          "Το δέμα έφτασε αργά και το κουτί ήταν κατεστραμμένο."],
+    "if_title": "Δώσε στην απάντησή σου έναν τίτλο μέσα σε διπλές γωνιακές αγκύλες, όπως <<ο τίτλος μου>>.",
+    "title_word": "Απάντηση",
+    "if_max_words": "Απάντησε με λιγότερες από {n} λέξεις.",
+    "if_one_sentence": "Απάντησε με μία μόνο πρόταση.",
+    "if_end_phrase": "Ολοκλήρωσε την απάντησή σου με την ακριβή φράση «{phrase}». Δεν πρέπει να ακολουθεί καμία άλλη λέξη.",
+    "end_phrases": ["Μπορώ να σε βοηθήσω με κάτι άλλο;", "Ελπίζω να βοήθησα!"],
+    "if_quotation": "Βάλε ολόκληρη την απάντησή σου μέσα σε διπλά εισαγωγικά.",
+    "if_lowercase": "Γράψε ολόκληρη την απάντησή σου με πεζά γράμματα. Δεν επιτρέπονται κεφαλαία.",
+    "if_capital": "Γράψε ολόκληρη την απάντησή σου μόνο με κεφαλαία γράμματα.",
+    "if_postscript": "Στο τέλος της απάντησής σου, πρόσθεσε ένα υστερόγραφο που να ξεκινά με P.S.",
+    "postscript_note": "Ελπίζω να ήταν χρήσιμο.",
+    "if_highlight": "Επισήμανε την τελική απάντηση με Markdown, δηλαδή *επισημασμένη ενότητα*.",
 }
 
 RO = {
@@ -788,6 +970,18 @@ RO = {
                          "Camera de hotel era murdară și zgomotoasă.",
                          "Filmul acesta a fost plictisitor și mult prea lung.",
                          "Coletul a ajuns târziu, iar cutia era deteriorată."],
+    "if_title": "Dă-i răspunsului tău un titlu încadrat de paranteze unghiulare duble, de exemplu <<titlul meu>>.",
+    "title_word": "Răspuns",
+    "if_max_words": "Răspunde astfel încât numărul de cuvinte să fie mai mic decât {n}.",
+    "if_one_sentence": "Răspunde într-o singură propoziție.",
+    "if_end_phrase": "Încheie-ți răspunsul exact cu fraza „{phrase}”. După ea nu trebuie să mai urmeze niciun alt cuvânt.",
+    "end_phrases": ["Te mai pot ajuta cu altceva?", "Sper că te-am ajutat!"],
+    "if_quotation": "Încadrează întregul răspuns între ghilimele duble drepte.",
+    "if_lowercase": "Scrie întregul răspuns cu litere mici. Nu sunt permise majusculele.",
+    "if_capital": "Scrie întregul răspuns numai cu majuscule.",
+    "if_postscript": "La sfârșitul răspunsului, adaugă un post-scriptum care începe cu P.S.",
+    "postscript_note": "Sper că ți-a fost de folos.",
+    "if_highlight": "Evidențiază răspunsul final cu Markdown, adică *secțiune evidențiată*.",
 }
 
 TR = {
@@ -798,9 +992,9 @@ TR = {
                   ["mutlu", "üzgün"], ["dolu", "boş"], ["yukarı", "aşağı"], ["güçlü", "zayıf"]],
     "sum_instruction": "İki sayının toplamını hesaplayın.",
     "pair_input": "{a} ve {b}",
-    "sum_output": "Sayılar: {a} ve {b}. Toplamları: {c}.",
+    "sum_output": "{a} ile {b} sayılarının toplamı: {c}.",
     "product_instruction": "İki sayıyı çarpın.",
-    "product_output": "Sayılar: {a} ve {b}. Çarpımları: {c}.",
+    "product_output": "{a} ile {b} sayılarının çarpımı: {c}.",
     "largest_instruction": "Listedeki en büyük sayıyı bulun.",
     "largest_output": "Listedeki en büyük sayı: {m}.",
     "sort_instruction": "Sayıları küçükten büyüğe sıralayın.",
@@ -836,6 +1030,18 @@ TR = {
                          "Otel odası kirli ve gürültülüydü.",
                          "Bu film sıkıcıydı ve çok uzundu.",
                          "Paket geç geldi ve kutu hasarlıydı."],
+    "if_title": "Cevabınıza çift açılı parantez içine alınmış bir başlık verin, örneğin <<başlığım>>.",
+    "title_word": "Cevap",
+    "if_max_words": "Cevabınızı {n} kelimeden daha kısa tutun.",
+    "if_one_sentence": "Tek bir cümleyle cevap verin.",
+    "if_end_phrase": "Cevabınızı tam olarak \"{phrase}\" ifadesiyle bitirin. Bu ifadeden sonra başka hiçbir kelime gelmemelidir.",
+    "end_phrases": ["Yardımcı olabileceğim başka bir konu var mı?", "Umarım yardımcı olmuştur!"],
+    "if_quotation": "Cevabınızın tamamını çift tırnak işaretleri içine alın.",
+    "if_lowercase": "Cevabınızın tamamını küçük harflerle yazın. Büyük harf kullanılmasına izin verilmez.",
+    "if_capital": "Cevabınızın tamamını yalnızca büyük harflerle yazın.",
+    "if_postscript": "Cevabınızın sonuna P.S. ile başlayan bir ek not ekleyin.",
+    "postscript_note": "Umarım bu faydalı olmuştur.",
+    "if_highlight": "Nihai cevabı Markdown ile vurgulayın, yani *vurgulanmış bölüm*.",
 }
 
 # The 11 MULTIALPACA languages and English, then the other languages of the paper's benchmarks

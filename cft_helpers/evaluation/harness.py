@@ -39,7 +39,7 @@ from typing import Any, Sequence
 
 from cft_helpers.evaluation import hub_tasks
 from cft_helpers.evaluation.hub_tasks import CFT_TASKS_VERSION, write_cft_tasks
-from cft_helpers.evaluation.ifeval_offline import write_ifeval_task
+from cft_helpers.evaluation.ifeval_offline import write_ifeval_task, write_instructions_task
 from cft_helpers.evaluation.offline_tasks import (PER_LANGUAGE, SCORED_AS, SUITE_VERSION, task_name,
                                                   write_task_files)
 from cft_helpers.evaluation.scoring import DEFAULT_SCORER
@@ -120,6 +120,9 @@ def write_suite(params: Params, store: RunStore) -> Path:
     for bench, b in params.evaluation.benchmarks.items():
         if b.source == "offline" and b.task == "ifeval":
             write_ifeval_task(folder, params.cache_path, b.n, b.max_gen_toks or 1280, SUITE_VERSION)
+        elif b.source == "offline" and b.task == "instructions":
+            write_instructions_task(folder, params.cache_path, b.n or 32, params.seed, b.max_gen_toks or 64,
+                                    SUITE_VERSION)
         elif b.source == "offline":
             write_task_files(folder, b.task, b.langs or None, b.n or 32, params.seed, b.max_gen_toks or 32,
                              scorer=b.scorer, benchmark=bench)

@@ -15,7 +15,11 @@ A benchmark's ``scorer: paper`` (mlqa, xquad, xlsum) scores its tasks with the p
 instead (``scoring.qa_scores`` / ``summary_scores``): MLQA's official evaluation, SQuAD's, or
 rouge_score's default tokenizer.
 
-The prompts are the offline stand-ins' (zero-shot; the chat template is applied by the harness).
+The prompts are the offline stand-ins' (zero-shot; the chat template is applied by the harness),
+except XQuAD under ``scorer: paper``: the paper ran lm-eval's ``xquad_<lang>`` tasks, whose prompt
+is in each language ("Kontext: ... Frage: ... Antwort:"), read here from the installed lm-eval's
+``xquad_<lang>.yaml`` (``doc_to_text``; lm-eval's Arabic one reads "سيا:", a cut-short "سياق:",
+kept as lm-eval has it).
 ``write_cft_tasks`` writes one YAML per language and one scoring module into a folder that
 ``TaskManager(include_path=...)`` reads.
 """
@@ -30,7 +34,8 @@ import yaml
 from cft_helpers.evaluation.scoring import DEFAULT_SCORER
 
 # Bump when a prompt or the scoring changes: cached results of an older suite are redone.
-CFT_TASKS_VERSION = 1
+# 2: XQuAD under scorer: paper asks in each language, as lm-eval's xquad tasks do.
+CFT_TASKS_VERSION = 2
 
 _QA = {
     "doc_to_text": "Context: {{context}}\n\nQuestion: {{question}}\n\nAnswer:",
@@ -82,9 +87,24 @@ def scoring_module(entries: set[tuple[str, str, str, str | None]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def lm_eval_xquad_prompt(lang: str) -> str:
+    """lm-eval's own XQuAD prompt in ``lang`` (``doc_to_text`` of its installed ``xquad_<lang>.yaml``)."""
+    from importlib.resources import files
+
+    folder = files("lm_eval") / "tasks" / "xquad"
+    path = folder / f"xquad_{lang}.yaml"
+    if not path.is_file():
+        have = sorted(p.name[len("xquad_"):-len(".yaml")] for p in folder.iterdir() if p.name.startswith("xquad_")
+                      and p.name.endswith(".yaml"))
+        raise ValueError(f"lm-eval has no XQuAD task in {lang!r} to take the paper's prompt from; it has {have}")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["doc_to_text"]
+
+
 def task_yaml(bench: str, spec, lang: str, root: Path | None = None) -> str:
     """The lm-eval YAML of one language of a ``source: cft`` benchmark."""
     kind = CFT_TASKS[spec.task]
+    if bench == "xquad" and spec.scorer == "paper":  # the paper's numbers: lm-eval's per-language prompt
+        kind = {**kind, "doc_to_text": lm_eval_xquad_prompt(lang)}
     head = {"task": task_name(bench, lang), **spec.dataset.resolve(lang, root), "test_split": spec.dataset.split,
             "output_type": "generate_until",
             "generation_kwargs": {"until": ["\n"], "do_sample": False,

