@@ -95,31 +95,31 @@ def normal_interval(value: float, sd: float, confidence: float) -> tuple[float, 
     return float(value - z * sd), float(value + z * sd)
 
 
-def t_interval(values: Sequence[float], confidence: float, min_sd: float = 0.0) -> tuple[float, float]:
-    """The t-interval of the mean of ``values`` (one per seed): mean +- t(k - 1) s / sqrt(k),
-    s the seeds' standard deviation (ddof 1), at least ``min_sd``. Needs two values or more."""
+def t_interval(values: Sequence[float], confidence: float, min_se: float = 0.0) -> tuple[float, float]:
+    """The t-interval of the mean of ``values`` (one per seed): mean +- t(k - 1) se, se the
+    seeds' standard deviation (ddof 1) over sqrt(k), at least ``min_se`` (a noise that does not
+    average out over seeds). Needs two values or more."""
     v = np.asarray(values, dtype=float)
     k = len(v)
     if k < 2:
         raise ValueError(f"a t-interval needs at least 2 values, got {k}")
-    sd = max(float(v.std(ddof=1)), float(min_sd))
-    half = float(stats.t.ppf(1 - (1 - confidence) / 2, k - 1)) * sd / math.sqrt(k)
+    se = max(float(v.std(ddof=1)) / math.sqrt(k), float(min_se))
+    half = float(stats.t.ppf(1 - (1 - confidence) / 2, k - 1)) * se
     return float(v.mean() - half), float(v.mean() + half)
 
 
-def seeds_needed(values: Sequence[float], confidence: float, margin: float = 0.0, cap: int = 1000) -> int | None:
+def seeds_needed(values: Sequence[float], confidence: float, margin: float = 0.0, cap: int = 1000,
+                 min_se: float = 0.0) -> int | None:
     """How many seeds a t-interval with the observed spread and mean would need to exclude the
-    decision line (``-margin``): the smallest k with t(k - 1) s / sqrt(k) < |mean + margin|;
-    None when the mean sits on the line or more than ``cap`` would be needed."""
+    decision line (``-margin``): the smallest k with t(k - 1) max(s / sqrt(k), min_se) < |mean +
+    margin|; None when the mean sits on the line or no k up to ``cap`` would do."""
     v = np.asarray(values, dtype=float)
     distance = abs(float(v.mean()) + margin)
     sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
     if distance == 0:
         return None
-    if sd == 0:
-        return 2
     for k in range(2, cap + 1):
-        if float(stats.t.ppf(1 - (1 - confidence) / 2, k - 1)) * sd / math.sqrt(k) < distance:
+        if float(stats.t.ppf(1 - (1 - confidence) / 2, k - 1)) * max(sd / math.sqrt(k), min_se) < distance:
             return k
     return None
 
@@ -132,16 +132,16 @@ class Estimate:
       claim's level; at a family-wise level (a tail of 0.05 / 2m holds a few of 2000 replicates)
       the normal interval with the draws' standard deviation;
     - one seed with ``sd`` (DES's own bootstrap): the normal interval;
-    - several seeds: the t-interval over the seed values (k - 1 degrees of freedom), its sd at
-      least ``min_sd`` / ... (DES: the rows' own noise when the seeds agree); fewer than
-      ``min_seeds`` seeds: no interval.
+    - several seeds: the t-interval over the seed values (k - 1 degrees of freedom), its
+      standard error at least ``min_se`` (DES: one seed's own sd, since seeds that share their
+      rows share that noise); fewer than ``min_seeds`` seeds: no interval.
     """
 
     values: list[float]
     draws: np.ndarray | None = None
     sd: float | None = None
     min_seeds: int = 2
-    min_sd: float = 0.0
+    min_se: float = 0.0
 
     @property
     def value(self) -> float:
@@ -162,7 +162,7 @@ class Estimate:
             return None, None
         if self.k < self.min_seeds:
             return None, None
-        return t_interval(self.values, confidence, self.min_sd)
+        return t_interval(self.values, confidence, self.min_se)
 
     def method(self, replicates: int) -> str:
         if self.k == 1:
@@ -554,7 +554,7 @@ def _decide(c: Claim, est: Estimate, confidence: float, replicates: int) -> None
         c.seeds_in_direction = [est.in_direction(c.margin), est.k]
         c.interval += f"; {c.seeds_in_direction[0]} of {est.k} seeds in the paper's direction"
         if c.verdict == INCONCLUSIVE:
-            need = seeds_needed(est.values, confidence, c.margin)
+            need = seeds_needed(est.values, confidence, c.margin, min_se=est.min_se)
             c.note = "; ".join(x for x in (c.note, (
                 f"with this spread, about {need} seeds would decide it" if need else
                 "its seeds average exactly on the line: no number of seeds would decide it")) if x)
@@ -741,14 +741,15 @@ def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confid
             c.note = next(v for v in vals if isinstance(v, str) or v is None) or "not computed"
             continue
         if cid == "C4":
-            # DES carries its own bootstrap sd (rows resampled); across seeds a t-interval whose sd
-            # is at least the rows' own noise (the seeds may share their rows)
+            # DES carries its own bootstrap sd (rows resampled); across seeds a t-interval whose
+            # standard error is at least one seed's own sd: seeds that share their rows (hub data)
+            # share that noise, and it does not average out
             sds = [v[1] for v in vals]
             est = Estimate([v[0] for v in vals], sd=sds[0] if k == 1 else None,
-                           min_sd=float(np.sqrt(np.mean(np.square(sds)))) if k > 1 else 0.0)
+                           min_se=float(np.sqrt(np.mean(np.square(sds)))) if k > 1 else 0.0)
             _decide(c, est, confidence, replicates)
             c.interval = ("normal from DES's bootstrap sd (rows resampled; the two DES treated as independent)"
-                          if k == 1 else c.interval + "; sd at least DES's own bootstrap sd")
+                          if k == 1 else c.interval + "; standard error at least DES's own bootstrap sd")
         else:
             est = Estimate([float(v) for v in vals], min_seeds=SEED_ONLY_MIN_SEEDS)
             _decide(c, est, confidence, replicates)
@@ -785,9 +786,12 @@ def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confid
         c.verdict, c.note = NOT_RUN, "the parameter set has no ER_10 arm among its mitigation arms"
     elif not leads:
         c.verdict, c.note = NOT_RUN, "the parameter set has no other strategy to compare ER_10 with"
-    elif any(x.verdict in (MISSING, NOT_RUN) for x in leads):
+    elif any(x.verdict in (MISSING, NOT_RUN) for x in leads) and not any(x.verdict == CONTRADICTED for x in leads):
         gone = next(x for x in leads if x.verdict in (MISSING, NOT_RUN))
         c.verdict, c.note = gone.verdict, gone.note
+    elif any(x.verdict in (MISSING, NOT_RUN) for x in leads):  # one lead below 0 refutes it already
+        c.value = min(x.value for x in leads if x.value is not None)
+        c.verdict, c.interval = CONTRADICTED, "the rows above: a lead below 0 (others missing)"
     else:
         c.value = min(x.value for x in leads)
         c.verdict = _all_of(x.verdict for x in leads)
@@ -808,15 +812,16 @@ def decide_claims(runs: Sequence[SeedRun], replicates: int | None = None, confid
 
     # Many claims at once: the family-wise column widens every interval to 1 - 0.05 / m
     # (Bonferroni, m the rows with an interval), from t or normal intervals.
-    decided = [c for c in claims if c.lo is not None]
+    decided = [c for c in claims if c.lo is not None and math.isfinite(c.lo) and math.isfinite(c.hi)]
     m = len(decided)
     fw_conf = 1 - (1 - confidence) / max(m, 1)
     for c in decided:
         c.lo_familywise, c.hi_familywise = c.extra["estimate"].interval(fw_conf, familywise=True)
         c.verdict_familywise = verdict(c.lo_familywise, c.hi_familywise, c.margin)
     c7b = next(c for c in claims if c.id == "C7b")
-    if leads and all(x.verdict_familywise for x in leads):
-        c7b.verdict_familywise = _all_of(x.verdict_familywise for x in leads)
+    if leads and (all(x.verdict_familywise for x in leads)
+                  or any(x.verdict_familywise == CONTRADICTED for x in leads)):
+        c7b.verdict_familywise = _all_of(x.verdict_familywise for x in leads if x.verdict_familywise)
     for c in claims:
         c.extra.pop("estimate", None)
 

@@ -44,8 +44,10 @@ BUILTIN_LANGUAGES = ("en", "fr", "ar", "de", "es", "id", "ja", "ko", "pt", "ru",
                      "ro", "tr")
 # The offline task kinds (evaluation/offline_tasks.py writes one lm-eval task each), those
 # written once per language, and what each scored kind's answers are scored as.
-OFFLINE_TASKS = ("mc", "completion", "qa_lookup", "qa_facts", "summary", "response_ll", "answer_line",
-                 "instructions")
+OFFLINE_TASKS = ("mc", "completion", "qa_lookup", "qa_facts", "summary", "response_ll", "answer_line")
+# Offline tasks scored by lm-eval's IFEval checkers, written by evaluation/ifeval_offline.py: the real
+# IFEval prompts, and the IFEval slot's held-out prompts stating verifiable instructions.
+CHECKER_TASKS = ("ifeval", "instructions")
 PER_LANGUAGE = {"qa_lookup", "qa_facts", "summary"}
 SCORED_AS = {"qa_lookup": "qa", "qa_facts": "qa", "summary": "summary"}
 # The kinds of the cft hub tasks (evaluation/hub_tasks.py).
@@ -640,8 +642,8 @@ class Benchmark(Strict):
         elif self.dataset is not None:
             raise ValueError("'dataset' is for source: cft only")
         if self.source == "offline":
-            if self.task not in OFFLINE_TASKS and self.task != "ifeval":
-                raise ValueError(f"offline task {self.task!r} unknown; valid: {sorted([*OFFLINE_TASKS, 'ifeval'])}")
+            if self.task not in OFFLINE_TASKS and self.task not in CHECKER_TASKS:
+                raise ValueError(f"offline task {self.task!r} unknown; valid: {sorted([*OFFLINE_TASKS, *CHECKER_TASKS])}")
             if (self.task in PER_LANGUAGE) != bool(self.langs):
                 raise ValueError(f"offline task {self.task!r} " + ("needs langs" if self.task in PER_LANGUAGE
                                                                    else "takes no langs"))

@@ -77,7 +77,7 @@ def similarity_vs_forgetting(ours, paper: Sequence[dict], our_change_label: str)
                         subplot_titles=["this run: DES", "this run: MPD (normalised)",
                                         "paper: DES (Table 3)", "paper: MPD (Table 4, Mistral-7B)"])
     fig.update_layout(template=TEMPLATE, height=760, width=980, margin=PANEL_MARGIN,
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.1, "x": 0},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.13, "x": 0},
                       title="Does phase-wise similarity predict what Phase 2 costs in English?"
                             "<br><sup>this run: each change with its 95% interval, as in the findings</sup>")
     placed = {}
@@ -98,7 +98,8 @@ def similarity_vs_forgetting(ours, paper: Sequence[dict], our_change_label: str)
                          else "MPD / max (lower: more similar)", range=x_range, row=1, col=col)
         fig.update_yaxes(range=y_range, row=1, col=col)
         placed[(1, col)] = add_point_labels(fig, 1, col, list(sub[key]), ys, list(sub["label"]), [OURS] * len(ys),
-                                            x_range, y_range)
+                                            x_range, y_range, [(None, None, lo, hi) for lo, hi in zip(lows, highs)]
+                                            if has else ())
         pts = [p for p in paper if p[key] is not None]
         px, py = [p[key] for p in pts], [p["ea_change"] for p in pts]
         fig.add_trace(go.Scatter(x=px, y=py, mode="markers", text=[f"{p['model'].split('-')[0]}: {p['pair']}" for p in pts],
@@ -111,6 +112,8 @@ def similarity_vs_forgetting(ours, paper: Sequence[dict], our_change_label: str)
                                             [PAPER] * len(pts), x_range, y_range)
     fig.update_yaxes(title_text=our_change_label, row=1, col=1)
     fig.update_yaxes(title_text="change in EA, P2 - P1 (lower: forgot)", row=2, col=1)
+    fig.update_xaxes(automargin=False)   # the plot area stays where the labels were placed
+    fig.update_yaxes(automargin=False)
     for row in (1, 2):
         for col in (1, 2):
             fig.add_hline(y=0, line={"color": "#cccccc", "dash": "dot"}, row=row, col=col)
@@ -122,12 +125,6 @@ def similarity_vs_forgetting(ours, paper: Sequence[dict], our_change_label: str)
 
 LABEL_FONT = 9            # px, the point labels' font size
 _CHAR_W, _LINE_H = 0.62, 1.35   # a label's box: width per character and height, in font sizes
-# Offsets (dx, dy) in pixels from the point to the label's centre, tried in this order: near the
-# point first, farther out only when the nearer places are taken (a line then joins label and point).
-_OFFSETS = [(0, -14), (0, 14)] + [(sx * (w // 2 + 10), sy * dy) for dy in (0, 14, 28) for sx in (1, -1)
-                                   for sy in ((1, -1) if dy else (1,)) for w in (60,)] + \
-    [(round(r * dx), round(r * dy)) for r in (36, 54, 72, 96) for dx, dy in
-     ((0, -1), (0, 1), (1, 0), (-1, 0), (0.7, -0.7), (-0.7, -0.7), (0.7, 0.7), (-0.7, 0.7))]
 
 
 def label_box(text: str, cx: float, cy: float, font: float = LABEL_FONT) -> tuple[float, float, float, float]:
@@ -136,28 +133,39 @@ def label_box(text: str, cx: float, cy: float, font: float = LABEL_FONT) -> tupl
     return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
 
 
+def _candidates(text: str) -> list[tuple[float, float]]:
+    """Offsets (dx, dy; y down) from a point to its label's centre, tried in order: beside the
+    point (its near edge 10 px away; at the point's height, then a line above or below), above
+    and below it, then farther out in eight directions (a line then joins label and point)."""
+    half_w = (_CHAR_W * LABEL_FONT * len(text) + 4) / 2
+    near = [(sx * (half_w + 10), dy) for dy in (0, -14, 14) for sx in (1, -1)] + [(0, -14), (0, 14)]
+    far = []
+    for r in (30, 48, 66, 90):
+        for cx, cy in ((0, -1), (0, 1), (1, 0), (-1, 0), (0.7, -0.7), (-0.7, -0.7), (0.7, 0.7), (-0.7, 0.7)):
+            far.append((r * cx + (half_w if cx > 0 else -half_w if cx < 0 else 0), r * cy))
+    return near + far
+
+
 def _overlap(a, b) -> float:
     return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def place_labels(xy_px: Sequence[tuple[float, float]], texts: Sequence[str], width_px: float, height_px: float,
-                 marker_px: float = 6.0) -> list[tuple[float, float]]:
+                 marker_px: float = 6.0, obstacles: Sequence[tuple[float, float, float, float]] = ()
+                 ) -> list[tuple[float, float]]:
     """Pixel offsets (dx, dy, y down) for each point's label such that no label leaves the panel
-    (``width_px`` x ``height_px``, points in its pixel coordinates) or overlaps another label or a
-    point's marker: greedily, points in the order given, each at the first free place of
-    ``_OFFSETS`` (the least crowded one when none is free)."""
-    markers = [(x - marker_px, y - marker_px, x + marker_px, y + marker_px) for x, y in xy_px]
+    (``width_px`` x ``height_px``, points in its pixel coordinates) or overlaps another label, a
+    point's marker or an ``obstacle`` (error bars): greedily, points in the order given, each at
+    its first free place of ``_candidates`` (the least crowded one when none is free)."""
+    blocked = [(x - marker_px, y - marker_px, x + marker_px, y + marker_px) for x, y in xy_px] + list(obstacles)
     boxes: list[tuple[float, float, float, float]] = []
     out = []
     for (x, y), text in zip(xy_px, texts):
-        best, best_cost = None, None
-        for dx, dy in _OFFSETS:
-            if dx and abs(dx) < 60:  # a label beside its point: its near edge 10 px from the point
-                w = _CHAR_W * LABEL_FONT * len(text) + 4
-                dx = (1 if dx > 0 else -1) * (w / 2 + 10)
+        best, best_cost = (0.0, -14.0), None
+        for dx, dy in _candidates(text):
             box = label_box(text, x + dx, y + dy)
             outside = max(0.0, -box[0]) + max(0.0, box[2] - width_px) + max(0.0, -box[1]) + max(0.0, box[3] - height_px)
-            cost = 1000 * outside + sum(_overlap(box, b) for b in boxes) + sum(_overlap(box, m) for m in markers)
+            cost = 1000 * outside + sum(_overlap(box, b) for b in boxes) + sum(_overlap(box, m) for m in blocked)
             if cost == 0:
                 best = (dx, dy)
                 break
@@ -180,7 +188,8 @@ def padded_range(values: Sequence[float], lows: Sequence[float | None] = (), hig
     return [lo - pad * span, hi + pad * span]
 
 
-PANEL_MARGIN = {"l": 70, "r": 30, "t": 110, "b": 110}
+# Fixed margins (no automatic growth): the labels' pixel geometry is computed from them.
+PANEL_MARGIN = {"l": 70, "r": 30, "t": 110, "b": 130, "autoexpand": False}
 
 
 def _panel_px(fig, col: int, row: int = 1) -> tuple[float, float]:
@@ -194,22 +203,40 @@ def _panel_px(fig, col: int, row: int = 1) -> tuple[float, float]:
 
 
 def add_point_labels(fig, row: int, col: int, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str],
-                     colours: Sequence[str], x_range: Sequence[float], y_range: Sequence[float]) -> list[dict]:
-    """Label each point with an annotation placed by ``place_labels`` inside the subplot; returns
-    what was placed (text, the point in pixels, the label's centre offset) for checks."""
+                     colours: Sequence[str], x_range: Sequence[float], y_range: Sequence[float],
+                     bars: Sequence[tuple | None] = ()) -> list[dict]:
+    """Label each point with an annotation placed by ``place_labels`` inside the subplot, clear of
+    its error bars (``bars``: per point (x_low, x_high, y_low, y_high) in data units, None where
+    it has none); returns what was placed (text, the point in pixels, the label's centre offset,
+    the bars' boxes) for checks."""
     width, height = _panel_px(fig, col, row)
-    to_px = [((x - x_range[0]) / (x_range[1] - x_range[0]) * width,
-              (y_range[1] - y) / (y_range[1] - y_range[0]) * height) for x, y in zip(xs, ys)]
-    offsets = place_labels(to_px, texts, width, height)
+
+    def px(x, y):
+        return ((x - x_range[0]) / (x_range[1] - x_range[0]) * width,
+                (y_range[1] - y) / (y_range[1] - y_range[0]) * height)
+
+    to_px = [px(x, y) for x, y in zip(xs, ys)]
+    obstacles = []
+    for (x, y), bar in zip(zip(xs, ys), bars):
+        if not bar:
+            continue
+        x_lo, x_hi, y_lo, y_hi = bar
+        cx, cy = px(x, y)
+        if y_lo is not None and y_hi is not None:
+            obstacles.append((cx - 4, px(x, y_hi)[1], cx + 4, px(x, y_lo)[1]))
+        if x_lo is not None and x_hi is not None:
+            obstacles.append((px(x_lo, y)[0], cy - 4, px(x_hi, y)[0], cy + 4))
+    offsets = place_labels(to_px, texts, width, height, obstacles=obstacles)
     sub = fig.get_subplot(row, col)
     xref, yref = sub.xaxis.plotly_name.replace("axis", ""), sub.yaxis.plotly_name.replace("axis", "")
     placed = []
-    for x, y, text, colour, (dx, dy), px in zip(xs, ys, texts, colours, offsets, to_px):
+    for x, y, text, colour, (dx, dy), point in zip(xs, ys, texts, colours, offsets, to_px):
         far = abs(dx) > 40 or abs(dy) > 20
         fig.add_annotation(x=x, y=y, xref=xref, yref=yref, text=text, showarrow=True, ax=dx, ay=dy,
                            arrowwidth=0.6, arrowcolor="#bbbbbb" if far else "rgba(0,0,0,0)", arrowhead=0,
                            font={"size": LABEL_FONT, "color": colour}, xanchor="center", yanchor="middle")
-        placed.append({"text": text, "point_px": px, "offset": (dx, dy), "panel_px": (width, height)})
+        placed.append({"text": text, "point_px": point, "offset": (dx, dy), "panel_px": (width, height),
+                       "obstacles": obstacles})
     return placed
 
 
@@ -335,7 +362,7 @@ def ability_tradeoff_figure(ours: Sequence[dict], paper: Sequence[dict]):
     fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.07,
                         subplot_titles=[t for t, _ in panels])
     fig.update_layout(template=TEMPLATE, height=600, width=520 * len(panels) + 140, margin=PANEL_MARGIN,
-                      legend={"title": "arm kind", "orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+                      legend={"title": "arm kind", "orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
                       title="English against multilingual ability for every arm<br><sup>arrows: Phase 1 -> "
                             "Phase 2; mitigations start from the Instruct Phase-1 model</sup>")
 
@@ -376,7 +403,11 @@ def ability_tradeoff_figure(ours: Sequence[dict], paper: Sequence[dict]):
         fig.update_yaxes(title_text="Multilingual Ability (MA)" if col == 1 else None, range=y_range, row=1, col=col)
         placed[(1, col)] = add_point_labels(fig, 1, col, [p["EA"] for p in points], [p["MA"] for p in points],
                                             [p["label"] for p in points],
-                                            [KIND_COLOURS.get(p["kind"], OURS) for p in points], x_range, y_range)
+                                            [KIND_COLOURS.get(p["kind"], OURS) for p in points], x_range, y_range,
+                                            [(p.get("EA_low"), p.get("EA_high"), p.get("MA_low"), p.get("MA_high"))
+                                             for p in points])
+    fig.update_xaxes(automargin=False)   # the plot area stays where the labels were placed
+    fig.update_yaxes(automargin=False)
     fig._cft_labels = placed   # for tests: where each label went
     return fig
 

@@ -48,7 +48,7 @@ span_benchmark = "mlqa"   # the extractive QA benchmark whose answers are broken
 from cft_helpers.evaluation.harness import (ability_table, benchmark_table, evaluable_models, evaluate_models,
                                             language_report, save_eval_summary)
 from cft_helpers.evaluation.fidelity import fidelity_table
-from cft_helpers.evaluation.span_answers import span_report
+from cft_helpers.evaluation.answers import instruction_kinds, span_report
 from cft_helpers.evaluation.tables import phase_table, strategy_tables, throughput_table
 from cft_helpers.params import load_params
 from cft_helpers.reports import show_tables
@@ -124,6 +124,20 @@ print(language_report(results))
 fidelity = fidelity_table(P, list(results), store)
 print(fidelity.attrs["footnote"])
 fidelity.round(2)
+
+# %% [markdown]
+# ## Which stated instructions each model follows
+#
+# The IFEval slot's answers scored again one instruction at a time by lm-eval's checkers: per kind
+# of instruction, the share of the prompts stating it whose answer follows it (strict). What a
+# Phase-1 model taught, and what Phase 2 kept or lost, kind by kind (docs/METHODS.md, "The
+# English slots"; the ALPACA-like data states titles and lengths, the Instruct-like data IFEval's
+# format kinds).
+
+# %%
+kinds = instruction_kinds(P, store, list(results))
+print(kinds.attrs.get("footnote", ""))
+kinds.round(2)
 
 # %% [markdown]
 # ## What the MLQA answers are made of

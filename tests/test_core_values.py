@@ -512,9 +512,9 @@ def test_t_interval_and_seeds_needed_worked_by_hand():
     assert t_interval([0.1, 0.2, 0.3], 0.90)[1] == pytest.approx(0.2 + 2.919986 * 0.1 / math.sqrt(3), abs=1e-6)
     # four values: t(0.975, 3 df) = 3.182446, s of (0, 1, 2, 3) = 1.290994
     assert t_interval([0.0, 1.0, 2.0, 3.0], 0.95)[0] == pytest.approx(1.5 - 3.182446 * 1.290994 / 2, abs=1e-6)
-    # a floor on the sd widens only when above the seeds' own
-    assert t_interval([0.1, 0.2, 0.3], 0.95, min_sd=0.2)[1] == pytest.approx(0.2 + 2 * 0.248414, abs=1e-6)
-    assert t_interval([0.1, 0.2, 0.3], 0.95, min_sd=0.05) == (lo, hi)
+    # a floor on the standard error widens only when above the seeds' own (0.1 / sqrt 3 = 0.0577)
+    assert t_interval([0.1, 0.2, 0.3], 0.95, min_se=0.1)[1] == pytest.approx(0.2 + 4.302653 * 0.1, abs=1e-6)
+    assert t_interval([0.1, 0.2, 0.3], 0.95, min_se=0.05) == (lo, hi)
     with pytest.raises(ValueError, match="at least 2 values, got 1"):
         t_interval([0.1], 0.95)
     # normal: 1 +- 1.959964 x 0.5
@@ -529,6 +529,11 @@ def test_t_interval_and_seeds_needed_worked_by_hand():
     assert seeds_needed([0.1, -0.1], 0.95) is None             # the mean sits on the line
     assert seeds_needed([0.2, 0.2, 0.2], 0.95) == 2            # no spread: two seeds show it
     assert seeds_needed([0.001, -0.0009, 0.0], 0.95, cap=50) is None
+    # a floor on the standard error that does not average out: with se at least 0.02 no number of
+    # seeds excludes 0 from 0.03 (t x 0.02 never falls below 1.96 x 0.02 = 0.039); from 0.05 it
+    # takes 7 (t(0.975, 6 df) x 0.02 = 0.0489; 6 seeds give 0.0514)
+    assert seeds_needed([0.030, 0.031, 0.029], 0.95, min_se=0.02) is None
+    assert seeds_needed([0.05, 0.05, 0.05], 0.95, min_se=0.02) == 7
 
 
 def test_estimate_draws_its_interval_by_the_number_of_seeds():

@@ -108,9 +108,9 @@ def test_interactive_views_take_the_container_width_exports_keep_the_size(tmp_pa
         [{"label": "start", "kind": "start", "EA": 0.5, "MA": 0.4, "from": None}],
         [{"label": "p", "kind": "phase1", "EA": 0.6, "MA": 0.3, "from": None, "model": m} for m in ("A", "B")])
     assert fig.layout.width == 520 * 3 + 140   # three panels: too wide for a notebook's column
-    assert export_size(fig) == (1700, 520)
+    assert export_size(fig) == (1700, 600)
     view = interactive_dict(fig)
-    assert "width" not in view["layout"] and view["layout"]["autosize"] is True and view["layout"]["height"] == 520
+    assert "width" not in view["layout"] and view["layout"]["autosize"] is True and view["layout"]["height"] == 600
     assert fig.layout.width == 1700   # the figure itself is left as built
     save_figures({"fig": fig}, tmp_path, formats=["html"])
     html = (tmp_path / "fig.html").read_text(encoding="utf-8")

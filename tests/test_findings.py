@@ -483,6 +483,8 @@ def test_figure_labels_neither_overlap_nor_leave_their_panel():
             for i, (b, p) in enumerate(zip(boxes, placed)):
                 w, h = p["panel_px"]
                 assert b[0] >= 0 and b[1] >= 0 and b[2] <= w and b[3] <= h, (panel, p["text"])
+                for o in p["obstacles"]:   # clear of every error bar
+                    assert min(b[2], o[2]) <= max(b[0], o[0]) or min(b[3], o[3]) <= max(b[1], o[1]), (panel, p["text"])
                 for j in range(i):
                     assert min(b[2], boxes[j][2]) <= max(b[0], boxes[j][0]) or \
                         min(b[3], boxes[j][3]) <= max(b[1], boxes[j][1]), (panel, p["text"], placed[j]["text"])
@@ -497,3 +499,43 @@ def test_figure_labels_neither_overlap_nor_leave_their_panel():
                          "mpd": [0.4, 1.0], "english_change": [0.012, 0.007], "change_low": [-0.01, -0.02],
                          "change_high": [0.03, 0.03]})
     check(forgetting_figure(ours, similarity_forgetting_points(), "change"))
+
+
+def test_c7b_is_contradicted_by_one_lead_below_zero_even_with_another_missing(params):
+    scores = same_everywhere({"gr_5": +0.2})
+    del scores["lora"]
+    c, _ = decide(params, write_store(params, scores))
+    assert c["C7b vs GR_5"].verdict == "contradicted" and c["C7b vs LoRA"].verdict == "missing"
+    assert c["C7b"].verdict == "contradicted" and c["C7b"].verdict_familywise == "contradicted"
+    # with no lead below 0, a missing one leaves C7b missing
+    scores = same_everywhere()
+    del scores["lora"]
+    c, _ = decide(params, write_store(params, scores))
+    assert c["C7b"].verdict == "missing" and "06_evaluation" in c["C7b"].note
+
+
+def test_rows_without_a_finite_interval_are_not_counted_family_wise(tmp_path):
+    # every English slot off: EA is NaN, so C2, C3a, C3b, C7a have no interval and are not among
+    # the m rows that set the family-wise level
+    off = {f"evaluation.benchmarks.{b}": {"source": "off"} for b in ENGLISH}
+    p = load_params("smoke", overrides={"run_dir": str(tmp_path / "run"), "findings.n_bootstrap": 300, **off})
+    c, meta = decide(p, write_store(p, same_everywhere()))
+    assert c["C2"].verdict == "inconclusive (no interval)" and c["C2"].verdict_familywise is None
+    counted = [x for x in c.values() if x.verdict_familywise is not None and x.id != "C7b"]
+    assert meta["claims_tested"] == len(counted) and "C8a" in [x.id for x in counted]
+    assert all(not x.id.startswith(("C2", "C3", "C7a")) for x in counted)
+
+
+def test_des_over_seeds_keeps_at_least_one_seeds_own_noise(tmp_path):
+    # three seeds with the same DES difference (shared rows): the seeds' spread is 0, but the rows'
+    # own sd (hypot(0.03, 0.04) = 0.05) does not average out: 0.5 +- t(0.975, 2) x 0.05 = +-0.215
+    runs = seed_stores(tmp_path, (0.0, 0.0, 0.0))
+    for run in runs:
+        atomic_write_json(run.store.root / "similarity" / "summary.json", {
+            "des": {"matrix": {"alpaca": {"multialpaca": 0.9}, "instruct": {"multialpaca": 0.4}},
+                    "sd": {"alpaca": {"multialpaca": 0.03}, "instruct": {"multialpaca": 0.04}}},
+            "mpd": {"p1_alpaca": {"mpd_normalised": 0.5}, "p1_instruct": {"mpd_normalised": 1.0}}})
+    c = {x.id: x for x in F.decide_claims(runs)[0]}["C4"]
+    assert c.value == pytest.approx(0.5)
+    assert (c.lo, c.hi) == (pytest.approx(0.5 - 4.302653 * 0.05, abs=1e-5), pytest.approx(0.5 + 4.302653 * 0.05, abs=1e-5))
+    assert "standard error at least DES's own bootstrap sd" in c.interval

@@ -75,7 +75,8 @@ def test_answers_are_verifiable_from_the_instance():
     for row in generate("general", ["en", "fr", "th"], n=60) + generate("reasoning", ["en", "ja"], n=60):
         task, args, answer = row["meta"]["task"], row["meta"]["args"], row["meta"]["answer"]
         response = row.get("output") or row.get("response")
-        assert answer in response, row
+        # (a stated instruction may have put the response in capital or lower case letters)
+        assert answer.lower() in response.lower(), row
         if task == "sum":
             assert answer == str(args[0] + args[1])
         elif task == "product":

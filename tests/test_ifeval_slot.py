@@ -164,3 +164,33 @@ def test_dropping_a_stated_instruction_on_half_the_prompts_is_seen_and_decides_c
     store = write_samples(params, answers, rows, score)
     c = {x.id: x for x in F.decide_claims([F.SeedRun(params, store)])[0]}
     assert c["C3a"].value == pytest.approx(0.0) and c["C3a"].verdict == "inconclusive"
+
+
+def test_instruction_kinds_breaks_the_slot_down_by_kind(task, tmp_path, model_cache):
+    # references follow every kind; "The answer is 7." follows only the length kinds (it is one
+    # short sentence); the dropped answers miss the first active kind on half of the prompts
+    from cft_helpers.evaluation.answers import instruction_kinds
+    from cft_helpers.evaluation.harness import suite_hash
+    from cft_helpers.evaluation.ifeval_offline import write_instructions_task
+
+    rows, score = task
+    params = load_params("smoke", overrides={"run_dir": str(tmp_path / "run"), "cache_dir": str(model_cache)})
+    store = RunStore(params.run_path)
+    write_instructions_task(store.eval_tasks_dir(suite_hash(params)), model_cache, N, 0, 64, 1)
+    dropped = [without_one(r) if i % 2 == 0 else r["response"] for i, r in enumerate(rows)]
+    for name, texts in (("ref", [r["response"] for r in rows]), ("plain", ["The answer is 7."] * N),
+                        ("dropped", dropped)):
+        write_jsonl(store.eval_samples(name), [{"task": "cft_instructions", "doc_id": i, "response": t}
+                                               for i, t in enumerate(texts)])
+    table = instruction_kinds(params, store, ["ref", "plain", "dropped"])
+    stated = Counter(x["kind"] for r in rows for x in r["instructions"])
+    assert table["stated"].to_dict() == dict(stated)
+    assert (table["ref"] == 1.0).all()
+    assert table.loc["max_words", "plain"] == 1.0 and table.loc["one_sentence", "plain"] == 1.0
+    assert table.loc[["title", "quotation", "postscript", "end_phrase", "highlight"], "plain"].max() == 0.0
+    missed = Counter(next(x["kind"] for x in r["instructions"] if x["kind"] not in PASSIVE) for r in rows[::2])
+    for kind, n in missed.items():
+        assert table.loc[kind, "dropped"] == pytest.approx(1 - n / stated[kind]), kind
+    off = load_params("smoke", overrides={"run_dir": str(tmp_path / "run"),
+                                          "evaluation.benchmarks.ifeval": {"source": "off"}})
+    assert instruction_kinds(off, store, ["ref"]).empty

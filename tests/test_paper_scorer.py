@@ -184,11 +184,12 @@ def test_default_suite_hashes_are_unchanged_by_the_scorer_field():
     the shared-prefix engine (the default) has its own (its float32 sums differ in the last bits)."""
     from cft_helpers.evaluation.harness import suite_hash
 
-    # default: the EA suite chosen by benchmarks/bench_ea_power.py (was 085647696f4617c2 before)
-    assert suite_hash(load_params("params/default.yaml", overrides="evaluation.engine=lm_eval")) == "be468a75a2612f56"
-    assert suite_hash(load_params("params/smoke.yaml", overrides="evaluation.engine=lm_eval")) == "03893c3b3ddc2c98"
-    assert suite_hash(load_params("params/default.yaml")) == "2069615d29473c26"
-    assert suite_hash(load_params("params/smoke.yaml")) == "c5b18696201d736d"
+    # suite version 2 (the IFEval slot of stated instructions; was be468a75a2612f56 / 03893c3b3ddc2c98
+    # / 2069615d29473c26 / c5b18696201d736d with the likelihood slots of before)
+    assert suite_hash(load_params("params/default.yaml", overrides="evaluation.engine=lm_eval")) == "c09f5e489d92c8af"
+    assert suite_hash(load_params("params/smoke.yaml", overrides="evaluation.engine=lm_eval")) == "be41e15f6b0da2c8"
+    assert suite_hash(load_params("params/default.yaml")) == "92109e03498c17e2"
+    assert suite_hash(load_params("params/smoke.yaml")) == "00c2e29e4c62ce6b"
 
 
 # --------------------------------------------------------------------------- end to end

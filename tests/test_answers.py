@@ -1,11 +1,11 @@
-"""What extractive answers are made of (evaluation/span_answers.py): the span, the span in a
+"""What extractive answers are made of (evaluation/answers.py): the span, the span in a
 sentence, or a miss, read from a constructed store."""
 
 from __future__ import annotations
 
 import pytest
 
-from cft_helpers.evaluation.span_answers import span_items, span_report
+from cft_helpers.evaluation.answers import span_items, span_report
 from cft_helpers.params import load_params
 from cft_helpers.runs import MissingArtifact, RunStore, write_jsonl
 

@@ -1,4 +1,9 @@
-"""What the extractive answers are made of: the right span, the right span in a sentence, or not the span.
+"""What generated answers are made of: which stated instructions they follow; whether an
+extractive answer is the span, the span in a sentence, or not the span.
+
+``instruction_kinds``: the IFEval slot's answers (``task: instructions``) scored again by lm-eval's
+checkers one instruction at a time, and the share followed per kind of instruction and model:
+what a Phase-1 model learned or lost, kind by kind (docs/METHODS.md, "The English slots").
 
 MLQA and XQuAD score a generated answer by token F1 against the gold span, so an answer that holds
 the right span inside a longer sentence loses precision, and one without it loses everything. When
@@ -8,13 +13,17 @@ holds it among other words (the normalised gold found in the normalised answer),
 with the answer's length in tokens.
 
     span_report(params, store, ["p1_alpaca", "p2_alpaca"], "mlqa")
+    instruction_kinds(params, store, ["base", "p1_instruct", "p2_instruct"])
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from cft_helpers.evaluation.harness import task_plan
+import json
+
+from cft_helpers.evaluation.harness import suite_hash, task_plan
+from cft_helpers.evaluation.ifeval_offline import use_punkt_data
 from cft_helpers.evaluation.scoring import normalize, tokens
 from cft_helpers.params import Params
 from cft_helpers.runs import MissingArtifact, RunStore, read_jsonl
@@ -62,3 +71,45 @@ def span_report(params: Params, store: RunStore, models: Sequence[str], benchmar
                   "span among other words": held / n, "span missed": (len(items) - exact - held) / n,
                   "answer tokens": sum(i["tokens"] for i in items) / n}
     return pd.DataFrame.from_dict(out, orient="index")
+
+
+def instruction_kinds(params: Params, store: RunStore, models: Sequence[str]):
+    """Per kind of stated instruction (rows) and model (columns): the share of the IFEval slot's
+    prompts stating it whose answer follows it, by lm-eval's strict checker; the column "stated"
+    counts the prompts. Empty, saying so, when the IFEval slot is not ``task: instructions``."""
+    import pandas as pd
+
+    spec = params.evaluation.benchmarks.get("ifeval")
+    if spec is None or spec.source != "offline" or spec.task != "instructions":
+        empty = pd.DataFrame()
+        empty.attrs["footnote"] = "the IFEval slot is not the stated-instructions task under these params"
+        return empty
+    rows_path = store.eval_tasks_dir(suite_hash(params)) / "cft_instructions.jsonl"
+    if not rows_path.exists():
+        raise MissingArtifact(f"the IFEval slot's prompts are not in the run store ({rows_path}); "
+                              "run notebook 06_evaluation")
+    use_punkt_data(params.cache_path)
+    from langdetect import DetectorFactory
+    from lm_eval.tasks.ifeval.utils import process_results  # (after use_punkt_data: it looks for punkt)
+
+    DetectorFactory.seed = 0   # as the slot's scoring module does
+    docs = [json.loads(line) for line in rows_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    stated: dict[str, int] = {}
+    followed: dict[str, dict[str, int]] = {m: {} for m in models}
+    for m in models:
+        path = store.eval_samples(m)
+        if not path.exists():
+            raise MissingArtifact(f"{m!r} has no per-item answers ({path}); run notebook 06_evaluation")
+        answers = {r["doc_id"]: r.get("response") or "" for r in read_jsonl(path) if r.get("task") == "cft_instructions"}
+        for i, doc in enumerate(docs):
+            if i not in answers:
+                continue
+            ok = process_results(doc, [answers[i]])["inst_level_strict_acc"]
+            for inst, hit in zip(doc["instructions"], ok):
+                kind = inst["kind"]
+                if m == models[0]:
+                    stated[kind] = stated.get(kind, 0) + 1
+                followed[m][kind] = followed[m].get(kind, 0) + int(hit)
+    table = pd.DataFrame({m: {k: followed[m].get(k, 0) / n for k, n in stated.items()} for m in models})
+    table["stated"] = pd.Series(stated)
+    return table.sort_index()
