@@ -539,3 +539,16 @@ def test_des_over_seeds_keeps_at_least_one_seeds_own_noise(tmp_path):
     assert c.value == pytest.approx(0.5)
     assert (c.lo, c.hi) == (pytest.approx(0.5 - 4.302653 * 0.05, abs=1e-5), pytest.approx(0.5 + 4.302653 * 0.05, abs=1e-5))
     assert "standard error at least DES's own bootstrap sd" in c.interval
+
+
+def test_footnote_names_each_slot_its_scorer_and_where_it_is_not_the_papers_metric():
+    s = F.slot_scorers(load_params("default"))
+    assert "lm-eval's IFEval checkers" in s["ifeval"] and "it reports prompt-level strict accuracy" in s["ifeval"]
+    assert s["alpacaeval"] == "not run (reported missing)"
+    assert "p_correct (not the paper's metric: it reports acc)" in s["mmlu"]
+    assert "p_correct (not the paper's metric: it reports acc_norm)" in s["hellaswag"]
+    assert s["mlqa"].endswith("f1; scorer script_aware") and "against the span" in s["mlqa"]
+    assert "rougeL" in s["xlsum"] and "not the paper's metric" not in s["xlsum"] and "assumption" in s["xlsum"]
+    paper = F.slot_scorers(load_params("params/paper/mistral7b.yaml"))
+    assert paper["mmlu"] == "lm-eval task mmlu; acc" and "scorer paper" in paper["xquad"]
+    assert "rouge_score's default tokenizer: an assumption" in paper["xlsum"]
