@@ -94,14 +94,17 @@ def use_punkt_data(cache_root: Path) -> Path:
     return root
 
 
-IFEVAL_YAML = """task: {task}
+# Both tasks: our JSONL file, answers generated.
+_JSON_TASK_HEAD = """task: {task}
 dataset_path: json
 dataset_kwargs:
   data_files:
     test: {data}
 test_split: test
 output_type: generate_until
-doc_to_text: prompt
+"""
+
+IFEVAL_YAML = _JSON_TASK_HEAD + """doc_to_text: prompt
 doc_to_target: 0
 generation_kwargs:
   until: []
@@ -137,14 +140,7 @@ from lm_eval.tasks.ifeval.utils import agg_inst_level_acc, process_results  # no
 '''
 
 
-INSTRUCTIONS_YAML = """task: {task}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: generate_until
-description: system
+INSTRUCTIONS_YAML = _JSON_TASK_HEAD + """description: system
 doc_to_text: prompt
 doc_to_target: response
 generation_kwargs:
