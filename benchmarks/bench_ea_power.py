@@ -137,9 +137,9 @@ def main() -> None:
             per_item[b] = float(np.mean(list(seconds[group].values()))) / items
     rng = np.random.default_rng(0)
     grid = {
-        "ifeval (instructions) alone": [{"ifeval": m} for m in (48, 64, 96, 128, 160, 192, 256)],
+        "ifeval (instructions) alone": [{"ifeval": m} for m in (48, 64, 80, 96, 112, 128, 160, 192, 256)],
         "ifeval + mmlu + hellaswag": [{"ifeval": m, "mmlu": c, "hellaswag": c}
-                                      for m in (64, 96, 128, 160, 192) for c in (48, 96)],
+                                      for m in (64, 80, 96, 128, 160, 192) for c in (32, 48, 96)],
     }
     out = {"seed": ns.seed, "measured_items": measured, "seconds": seconds, "seconds_per_item": per_item, "rows": []}
     print(f"\nmeasured items {measured}; lm-eval seconds per item and model: "

@@ -186,9 +186,9 @@ def test_default_suite_hashes_are_unchanged_by_the_scorer_field():
 
     # suite version 2 (the IFEval slot of stated instructions; was be468a75a2612f56 / 03893c3b3ddc2c98
     # / 2069615d29473c26 / c5b18696201d736d with the likelihood slots of before)
-    assert suite_hash(load_params("params/default.yaml", overrides="evaluation.engine=lm_eval")) == "c09f5e489d92c8af"
+    assert suite_hash(load_params("params/default.yaml", overrides="evaluation.engine=lm_eval")) == "b0847ff0dba11f33"
     assert suite_hash(load_params("params/smoke.yaml", overrides="evaluation.engine=lm_eval")) == "be41e15f6b0da2c8"
-    assert suite_hash(load_params("params/default.yaml")) == "92109e03498c17e2"
+    assert suite_hash(load_params("params/default.yaml")) == "bb42e8d7b0f5637a"
     assert suite_hash(load_params("params/smoke.yaml")) == "00c2e29e4c62ce6b"
 
 
