@@ -362,14 +362,20 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
             info["masked_tensors"] = len(plan.masked)
             info["masked_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad) - trainable_values
             callbacks = [*callbacks, MaskedRowsCheck(model, plan, start, arm)]
-    # TRL truncates what is longer than max_length without a word: count it for the metrics.
+    # TRL truncates what is longer than max_length without a word, and drops an example whose prompt
+    # alone fills max_length (no response token left to learn): count both for the metrics.
     info["rows_over_max_length"] = rows_over_length(tok, rows, training.max_length)
+    dropped = rows_without_response(tok, rows, training.max_length)
+    if dropped:  # (only when there are: metrics of before keep their keys)
+        info["rows_dropped_prompt_over_max_length"] = dropped
     if info["rows_over_max_length"]:
         import warnings
 
         warnings.warn(f"arm {arm!r}: {info['rows_over_max_length']} of {len(rows)} training examples are longer "
                       f"than training.max_length={training.max_length} tokens and will be truncated "
-                      "(counted in metrics.json as rows_over_max_length)", stacklevel=2)
+                      "(counted in metrics.json as rows_over_max_length)"
+                      + (f"; {dropped} of them have a prompt that alone fills max_length and are dropped, with no "
+                         "response token left (rows_dropped_prompt_over_max_length)" if dropped else ""), stacklevel=2)
     peft_config = mitigation.lora_config(params, arm)  # None: no adapters, full fine-tuning
     trainer = SFTTrainer(model=model, args=args, train_dataset=_to_dataset(rows), eval_dataset=evals,
                          processing_class=tok, callbacks=list(callbacks), peft_config=peft_config)
@@ -455,6 +461,17 @@ def rows_over_length(tok, rows: list[dict], max_length: int, batch: int = 256) -
         texts = [tok.apply_chat_template(r["messages"], tokenize=False) for r in rows[i:i + batch]]
         over += sum(len(ids) > max_length for ids in tok(texts, add_special_tokens=False)["input_ids"])
     return over
+
+
+def rows_without_response(tok, rows: list[dict], max_length: int, batch: int = 256) -> int:
+    """How many examples have a prompt (chat template applied, with the assistant's opening) of
+    ``max_length`` tokens or more: truncation leaves none of their response, and TRL drops them."""
+    dropped = 0
+    for i in range(0, len(rows), batch):
+        texts = [tok.apply_chat_template(r["messages"][:-1], tokenize=False, add_generation_prompt=True)
+                 for r in rows[i:i + batch]]
+        dropped += sum(len(ids) >= max_length for ids in tok(texts, add_special_tokens=False)["input_ids"])
+    return dropped
 
 
 def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: bool, callbacks,

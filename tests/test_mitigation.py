@@ -156,10 +156,12 @@ def test_replay_counts_round_half_up():
 
 
 # Input hashes of smoke arms computed before the replay selection changed (replay.SELECTION_VERSION
-# 2): the replay arms' differ now, so run stores retrain them; every other arm's stays.
+# 2): the replay arms' differ now, so run stores retrain them; every other arm's stays. (Generator
+# version 2 changed the smoke data and so every hash: HASHES_KEPT are its; the replay arms' of
+# before the selection change, on generator 1's data, differ all the more.)
 HASHES_BEFORE_SELECTION = {"gr_5": "ccf11b6e07b5a84e", "gr_10": "49455a2605716b60", "er_10": "cdb247d04d6552a8"}
-HASHES_KEPT = {"p1_instruct": "4dfe7f42cd93283e", "p2_instruct": "769679841f24c123", "lf_h1": "52f2f2bad9f9a172",
-               "lf_h2": "b33ac09e3c1052d1", "spectrum": "4c4df2738bab0f05", "lora": "01594cc85670903c"}
+HASHES_KEPT = {"p1_instruct": "c9033bb62c26dcc3", "p2_instruct": "4cd95b62a079568b", "lf_h1": "2cc3c9b9d19b25bb",
+               "lf_h2": "97ef07ece68efb29", "spectrum": "48b9583e054c489d", "lora": "685999270f033171"}
 
 
 def test_replay_selection_change_retrains_the_replay_arms_only(prepared):

@@ -102,13 +102,15 @@ def test_findings_text(smoke):
     assert phase2_pairs(meta) == {"similar": ("p1_alpaca", "p2_alpaca")}
     assert precision_report(meta).splitlines()[0] == ("EA change, half-width of the 95% interval: "
                                                      "{'similar': 0.0123, 'dissimilar': None}")
-    claims = [Claim("C1", "", "", {}, "", value=0.1, lo=0.05, hi=0.2, verdict="reproduced"),
-              Claim("C7b", "", "", {}, "", share=0.5, verdict="inconclusive"),
+    claims = [Claim("C1", "", "", {}, "", value=0.1, lo=0.05, hi=0.2, verdict="reproduced",
+                    verdict_familywise="inconclusive"),
+              Claim("C7b", "", "", {}, "", value=-0.02, verdict="inconclusive"),
               Claim("C6", "", "", {}, "", value=0.3, verdict="inconclusive (no interval)"),
               Claim("C8a", "", "", {}, "")]
     lines = verdict_lines(claims).splitlines()
-    assert lines[0] == f"{'C1':>14}  {'reproduced':<27} +0.100 [+0.050, +0.200]"
-    assert lines[1].endswith("share 0.500") and lines[2].endswith(" +0.300") and lines[3].endswith(" —")
+    assert lines[0] == f"{'C1':>16}  {'reproduced':<27} {'inconclusive':<13} +0.100 [+0.050, +0.200]"
+    assert lines[1].endswith(" -0.020") and lines[2].endswith(" +0.300") and lines[3].endswith(" —")
+    assert lines[2].startswith(f"{'C6':>16}  {'inconclusive (no interval)':<27} {'—':<13}")
 
 
 def test_similarity_correlations():

@@ -92,13 +92,13 @@ def test_tracker_settings_leave_the_arm_input_hash_unchanged(prepared):
 
     store = RunStore(prepared.run_path)
     # pinned in tests/test_mitigation.py (HASHES_KEPT): run stores made before trackers stay valid
-    assert arm_input_hash(prepared, store, "p1_instruct") == "4dfe7f42cd93283e"
+    assert arm_input_hash(prepared, store, "p1_instruct") == "c9033bb62c26dcc3"
     for overrides in ({"training.report_to": "tensorboard"}, {"training.report_to": "wandb"},
                       {"training.run_name": "mine-{arm}"}):
         other = load_params(prepared.source_path, overrides=overrides)
-        assert arm_input_hash(other, store, "p1_instruct") == "4dfe7f42cd93283e", overrides
+        assert arm_input_hash(other, store, "p1_instruct") == "c9033bb62c26dcc3", overrides
     changed = load_params(prepared.source_path, overrides={"training.learning_rate": 1e-3})
-    assert arm_input_hash(changed, store, "p1_instruct") != "4dfe7f42cd93283e"  # a real setting does
+    assert arm_input_hash(changed, store, "p1_instruct") != "c9033bb62c26dcc3"  # a real setting does
 
 
 def test_tracker_folder_is_a_place_of_the_layout(tmp_path):
