@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import time
 from datetime import timedelta
-from typing import Callable
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 class Processes:
@@ -65,3 +67,17 @@ class Processes:
                 print(f"rank {self.rank}: waiting {waited / 60:.0f} min for {what}", flush=True)
                 said = waited
             time.sleep(poll_s)
+
+    def decide(self, choose: Callable[[], T]) -> T:
+        """``choose()`` run by the main process alone, its answer sent to every process (a
+        collective). For a choice that reads files another process may be writing (a cache, a
+        checkpoint folder, a manifest): each rank reading for itself could choose differently,
+        and ranks that then run different collectives hang until the process-group timeout
+        (docs/CLUSTER.md, "One choice, every rank")."""
+        if self._state is None:
+            return choose()
+        import torch.distributed as dist
+
+        box = [choose() if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]

@@ -306,7 +306,13 @@ def apply(model, plan: FreezePlan) -> int:
         handles[name] = p.register_hook(_zero_rows(rows))
     model.cft_grad_masks = handles  # kept with the model (hooks live as long as their parameter)
     masked = sum(masked_rows(m) * math.prod(params[n].shape[1:]) for n, m in plan.masked.items())
-    return sum(p.numel() for p in params.values() if p.requires_grad) - masked
+    return sum(values(p) for p in params.values() if p.requires_grad) - masked
+
+
+def values(p) -> int:
+    """A parameter's number of values, also where ZeRO-3 has partitioned it: its ``.data`` is then
+    empty (``numel()`` 0) and DeepSpeed keeps the full count in ``ds_numel``."""
+    return int(p.ds_numel) if hasattr(p, "ds_numel") else p.numel()
 
 
 def _zero_rows(rows: Sequence[tuple[int, int]]):

@@ -35,16 +35,44 @@ from typing import Sequence
 
 
 def prompt_key(messages: Sequence[dict], max_new_tokens: int, engine: str = "hf",
-               end_of_turn: Sequence[int] = ()) -> str:
+               end_of_turn: Sequence[int] = (), model: str | None = None) -> str:
     """Cache key of one prompt. The engine is part of it (vLLM runs checkpoints in bf16 where HF
     runs them in fp32: their answers may differ), absent for HF so older caches stay valid; so is
     the chat template's end-of-turn token where it is not eos (:func:`end_of_turn_ids`: answers
-    stop there since it counts, so those cached before ran on), absent otherwise.
-    (GR replay computes these keys itself for its shards: keep them in step.)"""
+    stop there since it counts, so those cached before ran on), absent otherwise; and ``model``,
+    the identity of the model that answers, where a cache may see several (GR replay's, whose
+    folder outlives a retrained start model). (GR replay computes these keys itself for its
+    shards: keep them in step.)"""
     spec = {"m": list(messages), "n": max_new_tokens, **({"engine": engine} if engine != "hf" else {}),
-            **({"eot": list(end_of_turn)} if end_of_turn else {})}
+            **({"eot": list(end_of_turn)} if end_of_turn else {}), **({"model": model} if model else {})}
     data = json.dumps(spec, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(data.encode("utf-8")).hexdigest()[:20]
+
+
+def model_identity(model=None, checkpoint: Path | str | None = None) -> str:
+    """A short identity of the weights that answer, for generation cache keys, when the caller
+    has none better (the training core passes the start model's identity hash): a loaded
+    ``model``'s every parameter (sum, sum of squares, shape), or a safetensors ``checkpoint``
+    folder's files (name, size, first and last MiB: two trainings of one architecture share
+    the header but not the tensors)."""
+    digest = hashlib.sha256()
+    if model is not None:
+        import torch
+
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                t = p.detach().double()
+                digest.update(f"{name}{tuple(p.shape)}{float(t.sum())!r}{float((t * t).sum())!r}".encode())
+    elif checkpoint is not None:
+        for f in sorted(Path(checkpoint).glob("*.safetensors")):
+            size = f.stat().st_size
+            with f.open("rb") as fh:
+                head = fh.read(1 << 20)
+                fh.seek(max(0, size - (1 << 20)))
+                digest.update(f.name.encode() + str(size).encode() + head + fh.read())
+    else:
+        raise ValueError("model_identity needs a model or a checkpoint folder")
+    return digest.hexdigest()[:16]
 
 
 def read_cache(path: Path | None) -> dict[str, str]:
@@ -194,7 +222,8 @@ def generate_responses(model, tok, prompts: Sequence[Sequence[dict]], *, max_new
                        batch_size: int = 8, cache_file: Path | str | None = None,
                        progress: bool = True, desc: str = "generating",
                        vllm_checkpoint: Path | str | None = None, seed: int = 0,
-                       trust_remote_code: bool = False, vllm_python: str | None = None) -> list[str]:
+                       trust_remote_code: bool = False, vllm_python: str | None = None,
+                       model_id: str | None = None) -> list[str]:
     """Greedy responses to chat prompts, in order.
 
     With ``cache_file`` (JSONL), each finished batch is appended there, and prompts already in
@@ -204,12 +233,15 @@ def generate_responses(model, tok, prompts: Sequence[Sequence[dict]], *, max_new
     interpreter; callers pass ``vllm_python_of(params)``).
 
     Every answer stops at :func:`stop_token_ids` (eos and the chat template's end of turn).
+    ``model_id`` (:func:`model_identity`) goes into the cache keys: a cache file shared by
+    several models then never hands one model's answers to another.
     """
     cache_path = Path(cache_file) if cache_file else None
     cache = read_cache(cache_path)
     stops = stop_token_ids(tok, model)
     eot = end_of_turn_ids(tok)
-    keys = [prompt_key(p, max_new_tokens, "vllm" if vllm_checkpoint is not None else "hf", eot) for p in prompts]
+    keys = [prompt_key(p, max_new_tokens, "vllm" if vllm_checkpoint is not None else "hf", eot, model_id)
+            for p in prompts]
     first: dict[str, int] = {}
     for i, k in enumerate(keys):
         first.setdefault(k, i)

@@ -34,13 +34,14 @@ AdamW state, N_grad those with a gradient buffer, T the tokens of one micro-batc
     bf16 weight copies  2 B x the matmul weights (all 2-D weights but the embedding): autocast
                   casts each fp32 weight per use and autograd keeps the cast for backward. One
                   GPU or DDP: all of them (autocast caches the casts of leaf parameters through
-                  the forward). FSDP: all of them without checkpointing (saved for backward,
-                  unsharded); with checkpointing one decoder unit's and the LM head's.
-    engine buffers  FSDP: 4 B x (root unit + 2 x the largest decoder unit) unsharded parameters
-                  (the root stays gathered through forward and backward; the current unit and
-                  the one BACKWARD_PRE prefetches) + 4 B x the largest training unit's unsharded
-                  gradient before its reduce-scatter (fp32: fsdp.yaml sets no FSDP mixed
-                  precision). DDP: 4 B x N_grad (the reducer's gradient buckets). ZeRO-3: not
+                  the forward). FSDP: none; its mixed-precision policy (runtime.fsdp_mixed_precision:
+                  parameters gathered in bf16, gradients reduced in fp32, buffers kept fp32) hands
+                  autocast weights that are bf16 already, and the gathered units are counted below.
+    engine buffers  FSDP: 2 B x (root unit + 2 x the largest decoder unit) unsharded bf16
+                  parameters (the root stays gathered through forward and backward; the current
+                  unit and the one BACKWARD_PRE prefetches) + (2 + 4) B x the largest training
+                  unit's unsharded gradient: computed in bf16, cast to fp32 for its
+                  reduce-scatter. DDP: 4 B x N_grad (the reducer's gradient buckets). ZeRO-3: not
                   modelled.
     activations   T x per-token bytes, T = micro_batch x max_length: the collator pads each
                   micro-batch to its longest example and the peak is the micro-batch that holds
@@ -342,7 +343,9 @@ def memory(config: dict[str, Any], shapes: dict[str, tuple[int, ...]], *, engine
     units = unit_sizes(shapes)
     layers = {u: n for u, n in units.items() if u != ROOT_UNIT}
     largest = max(layers.values(), default=0)
-    if engine in SHARDED and checkpointing:
+    if engine == "fsdp":
+        cast = 0.0            # FSDP gathers the weights in bf16 already: autocast copies nothing
+    elif engine in SHARDED and checkpointing:
         # one decoder layer recomputed at a time, and the LM head's cast kept for backward
         big = max(layers, key=layers.get) if layers else None
         cast = BF16 * matmul_params(shapes, {n for n in shapes if unit_of(n) == big or "lm_head" in n})
@@ -353,7 +356,8 @@ def memory(config: dict[str, Any], shapes: dict[str, tuple[int, ...]], *, engine
             grad_unit = 0
         else:
             grad_unit = max((units[unit_of(n)] for n in trains if unit_of(n) != ROOT_UNIT), default=0)
-        buffers = FP32 * (units.get(ROOT_UNIT, 0) + 2 * largest) + FP32 * grad_unit
+        # bf16 gathered units; a unit's gradient in bf16 and its fp32 cast for the reduction
+        buffers = BF16 * (units.get(ROOT_UNIT, 0) + 2 * largest) + (BF16 + FP32) * grad_unit
     elif engine == "ddp":
         buffers = FP32 * grad_params
     else:

@@ -23,7 +23,8 @@ from cft_helpers.data.generator import FAMILY_SCHEMA, render_in_language
 from cft_helpers.data.loaders import normalise_rows
 from cft_helpers.data.prepare import load_prepared
 from cft_helpers.distributed import Processes
-from cft_helpers.generation import end_of_turn_ids, generate_responses, prompt_key, read_cache, vllm_python_of
+from cft_helpers.generation import (end_of_turn_ids, generate_responses, model_identity, prompt_key, read_cache,
+                                    vllm_python_of)
 from cft_helpers.params import Params
 from cft_helpers.runs import RunStore, atomic_write_json, write_jsonl
 
@@ -75,7 +76,7 @@ def english_counterparts(params: Params, store: RunStore, arm: str, count: int) 
 def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None,
                  progress: bool = True, vllm_checkpoint=None, trust_remote_code: bool = False,
                  load_generator: Callable[[], Any] | None = None,
-                 procs: Processes | None = None) -> tuple[list[dict], dict[str, Any]]:
+                 procs: Processes | None = None, model_id: str | None = None) -> tuple[list[dict], dict[str, Any]]:
     """The replay rows of a GR/ER arm and a summary; GR needs the Phase-1 ``model`` (or
     ``load_generator``, called only when something is left to generate) and ``tok``, or,
     generating with vLLM, ``tok`` and the Phase-1 ``vllm_checkpoint``.
@@ -83,11 +84,17 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
     Generations are cached in ``<arm>/replay/generations.jsonl`` (a rerun after an interruption
     generates only what is missing); the replay set is written to ``<arm>/replay/replay.jsonl``.
 
-    In a launch of several processes (``procs``) every process generates a share of the prompts
-    (every ``world_size``-th, into its own cache file ``generations.rank<k>.jsonl``) and then
-    waits, outside any collective, until every share is in the caches: no process idles in a
-    barrier that the process-group timeout would end. Only the main process writes the replay
-    set and its summary; every process returns the same rows.
+    The cache keys name the model that answers (``model_id``: the training core passes the start
+    model's identity hash; else :func:`generation.model_identity` of ``model`` or of the
+    checkpoint), so a call with another model into the same arm folder generates anew.
+
+    In a launch of several processes (``procs``) every process generates a share of the distinct
+    prompts (every ``world_size``-th, into its own cache file ``generations.rank<k>.jsonl``),
+    writes a done-marker, and then waits, outside any collective, until every process's marker
+    is there: no process idles in a barrier that the process-group timeout would end. A prompt
+    that appears twice is answered once, by one process; should two caches hold an answer to one
+    key (an earlier launch of another size), every process takes the lowest rank's, so all train
+    on the same rows. Only the main process writes the replay set and its summary.
     """
     import time
 
@@ -111,10 +118,18 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
         engine = "vllm" if vllm_checkpoint is not None else "hf"
         prompts = [r["messages"][:-1] for r in rows]
         eot = end_of_turn_ids(tok)  # (renders the chat template: once, not per prompt)
-        keys = [prompt_key(p, cfg.max_new_tokens, engine, eot) for p in prompts]
+        if model_id is None:
+            model_id = model_identity(model) if model is not None else \
+                model_identity(checkpoint=vllm_checkpoint) if vllm_checkpoint is not None else None
+        if model_id is None:
+            raise ValueError(f"{strategy}: pass model_id (the identity of the model load_generator loads)")
+        keys = [prompt_key(p, cfg.max_new_tokens, engine, eot, model_id) for p in prompts]
+        owner = share_owners(keys, procs.world_size)
         done = _generated(store, arm)
-        mine = [p for i, (p, k) in enumerate(zip(prompts, keys)) if i % procs.world_size == procs.rank
-                and k not in done]
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        mine = [prompts[i] for k, i in first.items() if owner[k] == procs.rank and k not in done]
         if mine:
             if model is None and vllm_checkpoint is None:
                 model = load_generator()
@@ -123,10 +138,12 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
                                cache_file=store.replay_generations(arm, procs.rank), progress=progress,
                                desc=f"{strategy}: Phase-1 responses{share}", vllm_checkpoint=vllm_checkpoint,
                                seed=params.seed, trust_remote_code=trust_remote_code,
-                               vllm_python=vllm_python_of(params))
+                               vllm_python=vllm_python_of(params), model_id=model_id)
         if procs.world_size > 1:
-            # (each check reads every cache file: every 10 s, not every 2)
-            procs.wait_until(lambda: set(keys) <= _generated(store, arm).keys(),
+            digests = share_digests(keys, owner, procs.world_size)
+            atomic_write_json(_done_marker(store, arm, procs.rank), {"share": digests[procs.rank]})
+            # (each check reads every marker: every 10 s, not every 2)
+            procs.wait_until(lambda: _all_done(store, arm, digests),
                              f"the other processes' {strategy} replay generations", poll_s=10.0)
         done = _generated(store, arm)
         responses = [done[k] for k in keys]
@@ -153,9 +170,49 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
     return rows, summary
 
 
+def share_owners(keys: list[str], world_size: int) -> dict[str, int]:
+    """The process that answers each distinct key: the distinct keys in order of first
+    appearance, dealt out in turn (a prompt that appears twice is answered once)."""
+    owner: dict[str, int] = {}
+    for k in keys:
+        if k not in owner:
+            owner[k] = len(owner) % world_size
+    return owner
+
+
+def share_digests(keys: list[str], owner: dict[str, int], world_size: int) -> list[str]:
+    """Per process, a digest of the keys it answers: its done-marker holds it, so a marker
+    left by a launch of other prompts (or another size) is not taken for this one's."""
+    import hashlib
+
+    return [hashlib.sha256("|".join(sorted(k for k in set(keys) if owner[k] == r)).encode()).hexdigest()[:16]
+            for r in range(world_size)]
+
+
+def _done_marker(store: RunStore, arm: str, rank: int):
+    return store.replay_dir(arm) / f"done.rank{rank}.json"
+
+
+def _all_done(store: RunStore, arm: str, digests: list[str]) -> bool:
+    import json
+
+    for rank, digest in enumerate(digests):
+        try:
+            if json.loads(_done_marker(store, arm, rank).read_text()).get("share") != digest:
+                return False
+        except (FileNotFoundError, json.JSONDecodeError):
+            return False
+    return True
+
+
 def _generated(store: RunStore, arm: str) -> dict[str, str]:
-    """Every replay generation cached for ``arm``, whichever process wrote it."""
+    """Every replay generation cached for ``arm``, whichever process wrote it; where two caches
+    answer one key, the lowest rank's answer (the same choice in every process)."""
+    def rank_of(path) -> int:
+        tail = path.name.removeprefix("generations").removesuffix(".jsonl")
+        return int(tail.removeprefix(".rank")) if tail else 0
+
     out: dict[str, str] = {}
-    for path in store.replay_generation_files(arm):
-        out.update(read_cache(path))
+    for path in sorted(store.replay_generation_files(arm), key=rank_of, reverse=True):
+        out.update(read_cache(path))  # lower ranks last: their answers win
     return out

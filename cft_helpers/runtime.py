@@ -63,3 +63,44 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def fsdp_mixed_precision(trainer) -> dict[str, str] | None:
+    """Under FSDP with bf16, the mixed-precision policy this project trains with, set on the
+    Trainer's FSDP plugin before ``train()`` wraps the model; returns it as text (for the arm's
+    metrics), or None when the trainer is not under FSDP or not in bf16.
+
+    accelerate (1.15) otherwise gives FSDP bf16 for parameters, gradient reduction *and* buffers:
+    gradients would be reduce-scattered in bf16, and RoPE's ``inv_freq`` buffer cast to bf16,
+    which it stays in fp32 on one GPU and in evaluation. Parameters are gathered in bf16 (as
+    autocast would compute with them anyway); gradients are reduced in fp32; buffers stay fp32.
+    Nothing resets it afterwards: accelerate sets its own policy only where none is set
+    (``set_mixed_precision(override=False)``), and ``prepare_model`` reads the plugin as it is.
+    (Not expressible in the launch config: accelerate reads no FSDP mixed-precision setting there.)
+    """
+    import torch
+
+    if not getattr(trainer, "is_fsdp_enabled", False) or not trainer.args.bf16:
+        return None
+    plugin = trainer.accelerator.state.fsdp_plugin
+    if plugin.fsdp_version == 1:
+        from torch.distributed.fsdp import MixedPrecision
+
+        plugin.mixed_precision_policy = MixedPrecision(
+            param_dtype=torch.bfloat16, reduce_dtype=torch.float32, buffer_dtype=torch.float32)
+    else:  # FSDP2 never casts buffers; it has no buffer dtype
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        plugin.mixed_precision_policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    plugin.validate_mixed_precision_policy()
+    return describe_fsdp_policy(plugin.mixed_precision_policy)
+
+
+def describe_fsdp_policy(policy) -> dict[str, str]:
+    """An FSDP mixed-precision policy's dtypes as text: {"param": "bfloat16", ...}."""
+    out = {}
+    for field, name in (("param_dtype", "param"), ("reduce_dtype", "reduce"), ("buffer_dtype", "buffer")):
+        if hasattr(policy, field):
+            value = getattr(policy, field)
+            out[name] = str(value).replace("torch.", "") if value is not None else "unchanged"
+    return out

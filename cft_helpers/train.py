@@ -50,6 +50,7 @@ from cft_helpers.data.prepare import (data_input_hash, dataset_hash, heldout_exa
                                       training_examples)
 from cft_helpers.data.schema import prompt_completion
 from cft_helpers.distributed import Processes
+from cft_helpers.faults import kill_point
 from cft_helpers.generation import uses_vllm
 from cft_helpers.launch import launch_arm
 from cft_helpers.models import (load_model, load_tokenizer, model_checkpoint, model_spec_of_arm, resolve_model,
@@ -57,7 +58,7 @@ from cft_helpers.models import (load_model, load_tokenizer, model_checkpoint, mo
 from cft_helpers.params import Params, Training, stable_hash
 from cft_helpers.replay import build_replay
 from cft_helpers.runs import KeyedCache, RunStore, atomic_write_json, ensure_free_space, write_jsonl
-from cft_helpers.runtime import configure_runtime, release_memory, use_bf16
+from cft_helpers.runtime import configure_runtime, fsdp_mixed_precision, release_memory, use_bf16
 
 
 # Training settings that only say where the curves go (docs/ENGINEERING.md, "Trackers"): left
@@ -226,7 +227,8 @@ def _eval_set_keys(params: Params, store: RunStore, arm: str, trainer, world_siz
     args = trainer.args
     settings = {"start": ident, "batch": args.per_device_eval_batch_size, "max_length": args.max_length,
                 "padding_free": bool(getattr(trainer.data_collator, "padding_free", False)), "bf16": args.bf16,
-                "device": str(args.device), "processes": world_size,
+                # the device's type, never its index: cuda:<local rank> differs between ranks
+                "device": args.device.type, "processes": world_size,
                 "lora": mitigation.of_arm(params, arm).lora is not None}
     keys = {}
     for name, ds in trainer.eval_dataset.items():
@@ -248,10 +250,13 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
     store = store or RunStore(params.run_path)
     spec = params.arms[arm]
     stage = store.stage(f"arms/{arm}", arm_input_hash(params, store, arm))
-    if stage.is_done() and not force:
-        return store.arm_metrics(arm)
-    # under accelerate launch: the main process alone writes the run store
+    # under accelerate launch: the main process alone writes the run store, and takes every
+    # choice that reads it, for all (Processes.decide; docs/CLUSTER.md, "One choice, every rank")
     procs = Processes(params.runtime.dist_timeout_s)
+    if procs.decide(stage.is_done) and not force:
+        if procs.is_main:
+            _remove_checkpoints(store, arm)  # (left by a kill between finishing and removing them)
+        return store.arm_metrics(arm)
     training = params.arm_training(arm)
     if spec.datasets:
         accumulation_steps(training, procs.world_size)  # a global batch that does not divide: now
@@ -265,11 +270,8 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
     if not procs.is_main:
         start = start_checkpoint(params, store, arm)
 
-    if procs.is_main:
-        resumable = stage.begin(force=force, keep=("checkpoints", "replay", "tracker"))
-    procs.wait()
-    if not procs.is_main:  # begin() emptied the folder unless the main process resumes
-        resumable = store.arm_checkpoints_dir(arm).is_dir()
+    # begin() empties the folder unless it resumes: the main process's answer holds for all
+    resumable = procs.decide(lambda: stage.begin(force=force, keep=("checkpoints", "replay", "tracker")))
     try:
         if procs.is_main:
             atomic_write_json(store.arm_file(arm, "params.json"), {
@@ -285,7 +287,11 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
             return metrics
         metrics = _run_training(params, arm, store, stage.dir, device, resumable, callbacks, progress, procs)
         if procs.is_main:
+            kill_point("train:before-finish")
             stage.finish({"checkpoint": metrics["checkpoint"]})
+            kill_point("train:finished")
+            # Only now: a kill before finish() resumes from them (the last one holds the final step)
+            _remove_checkpoints(store, arm)
         procs.wait()
         return metrics
     except BaseException as exc:
@@ -335,9 +341,11 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
         # engine loads the training model sharded. Its fp32 weights equal the training model's
         # before training, so the answers are those the training model would give.
         vllm = entry.replay.generated and uses_vllm(params)
+        _, start_id, _ = resolve_model(params, store, spec.start)  # (names the answering model in the cache)
         replay, summary = build_replay(params, store, arm, None, tok, progress=progress,
                                        vllm_checkpoint=start if vllm else None, trust_remote_code=trust,
-                                       load_generator=lambda: generation_model(start, device, trust), procs=procs)
+                                       load_generator=lambda: generation_model(start, device, trust), procs=procs,
+                                       model_id=start_id)
         rows = rows + replay
         random.Random(f"{training.seed}|{arm}|replay").shuffle(rows)
         info["replay"] = summary
@@ -360,7 +368,7 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
         info["frozen_tensors"] = len(plan.frozen)
         if plan.masked:  # LF_H2 at head granularity: rows frozen by gradient masks
             info["masked_tensors"] = len(plan.masked)
-            info["masked_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad) - trainable_values
+            info["masked_params"] = sum(freezing.values(p) for p in model.parameters() if p.requires_grad) - trainable_values
             callbacks = [*callbacks, MaskedRowsCheck(model, plan, start, arm)]
     # TRL truncates what is longer than max_length without a word, and drops an example whose prompt
     # alone fills max_length (no response token left to learn): count both for the metrics.
@@ -380,27 +388,35 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     trainer = SFTTrainer(model=model, args=args, train_dataset=_to_dataset(rows), eval_dataset=evals,
                          processing_class=tok, callbacks=list(callbacks), peft_config=peft_config)
     _tracker_into_store(trainer, store.arm_tracker_dir(arm))
+    policy = fsdp_mixed_precision(trainer)  # (before train() wraps the model)
+    if policy is not None:
+        info["fsdp_mixed_precision"] = policy
     if training.padding_free:
         # TRL's own collator in its padding-free mode. TRL refuses padding_free=True together with
         # max_length because its collator does not truncate; the dataset preparation above already
         # truncated every example to max_length, so switching the collator afterwards is exact.
         trainer.data_collator.padding_free = True
-    params_total = sum(p.numel() for p in trainer.model.parameters())
     if info.get("masked_tensors") and (getattr(trainer, "is_fsdp_enabled", False)
                                        or getattr(trainer, "is_deepspeed_enabled", False)):
         raise ValueError(f"arm {arm!r}: LF_H2 with mitigation.layer_freezing.granularity 'head' freezes rows by "
                          "gradient hooks on the parameters, unverified under FSDP / DeepSpeed (flattened or "
                          "sharded parameters); train it in one process or with DDP (runtime.launch_config), or "
                          "use granularity 'projection'")
-    # values the optimizer updates: a masked tensor holds AdamW state for all its rows (optimizer
-    # memory, checkpoint size) but only its unmasked rows train ("trainable_params")
-    info["optimizer_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    info["trainable_params"] = info["optimizer_params"] - info.get("masked_params", 0)
-    if not info.get("masked_tensors"):
-        del info["optimizer_params"]  # equal to trainable_params: metrics written as before
-    info["total_params"] = params_total
+    info.update(parameter_counts(trainer.model, info.get("masked_params") if info.get("masked_tensors") else None))
     info["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
     return BuiltTrainer(trainer, len(rows), len(held), info)
+
+
+def parameter_counts(model, masked_params: int | None = None) -> dict[str, int]:
+    """trainable_params and total_params of a model about to train (ZeRO-3's partitioned
+    parameters counted whole: freezing.values); with ``masked_params`` (LF_H2 at head
+    granularity: rows frozen by gradient masks) also optimizer_params, the values the optimizer
+    updates: a masked tensor holds AdamW state for all its rows (optimizer memory, checkpoint
+    size) but only its unmasked rows train."""
+    updated = sum(freezing.values(p) for p in model.parameters() if p.requires_grad)
+    out = {"optimizer_params": updated} if masked_params is not None else {}
+    return {**out, "trainable_params": updated - (masked_params or 0),
+            "total_params": sum(freezing.values(p) for p in model.parameters())}
 
 
 @contextlib.contextmanager
@@ -501,22 +517,30 @@ def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: b
 
     # Losses before training, kept next to the checkpoints so that a resumed run reports them.
     before_file = ckpt_dir / "eval_before.json"
-    before: dict[str, float] = {}
-    # every process decides alike: the file is written only after the (collective) evaluation
-    resume = last_checkpoint(ckpt_dir) if resumable else None
+    cache_file = store.losses_before_training_file
+
+    def plan() -> tuple[Path | None, dict[str, float], dict[str, str] | None]:
+        """(checkpoint to resume from, losses known, sets to evaluate: {name: cache key} or None)."""
+        resume = last_checkpoint(ckpt_dir) if resumable else None
+        if n_held and resumable and before_file.exists():
+            return resume, json.loads(before_file.read_text()), None
+        if n_held and resume is None:  # (a resumed model is no longer the start model)
+            cache = KeyedCache(cache_file).load()
+            keys = _eval_set_keys(params, store, arm, trainer, procs.world_size)
+            return None, {n: cache[k] for n, k in keys.items() if k in cache}, \
+                {n: k for n, k in keys.items() if k not in cache}
+        return resume, {}, None
+
+    # Chosen by the main process for all: a rank that finds the cache (or a checkpoint) where
+    # another does not would evaluate (or resume) alone, and the engine's collectives then hang.
+    resume, before, missing = procs.decide(plan)
     before_cb = None
-    if n_held and resumable and before_file.exists():
-        before = json.loads(before_file.read_text())
-    elif n_held and resume is None:  # (a resumed model is no longer the start model)
-        cache_file = store.losses_before_training_file
-        cache = KeyedCache(cache_file).load()
-        keys = _eval_set_keys(params, store, arm, trainer, procs.world_size)
-        before.update({name: cache[k] for name, k in keys.items() if k in cache})
-        missing = {name: k for name, k in keys.items() if k not in cache}
+    if missing is not None:
         # Evaluated at the start of train(), once the engine has prepared the model: an
         # evaluate() before train() lets FSDP wrap the model for evaluation, after which train()
         # builds no optimizer; under DDP it leaves the model unwrapped for training.
-        before_cb = LossesBeforeTraining(lambda names: _eval_losses(trainer, names), before, missing, cache,
+        before_cb = LossesBeforeTraining(lambda names: _eval_losses(trainer, names), before, missing,
+                                         KeyedCache(cache_file).load() if procs.is_main else {},
                                          (cache_file, before_file) if procs.is_main else None)
         trainer.add_callback(before_cb)
     t0 = time.perf_counter()
@@ -575,8 +599,13 @@ def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: b
         "bf16": args.bf16, "processes": procs.world_size, "final_dtype": final_dtype[0], **info,
     }
     atomic_write_json(store.arm_file(arm, "metrics.json"), metrics)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # resume state is no longer needed
+    kill_point("train:metrics-written")
     return metrics
+
+
+def _remove_checkpoints(store: RunStore, arm: str) -> None:
+    """The resume state of a finished arm (no longer needed once its stage is marked done)."""
+    shutil.rmtree(store.arm_checkpoints_dir(arm), ignore_errors=True)
 
 
 def final_state_dict(trainer, start: Path, is_main: bool = True) -> dict[str, Any]:

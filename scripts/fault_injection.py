@@ -7,9 +7,14 @@ is lost and nothing wrong is kept.
 2. Faulty runs, each in a fresh store (``--rounds``): the book is started and SIGKILLed (the
    whole process group: book, papermill kernels, training) after a random delay, ``--kills``
    times, then run to the end.
-3. Input faults: a prepared data file truncated after preparation, a dataset file with malformed
+3. Kills at named points (``CFT_KILL_AT``, cft_helpers/faults.py), which a random delay almost
+   never hits: an arm killed after its final model and metrics are written but before its stage
+   is marked done, and after that but before its checkpoints are removed. The rerun must resume
+   from the last checkpoint (or find the arm done) instead of training it again from the start,
+   and end with the reference run's weights.
+4. Input faults: a prepared data file truncated after preparation, a dataset file with malformed
    lines, a params file with a typo. Each must stop the book with a message naming the problem.
-4. Checks on the faulty run against the reference: every stage done, every arm's final weights
+5. Checks on the faulty run against the reference: every stage done, every arm's final weights
    equal (CPU is deterministic; resumed training matches within 1e-5), every evaluation score
    equal, every JSON file in the store parses, no temporary files left where results belong.
 
@@ -118,6 +123,47 @@ def compare(reference: Path, faulty: Path) -> list[str]:
     return problems
 
 
+def train_arm_cli(params: Path, arm: str, kill_at: str | None = None) -> tuple[int, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("CFT_KILL_AT", None)
+    if kill_at:
+        env["CFT_KILL_AT"] = kill_at
+    proc = subprocess.run([sys.executable, "-m", "cft_helpers.train", "--params", str(params), "--arm", arm],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def named_kills(work: Path, reference: Path, arm: str = "p1_alpaca") -> list[tuple[str, bool, str]]:
+    """(kill point, recovered without retraining from the start, what happened) per point."""
+    from safetensors.torch import load_file
+
+    from cft_helpers.faults import POINTS
+
+    ref = load_file(str(final_weights(reference)[arm] / "model.safetensors"))
+    out = []
+    for i, point in enumerate(POINTS):
+        params = write_params(work, f"kill{i}")
+        run_to_end(params, ["01"])                     # the data, prepared
+        code, text = train_arm_cli(params, arm, point)
+        if code != -signal.SIGKILL:
+            out.append((point, False, f"not killed there (exit {code}): {_excerpt(text, 'Error')}"))
+            continue
+        run = work / f"kill{i}"
+        before = (run / "arms" / arm / "metrics.json").read_text()   # written before every point
+        code, text = train_arm_cli(params, arm)
+        after = (run / "arms" / arm / "metrics.json").read_text()
+        metrics = json.loads(after) if code == 0 else {}
+        resumed = metrics.get("resumed_from")
+        whole = code == 0 and not (run / "arms" / arm / "checkpoints").exists()
+        got = load_file(str(final_weights(run)[arm] / "model.safetensors")) if whole else {}
+        same = whole and max(float((ref[k] - got[k]).abs().max()) for k in ref) <= 1e-5
+        # before the stage is done: resumed from the final step's checkpoint; after: nothing trained
+        ok = same and (resumed == f"checkpoint-{metrics.get('steps')}" if point != "train:finished"
+                       else after == before)
+        out.append((point, ok, f"rerun exit {code}, resumed from {resumed}, weights as the reference: {same}"))
+    return out
+
+
 def input_faults(work: Path) -> list[tuple[str, bool, str]]:
     """(fault, detected with a clear message, message excerpt) for each corrupted input."""
     out = []
@@ -189,6 +235,12 @@ def main(argv=None) -> int:
         for p in found:
             print("CORRUPTED:", p)
         problems += found
+
+    named = named_kills(work, work / "reference")
+    for point, ok, msg in named:
+        print(f"kill at {point}: {'recovered' if ok else 'NOT RECOVERED;'} {msg}")
+    problems += [f"kill at {p}: {m}" for p, ok, m in named if not ok]
+    kills += len(named)
 
     detected = input_faults(work)
     for fault, ok, msg in detected:

@@ -96,13 +96,33 @@ SITECUSTOMIZE = textwrap.dedent('''
             return rows, summary
 
         _replay.build_replay = _build_logged
+
+        # a prompt that appears twice among the replay prompts, at a place another rank would
+        # have answered it before (every world_size-th prompt per rank)
+        _counterparts = _replay.english_counterparts
+
+        def _with_a_duplicate(*a, **k):
+            rows = _counterparts(*a, **k)
+            return rows[:1] + [dict(rows[0], id=rows[0]["id"] + "-again")] + rows[1:]
+
+        _replay.english_counterparts = _with_a_duplicate
+
+        if _rank != "0":  # what cuda:<local rank> in the key did: keys that differ between ranks
+            import cft_helpers.train as _train
+            _keys = _train._eval_set_keys
+
+            def _keys_of_this_rank(*a, **k):
+                return {name: f"{key}|rank{_rank}" for name, key in _keys(*a, **k).items()}
+
+            _train._eval_set_keys = _keys_of_this_rank
 ''')
 
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory, model_cache):
-    """A store with Phase 1 trained in one process, then GR_10 and LoRA each trained by a
-    two-process launch, rank 0's generation slowed past the process group's timeout; plus
+    """A store with Phase 1 trained in one process, then LF_H1, GR_10 and LoRA each trained by
+    a two-process launch, rank 0's generation slowed past the process group's timeout, a replay
+    prompt duplicated, and the losses-before-training keys made rank-dependent on rank 1; plus
     LoRA trained again in one process (arm ``lora_1p``) to compare with."""
     tmp = tmp_path_factory.mktemp("cluster")
     hooks, log = tmp / "hooks", tmp / "log"
@@ -123,7 +143,7 @@ def launched(tmp_path_factory, model_cache):
         mp.setenv("CFT_TEST_STORE", str(Path(two.run_path).resolve()))
         mp.setenv("CFT_TEST_LOG", str(log))
         mp.setenv("CFT_TEST_SLOW_S", str(SLOW_S))
-        train_arms(two, ["gr_10", "lora"], progress=False)
+        train_arms(two, ["lf_h1", "gr_10", "lora"], progress=False)
     finally:
         mp.undo()
     return two, RunStore(two.run_path), log
@@ -145,15 +165,37 @@ def test_gr_generation_is_shared_and_a_slow_rank_outlives_the_timeout(launched):
     m = store.arm_metrics("gr_10")
     assert m["processes"] == 2 and m["steps"] == 3
     summary = json.loads(store.replay_summary("gr_10").read_text())
-    # 10% of the 22 Phase-2 rows: 2 prompts, one per process, each in its own cache
-    assert summary["replay_rows"] == 2 and summary["generation_processes"] == 2
+    # 10% of the 22 Phase-2 rows: 2 prompts (and the first again, at index 1), one distinct
+    # prompt per process, each in its own cache
+    assert summary["replay_rows"] == 3 and summary["generation_processes"] == 2
     caches = {p.name: p.read_text().count("\n") for p in store.replay_generation_files("gr_10")}
     assert caches == {"generations.jsonl": 1, "generations.rank1.jsonl": 1}
     replay = [json.loads(x) for x in store.replay_file("gr_10").read_text().splitlines()]
-    assert len(replay) == 2 and all(r["messages"][-1]["role"] == "assistant" for r in replay)
+    assert len(replay) == 3 and all(r["messages"][-1]["role"] == "assistant" for r in replay)
+    # the duplicated prompt was answered once (by rank 0, not again by rank 1), and both of its
+    # rows carry that one answer
+    assert replay[1]["id"] == replay[0]["id"] + "-again" and replay[1]["messages"] == replay[0]["messages"]
     # both processes built the same replay rows, in the same order, from the two caches
     digests = [(log / f"replay_rows.{r}").read_text() for r in (0, 1)]
     assert digests[0] == digests[1]
+    assert {p.name for p in store.replay_dir("gr_10").glob("done.rank*.json")} == {"done.rank0.json",
+                                                                                   "done.rank1.json"}
+
+
+def test_ranks_that_would_key_the_losses_before_training_apart_still_agree(launched):
+    """LF_H1 and GR_10 start from one model on one held-out set: GR_10 reuses LF_H1's losses
+    before training. Rank 1's keys differ (as ``cuda:<local rank>`` in the key made them): were
+    each rank to look the cache up for itself, rank 0 would start training while rank 1
+    evaluated alone, and the launch would hang until the process group's timeout. The main
+    process decides for all (Processes.decide), so both arms finish."""
+    params, store, log = launched
+    lf, gr = store.arm_metrics("lf_h1"), store.arm_metrics("gr_10")
+    assert lf["processes"] == gr["processes"] == 2 and lf["steps"] == gr["steps"] == 3
+    assert gr["eval_loss_before"] == lf["eval_loss_before"] and gr["train_rows_loss_before"] == \
+        lf["train_rows_loss_before"]
+    cache = store.losses_before_training_file.resolve()
+    written = [p for e, p in _writes(log, 0) if e in ("os.replace", "os.rename") and p == cache]
+    assert len(written) == 2  # LF_H1's and LoRA's (a key of its own); none for GR_10
 
 
 def test_only_the_main_process_writes_the_run_store(launched):
@@ -172,7 +214,8 @@ def test_only_the_main_process_writes_the_run_store(launched):
             continue
         rel = p.relative_to(root).parts
         ok = (rel[:1] == ("arms",) and (
-            (rel[2:3] == ("replay",) and (len(rel) == 3 or rel[3] == "generations.rank1.jsonl"))
+            (rel[2:3] == ("replay",) and (len(rel) == 3 or rel[3] == "generations.rank1.jsonl"
+                                          or rel[3] == "done.rank1.json" or rel[3].startswith(".done.rank1.json.")))
             or rel[2:3] == ("checkpoints",)))
         assert ok, f"rank 1 wrote {p} ({event})"
         allowed.append(p)
@@ -350,3 +393,102 @@ def test_deepspeed_final_state_of_a_lora_model_maps_its_frozen_base_to_the_start
     assert torch.equal(state[f"{q}.lora_A.default.weight"], masters[f"{q}.lora_A.default.weight"])
     assert {v.dtype for v in state.values()} == {torch.float32} and len(masters) == 8
     assert final_state_dict(trainer, start, is_main=False) == {}  # the other processes keep nothing
+
+
+FSDP_WRAP = textwrap.dedent('''
+    import json, os, sys, torch, torch.nn as nn, torch.distributed as dist
+    from types import SimpleNamespace
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from cft_helpers.runtime import fsdp_mixed_precision
+
+    os.environ.update(json.loads(sys.argv[1]))
+    plugin = FullyShardedDataParallelPlugin()   # as accelerate builds it in the launch
+    trainer = SimpleNamespace(is_fsdp_enabled=True, args=SimpleNamespace(bf16=True),
+                              accelerator=SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin)))
+    out = {"ours": fsdp_mixed_precision(trainer)}
+    plugin.set_mixed_precision("bf16")         # what AcceleratorState does with bf16=True
+    policy = plugin.mixed_precision_policy
+
+    class Rope(nn.Module):                     # a linear layer and RoPE's fp32 inv_freq buffer
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, 4, 2).float() / 4), persistent=False)
+
+        def forward(self, x):
+            return self.lin(x) * self.inv_freq.repeat(2)
+
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    model = FSDP(Rope(), mixed_precision=policy, device_id=torch.device("cpu"))  # as prepare_model does
+    model(torch.randn(2, 4)).sum().backward()
+    out["kept"] = [str(policy.param_dtype), str(policy.reduce_dtype), str(policy.buffer_dtype)]
+    out["inv_freq"] = str(model.module.inv_freq.dtype)
+    out["grad"] = str(next(model.parameters()).grad.dtype)
+    dist.destroy_process_group()
+    print(json.dumps(out))
+''')
+
+
+def test_fsdp_gathers_bf16_parameters_reduces_in_fp32_and_keeps_buffers_fp32(tmp_path):
+    """The plugin accelerate builds from params/accelerate/fsdp.yaml, given our policy before the
+    Trainer wraps the model: accelerate's own bf16 setting leaves it alone, and FSDP then keeps
+    RoPE's inv_freq in fp32 (accelerate's default policy casts it to bf16, and reduces in bf16)."""
+    import subprocess
+
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    root = Path(__file__).resolve().parents[1]
+    args = launch_command_parser().parse_args(["--config_file", str(root / "params/accelerate/fsdp.yaml"),
+                                               "-m", "cft_helpers.train"])
+    env = {k: v for k, v in prepare_multi_gpu_env(_validate_launch_command(args)[0]).items()
+           if k.startswith(("FSDP_", "ACCELERATE_"))}
+    assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "1"
+    # (accelerate refuses these two without a GPU; they do not touch the precision policy)
+    env.update(FSDP_SYNC_MODULE_STATES="false", FSDP_CPU_RAM_EFFICIENT_LOADING="false",
+               MASTER_ADDR="127.0.0.1", MASTER_PORT="29561")
+    script = tmp_path / "wrap.py"
+    script.write_text(FSDP_WRAP)
+    proc = subprocess.run([sys.executable, str(script), json.dumps(env)], capture_output=True, text=True,
+                          timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["ours"] == {"param": "bfloat16", "reduce": "float32", "buffer": "float32"}
+    assert out["kept"] == ["torch.bfloat16", "torch.float32", "torch.float32"]
+    assert out["inv_freq"] == "torch.float32"
+    assert out["grad"] == "torch.float32"   # the sharded fp32 parameter's gradient, reduced in fp32
+
+
+def test_fsdp_policy_is_left_alone_outside_fsdp_or_bf16():
+    from types import SimpleNamespace
+
+    from cft_helpers.runtime import fsdp_mixed_precision
+
+    assert fsdp_mixed_precision(SimpleNamespace(is_fsdp_enabled=False, args=SimpleNamespace(bf16=True))) is None
+    assert fsdp_mixed_precision(SimpleNamespace(is_fsdp_enabled=True, args=SimpleNamespace(bf16=False))) is None
+
+
+def test_zero3_partitioned_parameters_are_counted_whole(tmp_path):
+    """Under ZeRO-3 a parameter's .data is an empty placeholder and DeepSpeed keeps its size in
+    ds_numel: the counts in metrics.json, the trainable share and the free-disk check read it
+    (numel() alone gives 0, a 0-byte checkpoint, and a disk check that never refuses)."""
+    from cft_helpers import freezing
+    from cft_helpers.train import checkpoint_bytes, parameter_counts
+
+    model = tiny_llama(layers=2)
+    whole = {n: p.numel() for n, p in model.named_parameters()}
+    plan = freezing.FreezePlan("LF_H1", frozen=[n for n in whole if "layers.0." in n],
+                               trainable=[n for n in whole if "layers.0." not in n])
+    trainable = freezing.apply(model, plan)
+    expected = parameter_counts(model)
+    assert expected["trainable_params"] == trainable == sum(v for n, v in whole.items() if "layers.0." not in n)
+    for n, p in model.named_parameters():  # partitioned, as zero.Init leaves every process's copy
+        p.ds_numel = p.numel()
+        p.data = torch.empty(0)
+    assert parameter_counts(model) == expected and expected["total_params"] == sum(whole.values())
+    assert freezing.apply(model, plan) == trainable
+    masked = parameter_counts(model, masked_params=10)
+    assert masked == {"optimizer_params": trainable, "trainable_params": trainable - 10,
+                      "total_params": sum(whole.values())}
+    assert checkpoint_bytes(expected["total_params"], trainable) > 4 * sum(whole.values())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -315,3 +317,37 @@ def test_bf16_on_cpu_only_where_the_cpu_has_native_bf16(monkeypatch):
         else:
             with pytest.raises(ValueError, match="native bf16"):
                 runtime.use_bf16(Training(precision="bf16"), "cpu")
+
+
+def test_a_kill_before_the_stage_is_marked_done_resumes_instead_of_retraining(prepared):
+    """Killed (CFT_KILL_AT, deterministic) after the final model and metrics are written but
+    before the stage is marked done: the checkpoints are still there, so the rerun resumes from
+    the last one (the final step) instead of training the arm again from its start. Killed after
+    the stage is done but before the checkpoints are removed: the rerun removes them, trains nothing."""
+    import os
+    import subprocess
+    import sys
+
+    store = RunStore(prepared.run_path)
+    env = {**os.environ, "CFT_KILL_AT": "train:before-finish", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "cft_helpers.train", "--params", str(prepared.source_path),
+                           "--arm", "p1_alpaca"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert store.arm_manifest("p1_alpaca")["status"] == "running"
+    killed = _weights(store.arm_dir("p1_alpaca") / "model")
+    steps = json.loads(store.arm_file("p1_alpaca", "metrics.json").read_text())["steps"]
+    assert (store.arm_checkpoints_dir("p1_alpaca") / f"checkpoint-{steps}").is_dir()
+
+    resumed = train_arm(prepared, "p1_alpaca", store, progress=False)
+    assert resumed["resumed_from"] == f"checkpoint-{steps}" and resumed["steps"] == steps
+    assert store.arm_manifest("p1_alpaca")["status"] == "done"
+    assert not store.arm_checkpoints_dir("p1_alpaca").exists()
+    again = _weights(store.arm_checkpoint("p1_alpaca"))
+    assert again.keys() == killed.keys() and all(torch.equal(again[k], killed[k]) for k in killed)
+
+    # the other window: done, checkpoints left behind by the kill; a rerun trains nothing
+    left = store.arm_checkpoints_dir("p1_alpaca") / f"checkpoint-{steps}"
+    left.mkdir(parents=True)
+    assert train_arm(prepared, "p1_alpaca", store, progress=False) == store.arm_metrics("p1_alpaca")
+    assert not store.arm_checkpoints_dir("p1_alpaca").exists()
