@@ -103,6 +103,12 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ("seeds_needed", r"cap: int = 1001", "a spread that needs exactly 1001 seeds: 'about 1001 seeds' instead of 'none'"),
     ("benchmark_changes", r'"XXMAXX"\]|"ma"\]', "MA's row is last either way: pandas sorts the unmapped NaN last"),
     ("slot_checks", r"if \(any\(s\.boot for s in seeds\)\) or True", "set().union() of no sets is the empty set too"),
+    ("decide_claims", r'r\.removeprefix\("_p1"\)|removesuffix\("XX_p1XX"\)|removesuffix\("_P1"\)',
+     "unreachable: a *_p1 role is None only when its arm's role is, and that role comes first in every claim"),
+    ("decide_claims", r"if \(all\(s\.boot for s in seeds\)\) or True",
+     "a seed has no bootstrap only when no model has scores: every estimate is then None either way"),
+    ("decide_claims", r'missing\[gone\[0\]\] if \(gone\) or True|"XXnot evaluatedXX"|"NOT EVALUATED"',
+     "unreachable: a needed model without scores is always in SeedScores.missing"),
     ("_seed_values", r'sim\.get\("des", (None)?\)',
      "a missing DES table fails the lookup either way (KeyError or TypeError, both caught): the same reason"),
     # progress bars, default arguments that every caller passes

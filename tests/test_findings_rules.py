@@ -88,6 +88,17 @@ def test_missing_similarity_and_representation_values_become_their_reasons(param
     atomic_write_json(store.root / "similarity" / "summary.json", {"mpd": {"p1_alpaca": {"mpd_normalised": 0.4}}})
     out = F._seed_values(run, roles)
     assert out["C5"].startswith("the MPD table lacks") and out["C4"].startswith("DES of")
+    # Figure 2's curves: none, then one pair's only, then both
+    atomic_write_json(store.root / "representations" / "summary.json", {})
+    lack = "Figure 2's curves lack 'ALPACA -> MULTIALPACA' or 'Instruct -> MULTIALPACA'; rerun notebook 07_representations"
+    assert F._seed_values(run, roles)["C6"] == lack
+    atomic_write_json(store.root / "representations" / "summary.json",
+                      {"phase2_covariance": {"ALPACA -> MULTIALPACA": [1.0, 3.0]}})
+    assert F._seed_values(run, roles)["C6"] == lack
+    atomic_write_json(store.root / "representations" / "summary.json", {"phase2_covariance": {
+        "ALPACA -> MULTIALPACA": [1.0, 3.0], "Instruct -> MULTIALPACA": [4.0, 8.0]}})
+    out = F._seed_values(run, roles)
+    assert out["C6"] == 4.0 and out["C6_scale"] == (2.0, 6.0)
 
 
 def _without(scores_by_model, bench=None, models=()):
@@ -191,3 +202,31 @@ def test_plotted_intervals_leave_out_a_slot_at_chance(params):
     ea = out["abilities"]["p1_instruct"]["EA"][0]
     means = [np.mean([base_scores()[k].mean() for k in base_scores() if k[0] == b]) for b in ("ifeval", "hellaswag")]
     assert ea == pytest.approx(np.mean(means), abs=1e-12)
+
+
+def test_decide_claims_draws_from_the_params_seed_by_default(params):
+    runs = [F.SeedRun(params, _noisy(params))]
+    default = {c.id: (c.lo, c.hi) for c in F.decide_claims(runs)[0]}
+    same = {c.id: (c.lo, c.hi) for c in F.decide_claims(runs, seed=params.seed)[0]}
+    other = {c.id: (c.lo, c.hi) for c in F.decide_claims(runs, seed=params.seed + 1)[0]}
+    assert default == same and default["C3a"] != other["C3a"]
+
+
+@pytest.mark.parametrize("setting, note", [("nope", "the parameter set has no arm 'nope' (findings.similar)"),
+                                           (None, "findings.similar names no arm")])
+def test_a_claim_whose_arm_the_params_lack_says_which_setting(tmp_path, setting, note):
+    p = load_params("smoke", overrides={"run_dir": str(tmp_path / "run"), "findings.similar": setting,
+                                        "findings.n_bootstrap": 100})
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(p, write_store(p, same_everywhere()))])[0]}
+    for cid in ("C1", "C2", "C3b", "C8b"):
+        assert c[cid].verdict == F.NOT_RUN and c[cid].note == note, cid
+    assert c["C3a"].verdict != F.NOT_RUN
+
+
+def test_roles_of_a_pair_whose_phase1_is_a_model_not_an_arm(tmp_path):
+    """findings.dissimilar naming an arm that starts from a model (the mixture starts from the
+    base): its Phase-1 role is that model, and it has no base to be compared with."""
+    p = load_params("smoke", overrides={"run_dir": str(tmp_path / "run"), "findings.dissimilar": "mixture"})
+    roles = F.claim_roles(p)
+    assert roles["dissimilar"] == "mixture" and roles["dissimilar_p1"] == p.arms["mixture"].start == "base"
+    assert roles["bases"] == {"p1_alpaca": "base"}
