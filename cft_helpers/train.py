@@ -288,7 +288,8 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
         metrics = _run_training(params, arm, store, stage.dir, device, resumable, callbacks, progress, procs)
         if procs.is_main:
             kill_point("train:before-finish")
-            stage.finish({"checkpoint": metrics["checkpoint"]})
+            stage.finish({"checkpoint": metrics["checkpoint"],
+                          **{k: metrics[k] for k in ("deepspeed_start_masters",) if k in metrics}})
             kill_point("train:finished")
             # Only now: a kill before finish() resumes from them (the last one holds the final step)
             _remove_checkpoints(store, arm)
@@ -503,7 +504,7 @@ def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: boo
 
 def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: bool, procs,
                     built: BuiltTrainer) -> dict[str, Any]:
-    from cft_helpers.trainer_callbacks import LossesBeforeTraining, TrainingProgress
+    from cft_helpers.trainer_callbacks import Fp32StartMasters, LossesBeforeTraining, TrainingProgress
 
     spec = params.arms[arm]
     ckpt_dir = store.arm_checkpoints_dir(arm)
@@ -534,6 +535,11 @@ def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: b
     # Chosen by the main process for all: a rank that finds the cache (or a checkpoint) where
     # another does not would evaluate (or resume) alone, and the engine's collectives then hang.
     resume, before, missing = procs.decide(plan)
+    masters = None
+    if getattr(trainer, "is_deepspeed_enabled", False) and args.bf16 and resume is None:
+        # (added before the losses-before-training callback: every rank runs both in one order)
+        masters = Fp32StartMasters(start_checkpoint(params, store, arm))
+        trainer.add_callback(masters)
     before_cb = None
     if missing is not None:
         # Evaluated at the start of train(), once the engine has prepared the model: an
@@ -561,7 +567,7 @@ def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: b
     start = start_checkpoint(params, store, arm)
     # LoRA, and any model under DeepSpeed: the full fp32 state dict, gathered by every process
     # (under ZeRO-3 save_model would write the bf16 copies, rounding the fp32 start weights)
-    state = final_state_dict(trainer, start, procs.is_main) if adapters or deepspeed else None
+    state = final_state_dict(trainer, start, procs.is_main, trained_only=adapters) if adapters or deepspeed else None
     if not procs.is_main:
         if state is None:  # collective under FSDP (gathers the shards); writes nothing here
             trainer.save_model(str(tmp))
@@ -598,6 +604,9 @@ def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: b
         "wall_s": wall_s, "resumed_from": resume.name if resume else None, "device": device,
         "bf16": args.bf16, "processes": procs.world_size, "final_dtype": final_dtype[0], **info,
     }
+    if getattr(trainer, "is_deepspeed_enabled", False) and args.bf16:  # where DeepSpeed's masters began
+        metrics["deepspeed_start_masters"] = (f"fp32 start checkpoint ({masters.restored} tensors)" if masters
+                                              else f"DeepSpeed checkpoint {resume.name} (resumed)")
     atomic_write_json(store.arm_file(arm, "metrics.json"), metrics)
     kill_point("train:metrics-written")
     return metrics
@@ -608,9 +617,11 @@ def _remove_checkpoints(store: RunStore, arm: str) -> None:
     shutil.rmtree(store.arm_checkpoints_dir(arm), ignore_errors=True)
 
 
-def final_state_dict(trainer, start: Path, is_main: bool = True) -> dict[str, Any]:
+def final_state_dict(trainer, start: Path, is_main: bool = True, trained_only: bool = False) -> dict[str, Any]:
     """The trained model's full state dict in fp32, gathered from every process (call it in all;
     only the main process, ``is_main``, keeps the tensors: the others get an empty dict).
+    Under DeepSpeed, ``trained_only`` (LoRA: the adapter is saved, and merged from files) leaves
+    the frozen tensors out instead of reading the whole base model only for PEFT to drop it.
 
     Under DeepSpeed the model's own tensors are the engine's low-precision copies (bf16 under
     ZeRO-3), so the trained tensors come from the optimizer's fp32 masters and the frozen ones,
@@ -623,6 +634,8 @@ def final_state_dict(trainer, start: Path, is_main: bool = True) -> dict[str, An
         return {k: v.float() if v.is_floating_point() else v for k, v in (state or {}).items()} if is_main else {}
     from deepspeed.utils import safe_get_full_fp32_param  # present wherever DeepSpeed runs
 
+    from cft_helpers.trainer_callbacks import start_checkpoint_name
+
     model = trainer.accelerator.unwrap_model(trainer.model)
     state = {}
     frozen: dict[str, str] = {}
@@ -631,8 +644,8 @@ def final_state_dict(trainer, start: Path, is_main: bool = True) -> dict[str, An
             full = safe_get_full_fp32_param(p)  # a collective under ZeRO-3: every process calls it
             if is_main:
                 state[name] = full.detach().cpu()
-        elif is_main:  # (LoRA: a base weight's name in the start checkpoint)
-            frozen[name] = name.replace("base_model.model.", "", 1).replace(".base_layer.", ".")
+        elif is_main and not trained_only:  # (LoRA: a base weight's name in the start checkpoint)
+            frozen[name] = start_checkpoint_name(name)
     if frozen:
         found = _checkpoint_tensors(start, set(frozen.values()))
         missing = sorted(k for k in frozen.values() if k not in found)

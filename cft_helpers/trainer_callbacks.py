@@ -85,3 +85,45 @@ class TrainingProgress(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def start_checkpoint_name(name: str) -> str:
+    """A parameter's name in the start checkpoint: PEFT's wrapping (``base_model.model.``, and
+    ``.base_layer.`` inside adapted layers) taken off."""
+    return name.replace("base_model.model.", "", 1).replace(".base_layer.", ".")
+
+
+class Fp32StartMasters(TrainerCallback):
+    """Under DeepSpeed with bf16, the optimizer's fp32 master of every trained tensor set from the
+    fp32 start checkpoint when training begins (not when it resumes: the DeepSpeed checkpoint
+    holds the masters then).
+
+    DeepSpeed builds its masters from the engine's bf16 copies (under ZeRO-3 the parameters are
+    partitioned in bf16 as the model loads), so an arm chained from a trained fp32 checkpoint
+    (Phase 2 from Phase 1, the reverse order's second phase) would start from bf16(start), while
+    its frozen tensors are saved exactly: a mix that FSDP runs do not give. Every process calls
+    ``safe_set_full_fp32_param`` (a collective under ZeRO-3) for every trained tensor in the same
+    order, reading one tensor at a time from the start checkpoint: no process holds the whole
+    model. Adapter tensors (LoRA), which the start does not hold, keep their initialisation.
+    ``restored`` counts the tensors set (None until it ran)."""
+
+    def __init__(self, start: Path):
+        self.start = Path(start)
+        self.restored: int | None = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.restored is not None:
+            return
+        import torch
+        from deepspeed.utils import safe_set_full_fp32_param  # present wherever DeepSpeed runs
+
+        from cft_helpers.checkpoints import read_tensor, tensor_files
+
+        files = tensor_files(self.start)
+        n = 0
+        for name, p in model.named_parameters():
+            key = start_checkpoint_name(name)
+            if p.requires_grad and key in files:
+                safe_set_full_fp32_param(p, read_tensor(files[key], key).to(torch.float32))
+                n += 1
+        self.restored = n

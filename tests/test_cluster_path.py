@@ -393,6 +393,15 @@ def test_deepspeed_final_state_of_a_lora_model_maps_its_frozen_base_to_the_start
     assert torch.equal(state[f"{q}.lora_A.default.weight"], masters[f"{q}.lora_A.default.weight"])
     assert {v.dtype for v in state.values()} == {torch.float32} and len(masters) == 8
     assert final_state_dict(trainer, start, is_main=False) == {}  # the other processes keep nothing
+    # the adapter alone (no frozen base read): the same adapter and the same merged model
+    adapter_only = final_state_dict(trainer, start, trained_only=True)
+    assert set(adapter_only) == set(masters)
+    monkeypatch.undo()  # (the stand-in DeepSpeed module would confuse accelerate while saving)
+    save_gathered(model, state, tmp_path / "full", start, tmp_path / "full_adapter")
+    save_gathered(model, adapter_only, tmp_path / "only", start, tmp_path / "only_adapter")
+    for name in ("full_adapter/adapter_model.safetensors", "full/model.safetensors"):
+        a, b = load_file(str(tmp_path / name)), load_file(str(tmp_path / name.replace("full", "only")))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
 FSDP_WRAP = textwrap.dedent('''
@@ -492,3 +501,33 @@ def test_zero3_partitioned_parameters_are_counted_whole(tmp_path):
     assert masked == {"optimizer_params": trainable, "trainable_params": trainable - 10,
                       "total_params": sum(whole.values())}
     assert checkpoint_bytes(expected["total_params"], trainable) > 4 * sum(whole.values())
+
+
+def test_deepspeed_masters_start_from_the_fp32_start_not_its_bf16_copy(tmp_path, monkeypatch):
+    """ZeRO-3 partitions the model in bf16 as it loads and builds its fp32 masters from that: at
+    train begin every trained tensor's master is set from the fp32 start checkpoint, one tensor
+    at a time, in the order every process walks (a collective); frozen tensors are not touched."""
+    import types
+
+    from cft_helpers.trainer_callbacks import Fp32StartMasters
+
+    start = tmp_path / "start"
+    fp32 = {n: p.detach().clone() for n, p in tiny_llama(start, layers=2).named_parameters()}
+    model = tiny_llama(layers=2, seed=1)
+    for n, p in model.named_parameters():
+        p.requires_grad = "layers.0." not in n
+        p.data = fp32[n].to(torch.bfloat16)          # what the engine holds: bf16(start)
+    calls = []
+    fake = types.ModuleType("deepspeed.utils")
+    fake.safe_set_full_fp32_param = lambda p, value: calls.append((p, value))
+    monkeypatch.setitem(sys.modules, "deepspeed", types.ModuleType("deepspeed"))
+    monkeypatch.setitem(sys.modules, "deepspeed.utils", fake)
+    cb = Fp32StartMasters(start)
+    cb.on_train_begin(None, None, None, model=model)
+    by_param = {id(p): n for n, p in model.named_parameters()}
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert [by_param[id(p)] for p, _ in calls] == trained and cb.restored == len(trained)
+    assert all(v.dtype == torch.float32 and torch.equal(v, fp32[by_param[id(p)]]) for p, v in calls)
+    assert any(not torch.equal(v, v.to(torch.bfloat16).float()) for _, v in calls)  # the rounding undone
+    cb.on_train_begin(None, None, None, model=model)                             # once per training
+    assert len(calls) == len(trained)
