@@ -227,6 +227,23 @@ def preflight() -> list[str]:
     return failed
 
 
+def recorder(ns, out: dict):
+    """(save, check): ``save()`` writes ``out`` to ``ns.out`` (after every stage: a run stopped
+    half-way still leaves its numbers); ``check(name, ok, **numbers)`` records one check."""
+    checks = out.setdefault("checks", {})
+
+    def save():
+        out["ok"] = bool(checks) and all(c["ok"] for c in checks.values())
+        Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(ns.out).write_text(json.dumps(out, indent=2, default=str))
+
+    def check(name: str, ok: bool, **numbers):
+        checks[name] = {"ok": bool(ok), **numbers}
+        print(f"  {'PASS' if ok else 'FAIL'} {name}", flush=True)
+
+    return save, check
+
+
 def run_check(ns, out: dict) -> None:
     """The stages and their checks, filling ``out`` (written to ``ns.out`` after each stage)."""
     import torch
@@ -259,16 +276,7 @@ def run_check(ns, out: dict) -> None:
         "evaluation_dtype_setting": p.evaluation.dtype if has_eval_dtype
         else "absent: Evaluation (params.py) has no dtype field",
         "stages": stages.record, "arms": {}, "evaluation": {}, "checks": {}})
-    checks = out["checks"]
-
-    def save():  # after every stage: a run stopped half-way still leaves its numbers
-        out["ok"] = bool(checks) and all(c["ok"] for c in checks.values())
-        Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(ns.out).write_text(json.dumps(out, indent=2, default=str))
-
-    def check(name: str, ok: bool, **numbers):
-        checks[name] = {"ok": bool(ok), **numbers}
-        print(f"  {'PASS' if ok else 'FAIL'} {name}", flush=True)
+    save, check = recorder(ns, out)
 
     def setup():
         prepare_datasets(p, store, progress=False)
@@ -404,7 +412,12 @@ def main(argv=None) -> int:
     ap.add_argument("--run-dir", help="run here and keep it (default: a temporary folder, removed)")
     ap.add_argument("--steps", type=int, help="optimizer steps per Phase-2 arm (default 12 on a GPU, 8 tiny)")
     ap.add_argument("--p1-steps", type=int, help="optimizer steps of Phase 1 (default 40 on a GPU, 16 tiny)")
+    ap.add_argument("--launch", action="store_true",
+                    help="through accelerate launch: FSDP (GPU) or DDP over gloo (tiny), p1 -> p2 -> lf_h1 -> lora "
+                         "-> gr_5, and ZeRO-3 where DeepSpeed imports (benchmarks/launch_path.py)")
     ns = ap.parse_args(argv)
+    if ns.launch:
+        ns.steps = ns.steps or (3 if ns.tiny else 10)
     ns.steps = ns.steps or (8 if ns.tiny else 12)
     ns.p1_steps = ns.p1_steps or (16 if ns.tiny else 40)
     if min(ns.steps, ns.p1_steps) < 2:
@@ -435,14 +448,21 @@ def main(argv=None) -> int:
     print(f"imports: {imports_s} s", flush=True)
     if ns.out is None:
         slug = "cpu-tiny" if ns.tiny else gpu_slug(torch.cuda.get_device_name())
-        ns.out = str(ROOT / "benchmarks" / "results" / f"gpu_paper_path_{slug}.json")
+        ns.out = str(ROOT / "benchmarks" / "results" / f"gpu_{'launch' if ns.launch else 'paper'}_path_{slug}.json")
     temporary = ns.run_dir is None
     if temporary:
         ns.run_dir = tempfile.mkdtemp(prefix="gpu-paper-path-")
     t0 = time.perf_counter()
     out: dict = {"imports_s": imports_s}
     try:
-        run_check(ns, out)
+        if ns.launch:
+            from benchmarks.launch_path import run_launch_check
+
+            stages = Stages(not ns.tiny)
+            out["stages"] = stages.record
+            run_launch_check(ns, out, *recorder(ns, out), stages)
+        else:
+            run_check(ns, out)
     except Exception as exc:  # one broken stage: the JSON still says which, with what ran before it
         import traceback
 

@@ -257,6 +257,15 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
         if procs.is_main:
             _remove_checkpoints(store, arm)  # (left by a kill between finishing and removing them)
         return store.arm_metrics(arm)
+    if not force and procs.decide(lambda: _written_not_marked(stage, store, arm)):
+        # Killed after its last file and before the stage was marked done: nothing to train.
+        # (Resuming from the last checkpoint instead would train one step more where
+        # training.max_steps is set: transformers' loop checks max_steps only after a step.)
+        if procs.is_main:
+            stage.finish(_stage_outputs(store.arm_metrics(arm)))
+            _remove_checkpoints(store, arm)
+        procs.wait()
+        return store.arm_metrics(arm)
     training = params.arm_training(arm)
     if spec.datasets:
         accumulation_steps(training, procs.world_size)  # a global batch that does not divide: now
@@ -288,8 +297,7 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
         metrics = _run_training(params, arm, store, stage.dir, device, resumable, callbacks, progress, procs)
         if procs.is_main:
             kill_point("train:before-finish")
-            stage.finish({"checkpoint": metrics["checkpoint"],
-                          **{k: metrics[k] for k in ("deepspeed_start_masters",) if k in metrics}})
+            stage.finish(_stage_outputs(metrics))
             kill_point("train:finished")
             # Only now: a kill before finish() resumes from them (the last one holds the final step)
             _remove_checkpoints(store, arm)
@@ -549,9 +557,21 @@ def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: b
                                          KeyedCache(cache_file).load() if procs.is_main else {},
                                          (cache_file, before_file) if procs.is_main else None)
         trainer.add_callback(before_cb)
+    cuda = device == "cuda"
+    if cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()  # this process's peak over train(): the planner's quantity
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall_s = time.perf_counter() - t0 - (before_cb.seconds if before_cb else 0.0)
+    if cuda:
+        info["peak_gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    # RoPE's inv_freq as training left it (FSDP's buffer dtype; fp32 on one GPU)
+    rope = sorted({str(b.dtype).removeprefix("torch.") for n, b in trainer.model.named_buffers()
+                   if n.endswith("inv_freq")})
+    if rope:
+        info["rope_inv_freq_dtype"] = rope
     after = _eval_losses(trainer) if n_held else {}
 
     # Final checkpoint: written to a temporary folder, then renamed, so it is whole or absent.
@@ -610,6 +630,20 @@ def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: b
     atomic_write_json(store.arm_file(arm, "metrics.json"), metrics)
     kill_point("train:metrics-written")
     return metrics
+
+
+def _written_not_marked(stage, store: RunStore, arm: str) -> bool:
+    """Whether a run with these inputs wrote the arm's final model and then its metrics.json
+    (its last file) but was stopped before marking the stage done. (begin() removes both
+    whenever the inputs change or the arm is forced, so they are this run's.)"""
+    return (stage.status() in ("running", "failed") and store.arm_file(arm, "metrics.json").exists()
+            and store.arm_model_dir(arm).is_dir())
+
+
+def _stage_outputs(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What an arm's manifest records of it: its checkpoint, and where DeepSpeed's masters began."""
+    return {"checkpoint": metrics["checkpoint"],
+            **{k: metrics[k] for k in ("deepspeed_start_masters",) if k in metrics}}
 
 
 def _remove_checkpoints(store: RunStore, arm: str) -> None:

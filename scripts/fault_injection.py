@@ -9,9 +9,9 @@ is lost and nothing wrong is kept.
    times, then run to the end.
 3. Kills at named points (``CFT_KILL_AT``, cft_helpers/faults.py), which a random delay almost
    never hits: an arm killed after its final model and metrics are written but before its stage
-   is marked done, and after that but before its checkpoints are removed. The rerun must resume
-   from the last checkpoint (or find the arm done) instead of training it again from the start,
-   and end with the reference run's weights.
+   is marked done, and after that but before its checkpoints are removed. The rerun must train
+   nothing (neither again from the start nor a step more from the last checkpoint), leave the
+   metrics as they were, and end with the reference run's weights.
 4. Input faults: a prepared data file truncated after preparation, a dataset file with malformed
    lines, a params file with a typo. Each must stop the book with a message naming the problem.
 5. Checks on the faulty run against the reference: every stage done, every arm's final weights
@@ -157,10 +157,10 @@ def named_kills(work: Path, reference: Path, arm: str = "p1_alpaca") -> list[tup
         whole = code == 0 and not (run / "arms" / arm / "checkpoints").exists()
         got = load_file(str(final_weights(run)[arm] / "model.safetensors")) if whole else {}
         same = whole and max(float((ref[k] - got[k]).abs().max()) for k in ref) <= 1e-5
-        # before the stage is done: resumed from the final step's checkpoint; after: nothing trained
-        ok = same and (resumed == f"checkpoint-{metrics.get('steps')}" if point != "train:finished"
-                       else after == before)
-        out.append((point, ok, f"rerun exit {code}, resumed from {resumed}, weights as the reference: {same}"))
+        # the arm's files were all written at every point: the rerun trains nothing
+        ok = same and after == before and resumed is None
+        out.append((point, ok, f"rerun exit {code}, metrics unchanged: {after == before}, "
+                               f"weights as the reference: {same}"))
     return out
 
 

@@ -108,3 +108,20 @@ def test_checkpoint_comparisons(tmp_path):
     save_file({"base_model.model.y.lora_A.weight": torch.zeros(1, 3),
                "base_model.model.y.lora_B.weight": torch.zeros(2, 1)}, str(ad / "adapter_model.safetensors"))
     assert adapted_weights(ad) == {"y.weight"}
+
+
+def test_launch_tiny_runs_the_arms_through_accelerate_launch_and_passes(tmp_path):
+    """--launch --tiny: p1 -> p2 (killed before its stage is marked done, then relaunched) ->
+    lf_h1 -> lora -> gr_5, each by accelerate launch in two processes (DDP over gloo), and the
+    merged LoRA model evaluated: every check of the GPU's launch mode that a CPU can make."""
+    out_file = tmp_path / "launch.json"
+    proc = _run("--launch", "--tiny", "--out", str(out_file), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads(out_file.read_text())
+    assert out["mode"] == "launch-tiny-cpu" and out["ok"] is True and "error" not in out
+    assert list(out["stages"]) == ["setup", "p1", "p2_killed", "p2", "lf_h1", "lora", "gr_5", "eval_lora"]
+    assert {"sharded_checkpoints_p2", "p2_finished_not_retrained", "lf_h1_reuses_losses", "lora_merge",
+            "gr_replay_rows", "eval_lora_fp32"} <= set(out["checks"])
+    assert all(a["processes"] == 2 for a in out["arms"].values())
+    assert out["checks"]["lf_h1_reuses_losses"]["new_cache_keys"] == 0
+    assert out["checks"]["gr_replay_rows"]["processes"] == 2

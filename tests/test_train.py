@@ -321,9 +321,9 @@ def test_bf16_on_cpu_only_where_the_cpu_has_native_bf16(monkeypatch):
 
 def test_a_kill_before_the_stage_is_marked_done_resumes_instead_of_retraining(prepared):
     """Killed (CFT_KILL_AT, deterministic) after the final model and metrics are written but
-    before the stage is marked done: the checkpoints are still there, so the rerun resumes from
-    the last one (the final step) instead of training the arm again from its start. Killed after
-    the stage is done but before the checkpoints are removed: the rerun removes them, trains nothing."""
+    before the stage is marked done: the rerun marks it done and trains nothing (not again from
+    its start, and not one step more from its last checkpoint). Killed after the stage is done
+    but before the checkpoints are removed: the rerun removes them, trains nothing."""
     import os
     import subprocess
     import sys
@@ -336,12 +336,14 @@ def test_a_kill_before_the_stage_is_marked_done_resumes_instead_of_retraining(pr
     assert proc.returncode == -9, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert store.arm_manifest("p1_alpaca")["status"] == "running"
     killed = _weights(store.arm_dir("p1_alpaca") / "model")
-    steps = json.loads(store.arm_file("p1_alpaca", "metrics.json").read_text())["steps"]
+    written = store.arm_file("p1_alpaca", "metrics.json").read_text()
+    steps = json.loads(written)["steps"]
     assert (store.arm_checkpoints_dir("p1_alpaca") / f"checkpoint-{steps}").is_dir()
 
-    resumed = train_arm(prepared, "p1_alpaca", store, progress=False)
-    assert resumed["resumed_from"] == f"checkpoint-{steps}" and resumed["steps"] == steps
-    assert store.arm_manifest("p1_alpaca")["status"] == "done"
+    rerun = train_arm(prepared, "p1_alpaca", store, progress=False)
+    assert rerun == json.loads(written) and store.arm_file("p1_alpaca", "metrics.json").read_text() == written
+    m = store.arm_manifest("p1_alpaca")
+    assert m["status"] == "done" and m["outputs"]["checkpoint"] == rerun["checkpoint"]
     assert not store.arm_checkpoints_dir("p1_alpaca").exists()
     again = _weights(store.arm_checkpoint("p1_alpaca"))
     assert again.keys() == killed.keys() and all(torch.equal(again[k], killed[k]) for k in killed)
