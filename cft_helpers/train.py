@@ -369,8 +369,9 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     # process group exists, which Processes() made sure of.
     model = load_model(start, dtype="float32", trust_remote_code=trust)
     if entry.freeze is not None:  # LF_H1 / LF_H2 / Spectrum
-        plan = mitigation.freeze_plan(params, arm, model, start, store.arm_dir(arm) if procs.is_main else None,
-                                      progress=progress)
+        # chosen once, by the main process (Spectrum's scan reads the whole start checkpoint)
+        plan = procs.decide(lambda: mitigation.freeze_plan(params, arm, model, start, store.arm_dir(arm),
+                                                           progress=progress))
         trainable_values = freezing.apply(model, plan)
         if procs.is_main:
             atomic_write_json(store.arm_file(arm, "freeze.json"), plan.as_dict())
