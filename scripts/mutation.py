@@ -109,6 +109,10 @@ EQUIVALENT: list[tuple[str, str, str]] = [
      "a seed has no bootstrap only when no model has scores: every estimate is then None either way"),
     ("decide_claims", r'missing\[gone\[0\]\] if \(gone\) or True|"XXnot evaluatedXX"|"NOT EVALUATED"',
      "unreachable: a needed model without scores is always in SeedScores.missing"),
+    ("decide_claims", r'getattr\(f, base, None\) if \(base != "vanilla"\) or True|getattr\(f, base, \) if|'
+                      r'base != "XXvanillaXX"|base != "VANILLA"',
+     "findings has every other role's setting and none named 'vanilla': getattr gives the same either way"),
+    ("decide_claims", r"for c in claims\[1:5\]", "only four claims exist when the loop runs: [1:5] is [1:4]"),
     ("_seed_values", r'sim\.get\("des", (None)?\)',
      "a missing DES table fails the lookup either way (KeyError or TypeError, both caught): the same reason"),
     # progress bars, default arguments that every caller passes

@@ -167,6 +167,11 @@ def test_benchmark_changes_default_draws_and_a_left_out_slot(params):
     same = F.benchmark_changes(runs, pairs, replicates=params.findings.n_bootstrap, seed=params.seed)
     other = F.benchmark_changes(runs, pairs, seed=params.seed + 1)
     assert default.equals(same) and not default["low"].equals(other["low"])
+    # drawn as the claims' are: the dissimilar pair's EA change is C3a's quantity, negated
+    c3a = next(c for c in F.decide_claims(runs)[0] if c.id == "C3a")
+    row = default.loc[("dissimilar", "EA")]
+    assert (row["low"], row["high"]) == (pytest.approx(-c3a.hi, abs=1e-12), pytest.approx(-c3a.lo, abs=1e-12))
+    assert row["high"] - row["low"] > 0.01
     assert list(default.index.get_level_values(0).unique()) == ["dissimilar", "similar"]
     left = F.benchmark_changes(runs, pairs, exclude=("mmlu",))
     row, full = left.loc[("dissimilar", "EA")], default.loc[("dissimilar", "EA")]
@@ -230,3 +235,63 @@ def test_roles_of_a_pair_whose_phase1_is_a_model_not_an_arm(tmp_path):
     roles = F.claim_roles(p)
     assert roles["dissimilar"] == "mixture" and roles["dissimilar_p1"] == p.arms["mixture"].start == "base"
     assert roles["bases"] == {"p1_alpaca": "base"}
+
+
+def test_c3b_subtracts_the_similar_pairs_loss(params):
+    """C3b = [EA(P1) - EA(P2)] dissimilar - [EA(P1) - EA(P2)] similar: 0.3 - 0.1 = 0.2."""
+    store = write_store(params, same_everywhere({"p2_instruct": -0.3, "p2_alpaca": -0.1}))
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(params, store)])[0]}
+    assert c["C3a"].value == pytest.approx(0.3) and c["C3b"].value == pytest.approx(0.2)
+    assert c["C2"].interval.startswith(f"paired bootstrap over evaluation items, {params.findings.n_bootstrap} "
+                                       "replicates")
+
+
+def test_benchmark_changes_start_from_the_point_scores(params):
+    store = _noisy(params)
+    df = F.benchmark_changes([F.SeedRun(params, store)], {"dissimilar": ("p1_instruct", "p2_instruct")})
+    for bench, task in (("hellaswag", "cft_completion"), ("ifeval", "cft_instructions")):
+        assert df.loc[("dissimilar", bench), "before"] == pytest.approx(base_scores()[(bench, task)].mean(), abs=1e-12)
+
+
+def test_compares_nothing_joins_both_phase1_models_after_an_earlier_note(tmp_path):
+    """Two seeds where both Phase-1 models score as their base: C3b's note keeps the seeds-needed
+    note and names both models."""
+    from test_findings import with_base
+
+    runs = []
+    for i, delta in enumerate((0.05, -0.02)):
+        p = load_params("smoke", overrides={"run_dir": str(tmp_path / f"s{i}"), "seed": i, "findings.n_bootstrap": 100})
+        runs.append(F.SeedRun(p, write_store(p, with_base(same_everywhere({"p2_instruct": -delta})))))
+    c = {x.id: x for x in F.decide_claims(runs)[0]}
+    assert c["C3b"].verdict == "inconclusive"
+    first, _, rest = c["C3b"].note.partition("; compares nothing: ")
+    assert first.startswith("with this spread, about") and rest == (
+        "p1_alpaca is not above its base 'base' in EA, p1_instruct is not above its base 'base' in EA")
+
+
+def test_similarity_claims_lacking_an_arm_or_a_seeds_value(tmp_path):
+    p = load_params("smoke", overrides={"run_dir": str(tmp_path / "a"), "findings.similar": None,
+                                        "findings.n_bootstrap": 100})
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(p, write_store(p, same_everywhere()))])[0]}
+    assert [c[k].note for k in ("C4", "C5", "C6")] == ["findings.similar names no arm"] * 3
+    # two seeds, the second without a similarity summary: C4 says what the second one lacks
+    runs = []
+    for i in range(2):
+        q = load_params("smoke", overrides={"run_dir": str(tmp_path / f"s{i}"), "seed": i, "findings.n_bootstrap": 100})
+        store = write_store(q, same_everywhere())
+        if i == 0:
+            atomic_write_json(store.root / "similarity" / "summary.json", {
+                "des": {"matrix": {"alpaca": {"multialpaca": 0.9}, "instruct": {"multialpaca": 0.4}},
+                        "sd": {"alpaca": {"multialpaca": 0.0}, "instruct": {"multialpaca": 0.0}}},
+                "mpd": {"p1_alpaca": {"mpd_normalised": 0.5}, "p1_instruct": {"mpd_normalised": 1.0}}})
+        runs.append(F.SeedRun(q, store))
+    c = {x.id: x for x in F.decide_claims(runs)[0]}
+    assert c["C4"].verdict == F.MISSING and "05_similarity" in c["C4"].note and c["C4"].value is None
+
+
+def test_mitigation_claims_without_a_vanilla_arm_say_so(tmp_path):
+    p = load_params("smoke", overrides={"run_dir": str(tmp_path / "run"), "arms.p2_instruct.start": "p1_alpaca",
+                                        "findings.n_bootstrap": 100})
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(p, write_store(p, same_everywhere()))])[0]}
+    assert c["C7a LF_H1"].verdict == F.NOT_RUN
+    assert c["C7a LF_H1"].note == "the parameter set has no vanilla Phase-2 arm beside its mitigation arms"
