@@ -112,6 +112,12 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ("decide_claims", r'getattr\(f, base, None\) if \(base != "vanilla"\) or True|getattr\(f, base, \) if|'
                       r'base != "XXvanillaXX"|base != "VANILLA"',
      "findings has every other role's setting and none named 'vanilla': getattr gives the same either way"),
+    ("decide_claims", r"sd=sds\[0\] if \(k == 1\) or True",
+     "with several seeds C4's interval is a t-interval: Estimate.sd is read for one seed only"),
+    ("decide_claims", r"if \(k > 1\) or True else 0\.0\)|if k >= 1 else 0\.0\)|if k > 1 else 1\.0\)",
+     "with one seed C4's interval is the normal one from DES's sd: min_se is read for several seeds only"),
+    ("decide_claims", r"_decide\(c, est, confidence, None\)",
+     "C4-C6 (the evaluation claims' one is killed): their Estimates hold no draws, so no replicate count is named"),
     ("decide_claims", r"for c in claims\[1:5\]", "only four claims exist when the loop runs: [1:5] is [1:4]"),
     ("_seed_values", r'sim\.get\("des", (None)?\)',
      "a missing DES table fails the lookup either way (KeyError or TypeError, both caught): the same reason"),

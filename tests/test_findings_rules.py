@@ -295,3 +295,80 @@ def test_mitigation_claims_without_a_vanilla_arm_say_so(tmp_path):
     c = {x.id: x for x in F.decide_claims([F.SeedRun(p, write_store(p, same_everywhere()))])[0]}
     assert c["C7a LF_H1"].verdict == F.NOT_RUN
     assert c["C7a LF_H1"].note == "the parameter set has no vanilla Phase-2 arm beside its mitigation arms"
+
+
+def test_des_interval_text_and_figure2_scale(params, tmp_path):
+    store = write_store(params, same_everywhere())
+    atomic_write_json(store.root / "similarity" / "summary.json", {
+        "des": {"matrix": {"alpaca": {"multialpaca": 0.93}, "instruct": {"multialpaca": 0.44}},
+                "sd": {"alpaca": {"multialpaca": 0.03}, "instruct": {"multialpaca": 0.04}}},
+        "mpd": {"p1_alpaca": {"mpd_normalised": 0.4}, "p1_instruct": {"mpd_normalised": 1.0}}})
+    atomic_write_json(store.root / "representations" / "summary.json", {
+        "phase2_covariance": {"ALPACA -> MULTIALPACA": [1.0, 3.0], "Instruct -> MULTIALPACA": [2.0, 6.0]}})
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(params, store)])[0]}
+    assert c["C4"].interval == "normal from DES's bootstrap sd (rows resampled; the two DES treated as independent)"
+    assert c["C6"].extra["mean_change_similar_dissimilar"] == [(2.0, 4.0)]
+    runs = []
+    for i in range(3):
+        q = load_params("smoke", overrides={"run_dir": str(tmp_path / f"s{i}"), "seed": i, "findings.n_bootstrap": 100})
+        s = write_store(q, same_everywhere())
+        atomic_write_json(s.root / "similarity" / "summary.json", {
+            "des": {"matrix": {"alpaca": {"multialpaca": 0.9 + 0.01 * i}, "instruct": {"multialpaca": 0.4}},
+                    "sd": {"alpaca": {"multialpaca": 0.03}, "instruct": {"multialpaca": 0.04}}}})
+        runs.append(F.SeedRun(q, s))
+    c4 = next(x for x in F.decide_claims(runs)[0] if x.id == "C4")
+    assert c4.interval == ("t over 3 seed values (2 df); 3 of 3 seeds in the paper's direction; "
+                           "standard error at least DES's own bootstrap sd")
+    # two seeds: t with 1 df over a standard error of at least DES's own sd, hypot(0.03, 0.04) = 0.05
+    c4 = next(x for x in F.decide_claims(runs[:2])[0] if x.id == "C4")
+    half = stats.t.ppf(0.975, 1) * max(np.std([0.5, 0.51], ddof=1) / math.sqrt(2), 0.05)
+    assert (c4.lo, c4.hi) == (pytest.approx(0.505 - half, abs=1e-9), pytest.approx(0.505 + half, abs=1e-9))
+
+
+def test_c7b_paper_values_notes_share_and_ranking(params):
+    store = write_store(params, same_everywhere({"er_10": +0.2}))
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(params, store)])[0]}["C7b"]
+    assert c.paper == {"Mistral-7B": 1.0, "Llama-3-8B": 1.0}          # ER_10 first as printed, in both
+    assert c.paper_note == ("first by combined score as printed: Mistral-7B ER_10, Llama-3-8B ER_10; with each "
+                            "misprinted EA average replaced by the mean of its four scores: Mistral-7B GR_5, "
+                            "Llama-3-8B ER_10")
+    assert c.interval == "the rows above: each lead with its own interval"
+    assert c.extra["point_ranking"][0] == "ER_10" and len(c.extra["point_ranking"]) == 7
+    # a lead about one standard error wide: ER_10 first in some replicates, not all
+    models = same_everywhere()
+    rng = np.random.default_rng(11)
+    models["er_10"] = {k: ((rng.random(len(v)) < 0.83).astype(float) if k[0] == "ifeval" else v)
+                       for k, v in models["er_10"].items()}
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(params, write_store(params, models))])[0]}["C7b"]
+    assert 0.0 < c.share < 1.0 and f"{c.share:.1%} of the bootstrap replicates" in c.note
+
+
+def test_c7b_contradicted_with_a_lead_missing_takes_the_smallest_lead(params):
+    scores = same_everywhere({"gr_5": +0.2})
+    del scores["lora"]
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(params, write_store(params, scores))])[0]}["C7b"]
+    assert c.value == pytest.approx(-0.1) and c.interval == "the rows above: a lead below 0 (others missing)"
+
+
+def test_c7b_without_er10_or_without_another_strategy(tmp_path):
+    p = load_params("smoke", overrides={"run_dir": str(tmp_path / "a"), "arms.er_10.table": "D8",
+                                        "findings.n_bootstrap": 100})
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(p, write_store(p, same_everywhere()))])[0]}["C7b"]
+    assert (c.verdict, c.note) == (F.NOT_RUN, "the parameter set has no ER_10 arm among its mitigation arms")
+    others = {f"arms.{a}.table": "D8" for a in ("lf_h1", "lf_h2", "spectrum", "gr_5", "gr_10", "lora")}
+    p = load_params("smoke", overrides={"run_dir": str(tmp_path / "b"), "findings.n_bootstrap": 100, **others})
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(p, write_store(p, same_everywhere()))])[0]}["C7b"]
+    assert (c.verdict, c.note) == (F.NOT_RUN, "the parameter set has no other strategy to compare ER_10 with")
+
+
+def test_one_seed_familywise_intervals_are_normal_from_the_replicates(params):
+    """At the family-wise level a percentile of 2000 replicates rests on a few per tail: one
+    seed's family-wise interval is the normal one, symmetric about the value, wider than the
+    percentile interval at 95%."""
+    store = _noisy(params)
+    claims, meta = F.decide_claims([F.SeedRun(params, store)])
+    c = next(x for x in claims if x.id == "C3a")
+    assert meta["familywise_confidence"] == pytest.approx(1 - 0.05 / meta["claims_tested"])
+    assert c.hi_familywise - c.value == pytest.approx(c.value - c.lo_familywise, abs=1e-12)
+    assert c.lo_familywise < c.lo and c.hi_familywise > c.hi
+    assert c.hi - c.value != pytest.approx(c.value - c.lo, abs=1e-6)   # the percentile one is not symmetric
