@@ -118,6 +118,9 @@ EQUIVALENT: list[tuple[str, str, str]] = [
      "with one seed C4's interval is the normal one from DES's sd: min_se is read for several seeds only"),
     ("decide_claims", r"_decide\(c, est, confidence, None\)",
      "C4-C6 (the evaluation claims' one is killed): their Estimates hold no draws, so no replicate count is named"),
+    ("paper_c7b", r"if mm == m or not mitigation|if mm != m and not mitigation",
+     "the transcribed Table 5 lists the same strategies for both models and prints ER_10 first for both: "
+     "the other model's rows give the same answer"),
     ("decide_claims", r"for c in claims\[1:5\]", "only four claims exist when the loop runs: [1:5] is [1:4]"),
     ("_seed_values", r'sim\.get\("des", (None)?\)',
      "a missing DES table fails the lookup either way (KeyError or TypeError, both caught): the same reason"),

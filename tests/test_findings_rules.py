@@ -372,3 +372,40 @@ def test_one_seed_familywise_intervals_are_normal_from_the_replicates(params):
     assert c.hi_familywise - c.value == pytest.approx(c.value - c.lo_familywise, abs=1e-12)
     assert c.lo_familywise < c.lo and c.hi_familywise > c.hi
     assert c.hi - c.value != pytest.approx(c.value - c.lo, abs=1e-6)   # the percentile one is not symmetric
+
+
+def test_every_claims_paper_value_from_the_printed_tables():
+    """The paper column of findings.md, claim by claim, from Table 2 (EA of ALPACA -> MULTIALPACA:
+    Mistral 0.404 -> 0.436, Llama 0.291 -> 0.311; Instruct -> MULTIALPACA 0.529 -> 0.390, 0.437 ->
+    0.200), Table 3 (DES), Table 4 (MPD) and Table 5 (EA, MA, combined)."""
+    def values(cid, s=None):
+        return F._paper_values(cid, s)
+
+    assert values("C2") == ({"Mistral-7B": pytest.approx(0.436 - 0.404), "Llama-3-8B": pytest.approx(0.311 - 0.291)}, "")
+    assert values("C3b")[0] == {"Mistral-7B": pytest.approx((0.529 - 0.390) - (0.404 - 0.436)),
+                                "Llama-3-8B": pytest.approx((0.437 - 0.200) - (0.291 - 0.311))}
+    only = "the paper reports it for Mistral-7B only"
+    assert values("C4") == ({"Mistral-7B": pytest.approx(0.924 - 0.746), "Llama-3-8B": None}, only)
+    assert values("C5") == ({"Mistral-7B": pytest.approx(1.0 - 0.29), "Llama-3-8B": None}, only)
+    assert values("C6") == ({"Mistral-7B": None, "Llama-3-8B": None}, "Figure 2 prints no numbers: larger for "
+                            "Instruct -> MULTIALPACA in both models (read from the figure)")
+    assert values("C1")[0]["Llama-3-8B"] == pytest.approx(0.0695, abs=1e-4)
+    # Table 5: EA(strategy) - EA(vanilla); Llama's vanilla EA average is misprinted
+    lf, note = values("C7a", "LF_H1")
+    assert lf == {"Mistral-7B": pytest.approx(0.395 - 0.390), "Llama-3-8B": pytest.approx(0.202 - 0.217)}
+    assert note == ("Table 5 misprints the EA average of this row or of vanilla; with each row's EA as the mean of "
+                    "its four scores: Llama-3-8B +0.002; the paper's two models disagree in sign")
+    er, note = values("C7a", "ER_10")
+    assert er == {"Mistral-7B": pytest.approx(0.599 - 0.390), "Llama-3-8B": pytest.approx(0.420 - 0.217)}
+    assert note.endswith("Mistral-7B +0.082, Llama-3-8B +0.201")
+    assert values("C7a", "Spectrum")[1].endswith("Llama-3-8B +0.208")    # both positive: no sign note
+    # combined(ER_10) - combined(strategy)
+    gr, note = values("C7b", "GR_5")
+    assert gr == {"Mistral-7B": pytest.approx(0.409 - 0.357), "Llama-3-8B": pytest.approx(0.375 - 0.314)}
+    assert note == ("Table 5 misprints an EA average, and its combined score with it; with the combined score "
+                    "from the mean of the four EA scores: Mistral-7B -0.012, Llama-3-8B +0.052")
+    assert values("C7b", "LF_H1")[0] == {"Mistral-7B": pytest.approx(0.409 - 0.266), "Llama-3-8B": pytest.approx(0.375 - 0.253)}
+
+
+def test_similarity_effect_of_claims_not_made():
+    assert F.similarity_effect({}) == {"claims": "inconclusive", "familywise": "inconclusive"}
