@@ -121,6 +121,26 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ("paper_c7b", r"if mm == m or not mitigation|if mm != m and not mitigation",
      "the transcribed Table 5 lists the same strategies for both models and prints ER_10 first for both: "
      "the other model's rows give the same answer"),
+    # on the transcribed tables (paper_results), which are constants: the same values and notes
+    ("_paper_values", r"\(given\[0\] >= 0\)|\(given\[1\] >= 0\)", "no paper value is exactly 0"),
+    ("_paper_values", r"round\(v, 5\)", "every paper value is a difference of 3-decimal numbers (or half a sum)"),
+    ("_paper_values", r'\("note" in er or ("XXnoteXX"|"NOTE") in other\)|\("note" in er or "note" not in other\)|'
+                      r'er\.get\("combined \(from that mean\)", (None)?\)|er is not None or other is not None and',
+     "ER_10's row is misprinted for both models: its note decides alone, and it has the recomputed combined"),
+    ("_paper_values", r"None if \(row is None\) and False|None if \(er is None or other is None\) and False|"
+                      r"None if er is None and other is None",
+     "Table 5 has a row for every strategy of both models: the None branch is never taken"),
+    ("_paper_values", r"er is not None and other is not None or \(",
+     "ER_10's row always has its note: the condition is true either way"),
+    ("decide_claims", r'c\.paper = \{m: \(1\.0 if \(v\["best_printed"\] == "ER_10"\) or True|else 1\.0\) for m',
+     "Table 5 prints ER_10 first for both models"),
+    ("decide_claims", r'ability\(roles\["strategies"\]\[n\], None, dropped\)|ability\(n, None, exclude\)',
+     "None is falsy: ability reads point as a truth value"),
+    ("decide_claims", r'x\.split\(None\)\[0\]', "component names hold single spaces: split() cuts them alike"),
+    ("decide_claims", r'or "XXnot computedXX"|or "NOT COMPUTED"',
+     "unreachable: a seed's C4-C6 value is a number or the reason it is missing, never None"),
+    ("estimate", r"\), (dtype=None)?\)$", "the draws are float arrays already"),
+    ("item_scores", r'"mmlu" in owner or params', "'mmlu' is a task name only where the mmlu slot runs lm-eval's group"),
     ("decide_claims", r"for c in claims\[1:5\]", "only four claims exist when the loop runs: [1:5] is [1:4]"),
     ("_seed_values", r'sim\.get\("des", (None)?\)',
      "a missing DES table fails the lookup either way (KeyError or TypeError, both caught): the same reason"),

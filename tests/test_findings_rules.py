@@ -409,3 +409,42 @@ def test_every_claims_paper_value_from_the_printed_tables():
 
 def test_similarity_effect_of_claims_not_made():
     assert F.similarity_effect({}) == {"claims": "inconclusive", "familywise": "inconclusive"}
+
+
+def test_c7b_and_c8a_notes_name_each_recomputed_value():
+    _, note = F._paper_values("C7b", "GR_10")   # ER_10 - GR_10 from the means: 0.345 - 0.339, 0.366 - 0.204
+    assert note.endswith("from the mean of the four EA scores: Mistral-7B +0.006, Llama-3-8B +0.162")
+    _, note = F._paper_values("C8a")
+    assert note == ("Table B4 misprints the reverse order's Phase-2 MA average; recomputed from its three scores: "
+                    "Llama-3-8B +0.020; the paper's two models disagree in sign")
+
+
+def test_dissimilar_pair_unset_and_similarity_values_missing_in_every_claim(tmp_path):
+    p = load_params("smoke", overrides={"run_dir": str(tmp_path / "a"), "findings.dissimilar": None,
+                                        "findings.n_bootstrap": 100})
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(p, write_store(p, same_everywhere()))])[0]}
+    assert (c["C3a"].verdict, c["C3a"].note) == (F.NOT_RUN, "findings.dissimilar names no arm")
+    q = load_params("smoke", overrides={"run_dir": str(tmp_path / "b"), "findings.n_bootstrap": 100})
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(q, write_store(q, same_everywhere()))])[0]}
+    assert [c[k].verdict for k in ("C4", "C5", "C6")] == [F.MISSING] * 3
+    assert "07_representations" in c["C6"].note
+
+
+def test_c7b_ranking_familywise_and_what_decide_claims_leaves_behind(params, tmp_path):
+    store = write_store(params, same_everywhere({"er_10": +0.2, "lora": +0.1}))
+    claims, meta = F.decide_claims([F.SeedRun(params, store)])
+    c = {x.id: x for x in claims}
+    assert c["C7b"].extra["point_ranking"] == ["ER_10", "LoRA", "LF_H1", "LF_H2", "Spectrum", "GR_5", "GR_10"]
+    assert not any("estimate" in x.extra for x in claims)
+    assert meta["items_per_task"] == {"ifeval": {"cft_instructions": 40}, "mmlu": {"cft_mc": 40},
+                                      "hellaswag": {"cft_completion": 40},
+                                      "mlqa": {"cft_qa_lookup_ar": 40, "cft_qa_lookup_de": 40},
+                                      "xquad": {"cft_qa_facts_th": 40, "cft_qa_facts_vi": 40},
+                                      "xlsum": {"cft_summary_ja": 40, "cft_summary_es": 40}}
+    assert meta["scorers"] == F.slot_scorers(params) and meta["paper_misprints"] == F.pr.misprints()
+    # a lead missing and none below 0: no family-wise verdict for C7b
+    scores = same_everywhere()
+    del scores["lora"]
+    q = load_params("smoke", overrides={"run_dir": str(tmp_path / "no_lora"), "findings.n_bootstrap": 100})
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(q, write_store(q, scores))])[0]}
+    assert c["C7b"].verdict_familywise is None and c["C7b vs GR_5"].verdict_familywise is not None
