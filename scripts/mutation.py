@@ -140,6 +140,7 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ("decide_claims", r'or "XXnot computedXX"|or "NOT COMPUTED"',
      "unreachable: a seed's C4-C6 value is a number or the reason it is missing, never None"),
     ("estimate", r"\), (dtype=None)?\)$", "the draws are float arrays already"),
+    ("estimate", r"ability\(n, None, exclude\)", "None is falsy: ability reads point as a truth value"),
     ("item_scores", r'"mmlu" in owner or params', "'mmlu' is a task name only where the mmlu slot runs lm-eval's group"),
     ("decide_claims", r"for c in claims\[1:5\]", "only four claims exist when the loop runs: [1:5] is [1:4]"),
     ("_seed_values", r'sim\.get\("des", (None)?\)',

@@ -448,3 +448,29 @@ def test_c7b_ranking_familywise_and_what_decide_claims_leaves_behind(params, tmp
     q = load_params("smoke", overrides={"run_dir": str(tmp_path / "no_lora"), "findings.n_bootstrap": 100})
     c = {x.id: x for x in F.decide_claims([F.SeedRun(q, write_store(q, scores))])[0]}
     assert c["C7b"].verdict_familywise is None and c["C7b vs GR_5"].verdict_familywise is not None
+
+
+def test_items_per_task_follow_the_params_order_with_alpacaeval_last(tmp_path):
+    """The footnote's items per task: benchmarks and tasks in the params' order (not the
+    bootstrap's sorted order), AlpacaEval (run outside lm-eval's plan) after them."""
+    from cft_helpers.runs import read_jsonl
+
+    p = load_params("smoke", overrides={
+        "run_dir": str(tmp_path / "run"), "findings.n_bootstrap": 100,
+        "evaluation.benchmarks.alpacaeval": {"source": "alpaca_eval", "metric": "win_rate",
+                                             "reference": {"source": "wheel"},
+                                             "judge": {"kind": "openai", "model": "gpt-4"}}})
+    store = write_store(p, same_everywhere())
+    for path in (store.root / "eval").glob("*.samples.jsonl"):
+        rows = read_jsonl(path) + [{"task": "alpacaeval", "doc_id": i, "preference": 1.0 + (i % 2)} for i in range(6)]
+        path.write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+    _, meta = F.decide_claims([F.SeedRun(p, store)])
+    got = [(b, list(tasks.items())) for b, tasks in meta["items_per_task"].items()]
+    assert got == [("ifeval", [("cft_instructions", 40)]), ("mmlu", [("cft_mc", 40)]),
+                   ("hellaswag", [("cft_completion", 40)]),
+                   ("mlqa", [("cft_qa_lookup_ar", 40), ("cft_qa_lookup_de", 40)]),
+                   ("xquad", [("cft_qa_facts_th", 40), ("cft_qa_facts_vi", 40)]),
+                   ("xlsum", [("cft_summary_ja", 40), ("cft_summary_es", 40)]), ("alpacaeval", [("alpacaeval", 6)])]
+    empty = load_params("smoke", overrides={"run_dir": str(tmp_path / "empty")})
+    claims, meta = F.decide_claims([F.SeedRun(empty, RunStore(empty.run_path))])
+    assert meta["items_per_task"] == {} and {c.id: c.verdict for c in claims}["C3a"] == F.MISSING
