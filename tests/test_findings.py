@@ -238,12 +238,18 @@ def test_missing_evaluation_names_the_notebook(params):
     assert c["C1"].verdict == "missing" and "06_evaluation" in c["C1"].note
 
 
-def test_similarity_claims_one_seed(params):
-    store = write_store(params, same_everywhere())
+def write_similarity(store):
+    """Notebook 05's summary: DES 0.93 (similar pair) and 0.44 (dissimilar), sd 0.03 and 0.04;
+    normalised MPD 0.4 and 1.0."""
     atomic_write_json(store.root / "similarity" / "summary.json", {
         "des": {"matrix": {"alpaca": {"multialpaca": 0.93}, "instruct": {"multialpaca": 0.44}},
                 "sd": {"alpaca": {"multialpaca": 0.03}, "instruct": {"multialpaca": 0.04}}},
         "mpd": {"p1_alpaca": {"mpd_normalised": 0.4}, "p1_instruct": {"mpd_normalised": 1.0}}})
+
+
+def test_similarity_claims_one_seed(params):
+    store = write_store(params, same_everywhere())
+    write_similarity(store)
     atomic_write_json(store.root / "representations" / "summary.json", {
         "phase2_covariance": {"ALPACA -> MULTIALPACA": [1.0, 2.0, 3.0], "Instruct -> MULTIALPACA": [2.0, 4.0, 6.0]}})
     c, _ = decide(params, store)

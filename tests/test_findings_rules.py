@@ -298,11 +298,10 @@ def test_mitigation_claims_without_a_vanilla_arm_say_so(tmp_path):
 
 
 def test_des_interval_text_and_figure2_scale(params, tmp_path):
+    from test_findings import write_similarity
+
     store = write_store(params, same_everywhere())
-    atomic_write_json(store.root / "similarity" / "summary.json", {
-        "des": {"matrix": {"alpaca": {"multialpaca": 0.93}, "instruct": {"multialpaca": 0.44}},
-                "sd": {"alpaca": {"multialpaca": 0.03}, "instruct": {"multialpaca": 0.04}}},
-        "mpd": {"p1_alpaca": {"mpd_normalised": 0.4}, "p1_instruct": {"mpd_normalised": 1.0}}})
+    write_similarity(store)
     atomic_write_json(store.root / "representations" / "summary.json", {
         "phase2_covariance": {"ALPACA -> MULTIALPACA": [1.0, 3.0], "Instruct -> MULTIALPACA": [2.0, 6.0]}})
     c = {x.id: x for x in F.decide_claims([F.SeedRun(params, store)])[0]}
