@@ -124,11 +124,12 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
         if model_id is None:
             raise ValueError(f"{strategy}: pass model_id (the identity of the model load_generator loads)")
         keys = [prompt_key(p, cfg.max_new_tokens, engine, eot, model_id) for p in prompts]
-        owner = share_owners(keys, procs.world_size)
-        done = _generated(store, arm)
-        first: dict[str, int] = {}
+        first: dict[str, int] = {}  # each distinct prompt, where it first appears
         for i, k in enumerate(keys):
             first.setdefault(k, i)
+        # dealt out in turn: a prompt that appears twice is answered once, by one process
+        owner = {k: j % procs.world_size for j, k in enumerate(first)}
+        done = _generated(store, arm)
         mine = [prompts[i] for k, i in first.items() if owner[k] == procs.rank and k not in done]
         if mine:
             if model is None and vllm_checkpoint is None:
@@ -140,7 +141,7 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
                                seed=params.seed, trust_remote_code=trust_remote_code,
                                vllm_python=vllm_python_of(params), model_id=model_id)
         if procs.world_size > 1:
-            digests = share_digests(keys, owner, procs.world_size)
+            digests = share_digests(owner, procs.world_size)
             atomic_write_json(_done_marker(store, arm, procs.rank), {"share": digests[procs.rank]})
             # (each check reads every marker: every 10 s, not every 2)
             procs.wait_until(lambda: _all_done(store, arm, digests),
@@ -170,23 +171,14 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
     return rows, summary
 
 
-def share_owners(keys: list[str], world_size: int) -> dict[str, int]:
-    """The process that answers each distinct key: the distinct keys in order of first
-    appearance, dealt out in turn (a prompt that appears twice is answered once)."""
-    owner: dict[str, int] = {}
-    for k in keys:
-        if k not in owner:
-            owner[k] = len(owner) % world_size
-    return owner
-
-
-def share_digests(keys: list[str], owner: dict[str, int], world_size: int) -> list[str]:
-    """Per process, a digest of the keys it answers: its done-marker holds it, so a marker
-    left by a launch of other prompts (or another size) is not taken for this one's."""
+def share_digests(owner: dict[str, int], world_size: int) -> list[str]:
+    """Per process, a digest of the keys it answers (``owner``: key -> process): its done-marker
+    holds it, so a marker left by a launch of other prompts (or another size) is not taken for
+    this one's."""
     import hashlib
 
-    return [hashlib.sha256("|".join(sorted(k for k in set(keys) if owner[k] == r)).encode()).hexdigest()[:16]
-            for r in range(world_size)]
+    return [hashlib.sha256("|".join(sorted(k for k, r in owner.items() if r == rank)).encode()).hexdigest()[:16]
+            for rank in range(world_size)]
 
 
 def _done_marker(store: RunStore, arm: str, rank: int):

@@ -253,17 +253,16 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
     # under accelerate launch: the main process alone writes the run store, and takes every
     # choice that reads it, for all (Processes.decide; docs/CLUSTER.md, "One choice, every rank")
     procs = Processes(params.runtime.dist_timeout_s)
-    if procs.decide(stage.is_done) and not force:
+    found = None if force else procs.decide(
+        lambda: "done" if stage.is_done() else "written" if _written_not_marked(stage, store, arm) else None)
+    if found is not None:
         if procs.is_main:
-            _remove_checkpoints(store, arm)  # (left by a kill between finishing and removing them)
-        return store.arm_metrics(arm)
-    if not force and procs.decide(lambda: _written_not_marked(stage, store, arm)):
-        # Killed after its last file and before the stage was marked done: nothing to train.
-        # (Resuming from the last checkpoint instead would train one step more where
-        # training.max_steps is set: transformers' loop checks max_steps only after a step.)
-        if procs.is_main:
-            stage.finish(_stage_outputs(store.arm_metrics(arm)))
-            _remove_checkpoints(store, arm)
+            if found == "written":
+                # Killed after its last file and before the stage was marked done: nothing to
+                # train. (Resuming from the last checkpoint instead would train one step more
+                # where training.max_steps is set: transformers' loop checks it only after a step.)
+                stage.finish(_stage_outputs(store.arm_metrics(arm)))
+            _remove_checkpoints(store, arm)  # (left by a kill before they were removed)
         procs.wait()
         return store.arm_metrics(arm)
     training = params.arm_training(arm)
@@ -299,7 +298,7 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
             kill_point("train:before-finish")
             stage.finish(_stage_outputs(metrics))
             kill_point("train:finished")
-            # Only now: a kill before finish() resumes from them (the last one holds the final step)
+            # Only now: a kill before finish() finds the arm written (train_arm's "written" above)
             _remove_checkpoints(store, arm)
         procs.wait()
         return metrics
@@ -517,6 +516,7 @@ def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: b
 
     spec = params.arms[arm]
     ckpt_dir = store.arm_checkpoints_dir(arm)
+    start = start_checkpoint(params, store, arm)
     trainer, n_rows, n_held, info = built
     trainer.add_callback(TrainingProgress(f"training {arm}"))
     if procs.is_main:
@@ -547,7 +547,7 @@ def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: b
     masters = None
     if getattr(trainer, "is_deepspeed_enabled", False) and args.bf16 and resume is None:
         # (added before the losses-before-training callback: every rank runs both in one order)
-        masters = Fp32StartMasters(start_checkpoint(params, store, arm))
+        masters = Fp32StartMasters(start)
         trainer.add_callback(masters)
     before_cb = None
     if missing is not None:
@@ -585,7 +585,6 @@ def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: b
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     adapters = mitigation.of_arm(params, arm).lora is not None
     deepspeed = getattr(trainer, "is_deepspeed_enabled", False)
-    start = start_checkpoint(params, store, arm)
     # LoRA, and any model under DeepSpeed: the full fp32 state dict, gathered by every process
     # (under ZeRO-3 save_model would write the bf16 copies, rounding the fp32 start weights)
     state = final_state_dict(trainer, start, procs.is_main, trained_only=adapters) if adapters or deepspeed else None
