@@ -41,7 +41,8 @@ def part(run_dir: str, suite: str, engine: str, model_name: str, out: str) -> No
 
     from cft_helpers.evaluation import harness
     from cft_helpers.models import load_model, load_tokenizer, resolve_model
-    from cft_helpers.runs import RunStore, write_jsonl
+    from cft_helpers.runs import RunStore
+    from cft_helpers.files import write_jsonl
 
     torch.set_num_threads(1)
     p = _params(run_dir, suite, engine)

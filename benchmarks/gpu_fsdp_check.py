@@ -70,7 +70,7 @@ def main() -> int:
     from cft_helpers.data import prepare_datasets
     from cft_helpers.params import load_params
     from cft_helpers.runs import RunStore
-    from cft_helpers.launch import launch_arm
+    from cft_helpers.relaunch import launch_arm
     from cft_helpers.train import train_arm
 
     root = Path(tempfile.mkdtemp(prefix="gpu-fsdp-"))

@@ -256,7 +256,8 @@ def run_check(ns, out: dict) -> None:
     from cft_helpers.models import model_checkpoint
     from cft_helpers.params import Evaluation, load_params
     from cft_helpers.replay import replay_count
-    from cft_helpers.runs import RunStore, read_json
+    from cft_helpers.runs import RunStore
+    from cft_helpers.files import read_json
     from cft_helpers.train import train_arm
 
     cuda = not ns.tiny

@@ -79,7 +79,7 @@ def launch_params(root: Path, tiny: bool, steps: int, zero3: bool = False) -> Pa
 
 
 def _launch(params, arm: str, kill_at: str | None = None) -> int:
-    from cft_helpers.launch import launch_command
+    from cft_helpers.relaunch import launch_command
 
     env = {**os.environ}
     env.pop("CFT_KILL_AT", None)
@@ -95,7 +95,8 @@ def run_launch_check(ns, out: dict, save, check, stages) -> None:
     from cft_helpers.models import model_checkpoint
     from cft_helpers.params import load_params
     from cft_helpers.plan import plan
-    from cft_helpers.runs import RunStore, read_json
+    from cft_helpers.runs import RunStore
+    from cft_helpers.files import read_json
 
     cuda = not ns.tiny
     root = Path(ns.run_dir)

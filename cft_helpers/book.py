@@ -17,7 +17,8 @@ its time is the ``scheduler`` entry of book_timing.json), and the notebooks then
 The book holds ``<run_dir>/book.lock`` while it runs: a second book on the same run store stops at
 once, naming the holder (:mod:`cft_helpers.lock`).
 
-Imports :mod:`cft_helpers.schedule` inside :func:`run_book`: the scheduler imports this module.
+Which notebook computes what, and what the scheduler runs for it, is declared in
+:mod:`cft_helpers.jobs`.
 """
 
 from __future__ import annotations
@@ -29,30 +30,16 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from cft_helpers.jobs import DATA_PREP, FINDINGS
 from cft_helpers.lock import RunLock, RunLocked
 from cft_helpers.params import ParamsError, cpu_cores, load_params, parse_overrides
 from cft_helpers.progress import ENV, NOTEBOOK_ENV, BookProgress, format_seconds
-from cft_helpers.runs import RunStore, atomic_write_json, read_json
+from cft_helpers.runs import RunStore
+from cft_helpers.files import atomic_write_json, read_json
 
 
 class BookError(RuntimeError):
     """A notebook of the book failed; the message names the notebook, the cell and the error."""
-
-
-# Which notebook of the book trains the arms of each phase (the scheduler's jobs follow it, and
-# messages about a missing arm name the notebook to run).
-TRAINING_NOTEBOOKS = {
-    "02_phase1_training": ("phase1",),
-    "03_phase2_training": ("phase2", "mixture", "reverse1", "reverse2"),
-    "04_mitigation": ("mitigation",),
-}
-
-
-def training_notebook(params, arm: str) -> str:
-    """The notebook that trains ``arm``, as a user runs it: ``notebooks/02_phase1_training``."""
-    phase = params.arms[arm].phase
-    return "notebooks/" + next((stem for stem, phases in TRAINING_NOTEBOOKS.items() if phase in phases),
-                               "04_mitigation")
 
 
 def notebook_dir(root: Path | str | None = None) -> Path:
@@ -81,8 +68,6 @@ def list_notebooks(folder: Path, only: Sequence[str] | None = None) -> list[Path
     return sorted(set(chosen))
 
 
-FINDINGS = "09_findings"  # reads every seed's run store: runs once, after all seeds
-DATA_PREP = "01_data_prep"  # the scheduler's jobs read the prepared data: it runs after this one
 BUSY_LOAD = 0.5  # load average per core above which the machine counts as busy at start
 
 

@@ -4,12 +4,11 @@
     python -m cft_helpers.evaluate --params smoke --model base --set runtime.processes=2
 
 With ``runtime.processes`` above 1 the command (and :func:`cft_helpers.evaluation.harness.evaluate_model`
-called from a notebook) relaunches itself by ``accelerate launch`` in that many processes: data
+called from a notebook) relaunches itself by ``accelerate launch`` in that many processes
+(:mod:`cft_helpers.relaunch`): data
 parallel, each process holds the whole model on its own GPU (in ``evaluation.dtype``) and scores
 its shard of lm-eval's items; the main process gathers them and alone writes the run store
-(docs/CLUSTER.md, "Evaluation on every GPU"). Always accelerate's plain multi-process
-launcher: ``runtime.launch_config`` (FSDP, ZeRO-3) shards training's optimizer state, which
-evaluation has none of.
+(docs/CLUSTER.md, "Evaluation on every GPU").
 
 Imports the evaluation harness only when it runs: importing this module stays free of torch.
 """
@@ -19,36 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 from typing import Sequence
 
-from cft_helpers.launch import override_args
 from cft_helpers.lock import refuse_if_locked
-from cft_helpers.params import Params, load_params
-
-
-def evaluate_command(params: Params, names: Sequence[str], force: bool = False) -> list[str]:
-    """``accelerate launch`` of this CLI on ``names`` in ``runtime.processes`` processes (the
-    same params file and overrides). ``--multi_gpu`` picks accelerate's torchrun launcher,
-    which also serves a CPU-only machine (gloo)."""
-    if params.source_path is None:
-        raise ValueError("evaluation in several processes needs params loaded from a file (load_params)")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(params.runtime.processes),
-           "--num_machines", "1", "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "cft_helpers.evaluate", "--params", str(params.source_path)]
-    cmd += [x for n in names for x in ("--model", n)] + override_args(params)
-    return cmd + (["--force"] if force else [])
-
-
-def launch_evaluation(params: Params, names: Sequence[str], force: bool = False) -> None:
-    """Evaluate ``names`` in ``runtime.processes`` processes; raises if the launch fails."""
-    cmd = evaluate_command(params, names, force)
-    # (the launched processes print nothing of their own: this process reports)
-    proc = subprocess.run(cmd, cwd=params.root or None, env={**os.environ, "CFT_EVALUATE_QUIET": "1"})
-    if proc.returncode != 0:
-        raise RuntimeError(f"evaluation of {', '.join(names)}: `{' '.join(cmd)}` exited with {proc.returncode}; "
-                           "its output is above")
+from cft_helpers.params import load_params
+from cft_helpers.relaunch import launch_evaluation, launched
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,10 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = load_params(ns.params, overrides=ns.overrides)
     if refuse_if_locked(params.run_path):  # a book running on this store: only its own children pass
         return 1
-    from cft_helpers.evaluation.harness import _launched, abilities, evaluate_model
+    from cft_helpers.evaluation.harness import abilities, evaluate_model
 
     force = ns.force
-    if params.runtime.processes > 1 and not _launched():
+    if params.runtime.processes > 1 and not launched():
         launch_evaluation(params, ns.model, force=force)  # all models in one launch
         force = False  # the launch evaluated them: below, each record is read back
     records = {n: evaluate_model(params, n, force=force, progress=not ns.no_progress) for n in ns.model}

@@ -42,7 +42,8 @@ from cft_helpers.data.prepare import prepare_datasets, report_totals
 from cft_helpers.hub import HubRequest
 from cft_helpers.models import hub_request
 from cft_helpers.params import HubDataset, HubModel, HubParallel, HubPrompts, Params, ParamsError, load_params
-from cft_helpers.runs import RunStore, atomic_write_json
+from cft_helpers.runs import RunStore
+from cft_helpers.files import atomic_write_json
 
 # A sentence-transformers model's files (modules, pooling and dense layers, tokenizer, safetensors),
 # not its ONNX / OpenVINO exports.

@@ -37,7 +37,8 @@ from cft_helpers import mitigation, paper_results as pr
 from cft_helpers.evaluation.harness import ability_components, suite_hash, task_plan
 from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params
 from cft_helpers.representations import load_representation_summary
-from cft_helpers.runs import MissingArtifact, RunStore, atomic_write_json, atomic_write_text, read_json, read_jsonl
+from cft_helpers.runs import MissingArtifact, RunStore
+from cft_helpers.files import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from cft_helpers.similarity import load_similarity_summary
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"

@@ -7,20 +7,20 @@ Lower is better. It moves within a few optimizer steps, so on the CPU default it
 pulling the model toward the multilingual data and what that costs on the English sets.
 
     table = heldout_loss_table(params, ["base", "p1_alpaca", "p2_alpaca"], ["alpaca", "multialpaca"])
-
-Imports :mod:`cft_helpers.schedule` inside a function: the scheduler imports this module.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from cft_helpers.data.prepare import dataset_hash, load_prepared
+from cft_helpers.data.prepare import load_prepared
 from cft_helpers.data.schema import prompt_completion
+from cft_helpers.jobs import TABLE_PHASES, table_models
 from cft_helpers.models import load_model, load_tokenizer, resolve_model
 from cft_helpers.params import Params
 from cft_helpers.progress import StageProgress
-from cft_helpers.runs import KeyedCache, RunStore
+from cft_helpers.runs import RunStore
+from cft_helpers.files import KeyedCache
 
 
 def completion_labels(tok, example: dict) -> tuple[list[int], list[int]]:
@@ -62,7 +62,6 @@ def response_loss(model, tok, rows: list[dict], batch_size: int = 8, max_length:
 
 # The arms whose rows notebook 03's table shows: what notebooks 02 and 03 train. Fixed, so that the
 # table is the same whether the book ran in order or the scheduler also trained the mitigations.
-TABLE_PHASES = ("phase1", "phase2", "mixture", "reverse1", "reverse2")
 
 
 def heldout_rows(params: Params) -> int:
@@ -81,7 +80,7 @@ def _cache_keys(params: Params, store: RunStore, model: str, datasets: Sequence[
     """One cache key per dataset: the checkpoint's identity, the held-out data's content hash
     and the row count, so that any change of either recomputes."""
     ident = resolve_model(params, store, model)[1]
-    return {d: f"{model}|{ident}|{d}|{dataset_hash(store, d, 'heldout')}|{n}" for d in datasets}
+    return {d: f"{model}|{ident}|{d}|{store.data_hash(d, 'heldout')}|{n}" for d in datasets}
 
 
 def heldout_pending(params: Params, store: RunStore, model: str,
@@ -140,12 +139,6 @@ def heldout_loss_table(params: Params, models: Sequence[str], datasets: Sequence
     return pd.DataFrame.from_dict(table, orient="index")[list(datasets)]
 
 
-def table_models(params: Params, arms: Sequence[str]) -> list[str]:
-    """The rows of a held-out table of ``arms``: their ``models:`` start points, then the arms."""
-    starts = sorted({params.arms[a].start for a in arms if params.arms[a].start in params.models})
-    return starts + list(arms)
-
-
 def training_heldout_table(params: Params, store: RunStore | None = None, progress: bool = True):
     """Notebook 03's table: the held-out response loss of the Phase-1, Phase-2, mixture and
     reverse-order arms trained so far, and of their start models, on every held-out dataset
@@ -176,24 +169,6 @@ def phase2_changes(params: Params, losses, moved=None):
                          "loss_start": before, "loss_after": after, "change": after - before,
                          **({"relative_l2": float(moved.loc[arm, "relative_l2"])} if moved is not None else {})})
     return pd.DataFrame(rows).set_index(["arm", "dataset"]) if rows else pd.DataFrame()
-
-
-def scheduled_models(params: Params, notebooks: Sequence[str]) -> list[str]:
-    """The models whose held-out losses the given notebooks (file stems) read: 03's table, 04's
-    mitigation tables, 05's forgetting check. The book's scheduler computes them as
-    ``heldout:<model>`` jobs before the notebooks run, which then only read the cache."""
-    arms: list[str] = []
-    for stem in notebooks:
-        if stem == "03_phase2_training":
-            arms += params.arms_in_phase(*TABLE_PHASES)
-        elif stem == "04_mitigation":
-            from cft_helpers.schedule import mitigation_compared
-
-            arms += mitigation_compared(params)
-        elif stem == "05_similarity":
-            arms += params.arms_in_phase("phase2")
-    arms = list(dict.fromkeys(arms))
-    return list(dict.fromkeys(table_models(params, arms) + [params.arms[a].start for a in arms]))
 
 
 def phase1_heldout_change(params: Params, arms: Sequence[str], store: RunStore | None = None,

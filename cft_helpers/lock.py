@@ -1,19 +1,20 @@
 """The run store's lock: one book at a time on a run store.
 
-The book takes ``<run_dir>/book.lock`` for as long as it runs (all seeds: their stores lie under
-``<run_dir>/seeds/``). The file is created exclusively (``O_CREAT | O_EXCL``, under a short
-``flock`` of the run folder, so that its JSON is whole before anyone reads it) and holds::
+The book holds a kernel lock (``flock``, through the ``filelock`` library) on
+``<run_dir>/.book.flock`` for as long as it runs (all seeds: their stores lie under
+``<run_dir>/seeds/``). The kernel releases it when its holder dies, whatever kills it: a
+SIGKILLed book leaves nothing to detect, and the next book just takes the lock. Beside it, the
+holder writes who it is to ``<run_dir>/book.lock``, for as long as it holds the lock::
 
     {"pid": 4242, "started": "2025-01-01T10:00:00+00:00", "host": "laptop", "token": "9f...",
-     "command": "python -m cft_helpers.book --params default", "run_dir": "/abs/runs/default",
-     "pid_start": 123456}
+     "command": "python -m cft_helpers.book --params default", "run_dir": "/abs/runs/default"}
 
-A second book on the same store stops at once with :class:`RunLocked`, which names the lock
-file and its holder. A lock whose process is gone (the book was killed with SIGKILL, the machine
-rebooted) is stale: the next book takes it over with a one-line notice. The holder exports its
-token as ``CFT_RUN_LOCK``; its child processes (papermill kernels, scheduler workers, accelerate
-launches) inherit it and pass (:func:`check_run_lock`). The lock is released on exit, normal or
-by an exception (a context manager).
+A second book on the same store stops at once with :class:`RunLocked`, which names that file and
+its holder. A ``book.lock`` whose kernel lock nobody holds is what a killed book left: the next
+book replaces it with a one-line notice. The holder exports its token as ``CFT_RUN_LOCK``; its
+child processes (papermill kernels, scheduler workers, accelerate launches) inherit it and pass
+(:func:`check_run_lock`). Jobs that are no children of the book (a Slurm job) pass the same way:
+their submitter hands them the token (docs/CLUSTER.md, "The run store's lock on a cluster").
 
     with RunLock(params.run_path, command="python -m cft_helpers.book ..."):
         ...   # run the notebooks
@@ -21,7 +22,6 @@ by an exception (a context manager).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
@@ -30,72 +30,27 @@ import socket
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from cft_helpers.runs import LOCK_NAME  # the lock file's name: runs.py names every file of the store
+from filelock import FileLock, Timeout
 
 ENV = "CFT_RUN_LOCK"
+LOCK_NAME = "book.lock"        # who holds the store: JSON, present while a book runs
+KERNEL_LOCK = ".book.flock"    # the flock itself (filelock leaves the empty file in place)
+ACQUIRE_S = 2.0                # a checker holds the kernel lock for microseconds: wait that out
+
+
+# The kernel locks this process holds, by store: held until released or until the process ends,
+# whether or not the caller keeps its RunLock (filelock releases a lock its object is collected).
+_HELD: dict[Path, FileLock] = {}
 
 
 class RunLocked(RuntimeError):
     """Another book holds the run store; the message names the lock file and its holder."""
 
 
-@contextlib.contextmanager
-def locked_dir(folder: Path | str) -> Iterator[None]:
-    """An exclusive ``flock`` on a folder for a short critical section (every process on this
-    machine that takes it waits for the others). A no-op where flock does not exist."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    fd = os.open(str(folder), os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields 3 on of /proc/<pid>/stat (Linux), after the command name; None where unknown."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _process_start(pid: int) -> str | None:
-    """The start time of ``pid`` in clock ticks since boot, to tell a live holder from a new
-    process that got the same pid; None where unknown."""
-    stat = _proc_stat(pid)
-    return stat[19] if stat and len(stat) > 19 else None  # field 22
-
-
-def _alive(info: dict[str, Any]) -> bool:
-    """Whether the holder recorded in a lock may still run (True when it cannot be checked)."""
-    if info.get("host") != socket.gethostname():
-        return True  # a process on another machine: no way to check it from here
-    try:
-        pid = int(info["pid"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    stat = _proc_stat(pid)
-    if stat and stat[0] in ("Z", "X"):  # killed, not yet reaped by its parent
-        return False
-    recorded, now = info.get("pid_start"), _process_start(pid)
-    return recorded is None or now is None or recorded == now
-
-
 def read_lock(run_dir: Path | str) -> dict[str, Any] | None:
-    """The lock's JSON, {} for a file that is not a whole lock, None when there is none."""
+    """The holder's JSON, {} for a file that is not whole, None when there is none."""
     path = Path(run_dir) / LOCK_NAME
     try:
         text = path.read_text(encoding="utf-8")
@@ -108,34 +63,46 @@ def read_lock(run_dir: Path | str) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else {}
 
 
-def _is_stale(info: dict[str, Any], run_dir: Path) -> bool:
-    if not info or not _alive(info):
+def _kernel_lock(run_dir: Path) -> FileLock:
+    # thread_local=False: the holder is the process; is_singleton=False: a fresh descriptor, so
+    # that a check from the holding process itself sees the lock as taken
+    return FileLock(run_dir / KERNEL_LOCK, thread_local=False)
+
+
+def held(run_dir: Path | str) -> bool:
+    """Whether a live process holds the store's kernel lock (this one included)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / KERNEL_LOCK).exists():
+        return False
+    probe = _kernel_lock(run_dir)
+    try:
+        probe.acquire(timeout=0)
+    except Timeout:
         return True
-    # a lock copied with its run store (cp -r while a book ran) names the other store
-    recorded = info.get("run_dir")
-    return recorded is not None and Path(recorded) != run_dir.resolve()
+    probe.release()
+    return False
 
 
 def _describe(path: Path, info: dict[str, Any]) -> str:
     return (f"the run store is in use by another book: {path} is held by pid {info.get('pid')} on "
             f"{info.get('host')}, started {info.get('started')}, command: {info.get('command')}. Wait for it "
-            f"to finish or stop it; if that process is not a book on this store, delete {path}")
+            f"to finish or stop it")
 
 
 def check_run_lock(run_dir: Path | str) -> None:
     """Raise RunLocked when a live book other than this process's own parent holds the store
-    (a process whose ``CFT_RUN_LOCK`` equals the lock's token passes); never takes the lock."""
+    (a process whose ``CFT_RUN_LOCK`` equals the holder's token passes); never takes the lock."""
     run_dir = Path(run_dir)
-    info = read_lock(run_dir)
-    if info is None or _is_stale(info, run_dir):
+    if not held(run_dir):
         return
+    info = read_lock(run_dir) or {}
     if info.get("token") and info.get("token") == os.environ.get(ENV):
         return
     raise RunLocked(_describe(run_dir / LOCK_NAME, info))
 
 
 class RunLock:
-    """``<run_dir>/book.lock``, held from :meth:`acquire` to :meth:`release` (or a with-block).
+    """The store's lock, held from :meth:`acquire` to :meth:`release` (or a with-block).
 
     In a process that carries the holder's token (a child of the book) acquiring is a no-op."""
 
@@ -148,29 +115,30 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with locked_dir(self.run_dir):  # acquirers one at a time: read, judge, take over, create
-            info = read_lock(self.run_dir)
-            if info is not None:
-                if info.get("token") and info.get("token") == os.environ.get(ENV):
-                    return self  # our own book's lock: a child (or the book again) passes
-                if not _is_stale(info, self.run_dir):
-                    raise RunLocked(_describe(self.path, info))
-                print(f"[lock] taking over the stale lock {self.path} (pid {info.get('pid')}, started "
-                      f"{info.get('started')}, no longer running)", file=sys.stderr, flush=True)
-                self.path.unlink(missing_ok=True)
+        info = read_lock(self.run_dir)
+        if info and info.get("token") and info.get("token") == os.environ.get(ENV):
+            return self  # our own book's lock: a child (or the book again) passes
+        kernel = _kernel_lock(self.run_dir)
+        try:
+            kernel.acquire(timeout=ACQUIRE_S)
+        except Timeout:
+            raise RunLocked(_describe(self.path, read_lock(self.run_dir) or {})) from None
+        try:
+            old = read_lock(self.run_dir)
+            if old is not None:  # its writer died holding the lock: the kernel let it go
+                print(f"[lock] replacing the stale lock {self.path} (pid {old.get('pid')}, started "
+                      f"{old.get('started')}, no longer running)", file=sys.stderr, flush=True)
             token = uuid.uuid4().hex
             info = {"pid": os.getpid(), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     "host": socket.gethostname(), "token": token, "command": self.command,
-                    "run_dir": str(self.run_dir.resolve()), "pid_start": _process_start(os.getpid())}
-            fd = os.open(str(self.path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(json.dumps(info, indent=2) + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-            except BaseException:
-                self.path.unlink(missing_ok=True)
-                raise
+                    "run_dir": str(self.run_dir.resolve())}
+            tmp = self.path.with_name(f".{LOCK_NAME}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, self.path)  # whole before anyone reads it
+        except BaseException:
+            kernel.release()
+            raise
+        _HELD[self.run_dir.resolve()] = kernel
         self.token = token
         self._env_before = os.environ.get(ENV)
         os.environ[ENV] = token  # inherited by every child process: they pass
@@ -179,10 +147,12 @@ class RunLock:
     def release(self) -> None:
         if self.token is None:
             return
-        with locked_dir(self.run_dir):
-            info = read_lock(self.run_dir)
-            if info and info.get("token") == self.token:
-                self.path.unlink(missing_ok=True)
+        info = read_lock(self.run_dir)
+        if info and info.get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+        kernel = _HELD.pop(self.run_dir.resolve(), None)
+        if kernel is not None:
+            kernel.release()
         if os.environ.get(ENV) == self.token:
             if self._env_before is None:
                 os.environ.pop(ENV, None)

@@ -21,10 +21,11 @@ Adding a strategy is one :func:`register` call plus its function(s)::
     register(Strategy("LF_embed", freeze=freeze_embeddings))
 
 Imports: :mod:`cft_helpers.params` imports this module to validate ``arms.<arm>.strategy``, so
-at module level this module imports only what imports no params (the standard library,
-:mod:`cft_helpers.freezing`, :mod:`cft_helpers.spectrum`, :mod:`cft_helpers.runs`). The modules
-that import params (models, replay, data) and the slow ones (peft) are imported inside the
-functions that use them.
+this module imports nothing that imports the params (the standard library,
+:mod:`cft_helpers.freezing`, :mod:`cft_helpers.spectrum`, :mod:`cft_helpers.files`). What a
+strategy reads of the run store comes through the store it is given, a model's checkpoint
+through ``checkpoint`` (:func:`freeze_plan`); peft, which is slow to import, is imported where
+LoRA needs it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from cft_helpers import freezing, spectrum
 from cft_helpers.freezing import FreezePlan
-from cft_helpers.runs import atomic_write_json, atomic_write_text
+from cft_helpers.files import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from cft_helpers.params import LoraSettings, Params
@@ -62,6 +63,7 @@ class FreezeInputs:
     start: Path | None = None   # the arm's start checkpoint; None when the planner estimates
     arm_dir: Path | None = None  # where to write what led to the plan; None: write nothing
     progress: bool = True
+    checkpoint: Callable[[str], Path] | None = None  # a ``models:`` entry's checkpoint (LF_H2's base)
 
 
 FreezeFn = Callable[[FreezeInputs], FreezePlan]
@@ -152,14 +154,15 @@ def models_read(params: Params, arm: str) -> list[str]:
 
 
 def freeze_plan(params: Params, arm: str, model, start: Path, arm_dir: Path | None = None,
-                progress: bool = True) -> FreezePlan:
+                progress: bool = True, checkpoint: Callable[[str], Path] | None = None) -> FreezePlan:
     """The FreezePlan of a freezing arm for ``model`` (loaded from its ``start`` checkpoint); what
-    led to it is written into ``arm_dir`` when given."""
+    led to it is written into ``arm_dir`` when given. ``checkpoint``: the folder of a ``models:``
+    entry (``cft_helpers.models.model_checkpoint``), for a strategy that reads one (LF_H2)."""
     entry = of_arm(params, arm)
     if entry.freeze is None:
         raise ValueError(f"arm {arm!r}: strategy {entry.name!r} freezes nothing")
     inputs = FreezeInputs(params, arm, [n for n, _ in model.named_parameters()], model.config,
-                          Path(start), arm_dir, progress)
+                          Path(start), arm_dir, progress, checkpoint)
     return entry.freeze(inputs)
 
 
@@ -210,9 +213,7 @@ def parameter_counts(params: Params, arm: str, shapes: Mapping[str, Sequence[int
 
 def lf_h2_base(params: Params, arm: str) -> str:
     """The base model LF_H2 compares the Phase-1 model with (a ``models:`` name)."""
-    from cft_helpers.models import model_spec_of_arm
-
-    return params.mitigation.layer_freezing.base_model or model_spec_of_arm(params, arm)[0]
+    return params.mitigation.layer_freezing.base_model or params.root_model(arm)
 
 
 def _layer_freezing_settings(params: Params) -> dict[str, Any]:
@@ -248,10 +249,10 @@ def _lf_h1_freeze(x: FreezeInputs) -> FreezePlan:
 def _lf_h2_freeze(x: FreezeInputs) -> FreezePlan:
     """LF_H2: per projection (per head at head granularity), the layers that changed most from the
     base to the Phase-1 model (docs/METHODS.md, "LF_H2 at head granularity")."""
-    from cft_helpers.models import model_checkpoint
-
     lf = x.params.mitigation.layer_freezing
-    base = model_checkpoint(x.params, lf_h2_base(x.params, x.arm))
+    if x.checkpoint is None:
+        raise ValueError(f"LF_H2 for arm {x.arm!r} reads its base model's checkpoint: freeze_plan needs checkpoint=")
+    base = x.checkpoint(lf_h2_base(x.params, x.arm))
     if Path(base).resolve() == Path(x.start).resolve():
         raise ValueError(f"LF_H2 for arm {x.arm!r}: the base and the Phase-1 model are the same checkpoint "
                          f"({x.start}); set mitigation.layer_freezing.base_model to the base model")
@@ -317,14 +318,16 @@ def _spectrum_estimate(x: FreezeInputs) -> FreezePlan:
 
 # --------------------------------------------------------------------------- replay and LoRA
 
+# Bumped when the same parameters would select other replay rows; part of a replay arm's input
+# hash (settings), so run stores retrain those arms. 2: one order per source, shared by GR_5 /
+# GR_10 / ER_10 (before: a draw per arm, so GR_10 and ER_10 replayed different rows).
+SELECTION_VERSION = 2
+
 
 def _replay_settings(params: Params, arm: str, store: RunStore | None) -> dict[str, Any]:
-    from cft_helpers.data.prepare import dataset_hash
-    from cft_helpers.replay import SELECTION_VERSION
-
     m = params.mitigation
     english = m.replay.english_for(params.arms[arm].datasets)
-    data = dataset_hash(store, english) if (english and store is not None) else None
+    data = store.data_hash(english) if (english and store is not None) else None
     # this arm's English dataset, not the whole mapping: other setups' entries change nothing here
     return {"replay": {**m.replay.model_dump(), "english_dataset": english}, "english_data": data,
             "selection": SELECTION_VERSION}

@@ -35,18 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from cft_helpers import hub
-from cft_helpers.book import training_notebook
+from cft_helpers.jobs import training_notebook
 from cft_helpers.data.generator import generate
 from cft_helpers.data.lexicon import LANGUAGES
 from cft_helpers.hub import HubRequest
-from cft_helpers.params import (
-    GgufPackageModel,
-    HubModel,
-    LocalModel,
-    Params,
-    RandomInitModel,
-    stable_hash,
-)
+from cft_helpers.params import GgufPackageModel, HubModel, LocalModel, Params, RandomInitModel
+from cft_helpers.files import stable_hash
 
 # ChatML, as SmolLM2 uses, without SmolLM2's default system prompt.
 CHATML_TEMPLATE = (
@@ -95,7 +89,8 @@ def resolve_model(params: Params, store, name: str) -> tuple[Path, str, str | No
         manifest = store.arm_manifest(name)
         if not manifest or manifest.get("status") != "done":
             raise RuntimeError(f"arm {name!r} is not trained; run {training_notebook(params, name)} first")
-        root, spec = model_spec_of_arm(params, name)
+        root = params.root_model(name)
+        spec = params.models[root]
         return store.arm_checkpoint(name), manifest["input_hash"], getattr(spec, "chat_template", None)
     if name not in params.models:
         raise KeyError(f"unknown model or arm {name!r}; valid: models {sorted(params.models)}, "
@@ -104,18 +99,10 @@ def resolve_model(params: Params, store, name: str) -> tuple[Path, str, str | No
         getattr(params.models[name], "chat_template", None)
 
 
-def model_spec_of_arm(params: Params, arm_or_model: str):
-    """The ``models:`` entry at the root of an arm's start chain (for trust_remote_code etc.)."""
-    cur = arm_or_model
-    while cur in params.arms:
-        cur = params.arms[cur].start
-    return cur, params.models[cur]
-
-
 def trusts_remote_code(params: Params, arm_or_model: str) -> bool:
     """Whether the ``models:`` entry at the root of an arm (or the model itself) asks for
     ``trust_remote_code``."""
-    return bool(getattr(model_spec_of_arm(params, arm_or_model)[1], "trust_remote_code", False))
+    return bool(getattr(params.models[params.root_model(arm_or_model)], "trust_remote_code", False))
 
 
 def _cached(path: Path, build) -> Path:
@@ -161,7 +148,7 @@ def _hub_checkpoint(spec: HubModel) -> Path:
 def model_revision(params: Params, name: str) -> str | None:
     """The commit sha a hub model (or the hub model at the root of an arm) resolved to; None for
     other sources. Finds the snapshot in the HF cache (offline once fetched)."""
-    _, spec = model_spec_of_arm(params, name)
+    spec = params.models[params.root_model(name)]
     if not isinstance(spec, HubModel):
         return None
     folder = _hub_checkpoint(spec)

@@ -17,7 +17,6 @@ the value and what is allowed.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import re
@@ -1199,6 +1198,13 @@ class Params(Strict):
                 out.append(name)
         return out
 
+    def root_model(self, arm_or_model: str) -> str:
+        """The ``models:`` entry at the root of an arm's start chain (a model names itself)."""
+        cur = arm_or_model
+        while cur in self.arms:
+            cur = self.arms[cur].start
+        return cur
+
     def arm_order(self) -> list[str]:
         done: list[str] = []
 
@@ -1217,14 +1223,6 @@ class Params(Strict):
     def resolved(self) -> dict[str, Any]:
         """The fully resolved parameter set as plain data (what the run store records)."""
         return json.loads(self.model_dump_json(by_alias=True))
-
-
-def stable_hash(obj: Any) -> str:
-    """SHA-256 of canonical JSON: equal inputs give equal hashes across runs and machines."""
-    if isinstance(obj, BaseModel):
-        obj = json.loads(obj.model_dump_json(by_alias=True))
-    data = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(data.encode("utf-8")).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- loading

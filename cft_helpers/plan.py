@@ -95,7 +95,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cft_helpers import freezing, mitigation
-from cft_helpers.models import model_checkpoint, model_spec_of_arm
+from cft_helpers.models import model_checkpoint
 from cft_helpers.params import LocalModel, Params, RandomInitModel, load_params, parse_overrides
 from cft_helpers.replay import replay_count
 
@@ -433,7 +433,7 @@ def plan(params: Params, arms: Sequence[str] | None = None) -> list[ArmPlan]:
     roots = {}
     out = []
     for arm in arms:
-        root, _ = model_spec_of_arm(params, arm)
+        root = params.root_model(arm)
         if root not in roots:
             config = architecture(params, root)
             roots[root] = (meta_shapes(config), config)

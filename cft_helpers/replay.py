@@ -26,13 +26,10 @@ from cft_helpers.distributed import Processes
 from cft_helpers.generation import (end_of_turn_ids, generate_responses, model_identity, prompt_key, read_cache,
                                     vllm_python_of)
 from cft_helpers.params import Params
-from cft_helpers.runs import RunStore, atomic_write_json, write_jsonl
+from cft_helpers.runs import RunStore
+from cft_helpers.files import atomic_write_json, write_jsonl
 
 
-# Bumped when the same parameters would select other replay rows; part of a replay arm's input
-# hash (mitigation.settings), so run stores retrain those arms. 2: one order per source, shared
-# by GR_5 / GR_10 / ER_10 (before: a draw per arm, so GR_10 and ER_10 replayed different rows).
-SELECTION_VERSION = 2
 
 
 def replay_count(n_phase2: int, fraction: float) -> int:

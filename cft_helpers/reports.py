@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 from cft_helpers import mitigation
@@ -18,7 +17,8 @@ from cft_helpers.models import model_checkpoint
 from cft_helpers.paper_results import paper_strategy_columns
 from cft_helpers.params import Params
 from cft_helpers.replay import replay_count
-from cft_helpers.runs import RunStore, read_json, read_jsonl
+from cft_helpers.runs import RunStore
+from cft_helpers.files import read_json, read_jsonl
 
 ARM_COLUMNS = ["label", "phase", "start", "datasets", "examples", "steps", "trained_tokens",
                "loss_first", "loss_last", "train_rows_loss_before", "train_rows_loss_after",
@@ -252,29 +252,6 @@ def heldout_loss_summary(table) -> str:
         f"{row['label']}: held-out response loss {row['eval_loss_before']:.3f} -> "
         f"{row['eval_loss_after']:.3f} after {row['steps']} steps ({row['wall_s']:.0f} s)"
         for _, row in table.iterrows() if row["eval_loss_before"] is not None)
-
-
-@dataclass(frozen=True)
-class MitigationSelection:
-    """The arms notebook 04 runs for ``-p strategy`` and ``-p table``.
-
-    ``by_table``: each mitigation table's strategy arms (Table 5 and D8 are drawn apart, never
-    pooled); ``arms``: all of them; ``compared``: those plus each table's vanilla Phase-2 arm,
-    what every strategy is compared against."""
-    tables: list[str]
-    by_table: dict[str, list[str]]
-    arms: list[str]
-    compared: list[str]
-
-
-def mitigation_selection(params: Params, strategy: str = "all", table: str = "all") -> MitigationSelection:
-    """The arms of one strategy (or "all") in one mitigation table (or "all" the params define);
-    an unknown strategy or table raises ParamsError naming the valid ones."""
-    tables = params.mitigation_tables() if table == "all" else [table]
-    by_table = {t: params.strategy_arms(strategy, t) for t in tables}
-    arms = [a for t in tables for a in by_table[t]]
-    vanilla = [a for t in tables for a in params.strategy_arms("vanilla", t)]
-    return MitigationSelection(tables, by_table, arms, list(dict.fromkeys(vanilla + arms)))
 
 
 def replay_overview(params: Params, arms: Sequence[str], store: RunStore | None = None) -> str:

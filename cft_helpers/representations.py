@@ -39,11 +39,13 @@ from cft_helpers.data.generator import generate, render_in_language
 from cft_helpers.data.loaders import hub_path, load_hf, read_table
 from cft_helpers.data.schema import to_messages
 from cft_helpers.mitigation import is_baseline
+from cft_helpers.jobs import base_models, model_pairs, needed_models
 from cft_helpers.models import fetch_wheel, load_model, load_tokenizer, resolve_model
-from cft_helpers.params import (BuiltinParallel, FilePrompts, HubParallel, HubPrompts, MtBenchPrompts,
-                                Params, stable_hash)
+from cft_helpers.params import BuiltinParallel, FilePrompts, HubParallel, HubPrompts, MtBenchPrompts, Params
+from cft_helpers.files import stable_hash
 from cft_helpers.progress import StageProgress
-from cft_helpers.runs import KeyedFile, MissingArtifact, RunStore, atomic_write_json, read_json
+from cft_helpers.runs import MissingArtifact, RunStore
+from cft_helpers.files import KeyedFile, atomic_write_json, read_json
 from cft_helpers.runtime import configure_runtime
 
 # Bump when what is computed changes, so cached activations are recomputed. Not bumped for the
@@ -447,19 +449,6 @@ def standardise(x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- the analyses
 
 
-def model_pairs(params: Params) -> dict[str, list[tuple[str, str]]]:
-    """(Phase-1 model, Phase-2 model) pairs: ``phase2`` for Figures 1 and 2, ``mitigation`` for
-    Figure D3 (every strategy arm of Table 5, vanilla included, against its start)."""
-    phase2 = [(params.arms[a].start, a) for a in params.arms_in_phase("phase2")]
-    mitigation = [(params.arms[a].start, a) for a in params.strategy_arms()]
-    return {"phase2": phase2, "mitigation": mitigation}
-
-
-def base_models(params: Params) -> list[str]:
-    """The models Figure 4 reads: every model entry an arm starts from (the paper: base models)."""
-    return list(dict.fromkeys(a.start for a in params.arms.values() if a.start in params.models))
-
-
 def parallel_vectors(acts_by_lang: dict[str, np.ndarray], layer: int | None = None) -> tuple[np.ndarray, list[str], int]:
     """Stack per-sentence vectors of one layer (default: the middle) over languages:
     (sentences x languages, hidden), the language of each row, and the layer used."""
@@ -493,12 +482,6 @@ def _label(params: Params, arm: str, mitigation: bool = False) -> str:
     if mitigation:
         return f"vanilla ({spec.label or arm})" if is_baseline(spec.strategy) else spec.strategy
     return spec.label or arm
-
-
-def needed_models(params: Params) -> list[str]:
-    """Every model and arm the analysis reads, in training order (starts first)."""
-    read = {m for pairs in model_pairs(params).values() for pair in pairs for m in pair} | set(base_models(params))
-    return [n for n in [*base_models(params), *params.arm_order()] if n in read]
 
 
 def _projection_seed(params: Params) -> int:

@@ -33,7 +33,6 @@ notebooks. From a shell::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import os
 import select
@@ -41,109 +40,30 @@ import subprocess
 import sys
 import time
 import traceback
-from collections import deque
 from pathlib import Path
 from typing import Any, Sequence
 
-from cft_helpers.book import TRAINING_NOTEBOOKS as BOOK_TRAINING_NOTEBOOKS, training_notebook
 from cft_helpers.data import prepare_datasets
 from cft_helpers.data.prepare import data_input_hash
-from cft_helpers.evaluation.alpacaeval import alpaca_spec
 from cft_helpers.evaluation.harness import evaluate_model, evaluation_done, write_suite
-from cft_helpers.heldout import heldout_pending, model_heldout_losses, scheduled_models
-from cft_helpers.launch import override_args
+from cft_helpers.heldout import heldout_pending, model_heldout_losses
+from cft_helpers.jobs import Job, book_jobs, descendants, notebook_of, parse_job, plan_jobs
+from cft_helpers.relaunch import override_args
 from cft_helpers.lock import RunLock, RunLocked, check_run_lock
 from cft_helpers.mitigation import models_read
-from cft_helpers.models import model_checkpoint, model_spec_of_arm
+from cft_helpers.models import model_checkpoint
 from cft_helpers.params import Params, ParamsError, load_params
 from cft_helpers.progress import NOTEBOOK_ENV
-from cft_helpers.representations import activation_sets, activations_pending, needed_models, notebook_sets
-from cft_helpers.runs import RunStore, atomic_write_json, read_json
+from cft_helpers.representations import activation_sets, activations_pending, notebook_sets
+from cft_helpers.runs import RunStore
+from cft_helpers.files import atomic_write_json, read_json
 from cft_helpers.train import arm_input_hash, train_arms
 
 TAIL_LINES = 20
-# What each notebook of the book trains and evaluates, as jobs (the rest stays in the notebooks).
-MITIGATION_NOTEBOOK = "04_mitigation"  # trains what its tables compare, with their upstream
-TRAINING_NOTEBOOKS = {stem: phases for stem, phases in BOOK_TRAINING_NOTEBOOKS.items() if stem != MITIGATION_NOTEBOOK}
-EVALUATION_NOTEBOOK = "06_evaluation"
-REPRESENTATIONS_NOTEBOOK = "07_representations"  # its activations, one job per model
-HELDOUT_NOTEBOOKS = ("03_phase2_training", "04_mitigation", "05_similarity")  # held-out loss tables
 
 
 class ScheduleError(RuntimeError):
     """A job failed (the message names it, its exit code and its log's last lines)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-    name: str                      # "train:p1_alpaca", "eval:base"
-    kind: str                      # "train", "eval", "act" or "heldout"
-    target: str                    # the arm or model
-    needs: tuple[str, ...] = ()    # jobs that must be done first (some may lie outside the plan)
-    group: str | None = None       # jobs of one group never run at the same time
-
-    @property
-    def log_name(self) -> str:
-        return f"{self.kind}-{self.target}.log"
-
-
-def arm_needs(params: Params, arm: str) -> list[str]:
-    """The arms whose results training ``arm`` reads: the arm it starts from (its checkpoint is
-    continued; it also generates a GR arm's replay and is the Phase-1 model LF_H2 and Spectrum
-    rank layers of). LF_H2's base and every other start point are ``models:`` entries."""
-    start = params.arms[arm].start
-    return [start] if start in params.arms else []
-
-
-def mitigation_compared(params: Params) -> list[str]:
-    """The arms notebook 04 trains (with their upstream) and evaluates: every mitigation table's
-    strategies and its vanilla Phase-2 arm (the notebook's defaults: all strategies and tables)."""
-    tables = params.mitigation_tables()
-    arms = [a for t in tables for a in params.strategy_arms("all", t)]
-    return list(dict.fromkeys([a for t in tables for a in params.strategy_arms("vanilla", t)] + arms))
-
-
-def plan_jobs(params: Params, arms: Sequence[str] | None = None,
-              models: Sequence[str] | None = None, activations: Sequence[str] = (),
-              heldout: Sequence[str] = ()) -> dict[str, Job]:
-    """The jobs that train ``arms`` (default: every arm), evaluate ``models`` (default:
-    ``params.evaluated_models()``) and compute the activations of ``activations`` and the
-    held-out losses of ``heldout``, trainings first in training order; name -> Job."""
-    arms = params.arm_order() if arms is None else [a for a in params.arm_order() if a in set(arms)]
-    models = params.evaluated_models() if models is None else list(dict.fromkeys(models))
-    # AlpacaEval's judge caches (one per judge, shared by every model) take one writer at a time
-    group = "alpacaeval" if alpaca_spec(params) else None
-    jobs = [Job(f"train:{a}", "train", a, tuple(f"train:{x}" for x in arm_needs(params, a))) for a in arms]
-    jobs += [Job(f"eval:{m}", "eval", m, (f"train:{m}",) if m in params.arms else (), group) for m in models]
-    jobs += [Job(f"act:{m}", "act", m, (f"train:{m}",) if m in params.arms else ()) for m in activations]
-    jobs += [Job(f"heldout:{m}", "heldout", m, (f"train:{m}",) if m in params.arms else ()) for m in heldout]
-    return {j.name: j for j in jobs}
-
-
-def book_jobs(params: Params, notebooks: Sequence[str]) -> dict[str, Job]:
-    """The jobs of the notebooks a book runs (file stems): what they would train and evaluate."""
-    arms: list[str] = []
-    models: list[str] = []
-    activations: list[str] = []
-    heldout: list[str] = []
-    if set(notebooks) & set(HELDOUT_NOTEBOOKS):
-        heldout = scheduled_models(params, notebooks)
-        arms += [m for m in heldout if m in params.arms]
-    for stem in notebooks:
-        if stem in TRAINING_NOTEBOOKS:
-            arms += params.arms_in_phase(*TRAINING_NOTEBOOKS[stem])
-        elif stem == MITIGATION_NOTEBOOK:
-            compared = mitigation_compared(params)
-            arms += params.with_upstream(compared)
-            models += compared
-        elif stem == EVALUATION_NOTEBOOK:
-            models += params.evaluated_models()
-        elif stem == REPRESENTATIONS_NOTEBOOK:
-            activations += needed_models(params)
-            arms += [m for m in activations if m in params.arms]
-    if not (arms or models or activations or heldout):
-        return {}
-    return plan_jobs(params, arms, models, list(dict.fromkeys(activations)), heldout)
 
 
 def job_done(params: Params, store: RunStore, job: Job) -> bool:
@@ -159,26 +79,6 @@ def job_done(params: Params, store: RunStore, job: Job) -> bool:
         return evaluation_done(params, job.target, store)
     except (RuntimeError, KeyError, ValueError, OSError):  # upstream not done, unreadable record
         return False
-
-
-def _descendants(jobs: dict[str, Job]) -> dict[str, int]:
-    """How many jobs wait, directly or not, on each job (what to start first)."""
-    children: dict[str, list[str]] = {n: [] for n in jobs}
-    for j in jobs.values():
-        for n in j.needs:
-            if n in children:
-                children[n].append(j.name)
-    out = {}
-    for name in jobs:
-        seen: set[str] = set()
-        todo = deque(children[name])
-        while todo:
-            c = todo.popleft()
-            if c not in seen:
-                seen.add(c)
-                todo.extend(children[c])
-        out[name] = len(seen)
-    return out
 
 
 def worker_command(params: Params) -> list[str]:
@@ -337,7 +237,7 @@ def run_jobs(params: Params, jobs: dict[str, Job], workers: int, store: RunStore
         return summary
     say(f"{len(todo)} jobs on {workers} workers, {params.runtime.thread_count() or 'default'} torch "
         f"thread(s) each; logs in {log_dir}")
-    weight = _descendants({n: jobs[n] for n in todo})
+    weight = descendants({n: jobs[n] for n in todo})
     order = {n: i for i, n in enumerate(todo)}
     pending = list(todo)
     left.waiting = [jobs[n].kind for n in pending]
@@ -426,7 +326,7 @@ def prepare_shared(params: Params, store: RunStore, jobs: dict[str, Job]) -> Non
     names: list[str] = []
     for job in jobs.values():
         if job.kind == "train":
-            names.append(model_spec_of_arm(params, job.target)[0])
+            names.append(params.root_model(job.target))
             names.extend(models_read(params, job.target))  # LF_H2: its base model
         elif job.target in params.models:
             names.append(job.target)
@@ -460,11 +360,8 @@ def schedule_book(params: Params, notebooks: Sequence[str], progress: bool = Tru
 def run_job(params: Params, name: str) -> None:
     """One job in this process (a worker's work). While it runs, ``CFT_NOTEBOOK`` names the
     notebook whose stage it computes, for the book's progress lines."""
-    kind, _, target = name.partition(":")
-    notebook = {"eval": EVALUATION_NOTEBOOK, "act": REPRESENTATIONS_NOTEBOOK,
-                "heldout": HELDOUT_NOTEBOOKS[0]}.get(kind, "")
-    if kind == "train" and target in params.arms:
-        notebook = training_notebook(params, target).split("/")[-1]
+    kind, target = parse_job(name)
+    notebook = notebook_of(params, name)
     saved = os.environ.get(NOTEBOOK_ENV)
     os.environ[NOTEBOOK_ENV] = notebook[:2]
     try:

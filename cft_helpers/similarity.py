@@ -34,14 +34,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cft_helpers.book import training_notebook
+from cft_helpers.jobs import training_notebook
 from cft_helpers.checkpoints import array_chunks, tensor_files, tensor_shape
 from cft_helpers.data.loaders import load_splits, normalise_rows
-from cft_helpers.data.prepare import dataset_hash, load_prepared
+from cft_helpers.data.prepare import load_prepared
 from cft_helpers.embedders import load_embedder
 from cft_helpers.paper_results import paper_des, paper_mpd
-from cft_helpers.params import Params, load_params, stable_hash
-from cft_helpers.runs import KeyedCache, KeyedFile, MissingArtifact, RunStore, atomic_write_json, read_json
+from cft_helpers.params import Params, load_params
+from cft_helpers.files import stable_hash
+from cft_helpers.runs import MissingArtifact, RunStore
+from cft_helpers.files import KeyedCache, KeyedFile, atomic_write_json, read_json
 
 MPD_DEFINITION = ("MPD = mean over named tensors (tied weights once) of the L2 norm of the "
                   "flattened difference between the two checkpoints")
@@ -136,7 +138,7 @@ def dataset_embeddings(params: Params, names: Sequence[str], store: RunStore | N
     embedder_id = embedder.name if embedder is not None else cfg.embedder  # a passed embedder wins
     for name in names:
         key = stable_hash({"embedder": embedder_id, "n": cfg.n, "seed": seed, "text": cfg.text,
-                           "data": dataset_hash(store, name, "train")})
+                           "data": store.data_hash(name, "train")})
         cache = KeyedFile(store.similarity_embeddings(name, key))  # the key in its name
         cached = cache.read(key)
         if cached is not None:

@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 
 from cft_helpers.checkpoints import read_array, tensor_files
 
-from cft_helpers.runs import atomic_write_json, atomic_write_text
+from cft_helpers.files import atomic_write_json, atomic_write_text
 
 # The module types scanned by default: the seven linear projections of a Llama/Mistral block.
 DEFAULT_TYPES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

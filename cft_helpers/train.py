@@ -16,8 +16,9 @@ Every arm (Phase 1, Phase 2, mixture, reverse order, the mitigations) goes throu
 - does what the arm's mitigation strategy asks (freezing, replay, LoRA: the registry in
   :mod:`cft_helpers.mitigation`).
 
-Threads, device and precision come from :mod:`cft_helpers.runtime`; the CLI and ``accelerate
-launch`` from :mod:`cft_helpers.launch`.
+Threads, device and precision come from :mod:`cft_helpers.runtime`; ``accelerate launch`` from
+:mod:`cft_helpers.relaunch`; the final weights, gathered whole under every engine, from
+:mod:`cft_helpers.weights`.
 
 In a notebook::
 
@@ -34,10 +35,9 @@ hash arms, without torch.
 
 from __future__ import annotations
 
-import contextlib
+import argparse
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -45,20 +45,24 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 from cft_helpers import freezing, mitigation
-from cft_helpers.book import training_notebook
-from cft_helpers.data.prepare import (data_input_hash, dataset_hash, heldout_examples,
+from cft_helpers.jobs import training_notebook
+from cft_helpers.data.prepare import (data_input_hash, heldout_examples,
                                       training_examples)
 from cft_helpers.data.schema import prompt_completion
 from cft_helpers.distributed import Processes
 from cft_helpers.faults import kill_point
 from cft_helpers.generation import uses_vllm
-from cft_helpers.launch import launch_arm
-from cft_helpers.models import (load_model, load_tokenizer, model_checkpoint, model_spec_of_arm, resolve_model,
+from cft_helpers.models import (load_model, load_tokenizer, model_checkpoint, resolve_model,
                                 trusts_remote_code)
-from cft_helpers.params import Params, Training, stable_hash
+from cft_helpers.lock import refuse_if_locked
+from cft_helpers.params import Params, Training, load_params
+from cft_helpers.files import stable_hash
+from cft_helpers.relaunch import launch_arm, launched
 from cft_helpers.replay import build_replay
-from cft_helpers.runs import KeyedCache, RunStore, atomic_write_json, ensure_free_space, write_jsonl
+from cft_helpers.runs import RunStore
+from cft_helpers.files import KeyedCache, atomic_write_json, ensure_free_space, write_jsonl
 from cft_helpers.runtime import configure_runtime, fsdp_mixed_precision, release_memory, use_bf16
+from cft_helpers.weights import final_state_dict, generation_model, save_gathered, saved_dtypes
 
 
 # Training settings that only say where the curves go (docs/ENGINEERING.md, "Trackers"): left
@@ -97,7 +101,7 @@ def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:
         # where the curves are logged does not change the weights (hashes kept)
         "training": params.arm_training(arm).model_dump(exclude=set(TRACKING_FIELDS)),
         "start": start,
-        "data": {d: dataset_hash(store, d) for d in spec.datasets},
+        "data": {d: store.data_hash(d) for d in spec.datasets},
         "seed": params.seed,
     }
     settings = mitigation.settings(params, arm, store)
@@ -269,7 +273,7 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
     if spec.datasets:
         accumulation_steps(training, procs.world_size)  # a global batch that does not divide: now
     device = configure_runtime(params)
-    root_model, _ = model_spec_of_arm(params, arm)
+    root_model = params.root_model(arm)
     # The main process first: it may build or convert the start model into the cache (one
     # process, not every rank racing), which the others then find (a launch started by hand).
     if procs.is_main:
@@ -369,8 +373,9 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     model = load_model(start, dtype="float32", trust_remote_code=trust)
     if entry.freeze is not None:  # LF_H1 / LF_H2 / Spectrum
         # chosen once, by the main process (Spectrum's scan reads the whole start checkpoint)
-        plan = procs.decide(lambda: mitigation.freeze_plan(params, arm, model, start, store.arm_dir(arm),
-                                                           progress=progress))
+        plan = procs.decide(lambda: mitigation.freeze_plan(
+            params, arm, model, start, store.arm_dir(arm), progress=progress,
+            checkpoint=lambda name: model_checkpoint(params, name, progress=progress)))
         trainable_values = freezing.apply(model, plan)
         if procs.is_main:
             atomic_write_json(store.arm_file(arm, "freeze.json"), plan.as_dict())
@@ -426,42 +431,6 @@ def parameter_counts(model, masked_params: int | None = None) -> dict[str, int]:
     out = {"optimizer_params": updated} if masked_params is not None else {}
     return {**out, "trainable_params": updated - (masked_params or 0),
             "total_params": sum(freezing.values(p) for p in model.parameters())}
-
-
-@contextlib.contextmanager
-def whole_model_loading():
-    """Within it, a model loads whole in this process, whatever the engine of the launch: not
-    partitioned by a ZeRO-3 config that a Trainer registered with transformers (zero.Init, whose
-    loading is a collective the other processes are not in), and not empty as FSDP's
-    cpu_ram_efficient_loading leaves it on ranks other than 0. Both are restored after."""
-    import os
-
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    registered = hf_deepspeed._hf_deepspeed_config_weak_ref
-    saved = os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING")
-    hf_deepspeed.unset_hf_deepspeed_config()
-    os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
-    try:
-        yield
-    finally:
-        hf_deepspeed._hf_deepspeed_config_weak_ref = registered
-        if saved is None:
-            del os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"]
-        else:
-            os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = saved
-
-
-def generation_model(start: Path, device: str, trust_remote_code: bool = False):
-    """The start checkpoint in fp32 on ``device``, for GR's replay answers: whole in every process
-    (each generates its own share of the prompts), loaded straight onto this process's GPU."""
-    placement = None
-    if device == "cuda":
-        import torch
-
-        placement = f"cuda:{torch.cuda.current_device()}"  # (the launch set each process's GPU)
-    with whole_model_loading():
-        return load_model(start, dtype="float32", trust_remote_code=trust_remote_code, device=placement)
 
 
 def _tracker_into_store(trainer, folder: Path) -> None:
@@ -651,93 +620,6 @@ def _remove_checkpoints(store: RunStore, arm: str) -> None:
     shutil.rmtree(store.arm_checkpoints_dir(arm), ignore_errors=True)
 
 
-def final_state_dict(trainer, start: Path, is_main: bool = True, trained_only: bool = False) -> dict[str, Any]:
-    """The trained model's full state dict in fp32, gathered from every process (call it in all;
-    only the main process, ``is_main``, keeps the tensors: the others get an empty dict).
-    Under DeepSpeed, ``trained_only`` (LoRA: the adapter is saved, and merged from files) leaves
-    the frozen tensors out instead of reading the whole base model only for PEFT to drop it.
-
-    Under DeepSpeed the model's own tensors are the engine's low-precision copies (bf16 under
-    ZeRO-3), so the trained tensors come from the optimizer's fp32 masters and the frozen ones,
-    which never moved, from the start checkpoint, bit for bit. Elsewhere (one process, DDP, FSDP
-    with a full state dict) accelerate gathers the fp32 parameters themselves."""
-    import torch
-
-    if not getattr(trainer, "is_deepspeed_enabled", False):
-        state = trainer.accelerator.get_state_dict(trainer.model)  # (a collective: every process)
-        return {k: v.float() if v.is_floating_point() else v for k, v in (state or {}).items()} if is_main else {}
-    from deepspeed.utils import safe_get_full_fp32_param  # present wherever DeepSpeed runs
-
-    from cft_helpers.trainer_callbacks import start_checkpoint_name
-
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    state = {}
-    frozen: dict[str, str] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            full = safe_get_full_fp32_param(p)  # a collective under ZeRO-3: every process calls it
-            if is_main:
-                state[name] = full.detach().cpu()
-        elif is_main and not trained_only:  # (LoRA: a base weight's name in the start checkpoint)
-            frozen[name] = start_checkpoint_name(name)
-    if frozen:
-        found = _checkpoint_tensors(start, set(frozen.values()))
-        missing = sorted(k for k in frozen.values() if k not in found)
-        if missing:
-            raise RuntimeError(f"frozen tensors {missing[:3]} are not in the start checkpoint {start}")
-        state.update({name: found[key].to(torch.float32) for name, key in frozen.items()})
-    return state
-
-
-def _checkpoint_tensors(folder: Path, names: set[str]) -> dict[str, Any]:
-    """The tensors ``names`` of a safetensors checkpoint, read one by one (not the whole file)."""
-    from safetensors import safe_open
-
-    out: dict[str, Any] = {}
-    for f in sorted(Path(folder).glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as fh:
-            for key in names & set(fh.keys()):
-                out[key] = fh.get_tensor(key)
-    return out
-
-
-def save_gathered(model, state: dict[str, Any], out: Path, start: Path, adapter_dir: Path | None = None,
-                  trust_remote_code: bool = False) -> None:
-    """Write the final model from a gathered state dict (:func:`final_state_dict`), never from
-    ``model``'s own tensors, which under FSDP or ZeRO-3 are this process's shards only. With
-    ``adapter_dir`` (LoRA) the adapter goes there and ``out`` gets the start model with the
-    adapter merged."""
-    if adapter_dir is None:
-        model.save_pretrained(str(out), state_dict=state)
-        return
-    model.save_pretrained(str(adapter_dir), state_dict=state)  # PEFT keeps the adapter's tensors
-    merge_adapter(start, adapter_dir, trust_remote_code).save_pretrained(str(out))
-
-
-def merge_adapter(start: Path, adapter_dir: Path, trust_remote_code: bool = False):
-    """The start model with a saved LoRA adapter merged into its weights, built on the CPU of the
-    main process from files alone: the same under every engine (under FSDP or ZeRO-3 the trained
-    model's own merge_and_unload would need the whole model on one process)."""
-    from peft import PeftModel
-
-    with whole_model_loading():  # (the main process alone, after the launch's training)
-        base = load_model(start, dtype="float32", trust_remote_code=trust_remote_code)
-    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-
-
-def saved_dtypes(folder: Path) -> list[str]:
-    """The dtypes of the floating-point tensors of a safetensors checkpoint (header only)."""
-    import struct
-
-    found = set()
-    for f in Path(folder).glob("*.safetensors"):
-        with f.open("rb") as fh:
-            header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
-        found |= {v["dtype"] for k, v in header.items() if k != "__metadata__" and v["dtype"].startswith(("F", "BF"))}
-    names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
-    return sorted(names.get(d, d) for d in found)
-
-
 def train_arms(params: Params, arms: Sequence[str], force: bool = False,
                progress: bool = True) -> dict[str, dict[str, Any]]:
     """Train several arms in dependency order; returns metrics per arm.
@@ -746,7 +628,7 @@ def train_arms(params: Params, arms: Sequence[str], force: bool = False,
     not done yet is trained by ``accelerate launch`` in that many processes (:func:`launch_arm`)."""
     store = RunStore(params.run_path)
     order = [a for a in params.arm_order() if a in arms]
-    if params.runtime.processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    if params.runtime.processes > 1 and not launched():
         for a in order:  # before any launch: a batch the processes cannot share fails at once
             if params.arms[a].datasets:
                 accumulation_steps(params.arm_training(a), params.runtime.processes)
@@ -764,7 +646,56 @@ def train_arms(params: Params, arms: Sequence[str], force: bool = False,
     return {a: train_arm(params, a, store, force=force, progress=progress) for a in order}
 
 
-if __name__ == "__main__":  # the CLI: cft_helpers.launch
-    from cft_helpers.launch import main
+def arms_named(params: Params, names: Sequence[str]) -> list[str]:
+    """The arms ``--arm`` names: arms, phases (their arms) and ``all`` (every arm); an unknown
+    name is an error that lists the valid ones."""
+    phases = {a.phase for a in params.arms.values()}
+    out: list[str] = []
+    for name in names:
+        if name in params.arms:
+            picked = [name]
+        elif name == "all":
+            picked = list(params.arm_order())
+        elif name in phases:
+            picked = params.arms_in_phase(name)
+        elif name in params.disabled_arms:
+            ds = params.disabled_arms[name]
+            raise SystemExit(f"error: arm {name!r} is left out of {params.name}: it needs dataset {ds!r}, whose "
+                             f"path is not set (--set datasets.{ds}.path=ORG/NAME)")
+        else:
+            raise SystemExit(f"error: --arm {name!r} is no arm, phase or 'all' of {params.name}; arms: "
+                             f"{sorted(params.arms)}; phases: {sorted(phases)}")
+        out += [a for a in picked if a not in out]
+    return out
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cft_helpers.train``: train arms (or every arm of a phase) of a parameter set."""
+    ap = argparse.ArgumentParser(prog="python -m cft_helpers.train",
+                                 description="The training core: one arm of the grid, full fine-tuning with "
+                                             "TRL's SFTTrainer.")
+    ap.add_argument("--params", required=True, help="params YAML file or preset name")
+    ap.add_argument("--arm", required=True, action="append",
+                    help="arm to train, a phase (phase1, phase2, ...: its arms), or all (every arm, in "
+                         "dependency order); repeatable")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="override, e.g. training.learning_rate=1e-4 (repeatable)")
+    ap.add_argument("--force", action="store_true", help="retrain even if done")
+    ns = ap.parse_args(argv)
+    params = load_params(ns.params, overrides=ns.overrides)
+    if refuse_if_locked(params.run_path):  # a book running on this store: only its own children pass
+        return 1
+    arms = arms_named(params, ns.arm)
+    for name, m in train_arms(params, arms, force=ns.force).items():
+        print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in m.items() if k in (
+            "steps", "train_loss", "loss_first", "loss_last", "eval_loss_before", "eval_loss_after",
+            "wall_s", "checkpoint")))
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # launched: leave the process group cleanly
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
     raise SystemExit(main())

@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 from cft_helpers import freezing
 from cft_helpers.freezing import FreezePlan
 from cft_helpers.progress import StageProgress
-from cft_helpers.runs import atomic_write_json, update_json
+from cft_helpers.files import atomic_write_json, update_json
 
 
 class LossesBeforeTraining(TrainerCallback):

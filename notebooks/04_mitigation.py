@@ -52,9 +52,10 @@ overrides = ""
 from cft_helpers.data import prepare_datasets
 from cft_helpers.evaluation.harness import evaluate_models
 from cft_helpers.evaluation.tables import strategy_tables
+from cft_helpers.jobs import mitigation_selection
 from cft_helpers.params import load_params
 from cft_helpers.reports import (arm_plan, compute_tables, freeze_table, loss_curves, mitigation_loss_tables,
-                                 mitigation_selection, replay_overview, show_tables)
+                                 replay_overview, show_tables)
 from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arms
 

@@ -7,7 +7,8 @@ import pytest
 
 from cft_helpers.evaluation.answers import span_items, span_report
 from cft_helpers.params import load_params
-from cft_helpers.runs import MissingArtifact, RunStore, write_jsonl
+from cft_helpers.runs import MissingArtifact, RunStore
+from cft_helpers.files import write_jsonl
 
 
 def test_span_report_tells_a_sentence_around_the_span_from_a_miss(tmp_path):

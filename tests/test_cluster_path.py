@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 from cft_helpers.data import prepare_datasets
 from cft_helpers.params import load_params
 from cft_helpers.runs import RunStore
-from cft_helpers.train import final_state_dict, merge_adapter, save_gathered, train_arm, train_arms
+from cft_helpers.train import train_arm, train_arms
+from cft_helpers.weights import final_state_dict, merge_adapter, save_gathered
 
 from conftest import tiny_llama, write_params
 
@@ -340,7 +341,7 @@ def test_a_finished_arm_leaves_nothing_behind_for_the_next(prepared):
 
 
 def test_arm_all_names_every_arm_in_dependency_order(smoke_params):
-    from cft_helpers.launch import arms_named
+    from cft_helpers.train import arms_named
 
     order = smoke_params.arm_order()
     assert arms_named(smoke_params, ["all"]) == order and len(order) == len(smoke_params.arms)
@@ -351,7 +352,7 @@ def test_arm_all_names_every_arm_in_dependency_order(smoke_params):
 
 
 def test_an_arm_left_out_for_an_unset_dataset_says_what_to_set():
-    from cft_helpers.launch import arms_named
+    from cft_helpers.train import arms_named
 
     paper = load_params("params/paper/mistral7b.yaml")
     assert "p2_openorca" in paper.disabled_arms and "p2_openorca" not in arms_named(paper, ["all"])

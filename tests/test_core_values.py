@@ -758,7 +758,8 @@ def test_head_masking_needs_weight_decay_zero():
 def test_item_scores_pick_each_benchmarks_metric_and_pool_mmlu_subtasks(tmp_path):
     from cft_helpers.findings import item_scores
     from cft_helpers.params import load_params
-    from cft_helpers.runs import MissingArtifact, RunStore, write_jsonl
+    from cft_helpers.runs import MissingArtifact, RunStore
+    from cft_helpers.files import write_jsonl
 
     p = load_params("smoke", overrides={"run_dir": str(tmp_path / "run")})
     store = RunStore(p.run_path)
@@ -911,7 +912,8 @@ def test_lf_h2_freezes_each_projection_where_it_moved_most_and_records_it():
 def test_alpacaeval_preferences_enter_the_item_scores(tmp_path):
     from cft_helpers.findings import item_scores
     from cft_helpers.params import load_params
-    from cft_helpers.runs import RunStore, write_jsonl
+    from cft_helpers.runs import RunStore
+    from cft_helpers.files import write_jsonl
 
     p = load_params("smoke", overrides={"run_dir": str(tmp_path / "run")})
     p.evaluation.benchmarks["alpacaeval"].source = "alpaca_eval"     # as a judged run has it

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from cft_helpers.data import prepare_datasets
 from cft_helpers.params import Training, load_params
 from cft_helpers.runs import RunStore
-from cft_helpers.launch import launch_command
+from cft_helpers.relaunch import launch_command
 from cft_helpers.train import accumulation_steps, train_arms
 
 from conftest import write_params

@@ -143,7 +143,8 @@ def test_language_identification_of_our_languages():
 def test_fidelity_counts_answers_in_the_wrong_language(smoke_params):
     """An English answer to a Thai item is not in language; a bare number is not assessed."""
     from cft_helpers.evaluation.fidelity import fidelity
-    from cft_helpers.runs import RunStore, write_jsonl
+    from cft_helpers.runs import RunStore
+    from cft_helpers.files import write_jsonl
 
     store = RunStore(smoke_params.run_path)
     write_jsonl(store.root / "eval" / "m.samples.jsonl", [
@@ -229,7 +230,7 @@ def test_cft_tasks_read_real_schemas_and_score_with_our_scorers(tmp_path, model_
     hub datasets."""
     from cft_helpers.data import prepare_datasets
     from cft_helpers.evaluation import hub_tasks
-    from cft_helpers.runs import read_jsonl
+    from cft_helpers.files import read_jsonl
 
     for name, rows in (("xquad", XQUAD_ROWS), ("xlsum", XLSUM_ROWS)):
         for lang, docs in rows.items():

@@ -19,7 +19,7 @@ from conftest import ROOT, write_params
 
 def _samples(params, name: str = "base") -> dict[tuple, dict]:
     from cft_helpers.evaluation.harness import evaluate_model
-    from cft_helpers.runs import read_jsonl
+    from cft_helpers.files import read_jsonl
 
     record = evaluate_model(params, name, progress=False)
     rows = read_jsonl(params.run_path / "eval" / f"{name}.samples.jsonl")

@@ -12,7 +12,8 @@ import pytest
 from cft_helpers import findings as F
 from cft_helpers.evaluation.harness import task_plan
 from cft_helpers.params import load_params
-from cft_helpers.runs import RunStore, atomic_write_json, write_jsonl
+from cft_helpers.runs import RunStore
+from cft_helpers.files import atomic_write_json, write_jsonl
 
 N_ITEMS = 40  # per task
 MODELS = ["p1_alpaca", "p2_alpaca", "p1_instruct", "p2_instruct", "mixture", "rev1", "rev2",

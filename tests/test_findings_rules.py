@@ -13,7 +13,8 @@ from scipy import stats
 
 from cft_helpers import findings as F
 from cft_helpers.params import load_params
-from cft_helpers.runs import RunStore, atomic_write_json
+from cft_helpers.runs import RunStore
+from cft_helpers.files import atomic_write_json
 
 from test_findings import base_scores, same_everywhere, write_store
 
@@ -452,7 +453,7 @@ def test_c7b_ranking_familywise_and_what_decide_claims_leaves_behind(params, tmp
 def test_items_per_task_follow_the_params_order_with_alpacaeval_last(tmp_path):
     """The footnote's items per task: benchmarks and tasks in the params' order (not the
     bootstrap's sorted order), AlpacaEval (run outside lm-eval's plan) after them."""
-    from cft_helpers.runs import read_jsonl
+    from cft_helpers.files import read_jsonl
 
     p = load_params("smoke", overrides={
         "run_dir": str(tmp_path / "run"), "findings.n_bootstrap": 100,

@@ -22,7 +22,8 @@ from cft_helpers.data.generator import (FAMILY_INSTRUCTIONS, INSTRUCTIONS, TASKS
 from cft_helpers.data.lexicon import LANGUAGES
 from cft_helpers.data.schema import to_messages
 from cft_helpers.params import load_params
-from cft_helpers.runs import RunStore, write_jsonl
+from cft_helpers.runs import RunStore
+from cft_helpers.files import write_jsonl
 
 N = 64
 PASSIVE = {"max_words", "one_sentence"}   # the generator's responses satisfy these as they are

@@ -206,7 +206,7 @@ def test_er_10_replays_gr_10s_instructions_with_their_original_responses(prepare
 
 def test_frozen_share_reads_what_each_arm_saved(smoke_params):
     from cft_helpers.reports import frozen_share_table
-    from cft_helpers.runs import atomic_write_json
+    from cft_helpers.files import atomic_write_json
 
     store = RunStore(smoke_params.run_path)
     saved = {"p2_instruct": {"total_params": 1000, "trainable_params": 1000},

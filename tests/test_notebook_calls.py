@@ -12,10 +12,12 @@ from cft_helpers.evaluation.tables import ea_change, strategy_tables
 from cft_helpers.findings import Claim, phase2_pairs, precision_report, verdict_lines
 from cft_helpers.params import MULTILINGUAL_BENCHMARKS, ParamsError, load_params
 from cft_helpers.plots import written_files, written_table
-from cft_helpers.reports import heldout_loss_summary, mitigation_selection, replay_overview, show_tables
+from cft_helpers.jobs import mitigation_selection
+from cft_helpers.reports import heldout_loss_summary, replay_overview, show_tables
 from cft_helpers.representations import (covariance_report, needed_arms, needed_models, representation_summary,
                                          shift_report)
-from cft_helpers.runs import RunStore, write_jsonl
+from cft_helpers.runs import RunStore
+from cft_helpers.files import write_jsonl
 from cft_helpers.similarity import correlation_report, forgetting_correlations, paper_forgetting_correlation
 
 

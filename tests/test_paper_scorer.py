@@ -200,7 +200,7 @@ def test_offline_suite_scored_by_the_paper_scorers(tmp_path, model_cache):
     F1 / ROUGE-L is the paper scorer's, the record and the hooks say and do so."""
     from cft_helpers.data import prepare_datasets
     from cft_helpers.evaluation.harness import evaluate_model, suite_hash
-    from cft_helpers.runs import read_jsonl
+    from cft_helpers.files import read_jsonl
 
     p = load_params(write_params(tmp_path, model_cache), overrides=PAPER)
     prepare_datasets(p, progress=False)

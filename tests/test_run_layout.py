@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cft_helpers.params import stable_hash
-from cft_helpers.runs import KeyedCache, KeyedFile, RunStore, inventory, place_of
+from cft_helpers.files import stable_hash
+from cft_helpers.runs import RunStore
+from cft_helpers.files import KeyedCache, KeyedFile
+from cft_helpers.inventory import inventory, place_of
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +50,7 @@ def test_runs_show_reports_a_planted_unknown_file(book_run):
     try:
         for p in planted:
             p.write_text("x")
-        proc = subprocess.run([sys.executable, "-m", "cft_helpers.runs", "show", str(params.run_path)],
+        proc = subprocess.run([sys.executable, "-m", "cft_helpers.inventory", "show", str(params.run_path)],
                               capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert proc.returncode == 0, proc.stderr
         unknown = proc.stdout.split("\nunknown (", 1)[1]

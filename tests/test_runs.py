@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cft_helpers.runs import RunStore, atomic_write_json, read_json
+from cft_helpers.runs import RunStore
+from cft_helpers.files import atomic_write_json, read_json
 
 
 def test_stage_lifecycle(tmp_path):

@@ -15,7 +15,8 @@ import pytest
 from cft_helpers.lock import ENV, LOCK_NAME, RunLock, RunLocked, check_run_lock, read_lock
 from cft_helpers.params import load_params
 from cft_helpers.runs import RunStore
-from cft_helpers.schedule import ScheduleError, plan_jobs, prepare_shared, run_jobs
+from cft_helpers.jobs import plan_jobs
+from cft_helpers.schedule import ScheduleError, prepare_shared, run_jobs
 
 from conftest import write_params
 
@@ -69,7 +70,8 @@ def test_representation_jobs_follow_notebook_07(prepared):
     """Notebook 07's activations are one job per model it reads, after that model's training; a
     job computes exactly the caches the notebook then finds done."""
     from cft_helpers.representations import activations_pending, needed_models, notebook_sets
-    from cft_helpers.schedule import book_jobs, job_done, run_job
+    from cft_helpers.jobs import book_jobs
+    from cft_helpers.schedule import job_done, run_job
 
     p = prepared
     jobs = book_jobs(p, ["07_representations"])
@@ -88,17 +90,18 @@ def test_heldout_jobs_fill_what_the_notebooks_read(prepared):
     """Notebooks 03-05's held-out losses are one job per model they read (after its training); a
     job caches every held-out dataset under the keys the notebooks' tables then hit."""
     from cft_helpers.heldout import (heldout_datasets, heldout_loss_table, heldout_pending, heldout_rows,
-                                     response_loss, scheduled_models, training_heldout_table)
+                                     response_loss, training_heldout_table)
     from cft_helpers.data.prepare import load_prepared
     from cft_helpers.models import load_model, load_tokenizer, model_checkpoint
-    from cft_helpers.schedule import book_jobs, job_done, run_job
+    from cft_helpers.jobs import book_jobs, heldout_models
+    from cft_helpers.schedule import job_done, run_job
 
     p = prepared
     jobs = book_jobs(p, ["03_phase2_training"])
     held = {n: list(j.needs) for n, j in jobs.items() if j.kind == "heldout"}
     phases = p.arms_in_phase("phase1", "phase2", "mixture", "reverse1", "reverse2")
     assert held == {"heldout:base": [], **{f"heldout:{a}": [f"train:{a}"] for a in phases}}
-    assert scheduled_models(p, ["05_similarity"]) == [*p.arms_in_phase("phase2"), "p1_alpaca", "p1_instruct"]
+    assert heldout_models(p, ["05_similarity"]) == [*p.arms_in_phase("phase2"), "p1_alpaca", "p1_instruct"]
     assert "heldout:lf_h2" in book_jobs(p, ["04_mitigation"])  # the mitigation tables' rows
 
     store = RunStore(p.run_path)

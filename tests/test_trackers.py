@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from cft_helpers.params import TRACKERS, ParamsError, load_params
-from cft_helpers.runs import RunStore, place_of
+from cft_helpers.runs import RunStore
+from cft_helpers.inventory import place_of
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -155,7 +155,8 @@ def test_training_refuses_to_start_without_disk_space_for_its_checkpoints(prepar
     import shutil as _shutil
     from collections import namedtuple
 
-    from cft_helpers.runs import DiskSpaceError, RunStore
+    from cft_helpers.runs import RunStore
+    from cft_helpers.files import DiskSpaceError
     from cft_helpers.train import checkpoint_bytes, train_arm
 
     usage = namedtuple("usage", "total used free")

@@ -21,8 +21,10 @@ from typing import Any
 from cft_helpers import hub
 from cft_helpers.data.generator import GENERATOR_VERSION, render_in_language
 from cft_helpers.data.loaders import load_splits
-from cft_helpers.params import HubDataset, Params, stable_hash
-from cft_helpers.runs import RunStore, atomic_write_json, read_json, read_jsonl, write_jsonl
+from cft_helpers.params import HubDataset, Params
+from cft_helpers.files import stable_hash
+from cft_helpers.runs import RunStore
+from cft_helpers.files import atomic_write_json, read_json, read_jsonl, write_jsonl
 
 
 def _file_hash(path: Path) -> str:
@@ -84,18 +86,10 @@ def prepare_datasets(params: Params, store: RunStore | None = None, force: bool 
         raise
 
 
-def _require_prepared(store: RunStore) -> dict[str, Any]:
-    path, manifest = store.data_report, store.data_dir / "manifest.json"
-    if not path.exists() or not manifest.exists() or read_json(manifest).get("status") != "done":
-        raise RuntimeError(f"no prepared data in {store.data_dir}; run notebook 01_data_prep "
-                           "(or cft_helpers.data.prepare_datasets) first")
-    return read_json(path)
-
-
 def load_prepared(store: RunStore, name: str, split: str = "train") -> list[dict]:
     """The prepared rows of one split; refuses a file changed since preparation (its hash feeds
     every arm's input hash, so training on a changed file would be recorded as the old data)."""
-    report = _require_prepared(store)
+    report = store.prepared()
     if name not in report["datasets"]:
         raise KeyError(f"dataset {name!r} was not prepared; prepared: {sorted(report['datasets'])}")
     path = store.data_file(name, split)
@@ -104,10 +98,6 @@ def load_prepared(store: RunStore, name: str, split: str = "train") -> list[dict
         raise RuntimeError(f"{path} is missing or changed since it was prepared (sha256 {expected} expected); "
                            "prepare the data again: notebook 01_data_prep with force=True")
     return read_jsonl(path)
-
-
-def dataset_hash(store: RunStore, name: str, split: str = "train") -> str:
-    return _require_prepared(store)["datasets"][name][split]["sha256"]
 
 
 def training_examples(store: RunStore, datasets: list[str], seed: int) -> list[dict]:

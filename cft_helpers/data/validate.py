@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 
 from cft_helpers.data.schema import DataError, to_messages
 
-from cft_helpers.runs import atomic_write_json
+from cft_helpers.files import atomic_write_json
 
 SCHEMAS = ("alpaca", "orca", "messages", "squad", "xlsum")
 # Required text fields and optional ones per schema (field names as the datasets spell them).

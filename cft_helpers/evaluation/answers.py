@@ -26,7 +26,8 @@ from cft_helpers.evaluation.harness import suite_hash, task_plan
 from cft_helpers.evaluation.ifeval_offline import use_punkt_data
 from cft_helpers.evaluation.scoring import normalize, tokens
 from cft_helpers.params import Params
-from cft_helpers.runs import MissingArtifact, RunStore, read_jsonl
+from cft_helpers.runs import MissingArtifact, RunStore
+from cft_helpers.files import read_jsonl
 
 
 def span_items(params: Params, store: RunStore, model: str, benchmark: str) -> list[dict]:

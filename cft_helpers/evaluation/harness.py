@@ -44,10 +44,13 @@ from cft_helpers.evaluation.offline_tasks import (PER_LANGUAGE, SCORED_AS, SUITE
                                                   write_task_files)
 from cft_helpers.evaluation.scoring import DEFAULT_SCORER
 from cft_helpers.generation import stop_token_ids, uses_vllm
-from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params, stable_hash
+from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params
+from cft_helpers.files import stable_hash
 from cft_helpers.evaluation.alpacaeval import alpaca_spec, reference_label, run_alpaca_eval
 from cft_helpers.models import load_model, load_tokenizer, resolve_model
-from cft_helpers.runs import KeyedFile, MissingArtifact, RunStore, atomic_write_json, read_json, write_jsonl
+from cft_helpers.runs import MissingArtifact, RunStore
+from cft_helpers.files import KeyedFile, atomic_write_json, read_json, write_jsonl
+from cft_helpers.relaunch import launch_evaluation, launched
 from cft_helpers.runtime import configure_runtime, release_memory
 
 
@@ -171,11 +174,6 @@ def evaluation_done(params: Params, name: str, store: RunStore) -> bool:
     return result.read(evaluation_key(params, resolve_model(params, store, name)[1])) is not None
 
 
-def _launched() -> bool:
-    """Whether this process is one of several started by ``accelerate launch`` / ``torchrun``."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 def _processes(params: Params):
     """The processes of this launch (one: a plain ``Processes``); collectives time out after
     ``runtime.dist_timeout_s``, so no process waits in one while another works for long."""
@@ -200,7 +198,7 @@ def _run_token(procs) -> str:
 
 def _process_device(device: str) -> str:
     """This process's device: under a launch each process takes the GPU of its local rank."""
-    if device == "cuda" and _launched():
+    if device == "cuda" and launched():
         import torch
 
         local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -214,7 +212,7 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
     """Run the suite on one model or arm (cached); returns its results record.
 
     With ``runtime.processes`` above 1 (and not already in a launched process) the evaluation
-    runs in that many processes (:func:`cft_helpers.evaluate.launch_evaluation`); inside a launch,
+    runs in that many processes (:func:`cft_helpers.relaunch.launch_evaluation`); inside a launch,
     every process calls this, each evaluates its shard, and every process returns the record the
     main one wrote."""
     store = store or RunStore(params.run_path)
@@ -233,9 +231,7 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
                 if bench in params.evaluation.benchmarks and "scorer" not in entry:  # was recorded
                     entry["scorer"] = scorer_label(params.evaluation.benchmarks[bench])
             return cached
-    if params.runtime.processes > 1 and not _launched():
-        from cft_helpers.evaluate import launch_evaluation
-
+    if params.runtime.processes > 1 and not launched():
         launch_evaluation(params, [name], force=force)
         record = result.read(key)
         if record is None:
