@@ -32,7 +32,7 @@ from typing import Sequence
 
 from cft_helpers.jobs import DATA_PREP, FINDINGS
 from cft_helpers.lock import RunLock, RunLocked
-from cft_helpers.params import ParamsError, cpu_cores, load_params, parse_overrides
+from cft_helpers.params import ParamsError, cpu_cores, for_seed, load_params, parse_overrides
 from cft_helpers.progress import ENV, NOTEBOOK_ENV, BookProgress, format_seconds
 from cft_helpers.runs import RunStore
 from cft_helpers.files import atomic_write_json, read_json
@@ -111,7 +111,7 @@ def run_book(params: str, overrides: Sequence[str] | str | None = None, force: b
         for seed in p.seed_list()[1:]:
             if progress:
                 print(f"[book] seed {seed} -> {p.seed_overrides(seed)['run_dir']}", flush=True)
-            _run_notebooks(p.for_seed(seed), [nb for nb in notebooks if nb.stem != FINDINGS],
+            _run_notebooks(for_seed(p, seed), [nb for nb in notebooks if nb.stem != FINDINGS],
                            {**overrides, **p.seed_overrides(seed)}, force, progress, plain)
         if progress and len(p.seed_list()) > 1:
             print(f"[book] seed {p.seed} -> {p.run_path}", flush=True)

@@ -35,7 +35,7 @@ from scipy import stats
 
 from cft_helpers import mitigation, paper_results as pr
 from cft_helpers.evaluation.harness import ability_components, suite_hash, task_plan
-from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params
+from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params, for_seed
 from cft_helpers.representations import load_representation_summary
 from cft_helpers.runs import MissingArtifact, RunStore
 from cft_helpers.files import atomic_write_json, atomic_write_text, read_json, read_jsonl
@@ -373,7 +373,7 @@ def seed_runs(params: Params) -> list[SeedRun]:
     """One SeedRun per seed of the study (``params.seed_list()``), each with its own run store."""
     runs = []
     for seed in params.seed_list():
-        p = params.for_seed(seed)
+        p = for_seed(params, seed)
         runs.append(SeedRun(p, RunStore(p.run_path)))
     return runs
 

@@ -62,7 +62,7 @@ from cft_helpers.replay import build_replay
 from cft_helpers.runs import RunStore
 from cft_helpers.files import KeyedCache, atomic_write_json, ensure_free_space, write_jsonl
 from cft_helpers.runtime import configure_runtime, fsdp_mixed_precision, release_memory, use_bf16
-from cft_helpers.weights import final_state_dict, generation_model, save_gathered, saved_dtypes
+from cft_helpers.weights import final_state_dict, generation_model, parameter_counts, save_gathered, saved_dtypes
 
 
 # Training settings that only say where the curves go (docs/ENGINEERING.md, "Trackers"): left
@@ -419,18 +419,6 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     info.update(parameter_counts(trainer.model, info.get("masked_params") if info.get("masked_tensors") else None))
     info["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
     return BuiltTrainer(trainer, len(rows), len(held), info)
-
-
-def parameter_counts(model, masked_params: int | None = None) -> dict[str, int]:
-    """trainable_params and total_params of a model about to train (ZeRO-3's partitioned
-    parameters counted whole: freezing.values); with ``masked_params`` (LF_H2 at head
-    granularity: rows frozen by gradient masks) also optimizer_params, the values the optimizer
-    updates: a masked tensor holds AdamW state for all its rows (optimizer memory, checkpoint
-    size) but only its unmasked rows train."""
-    updated = sum(freezing.values(p) for p in model.parameters() if p.requires_grad)
-    out = {"optimizer_params": updated} if masked_params is not None else {}
-    return {**out, "trainable_params": updated - (masked_params or 0),
-            "total_params": sum(freezing.values(p) for p in model.parameters())}
 
 
 def _tracker_into_store(trainer, folder: Path) -> None:

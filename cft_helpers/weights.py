@@ -14,7 +14,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cft_helpers import freezing
 from cft_helpers.models import load_model
+
+
+def parameter_counts(model, masked_params: int | None = None) -> dict[str, int]:
+    """trainable_params and total_params of a model about to train (ZeRO-3's partitioned
+    parameters counted whole: freezing.values); with ``masked_params`` (LF_H2 at head
+    granularity: rows frozen by gradient masks) also optimizer_params, the values the optimizer
+    updates: a masked tensor holds AdamW state for all its rows (optimizer memory, checkpoint
+    size) but only its unmasked rows train."""
+    updated = sum(freezing.values(p) for p in model.parameters() if p.requires_grad)
+    out = {"optimizer_params": updated} if masked_params is not None else {}
+    return {**out, "trainable_params": updated - (masked_params or 0),
+            "total_params": sum(freezing.values(p) for p in model.parameters())}
 
 
 @contextlib.contextmanager

@@ -484,7 +484,8 @@ def test_zero3_partitioned_parameters_are_counted_whole(tmp_path):
     ds_numel: the counts in metrics.json, the trainable share and the free-disk check read it
     (numel() alone gives 0, a 0-byte checkpoint, and a disk check that never refuses)."""
     from cft_helpers import freezing
-    from cft_helpers.train import checkpoint_bytes, parameter_counts
+    from cft_helpers.train import checkpoint_bytes
+    from cft_helpers.weights import parameter_counts
 
     model = tiny_llama(layers=2)
     whole = {n: p.numel() for n, p in model.named_parameters()}

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from cft_helpers.mitigation import PAPER_STRATEGIES
-from cft_helpers.params import ParamsError, load_params, parse_overrides
+from cft_helpers.params import ParamsError, for_seed, load_params, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p for p in (ROOT / "params").rglob("*.yaml") if "accelerate" not in p.parts)  # accelerate/: launch configs
@@ -219,8 +219,8 @@ def test_unknown_strategy_benchmark_and_missing_launch_files_name_key_value_and_
 
 def test_seed_replicates_get_their_own_run_store(tmp_path):
     p = load_params("smoke", overrides={"run_dir": str(tmp_path / "run"), "seeds": [0, 2, 1]})
-    assert p.seed_list() == [0, 2, 1] and p.for_seed(0) is p
-    s2 = p.for_seed(2)
+    assert p.seed_list() == [0, 2, 1] and for_seed(p, 0) is p
+    s2 = for_seed(p, 2)
     assert (s2.seed, s2.training.seed) == (2, p.training.seed + 2)
     assert s2.run_path == tmp_path / "run" / "seeds" / "seed-2"
     assert s2.figures_path == tmp_path / "run" / "seeds" / "seed-2" / "figures"
@@ -238,7 +238,7 @@ MOPENORCA_ARMS = {"p2_openorca", "p2_instruct_mopenorca", "mixture_openorca", "r
 def test_paper_presets_leave_mopenorca_out_until_its_path_is_set(preset, capsys, tmp_path):
     """MOPENORCA is not public: the presets leave its path unset, so no placeholder repository
     reaches a loader and its arms are left out, with a note naming the key to set."""
-    import cft_helpers.params as params_module
+    import cft_helpers.params.loading as params_module
 
     params_module._NOTES_PRINTED.clear()
     p = load_params(preset)

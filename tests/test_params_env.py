@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cft_helpers.params import ParamsError, load_params
+from cft_helpers.params import ParamsError, for_seed, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def test_the_same_file_and_its_seed_replicates_load_silently(tmp_path, monkeypat
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         p = load_params(env_file)
-        replicate = p.for_seed(p.seed + 1)
+        replicate = for_seed(p, p.seed + 1)
     assert replicate.name == "from-env" and replicate.seed == p.seed + 1
     assert Path(replicate.run_dir) == p.run_path / "seeds" / f"seed-{p.seed + 1}"
 
