@@ -75,7 +75,7 @@ def evaluate(params_name: str, seed: int, run_dir: Path, n_instructions: int, n_
     model of each slot group, each group in its own run store beside ``run_dir`` whose arms are
     the run dir's (linked, read only)."""
     from cft_helpers.evaluation.harness import evaluate_model
-    from cft_helpers.findings import item_scores
+    from cft_helpers.intervals import item_scores
     from cft_helpers.params import load_params
     from cft_helpers.runs import RunStore
 

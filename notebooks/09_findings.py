@@ -66,8 +66,9 @@ force = False   # nothing here is computed from models; the book passes it to ev
 overrides = ""
 
 # %%
-from cft_helpers.findings import (benchmark_changes, claims_frame, construct_report, decide_claims, phase2_pairs,
-                                  precision_report, seed_runs, verdict_lines, write_findings)
+from cft_helpers.findings import benchmark_changes, decide_claims, seed_runs
+from cft_helpers.findings_report import (claims_frame, construct_report, phase2_pairs, precision_report, verdict_lines,
+                                         write_findings)
 from cft_helpers.params import load_params
 from cft_helpers.runs import RunStore
 

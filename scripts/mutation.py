@@ -61,13 +61,14 @@ FUNCTIONS: dict[str, tuple[str, list[str]]] = {
         # (not ``covariance``: the paper's formula kept as the tests' reference, used by no analysis)
         "layer_means", "_gram_difference_norm", "covariance_change", "standardise",
         "parallel_vectors", "translation_retrieval"]),
-    "findings": ("cft_helpers/findings.py", [
+    "intervals": ("cft_helpers/intervals.py", [
         # the rule and the intervals
         "verdict", "share_verdict", "percentile_interval", "normal_interval", "t_interval", "seeds_needed",
         "Estimate.value", "Estimate.k", "Estimate.interval", "Estimate.in_direction",
         # per-item scores and the bootstrap
         "_item_value", "item_scores", "ItemBootstrap.__init__", "ItemBootstrap._bench", "ItemBootstrap.ability",
-        "SeedScores.ability", "estimate",
+        "SeedScores.ability", "estimate"]),
+    "findings": ("cft_helpers/findings.py", [
         # the claims
         "_reverse_ma", "_paper_values", "paper_c7b", "claim_roles", "_new_claim", "_decide", "slot_checks",
         "phase1_against_base", "_seed_values", "_wanted", "decide_claims", "_all_of", "similarity_effect",

@@ -391,32 +391,32 @@ def test_mpd_table_normalises_by_the_largest_value(monkeypatch):
 
 
 def test_verdict_boundaries_are_strict_and_shift_with_the_margin():
-    from cft_helpers import findings as F
+    from cft_helpers import intervals as I
 
-    assert F.verdict(-0.02, 0.1, margin=0.02) == "inconclusive"      # lo == -margin: not above it
-    assert F.verdict(-0.0199, 0.1, margin=0.02) == "reproduced"
-    assert F.verdict(-0.1, -0.02, margin=0.02) == "inconclusive"     # hi == -margin: not below it
-    assert F.verdict(-0.1, -0.0201, margin=0.02) == "contradicted"
-    assert F.verdict(0.0, 0.1) == "inconclusive" and F.verdict(-0.1, 0.0) == "inconclusive"
-    assert F.verdict(1e-9, 0.1) == "reproduced" and F.verdict(-0.1, -1e-9) == "contradicted"
+    assert I.verdict(-0.02, 0.1, margin=0.02) == "inconclusive"      # lo == -margin: not above it
+    assert I.verdict(-0.0199, 0.1, margin=0.02) == "reproduced"
+    assert I.verdict(-0.1, -0.02, margin=0.02) == "inconclusive"     # hi == -margin: not below it
+    assert I.verdict(-0.1, -0.0201, margin=0.02) == "contradicted"
+    assert I.verdict(0.0, 0.1) == "inconclusive" and I.verdict(-0.1, 0.0) == "inconclusive"
+    assert I.verdict(1e-9, 0.1) == "reproduced" and I.verdict(-0.1, -1e-9) == "contradicted"
     for lo, hi in ((None, 0.1), (0.1, None), (float("nan"), 0.1), (0.1, float("inf")), (-float("inf"), 0.1)):
-        assert F.verdict(lo, hi) == "inconclusive (no interval)"
-    assert F.verdict(0.1, 0.1) == "reproduced"                        # a zero-width interval is one
+        assert I.verdict(lo, hi) == "inconclusive (no interval)"
+    assert I.verdict(0.1, 0.1) == "reproduced"                        # a zero-width interval is one
 
 
 def test_share_verdict_thresholds_are_inclusive():
-    from cft_helpers import findings as F
+    from cft_helpers import intervals as I
 
-    assert F.share_verdict(0.95) == "reproduced" and F.share_verdict(0.9499) == "inconclusive"
-    assert F.share_verdict(0.05) == "contradicted" and F.share_verdict(0.0501) == "inconclusive"
-    assert F.share_verdict(0.9, threshold=0.9) == "reproduced" and F.share_verdict(0.09, threshold=0.9) == "contradicted"
-    assert F.share_verdict(0.85, threshold=0.9) == "inconclusive"
-    assert F.share_verdict(0.25, threshold=0.75) == "contradicted"    # exactly 1 - threshold (0.25 is exact)
-    assert F.share_verdict(None) == F.share_verdict(float("nan")) == "inconclusive (no interval)"
+    assert I.share_verdict(0.95) == "reproduced" and I.share_verdict(0.9499) == "inconclusive"
+    assert I.share_verdict(0.05) == "contradicted" and I.share_verdict(0.0501) == "inconclusive"
+    assert I.share_verdict(0.9, threshold=0.9) == "reproduced" and I.share_verdict(0.09, threshold=0.9) == "contradicted"
+    assert I.share_verdict(0.85, threshold=0.9) == "inconclusive"
+    assert I.share_verdict(0.25, threshold=0.75) == "contradicted"    # exactly 1 - threshold (0.25 is exact)
+    assert I.share_verdict(None) == I.share_verdict(float("nan")) == "inconclusive (no interval)"
 
 
 def test_percentile_interval_is_the_central_share_of_the_draws():
-    from cft_helpers.findings import percentile_interval
+    from cft_helpers.intervals import percentile_interval
 
     draws = np.arange(101.0)[::-1]                      # 0..100 in any order: quantile q is 100 q
     assert percentile_interval(draws, 0.9) == (pytest.approx(5.0), pytest.approx(95.0))
@@ -426,7 +426,7 @@ def test_percentile_interval_is_the_central_share_of_the_draws():
 
 
 def test_item_values_of_each_metric():
-    from cft_helpers.findings import _item_value
+    from cft_helpers.intervals import _item_value
 
     # AlpacaEval preference: 1 reference wins, 2 the model wins, 1.5 a tie
     assert [_item_value("alpacaeval", "discrete_win_rate", {"preference": p}) for p in (1.0, 1.5, 2.0, 1.7)] == [
@@ -446,7 +446,7 @@ def test_item_values_of_each_metric():
 
 
 def _boot(smoke_params, scores, replicates=2000, seed=0):
-    from cft_helpers.findings import ItemBootstrap
+    from cft_helpers.intervals import ItemBootstrap
 
     return ItemBootstrap(smoke_params, scores, replicates, np.random.default_rng(seed))
 
@@ -502,7 +502,7 @@ def test_bootstrap_refuses_unpaired_models(smoke_params):
 
 
 def test_t_interval_and_seeds_needed_worked_by_hand():
-    from cft_helpers.findings import normal_interval, seeds_needed, t_interval
+    from cft_helpers.intervals import normal_interval, seeds_needed, t_interval
 
     # 0.1, 0.2, 0.3: mean 0.2, s 0.1; t(0.975, 2 df) = 4.302653: half-width 4.302653 x 0.1 / sqrt(3) = 0.248414
     lo, hi = t_interval([0.1, 0.2, 0.3], 0.95)
@@ -537,7 +537,7 @@ def test_t_interval_and_seeds_needed_worked_by_hand():
 
 
 def test_estimate_draws_its_interval_by_the_number_of_seeds():
-    from cft_helpers.findings import Estimate
+    from cft_helpers.intervals import Estimate
 
     draws = np.arange(101.0)   # 0..100: percentile q is 100 q; sd 29.155
     one = Estimate([50.0], draws=draws)
@@ -756,7 +756,7 @@ def test_head_masking_needs_weight_decay_zero():
 
 
 def test_item_scores_pick_each_benchmarks_metric_and_pool_mmlu_subtasks(tmp_path):
-    from cft_helpers.findings import item_scores
+    from cft_helpers.intervals import item_scores
     from cft_helpers.params import load_params
     from cft_helpers.runs import MissingArtifact, RunStore
     from cft_helpers.files import write_jsonl
@@ -910,7 +910,7 @@ def test_lf_h2_freezes_each_projection_where_it_moved_most_and_records_it():
 
 
 def test_alpacaeval_preferences_enter_the_item_scores(tmp_path):
-    from cft_helpers.findings import item_scores
+    from cft_helpers.intervals import item_scores
     from cft_helpers.params import load_params
     from cft_helpers.runs import RunStore
     from cft_helpers.files import write_jsonl

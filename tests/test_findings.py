@@ -10,6 +10,12 @@ import numpy as np
 import pytest
 
 from cft_helpers import findings as F
+
+from cft_helpers import intervals as I
+
+from cft_helpers import findings_report as R
+
+from scipy import stats
 from cft_helpers.evaluation.harness import task_plan
 from cft_helpers.params import load_params
 from cft_helpers.runs import RunStore
@@ -74,8 +80,8 @@ def test_rule_on_intervals():
     assert F.verdict(-0.05, -0.021, margin=0.02) == "contradicted"
     assert F.verdict(-0.03, 0.1, margin=0.02) == "inconclusive"
     assert F.verdict(None, None) == "inconclusive (no interval)"
-    assert F.share_verdict(0.95) == "reproduced" and F.share_verdict(0.05) == "contradicted"
-    assert F.share_verdict(0.5) == "inconclusive"
+    assert I.share_verdict(0.95) == "reproduced" and I.share_verdict(0.05) == "contradicted"
+    assert I.share_verdict(0.5) == "inconclusive"
     with pytest.raises(ValueError, match="above its upper end"):
         F.verdict(0.2, 0.1)
 
@@ -171,7 +177,7 @@ def test_several_seeds_give_a_t_interval_over_the_seed_values(tmp_path):
     assert "about 4 seeds would decide it" in c.note
     # family-wise: the same t-interval at 1 - 0.05 / m, wider still
     m = meta["claims_tested"]
-    half_fw = F.stats.t.ppf(1 - 0.05 / m / 2, 2) * 0.1 / math.sqrt(3)
+    half_fw = stats.t.ppf(1 - 0.05 / m / 2, 2) * 0.1 / math.sqrt(3)
     assert c.hi_familywise == pytest.approx(0.2 + half_fw) and c.verdict_familywise == "inconclusive"
     assert meta["seeds"] == [0, 1, 2]
 
@@ -295,12 +301,12 @@ def test_appendix_c_comparisons_have_the_papers_values():
 def test_findings_files(params):
     store = write_store(params, same_everywhere({"p2_instruct": -0.3}))
     claims, meta = F.decide_claims([F.SeedRun(params, store)])
-    paths = F.write_findings(store, claims, meta, title="smoke")
+    paths = R.write_findings(store, claims, meta, title="smoke")
     md = open(paths["md"], encoding="utf-8").read()
     assert "| C3a |" in md and "**reproduced**" in md and "+0.300 [+0.300, +0.300]" in md
-    data = F.load_findings(store)
+    data = R.load_findings(store)
     assert [c["id"] for c in data["claims"]][:4] == ["C1", "C2", "C3a", "C3b"]
-    frame = F.claims_frame(claims)
+    frame = R.claims_frame(claims)
     assert frame.loc["C3a", "verdict"] == "reproduced"
 
 
@@ -341,7 +347,7 @@ def test_a_multiple_choice_slot_at_chance_is_left_out_of_ea(params):
     assert meta["slot_checks"]["hellaswag"]["counts"] is True
     assert meta["dropped"] == ["mmlu"] and not any(x.startswith("mmlu") for x in meta["ea_components"])
     assert c["C3a"].value == pytest.approx(0.0) and c["C7a ER_10"].value == pytest.approx(0.0)
-    md = F.findings_markdown(list(c.values()), meta, "t")
+    md = R.findings_markdown(list(c.values()), meta, "t")
     assert "mmlu: chance 0.25, line chance + margin = 0.30" in md and "**left out of EA**" in md
     assert "(left out: mmlu)" in md
     # with p1_alpaca at 0.75 on mmlu (interval well above 0.30) the slot counts again
@@ -364,7 +370,7 @@ def test_phase1_not_above_its_base_makes_c2_and_c3_compare_nothing(params):
     c, meta = decide(params, store)
     assert meta["phase1_against_base"]["p1_instruct"]["EA"]["lo"] == pytest.approx(0.2)
     assert meta["phase1_against_base"]["p1_instruct"]["above"] is True and "compares nothing" not in c["C2"].note
-    md = F.findings_markdown(list(c.values()), meta, "t")
+    md = R.findings_markdown(list(c.values()), meta, "t")
     assert "p1_instruct minus its base 'base'" in md and "above the base in EA." in md
 
 
@@ -374,7 +380,7 @@ def test_similarity_effect_line_and_familywise_survivors(params):
     store = write_store(params, same_everywhere({"p2_instruct": -0.3}))
     c, meta = decide(params, store)
     assert meta["similarity_effect"] == {"claims": "reproduced", "familywise": "reproduced"}
-    md = F.findings_markdown(list(c.values()), meta, "t")
+    md = R.findings_markdown(list(c.values()), meta, "t")
     assert "**The similarity effect** (C2, C3a and C3b together" in md and ": **reproduced**; family-wise" in md
     assert "**Verdicts that survive family-wise:** " in md and "C3a (reproduced)" in md
     # nothing forgets at all: C2 holds alone, which is not the effect
@@ -428,7 +434,7 @@ def test_item_scores_keep_reading_after_a_row_of_another_task(params, tmp_path):
         {"task": "cft_mc", "doc_id": 0, "acc": 1.0},
         {"task": "mmlu_anatomy", "doc_id": 0, "acc": 1.0},
         {"task": "cft_completion", "doc_id": 3, "acc_norm": 0.0}])
-    got = F.item_scores(params, store, "m")
+    got = I.item_scores(params, store, "m")
     assert got == {"mmlu": {"cft_mc": {("cft_mc", 0): 1.0}},
                    "hellaswag": {"cft_completion": {("cft_completion", 3): 0.0}}}
 

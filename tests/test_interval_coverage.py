@@ -13,6 +13,8 @@ import pytest
 
 from cft_helpers import findings as F
 
+from cft_helpers import intervals as I
+
 STUDIES = 1000
 LEVELS = np.array([0.0, 1 / 3, 2 / 3, 1.0])  # a prompt's share of three stated instructions followed
 
@@ -33,7 +35,7 @@ class OneSeed:
 
     def __init__(self, a: np.ndarray, b: np.ndarray, replicates: int, rng: np.random.Generator):
         self.scores = {name: {"ifeval": {"t": dict(enumerate(x))}} for name, x in (("p1", a), ("p2", b))}
-        self.boot = F.ItemBootstrap(None, self.scores, replicates, rng)
+        self.boot = I.ItemBootstrap(None, self.scores, replicates, rng)
 
     def ability(self, name, point, exclude):
         return self.boot.ability(name, point=point, exclude=exclude)

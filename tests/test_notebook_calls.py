@@ -9,7 +9,8 @@ import pytest
 from cft_helpers.data.prepare import english_counterpart, first_examples, format_example, load_prepared, report_totals
 from cft_helpers.evaluation.harness import abilities, language_report
 from cft_helpers.evaluation.tables import ea_change, strategy_tables
-from cft_helpers.findings import Claim, phase2_pairs, precision_report, verdict_lines
+from cft_helpers.findings import Claim
+from cft_helpers.findings_report import phase2_pairs, precision_report, verdict_lines
 from cft_helpers.params import MULTILINGUAL_BENCHMARKS, ParamsError, load_params
 from cft_helpers.plots import written_files, written_table
 from cft_helpers.jobs import mitigation_selection
