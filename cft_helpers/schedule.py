@@ -44,41 +44,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cft_helpers.data import prepare_datasets
-from cft_helpers.data.prepare import data_input_hash
-from cft_helpers.evaluation.harness import evaluate_model, evaluation_done, write_suite
-from cft_helpers.heldout import heldout_pending, model_heldout_losses
-from cft_helpers.jobs import Job, book_jobs, descendants, notebook_of, parse_job, plan_jobs
-from cft_helpers.relaunch import override_args
-from cft_helpers.lock import RunLock, RunLocked, check_run_lock
-from cft_helpers.mitigation import models_read
-from cft_helpers.models import model_checkpoint
-from cft_helpers.params import Params, ParamsError, load_params
-from cft_helpers.progress import NOTEBOOK_ENV
-from cft_helpers.representations import activation_sets, activations_pending, notebook_sets
-from cft_helpers.runs import RunStore
 from cft_helpers.files import atomic_write_json, read_json
-from cft_helpers.train import arm_input_hash, train_arms
+from cft_helpers.job_runner import data_ready, job_done, prepare_shared, run_job
+from cft_helpers.jobs import Job, book_jobs, descendants, plan_jobs
+from cft_helpers.lock import RunLock, RunLocked, check_run_lock
+from cft_helpers.params import Params, ParamsError, load_params
+from cft_helpers.relaunch import override_args
+from cft_helpers.runs import RunStore
 
 TAIL_LINES = 20
 
 
 class ScheduleError(RuntimeError):
     """A job failed (the message names it, its exit code and its log's last lines)."""
-
-
-def job_done(params: Params, store: RunStore, job: Job) -> bool:
-    """Whether the run store holds this job's result for the current inputs (what makes
-    ``train_arm`` skip an arm and ``evaluate_model`` return its cached record)."""
-    try:
-        if job.kind == "train":
-            return store.stage(f"arms/{job.target}", arm_input_hash(params, store, job.target)).is_done()
-        if job.kind == "act":
-            return not activations_pending(params, store, job.target)
-        if job.kind == "heldout":
-            return not heldout_pending(params, store, job.target)
-        return evaluation_done(params, job.target, store)
-    except (RuntimeError, KeyError, ValueError, OSError):  # upstream not done, unreadable record
-        return False
 
 
 def worker_command(params: Params) -> list[str]:
@@ -320,22 +298,6 @@ def run_jobs(params: Params, jobs: dict[str, Job], workers: int, store: RunStore
     return summary
 
 
-def prepare_shared(params: Params, store: RunStore, jobs: dict[str, Job]) -> None:
-    """Build what several jobs would otherwise build at once, in this process: the model
-    checkpoints of ``models:`` entries (conversion, random init) and the evaluation suite's files."""
-    names: list[str] = []
-    for job in jobs.values():
-        if job.kind == "train":
-            names.append(params.root_model(job.target))
-            names.extend(models_read(params, job.target))  # LF_H2: its base model
-        elif job.target in params.models:
-            names.append(job.target)
-    for name in dict.fromkeys(names):
-        model_checkpoint(params, name, progress=False)
-    if any(j.kind == "eval" for j in jobs.values()):
-        write_suite(params, store)
-
-
 def schedule_book(params: Params, notebooks: Sequence[str], progress: bool = True, log=None,
                   remaining: list | None = None) -> dict[str, Any] | None:
     """The book's step before its notebooks: run the jobs of ``notebooks`` (stems) in parallel.
@@ -348,50 +310,13 @@ def schedule_book(params: Params, notebooks: Sequence[str], progress: bool = Tru
     if not jobs:
         return None
     store = RunStore(params.run_path)
-    if not store.stage("data", data_input_hash(params)).is_done():
+    if not data_ready(params, store):
         if progress:
             print("[schedule] the prepared data is not in the run store for these parameters: no jobs "
                   "scheduled, the notebooks run every stage in order", flush=True)
         return None
     prepare_shared(params, store, jobs)
     return run_jobs(params, jobs, workers, store, progress=progress, log=log, remaining=remaining)
-
-
-def run_job(params: Params, name: str) -> None:
-    """One job in this process (a worker's work). While it runs, ``CFT_NOTEBOOK`` names the
-    notebook whose stage it computes, for the book's progress lines."""
-    kind, target = parse_job(name)
-    notebook = notebook_of(params, name)
-    saved = os.environ.get(NOTEBOOK_ENV)
-    os.environ[NOTEBOOK_ENV] = notebook[:2]
-    try:
-        _run_job(params, name, kind, target)
-    finally:  # the caller's environment as it was (a test, a notebook calling this)
-        if saved is None:
-            os.environ.pop(NOTEBOOK_ENV, None)
-        else:
-            os.environ[NOTEBOOK_ENV] = saved
-
-
-def _run_job(params: Params, name: str, kind: str, target: str) -> None:
-    if kind == "train":
-        if target not in params.arms:
-            raise KeyError(f"unknown arm {target!r}; valid: {sorted(params.arms)}")
-        m = train_arms(params, [target], progress=False)[target]
-        print(f"{name}: " + ", ".join(f"{k}={m[k]}" for k in ("steps", "train_loss", "eval_loss_after", "wall_s",
-                                                             "checkpoint") if k in m), flush=True)
-    elif kind == "eval":
-        record = evaluate_model(params, target, progress=False)
-        scores = {b: round(v["score"], 4) for b, v in record.get("benchmarks", {}).items() if "score" in v}
-        print(f"{name}: {scores}", flush=True)
-    elif kind == "act":
-        got = activation_sets(params, target, notebook_sets(params, target), progress=False)
-        print(f"{name}: " + ", ".join(f"{k} {v.shape}" for k, v in got.items()), flush=True)
-    elif kind == "heldout":
-        losses = model_heldout_losses(params, target)
-        print(f"{name}: " + ", ".join(f"{d} {v:.4f}" for d, v in losses.items()), flush=True)
-    else:
-        raise ValueError(f"unknown job {name!r}: train:<arm>, eval:<model>, act:<model> or heldout:<model>")
 
 
 def _run_logged(params: Params, name: str, log: Path) -> int:

@@ -16,7 +16,8 @@ from cft_helpers.lock import ENV, LOCK_NAME, RunLock, RunLocked, check_run_lock,
 from cft_helpers.params import load_params
 from cft_helpers.runs import RunStore
 from cft_helpers.jobs import plan_jobs
-from cft_helpers.schedule import ScheduleError, prepare_shared, run_jobs
+from cft_helpers.schedule import ScheduleError, run_jobs
+from cft_helpers.job_runner import prepare_shared
 
 from conftest import write_params
 
@@ -71,7 +72,7 @@ def test_representation_jobs_follow_notebook_07(prepared):
     job computes exactly the caches the notebook then finds done."""
     from cft_helpers.representations import activations_pending, needed_models, notebook_sets
     from cft_helpers.jobs import book_jobs
-    from cft_helpers.schedule import job_done, run_job
+    from cft_helpers.job_runner import job_done, run_job
 
     p = prepared
     jobs = book_jobs(p, ["07_representations"])
@@ -94,7 +95,7 @@ def test_heldout_jobs_fill_what_the_notebooks_read(prepared):
     from cft_helpers.data.prepare import load_prepared
     from cft_helpers.models import load_model, load_tokenizer, model_checkpoint
     from cft_helpers.jobs import book_jobs, heldout_models
-    from cft_helpers.schedule import job_done, run_job
+    from cft_helpers.job_runner import job_done, run_job
 
     p = prepared
     jobs = book_jobs(p, ["03_phase2_training"])
