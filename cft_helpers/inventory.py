@@ -51,6 +51,7 @@ PLACES: tuple[tuple[str, str, str], ...] = (
     (rf"figures/({_ID}\.(html|png|svg|pdf|jpe?g|webp)|findings\.md|plotly\.min\.js)", "figures", RECOMPUTED),
     (rf"notebooks/{_ID}\.ipynb", "notebooks", SAFE),
     (rf"logs/({_ID}\.log|schedule\.json)", "logs", SAFE),
+    (r"submitit/.+", "submitit", KEEP),
 )
 _PLACES = [(re.compile(p), stage, delete) for p, stage, delete in PLACES]
 _RANK = {stage: i for i, (_, stage, _) in reversed(list(enumerate(PLACES)))}  # a stage's first place

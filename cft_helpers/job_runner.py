@@ -10,6 +10,7 @@ workers, submitit's local processes, a Slurm job) computes the notebooks' number
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from cft_helpers.data.prepare import data_input_hash
 from cft_helpers.evaluation.harness import evaluate_model, evaluation_done, write_suite
@@ -95,3 +96,16 @@ def _run_job(params: Params, name: str, kind: str, target: str) -> None:
         print(f"{name}: " + ", ".join(f"{d} {v:.4f}" for d, v in losses.items()), flush=True)
     else:
         raise ValueError(f"unknown job {name!r}: train:<arm>, eval:<model>, act:<model> or heldout:<model>")
+
+
+def worker_env(params: Params) -> dict[str, str]:
+    """The environment of a worker: this one (with the run lock's token), plus its thread count."""
+    env = dict(os.environ)
+    threads = params.runtime.thread_count()
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    env["PYTHONUNBUFFERED"] = "1"
+    package_root = str(Path(__file__).resolve().parents[1])  # the same code as this process runs
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (package_root, env.get("PYTHONPATH")) if x)
+    return env

@@ -60,6 +60,8 @@ the cost named), **safe** (never read back)::
                                    HTML, PNG, SVG, and plotly.min.js the HTML files load
     notebooks/                     book.py: the executed notebooks                        safe
     logs/                          schedule.py: <kind>-<name>.log per job, schedule.json  safe
+    submitit/                      executors.py: jobs.json (each job's id), and           keep while
+                                   submitit's pickles and logs per job id                 jobs run
     seeds/seed-<s>/                book.py --seeds: one whole run store per extra seed    as above
 
 A leftover of an interrupted write (``.<name>.<random>.tmp``, ``.<name>.tmp.<ext>``,
@@ -262,6 +264,16 @@ class RunStore:
     @property
     def schedule_file(self) -> Path:
         return self.logs_dir / "schedule.json"
+
+    @property
+    def submitit_dir(self) -> Path:
+        """submitit's folder when ``slurm.folder`` is unset: each job's pickles and logs."""
+        return self.root / "submitit"
+
+    @property
+    def submitted_file(self) -> Path:
+        """The jobs submitted through submitit: job -> its id, executor and submission time."""
+        return self.submitit_dir / "jobs.json"
 
     @property
     def figures_dir(self) -> Path:

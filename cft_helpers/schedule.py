@@ -44,8 +44,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cft_helpers.data import prepare_datasets
+from cft_helpers.executors import EXECUTORS, ExecutorError, follow_slurm, run_local, submit_slurm, summary_lines
 from cft_helpers.files import atomic_write_json, read_json
-from cft_helpers.job_runner import data_ready, job_done, prepare_shared, run_job
+from cft_helpers.job_runner import data_ready, job_done, prepare_shared, run_job, worker_env
 from cft_helpers.jobs import Job, book_jobs, descendants, plan_jobs
 from cft_helpers.lock import RunLock, RunLocked, check_run_lock
 from cft_helpers.params import Params, ParamsError, load_params
@@ -108,19 +109,6 @@ class _Worker:
         except OSError:
             pass
         self.log.close()
-
-
-def worker_env(params: Params) -> dict[str, str]:
-    """The environment of a worker: this one (with the run lock's token), plus its thread count."""
-    env = dict(os.environ)
-    threads = params.runtime.thread_count()
-    if threads:
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    env["TOKENIZERS_PARALLELISM"] = "false"
-    env["PYTHONUNBUFFERED"] = "1"
-    package_root = str(Path(__file__).resolve().parents[1])  # the same code as this process runs
-    env["PYTHONPATH"] = os.pathsep.join(x for x in (package_root, env.get("PYTHONPATH")) if x)
-    return env
 
 
 def _tail(path: Path, n: int = TAIL_LINES) -> str:
@@ -371,8 +359,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "heldout:<model>): a worker")
     ap.add_argument("--serve", action="store_true",
                     help="be a worker: run the jobs named on stdin (<job>\\t<log file> per line), one by one")
-    ap.add_argument("--workers", type=int, help="worker processes (default: runtime.workers)")
+    ap.add_argument("--workers", type=int, help="jobs at a time (default: runtime.workers)")
     ap.add_argument("--plan", action="store_true", help="print the jobs and what each needs, run nothing")
+    ap.add_argument("--executor", choices=("workers", *EXECUTORS), default="workers",
+                    help="workers: the book's worker processes (default); local: submitit's local processes; "
+                         "slurm: one Slurm job per job, with its dependencies (slurm: in the params)")
+    ap.add_argument("--wait", action="store_true", help="slurm: wait for the submitted jobs and name those that failed")
     ns = ap.parse_args(argv)
     try:
         params = load_params(ns.params, overrides=ns.overrides)
@@ -387,15 +379,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             for job in jobs.values():
                 print(f"{job.name}" + (f"  <- {', '.join(job.needs)}" if job.needs else ""))
             return 0
+        store = RunStore(params.run_path)
+        workers = ns.workers or params.runtime.worker_count()
         with RunLock(params.run_path):
-            store = RunStore(params.run_path)
             prepare_datasets(params, store, progress=False)
             prepare_shared(params, store, jobs)
-            run_jobs(params, jobs, ns.workers or params.runtime.worker_count(), store)
-    except (ParamsError, RunLocked, ScheduleError) as exc:
+            if ns.executor == "workers":
+                run_jobs(params, jobs, workers, store)
+                return 0
+            if ns.executor == "local":
+                out = run_local(params, jobs, workers, store)
+            else:
+                out = submit_slurm(params, jobs, store)
+        for line in summary_lines(ns.executor, out):
+            print(line)
+        if ns.executor == "slurm" and ns.wait:
+            out = follow_slurm(params, store)
+            for line in summary_lines("slurm", out):
+                print(line)
+        return 1 if out.get("failed") else 0
+    except (ParamsError, RunLocked, ScheduleError, ExecutorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from cft_helpers.params.sections import (HubModel, LocalModel, GgufPackageModel,
                                          Schema, BuiltinDataset, HubDataset, LocalDataset, DatasetSpec,
                                          Tracker, TRACKERS, RUN_NAME_FIELDS, Training, TrainingOverrides,
                                          TABLES, LayerFreezing, SpectrumSettings, ReplaySettings,
-                                         LoraSettings, Mitigation, Arm, cpu_cores, Runtime, Similarity)  # noqa: F401
+                                         LoraSettings, Mitigation, Arm, cpu_cores, Runtime, Slurm, Similarity)  # noqa: F401
 from cft_helpers.params.measures import (BENCHMARKS, ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, TaskData,
                                          AlpacaEvalData, Judge, ALPACA_EVAL_METRICS, Benchmark, Evaluation,
                                          MtBenchPrompts, FilePrompts, HubPrompts, PromptSet, BuiltinParallel,

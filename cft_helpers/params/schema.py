@@ -15,7 +15,7 @@ from cft_helpers.params.base import BUILTIN_LANGUAGES, Strict
 from cft_helpers.params.measures import (Benchmark, BuiltinParallel, Evaluation, Figures, Findings, PlanSettings,
                                          Representations)
 from cft_helpers.params.sections import (Arm, BuiltinDataset, DatasetSpec, HubDataset, Mitigation, ModelSpec,
-                                         Runtime, Similarity, Training)
+                                         Runtime, Similarity, Slurm, Training)
 
 
 class Params(ArmQueries, Strict):
@@ -36,6 +36,7 @@ class Params(ArmQueries, Strict):
     representations: Representations = Field(default_factory=Representations)
     figures: Figures = Field(default_factory=Figures)
     plan: PlanSettings = Field(default_factory=PlanSettings)
+    slurm: Slurm = Field(default_factory=Slurm)
     findings: Findings = Field(default_factory=Findings)
     # Replicates of the whole study, decided together by notebook 09 (seeds resampled, then
     # items). ``seed`` is the first: its arms are in run_dir; every other seed's in

@@ -417,6 +417,30 @@ class Runtime(Strict):
         return 1 if self.worker_count() > 1 else cpu_cores()
 
 
+class Slurm(Strict):
+    """The job graph on a Slurm cluster (``python -m cft_helpers.schedule --executor slurm``,
+    docs/CLUSTER.md, "The grid on Slurm"): one job per training, evaluation, activations and
+    held-out losses, each waiting for the jobs it needs (``afterok``)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    # GPUs of each job on one node: a training job runs ``accelerate launch`` with this many
+    # processes and runtime.launch_config (FSDP, ZeRO-3); an evaluation job is data parallel on them.
+    gpus_per_node: int = Field(default=1, ge=1)
+    cpus_per_task: int | None = Field(default=None, ge=1)
+    mem_gb: float | None = Field(default=None, gt=0)
+    train_time_min: int = Field(default=24 * 60, ge=1)   # a training job's time limit
+    eval_time_min: int = Field(default=4 * 60, ge=1)     # an evaluation's, activations', held-out losses'
+    # Times a job is requeued at its time limit (submitit resubmits the same call, which resumes
+    # from the run store); preemptions are requeued without limit.
+    max_requeues: int = Field(default=3, ge=0)
+    setup: list[str] = Field(default_factory=list)       # shell lines before the job: module load, ...
+    sbatch: dict[str, str] = Field(default_factory=dict)  # more sbatch options: {constraint: a100}
+    # submitit's folder (the jobs' pickles and logs); None: <run_dir>/submitit
+    folder: str | None = None
+
+
 class Similarity(Strict):
     """Dataset similarity (docs/METHODS.md, "Dataset similarity (DES) and parameter distance (MPD)"): DES embedder and sample, and MPD's reference arm."""
 
