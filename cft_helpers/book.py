@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from cft_helpers.executors import in_flight
 from cft_helpers.jobs import DATA_PREP, FINDINGS
 from cft_helpers.lock import RunLock, RunLocked
 from cft_helpers.params import ParamsError, cpu_cores, for_seed, load_params, parse_overrides
@@ -107,6 +108,12 @@ def run_book(params: str, overrides: Sequence[str] | str | None = None, force: b
     # One lock for the whole book, every seed's store included (they lie under run_dir/seeds/);
     # the papermill kernels and scheduler workers inherit its token.
     with RunLock(p.run_path):
+        busy = in_flight(RunStore(p.run_path))  # Slurm jobs are no children: they hold no lock
+        if busy:
+            raise BookError(f"Slurm jobs submitted on this run store still run or wait: "
+                            f"{', '.join(f'{n} (job {i})' for n, i in busy.items())}; wait for them "
+                            f"(python -m cft_helpers.schedule --params {params} --executor slurm --wait) or "
+                            f"cancel them (scancel)")
         warn_if_busy()
         for seed in p.seed_list()[1:]:
             if progress:

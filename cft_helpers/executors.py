@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import shutil
 import subprocess
 import time
 from contextlib import contextmanager
@@ -89,6 +90,17 @@ def slurm_states(ids: list[str]) -> dict[str, str]:
     info = SlurmInfoWatcher().read_info(out)
     # "CANCELLED by 123" -> "CANCELLED"
     return {i: info[i]["State"].split()[0] for i in ids if i in info and info[i].get("State")}
+
+
+def in_flight(store: RunStore) -> dict[str, str]:
+    """The Slurm jobs recorded in the store that are still pending or running (job -> id); empty
+    where none was submitted or ``sacct`` is not on this machine (nothing to ask)."""
+    record = read_submitted(store)
+    if record.get("executor") != "slurm" or not record["jobs"] or shutil.which("sacct") is None:
+        return {}
+    ids = {n: e["id"] for n, e in record["jobs"].items()}
+    states = slurm_states(sorted(set(ids.values())))
+    return {n: i for n, i in ids.items() if states.get(i) in IN_FLIGHT}
 
 
 def _job_params(params: Params) -> tuple[str, dict[str, Any]]:
@@ -157,6 +169,7 @@ def submit_slurm(params: Params, jobs: dict[str, Job], store: RunStore | None = 
     overrides.update(_slurm_overrides(params))
     executor = submitit.SlurmExecutor(folder=str(_folder(params, store) / "%j"), max_num_timeout=params.slurm.max_requeues)
     ids: dict[str, str] = {}   # job -> the id its dependants wait on (in flight or submitted now)
+    last_of_group: dict[str, str] = {}  # jobs of one group run one after the other (afterany)
     out: dict[str, Any] = {"done": [], "in_flight": {}, "submitted": {}, "left_out": []}
     with _job_environment(params):
         for name, job in jobs.items():
@@ -166,17 +179,25 @@ def submit_slurm(params: Params, jobs: dict[str, Job], store: RunStore | None = 
             if name in known and states.get(known[name]) in IN_FLIGHT:
                 ids[name] = known[name]
                 out["in_flight"][name] = known[name]
+                if job.group:
+                    last_of_group[job.group] = known[name]
                 continue
             waits = [n for n in job.needs if not status.get(n, False)]
             if any(n not in ids for n in waits):  # needs work that is neither done nor submitted
                 out["left_out"].append(name)
                 continue
             resources = slurm_resources(params, job)
-            if waits:
-                resources["dependency"] = "afterok:" + ":".join(ids[n] for n in waits)
+            after = ["afterok:" + ":".join(ids[n] for n in waits)] if waits else []
+            if job.group in last_of_group:  # AlpacaEval's judge caches: one writer at a time
+                after.append(f"afterany:{last_of_group[job.group]}")
+            resources["dependency"] = ",".join(after) or None
+            if resources["dependency"] is None:
+                del resources["dependency"]
             executor.update_parameters(**resources)
             submitted = executor.submit(GraphJob(), source, overrides, name, None)
             ids[name] = out["submitted"][name] = str(submitted.job_id)
+            if job.group:
+                last_of_group[job.group] = ids[name]
             record["jobs"][name] = {"id": ids[name], "submitted": _now()}
             record["executor"] = "slurm"
             atomic_write_json(store.submitted_file, record)  # after each: a crash here loses no id
@@ -242,7 +263,8 @@ def run_local(params: Params, jobs: dict[str, Job], workers: int, store: RunStor
                     blocked.add(name)
                     out["stopped"].append(name)
                     continue
-                if len(running) >= workers or any(n not in done for n in job.needs):
+                busy = {jobs[n].group for n in running} - {None}
+                if len(running) >= workers or any(n not in done for n in job.needs) or job.group in busy:
                     continue
                 handle = executor.submit(GraphJob(), source, overrides, name, os.environ.get(ENV))
                 running[name] = (handle, time.perf_counter())

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,10 +29,17 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(data.encode("utf-8")).hexdigest()[:16]
 
 
+_UNLOCKED_WARNED: set[str] = set()
+
+
 @contextlib.contextmanager
 def locked_dir(folder: Path | str) -> Iterator[None]:
-    """An exclusive ``flock`` on a folder for a short critical section (every process on this
-    machine that takes it waits for the others). A no-op where flock does not exist."""
+    """An exclusive ``flock`` on a folder for a short critical section (every process that takes
+    it waits for the others). Where the file system refuses flock (NFS without a lock daemon,
+    Lustre mounted without ``flock``) the section runs unlocked, with one warning per folder:
+    what it guards are keyed caches written by atomic renames, whose worst case unlocked is an
+    entry lost to a concurrent writer and computed again, never a torn or wrong one
+    (docs/CLUSTER.md, "The grid on Slurm")."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
@@ -39,7 +47,13 @@ def locked_dir(folder: Path | str) -> Iterator[None]:
         return
     fd = os.open(str(folder), os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if str(folder) not in _UNLOCKED_WARNED:
+                _UNLOCKED_WARNED.add(str(folder))
+                warnings.warn(f"no flock on {folder} ({exc.strerror}): its shared caches are merged unlocked; "
+                              "an entry another process writes at the same moment may be computed again")
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock

@@ -73,15 +73,18 @@ def sbatch(args: list[str]) -> int:
 
 def _dependencies_met(job: dict, jobs: dict) -> bool | None:
     """True: may start; False: wait; None: never (a dependency ended otherwise)."""
-    dep = job["options"].get("dependency")
-    if not dep:
-        return True
-    kind, _, ids = dep.partition(":")
-    assert kind == "afterok", dep
-    states = [jobs[i]["state"] for i in ids.split(":")]
-    if any(st in ENDED_BADLY for st in states):
-        return None
-    return all(st == "COMPLETED" for st in states)
+    ready = True
+    for dep in filter(None, job["options"].get("dependency", "").split(",")):
+        kind, _, ids = dep.partition(":")
+        states = [jobs[i]["state"] for i in ids.split(":")]
+        if kind == "afterok":
+            if any(st in ENDED_BADLY for st in states):
+                return None
+            ready = ready and all(st == "COMPLETED" for st in states)
+        else:
+            assert kind == "afterany", dep
+            ready = ready and all(st == "COMPLETED" or st in ENDED_BADLY for st in states)
+    return ready
 
 
 def run(job_id: str) -> int:

@@ -3,6 +3,7 @@ processes, whose results the book then reads as its own."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -111,19 +112,41 @@ def test_slurm_jobs_wait_for_what_they_need_a_preempted_one_resumes_a_failed_one
 
 
 def test_a_rerun_leaves_jobs_in_flight_alone_and_waits_on_them(tmp_path, model_cache, fake_slurm):
+    """Jobs recorded by an earlier command that sacct still reports running are not submitted
+    again; what needs them waits on their ids, and jobs of one group (AlpacaEval's judge caches)
+    run one after the other."""
     params = _prepared(tmp_path, model_cache)
     store = RunStore(params.run_path)
     state_dir = Path(os.environ["FAKE_SLURM_DIR"])
-    # job 77 is p1_alpaca, submitted by an earlier command and still running (no runner: it stays so)
-    (state_dir / "state.json").write_text(json.dumps({"next": 1000, "jobs": {"77": {
-        "name": "train:p1_alpaca", "options": {}, "state": "RUNNING", "runs": 1, "requeue": False, "pid": None,
-        "started": [time.time()]}}}))
+    # jobs 77 and 78 were submitted earlier and still run (no runner: they stay so)
+    running = {"options": {}, "state": "RUNNING", "runs": 1, "requeue": False, "pid": None, "started": [time.time()]}
+    (state_dir / "state.json").write_text(json.dumps({"next": 1000, "jobs": {
+        "77": {"name": "train:p1_alpaca", **running}, "78": {"name": "eval:base", **running}}}))
     store.submitted_file.parent.mkdir(parents=True)
-    store.submitted_file.write_text(json.dumps({"executor": "slurm", "jobs": {"train:p1_alpaca": {"id": "77"}}}))
-    out = executors.submit_slurm(params, plan_jobs(params, arms=["p1_alpaca", "p2_alpaca"], models=[]), store,
-                                 log=lambda _: None)
-    assert out["in_flight"] == {"train:p1_alpaca": "77"} and list(out["submitted"]) == ["train:p2_alpaca"]
-    assert fake_slurm()["train:p2_alpaca"]["options"]["dependency"] == "afterok:77"
+    store.submitted_file.write_text(json.dumps({"executor": "slurm", "jobs": {
+        "train:p1_alpaca": {"id": "77"}, "eval:base": {"id": "78"}}}))
+    jobs = plan_jobs(params, arms=["p1_alpaca", "p2_alpaca"], models=["base", "p1_alpaca"])
+    jobs = {n: dataclasses.replace(j, group="judge" if j.kind == "eval" else None) for n, j in jobs.items()}
+    out = executors.submit_slurm(params, jobs, store, log=lambda _: None)
+    assert out["in_flight"] == {"train:p1_alpaca": "77", "eval:base": "78"}
+    assert list(out["submitted"]) == ["train:p2_alpaca", "eval:p1_alpaca"]
+    slurm = fake_slurm()
+    assert slurm["train:p2_alpaca"]["options"]["dependency"] == "afterok:77"
+    assert slurm["eval:p1_alpaca"]["options"]["dependency"] == "afterok:77,afterany:78"
+
+
+def test_the_book_waits_for_slurm_jobs_on_its_store(tmp_path, model_cache, fake_slurm):
+    from cft_helpers.book import BookError, run_book
+
+    path = write_params(tmp_path, model_cache)
+    store = RunStore(load_params(path).run_path)
+    (Path(os.environ["FAKE_SLURM_DIR"]) / "state.json").write_text(json.dumps({"next": 1000, "jobs": {
+        "91": {"name": "train:p1_alpaca", "options": {}, "state": "PENDING", "pid": None}}}))
+    store.submitted_file.parent.mkdir(parents=True)
+    store.submitted_file.write_text(json.dumps({"executor": "slurm", "jobs": {"train:p1_alpaca": {"id": "91"}}}))
+    with pytest.raises(BookError, match=r"train:p1_alpaca \(job 91\)"):
+        run_book(str(path), progress=False)
+    assert not (store.root / "notebooks").exists()
 
 
 def test_slurm_resources_of_a_multi_gpu_job(tmp_path, model_cache):

@@ -93,3 +93,25 @@ def test_a_moved_run_store_finds_its_checkpoints(tmp_path):
     shutil.move(tmp_path / "a", tmp_path / "b")   # the whole run_dir renamed
     moved = RunStore(tmp_path / "b")
     assert moved.arm_checkpoint("p1") == tmp_path / "b" / "arms" / "p1" / "model"
+
+
+def test_shared_caches_merge_where_the_file_system_refuses_flock(tmp_path, monkeypatch):
+    """NFS without a lock daemon, Lustre without -o flock: flock raises; the keyed cache still
+    merges (unlocked, with one warning per folder) instead of failing the job."""
+    import errno
+    import fcntl
+
+    from cft_helpers import files
+    from cft_helpers.files import KeyedCache, update_json
+
+    def refuse(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    monkeypatch.setattr(files, "_UNLOCKED_WARNED", set())
+    cache = KeyedCache(tmp_path / "losses.json")
+    with pytest.warns(UserWarning, match="no flock on .*No locks available") as caught:
+        assert cache.get("a", lambda: 1.5) == 1.5
+        update_json(tmp_path / "losses.json", {"b": 2.5})
+        assert cache.get("a", lambda: 9.0) == 1.5  # the entry was kept: no recomputation
+    assert len(caught) == 1 and read_json(tmp_path / "losses.json") == {"a": 1.5, "b": 2.5}
