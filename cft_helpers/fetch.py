@@ -141,7 +141,7 @@ def fetch_benchmarks(params: Params, say=print) -> list[str]:
     if ae is not None and ae.source == "alpaca_eval" and ae.reference is not None and ae.reference.source == "hub":
         from cft_helpers.evaluation.alpacaeval import reference_rows
 
-        rows = reference_rows(ae.reference, params.cache_path, params.path("."))
+        rows = reference_rows(ae.reference, params.cache, params.path("."))
         say(f"benchmarks: AlpacaEval reference {ae.reference.path}: {len(rows)} instructions cached")
         done.append("alpacaeval")
     return done
@@ -154,7 +154,7 @@ def pin_lines(records: list[dict]) -> list[str]:
 
 
 def record_path(params: Params):
-    return params.cache_path / "hub" / f"fetch-{params.name}.json"
+    return params.cache.fetch_record(params.name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

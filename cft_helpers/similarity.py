@@ -146,7 +146,7 @@ def dataset_embeddings(params: Params, names: Sequence[str], store: RunStore | N
             continue
         if embedder is None:
             embedder = load_embedder(cfg.embedder, threads=params.runtime.thread_count(),
-                                     device=params.runtime.device, cache_folder=params.cache_path / "embedders")
+                                     device=params.runtime.device, cache_folder=params.cache.embedders)
         emb = embed_rows(load_prepared(store, name, "train"), embedder, n=cfg.n, seed=seed,
                          text=cfg.text, batch_size=cfg.batch_size, progress=progress)
         cache.write(key, emb)  # atomic: a half-written cache file is never read back
@@ -560,7 +560,7 @@ def _des_cli(args) -> int:
     if n < 1:
         raise SimilarityError(f"--n must be at least 1, got {n}")
     embedder = load_embedder(args.embedder or cfg.embedder, threads=params.runtime.thread_count(),
-                             device=params.runtime.device, cache_folder=params.cache_path / "embedders")
+                             device=params.runtime.device, cache_folder=params.cache.embedders)
     loaded = [_rows_for(s, params) for s in args.datasets]
     names = distinct_names([name for name, _ in loaded], args.datasets)
     emb = {name: embed_rows(rows, embedder, n=n, seed=seed, text=text, batch_size=cfg.batch_size)

@@ -145,7 +145,7 @@ def test_missing_key_fails_before_anything_runs(smoke_params, monkeypatch):
 
 
 def test_reference_rows_from_the_wheel_and_from_a_local_folder(smoke_params, tmp_path):
-    rows = ae.reference_rows(AlpacaEvalData(), smoke_params.cache_path)
+    rows = ae.reference_rows(AlpacaEvalData(), smoke_params.cache)
     assert len(rows) == 805 and rows[0]["generator"] == "gpt4_1106_preview"
     assert {"instruction", "output"} <= set(rows[0]) and all(r["output"] for r in rows[:20])
     sub = ae.select_items(rows, 16, seed=3)
@@ -159,13 +159,13 @@ def test_reference_rows_from_the_wheel_and_from_a_local_folder(smoke_params, tmp
          {"instruction": "Say hi.", "output": "Hello!", "generator": "text_davinci_003", "dataset": "x"},
          {"instruction": "Count to 3.", "output": "1 2 3", "generator": "text_davinci_003", "dataset": "y"}]))
     hub = ae.reference_rows(AlpacaEvalData(source="hub", path=str(repo), data_files="alpaca_eval.json"),
-                            smoke_params.cache_path)
+                            smoke_params.cache)
     assert [r["output"] for r in hub] == ["Hi!", "Hello!", "1 2 3"]
     assert [r["output"] for r in ae.select_items(hub, None, 0)] == ["Hi!", "1 2 3"]  # one per instruction
     (repo / "bad.json").write_text(json.dumps([{"instruction": "x"}]))
     with pytest.raises(ValueError, match="lack a string"):
         ae.reference_rows(AlpacaEvalData(source="hub", path=str(repo), data_files="bad.json"),
-                          smoke_params.cache_path)
+                          smoke_params.cache)
 
 
 def test_alpacaeval_params_are_checked(tmp_path, model_cache):

@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from cft_helpers.cache import Cache
 from cft_helpers.data.generator import split_of
 from cft_helpers.data.lexicon import LANGUAGES
 from cft_helpers.evaluation import offline_tasks as ot
@@ -186,9 +187,9 @@ def test_ifeval_offline_prompts_and_checker(tmp_path, model_cache):
     on hand-made responses that follow or break an instruction."""
     from cft_helpers.evaluation.ifeval_offline import ifeval_rows, write_ifeval_task
 
-    rows = ifeval_rows(model_cache)
+    rows = ifeval_rows(Cache(model_cache))
     assert len(rows) == 541 and {"key", "prompt", "instruction_id_list", "kwargs"} <= set(rows[0])
-    assert write_ifeval_task(tmp_path, model_cache, n=5, max_gen_toks=64, version=1) == "cft_ifeval"
+    assert write_ifeval_task(tmp_path, Cache(model_cache), n=5, max_gen_toks=64, version=1) == "cft_ifeval"
     assert len((tmp_path / "cft_ifeval.jsonl").read_text().splitlines()) == 5
     spec = importlib.util.spec_from_file_location("cft_ifeval", tmp_path / "cft_ifeval.py")
     helper = importlib.util.module_from_spec(spec)

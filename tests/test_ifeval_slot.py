@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from cft_helpers.cache import Cache
 from cft_helpers import findings as F
 from cft_helpers.data.generator import (FAMILY_INSTRUCTIONS, INSTRUCTIONS, TASKS, checker_kwargs, generate,
                                         state_instructions)
@@ -35,7 +36,7 @@ def task(tmp_path_factory, model_cache):
     from cft_helpers.evaluation.ifeval_offline import write_instructions_task
 
     folder = tmp_path_factory.mktemp("instructions")
-    name = write_instructions_task(folder, model_cache, N, 0, 64, 1)
+    name = write_instructions_task(folder, Cache(model_cache), N, 0, 64, 1)
     rows = [json.loads(line) for line in (folder / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
     spec = importlib.util.spec_from_file_location("cft_instructions_test", folder / "cft_instructions.py")
     module = importlib.util.module_from_spec(spec)
@@ -191,7 +192,7 @@ def test_instruction_kinds_breaks_the_slot_down_by_kind(task, tmp_path, model_ca
     rows, score = task
     params = load_params("smoke", overrides={"run_dir": str(tmp_path / "run"), "cache_dir": str(model_cache)})
     store = RunStore(params.run_path)
-    write_instructions_task(store.eval_tasks_dir(suite_hash(params)), model_cache, N, 0, 64, 1)
+    write_instructions_task(store.eval_tasks_dir(suite_hash(params)), Cache(model_cache), N, 0, 64, 1)
     dropped = [without_one(r) if i % 2 == 0 else r["response"] for i, r in enumerate(rows)]
     for name, texts in (("ref", [r["response"] for r in rows]), ("plain", ["The answer is 7."] * N),
                         ("dropped", dropped)):

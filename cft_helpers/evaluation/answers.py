@@ -89,7 +89,7 @@ def instruction_kinds(params: Params, store: RunStore, models: Sequence[str]):
     if not rows_path.exists():
         raise MissingArtifact(f"the IFEval slot's prompts are not in the run store ({rows_path}); "
                               "run notebook 06_evaluation")
-    use_punkt_data(params.cache_path)
+    use_punkt_data(params.cache)
     from langdetect import DetectorFactory
     from lm_eval.tasks.ifeval.utils import process_results  # (after use_punkt_data: it looks for punkt)
 

@@ -122,9 +122,9 @@ def write_suite(params: Params, store: RunStore) -> Path:
         return folder
     for bench, b in params.evaluation.benchmarks.items():
         if b.source == "offline" and b.task == "ifeval":
-            write_ifeval_task(folder, params.cache_path, b.n, b.max_gen_toks or 1280, SUITE_VERSION)
+            write_ifeval_task(folder, params.cache, b.n, b.max_gen_toks or 1280, SUITE_VERSION)
         elif b.source == "offline" and b.task == "instructions":
-            write_instructions_task(folder, params.cache_path, b.n or 32, params.seed, b.max_gen_toks or 64,
+            write_instructions_task(folder, params.cache, b.n or 32, params.seed, b.max_gen_toks or 64,
                                     SUITE_VERSION)
         elif b.source == "offline":
             write_task_files(folder, b.task, b.langs or None, b.n or 32, params.seed, b.max_gen_toks or 32,

