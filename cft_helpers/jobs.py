@@ -26,6 +26,7 @@ import dataclasses
 from collections import deque
 from typing import Sequence
 
+from cft_helpers import mitigation
 from cft_helpers.params import Params
 
 DATA_PREP = "01_data_prep"             # every job reads the prepared data: it runs before them
@@ -109,7 +110,7 @@ def mitigation_selection(params: Params, strategy: str = "all", table: str = "al
     tables = params.mitigation_tables() if table == "all" else [table]
     by_table = {t: params.strategy_arms(strategy, t) for t in tables}
     arms = [a for t in tables for a in by_table[t]]
-    vanilla = [a for t in tables for a in params.strategy_arms("vanilla", t)]
+    vanilla = [a for t in tables for a in params.strategy_arms(mitigation.baseline(), t)]
     return MitigationSelection(tables, by_table, arms, list(dict.fromkeys(vanilla + arms)))
 
 

@@ -134,6 +134,11 @@ def is_baseline(name: str) -> bool:
     return get(name).baseline
 
 
+def baseline() -> str:
+    """The name of the registered baseline strategy (plain Phase 2, "vanilla")."""
+    return next(s.name for s in _REGISTRY.values() if s.baseline)
+
+
 def replay_fraction(name: str) -> float:
     """Replay rows per Phase-2 row of strategy ``name`` (0 for a strategy without replay)."""
     replay = get(name).replay

@@ -421,7 +421,7 @@ def representation_figures(summary: dict[str, Any]) -> dict[str, Any]:
         summary["phase2_covariance"], mode=mode,
         title=f"Change in representation covariance, Phase 1 -> Phase 2 (MT-Bench prompts)<br><sup>{which}</sup>")
     if summary.get("mitigation_covariance"):
-        vanilla = next((k for k in summary["mitigation_covariance"] if k.startswith("vanilla")), None)
+        vanilla = summary.get("mitigation_baseline")
         figs["figD3_covariance_change_mitigations"] = covariance_change_figure(
             summary["mitigation_covariance"], mode=mode, highlight=vanilla,
             title=f"Change in representation covariance under each mitigation (Phase 2 from the same start)"

@@ -633,10 +633,13 @@ def representation_summary(params: Params, acts: dict[str, np.ndarray], projecti
     - ``covariance_mode``: "per_layer" or "literal" (``covariance_change``);
     - ``projections``: ``layer_projections`` (method -> pair label -> coordinates, shift);
     - ``phase2_covariance`` / ``mitigation_covariance``: ``covariance_curves`` (label -> values);
+    - ``mitigation_baseline``: the label of the baseline strategy's curve (vanilla Phase 2), or None;
     - ``cross_lingual``: ``cross_lingual`` (model -> coordinates, languages, layer, retrieval).
     """
     n, layers, hidden = activation_shape(acts)
     cfg = params.representations
     return {"prompts": {"source": cfg.prompts.source, "n": n}, "layers": layers, "hidden": hidden,
             "covariance_mode": cfg.covariance, "projections": projections, "phase2_covariance": phase2_covariance,
-            "mitigation_covariance": mitigation_covariance, "cross_lingual": cross_lingual}
+            "mitigation_covariance": mitigation_covariance, "cross_lingual": cross_lingual,
+            "mitigation_baseline": next((_label(params, arm, mitigation=True) for _, arm in model_pairs(params)["mitigation"]
+                                         if is_baseline(params.arms[arm].strategy)), None)}
