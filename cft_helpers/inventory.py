@@ -16,42 +16,65 @@ from pathlib import Path
 from typing import Any
 
 from cft_helpers.files import read_json, stable_hash
-from cft_helpers.lock import LOCK_NAME, RunLocked, check_run_lock
-from cft_helpers.runs import ARM_FILES
+from cft_helpers.lock import KERNEL_LOCK, LOCK_NAME, RunLocked, check_run_lock
+from cft_helpers.runs import ARM_FILES, MANIFEST, RunStore
 
 
 KEEP, RECOMPUTED, SAFE = "keep", "recomputed", "safe"
 _ID = r"[^/]+"
+# The layout, relative to a store, as RunStore's accessors build it: a name of an arm, model,
+# suite, dataset... goes in as a marker and comes out as a regex group.
+_S = RunStore("", create=False)
+_NAMES = ("arm", "model", "suite", "dataset", "key", "set", "split", "ident")
+
+
+def _rx(path: Path, tail: str = "") -> str:
+    """The regex of a path an accessor built with ``@<name>@`` markers: each becomes a group
+    (named for arm, model and suite, the stage labels' fields); ``tail`` is appended as is."""
+    rx = re.escape(path.as_posix())
+    for name in _NAMES:
+        group = f"(?P<{name}>{_ID})" if name in ("arm", "model", "suite") else _ID
+        rx = rx.replace(re.escape(f"@{name}@"), group, 1)
+    return rx + tail
+
+
+def _any(*paths: Path) -> str:
+    return "(" + "|".join(_rx(p) for p in paths) + ")"
+
+
+A, M = "@arm@", "@model@"
 # (regex over the path relative to the store, stage label (formatted with the groups), delete)
-# in the order of the docstring's layout; the first match places a file.
+# in the order of runs.py's layout; the first match places a file.
 PLACES: tuple[tuple[str, str, str], ...] = (
-    (r"params\.yaml", "book", SAFE),
-    (r"book\.lock", "book", KEEP),
-    (r"\.book\.flock", "book", KEEP),
-    (r"book_timing\.json", "book", SAFE),
-    (r"book\.log", "book", SAFE),
-    (r"progress\.jsonl", "book", SAFE),
-    (rf"data/(manifest\.json|report\.json|{_ID}\.(train|heldout)\.jsonl)", "data", RECOMPUTED),
-    (rf"arms/(?P<arm>{_ID})/({'|'.join(re.escape(n) for n in ARM_FILES)})", "arm {arm}", KEEP),
-    (rf"arms/(?P<arm>{_ID})/(model|adapter)/.+", "arm {arm}", KEEP),
-    (rf"arms/(?P<arm>{_ID})/replay/(replay\.jsonl|summary\.json|generations(\.rank\d+)?\.jsonl)", "arm {arm}", KEEP),
-    (rf"arms/(?P<arm>{_ID})/checkpoints/.+", "arm {arm}", KEEP),  # safe once the arm is done
-    (rf"arms/(?P<arm>{_ID})/tracker/.+", "arm {arm}", SAFE),
-    (r"eval/summary\.json", "eval summary", RECOMPUTED),
-    (rf"eval/tasks/(?P<suite>{_ID})/.+", "eval tasks {suite}", RECOMPUTED),
-    (rf"eval/alpacaeval/(answers-{_ID}\.jsonl|judge-{_ID}/.+)", "eval alpacaeval", RECOMPUTED),
-    (rf"eval/(?P<model>{_ID})\.samples\.jsonl", "eval {model}", RECOMPUTED),
-    (rf"eval/(?P<model>{_ID})\.json", "eval {model}", RECOMPUTED),
-    (r"similarity/(des|mpd|summary)\.json", "similarity", RECOMPUTED),
-    (rf"similarity/embeddings/{_ID}\.[0-9a-f]{{16}}\.npy", "similarity", RECOMPUTED),
-    (rf"representations/(summary\.json|{_ID}/{_ID}\.npz)", "representations", RECOMPUTED),
-    (r"heldout_loss\.json", "held-out loss", RECOMPUTED),
-    (r"losses_before_training\.json", "losses before training", RECOMPUTED),
-    (r"findings\.(json|md)", "findings", RECOMPUTED),
-    (rf"figures/({_ID}\.(html|png|svg|pdf|jpe?g|webp)|findings\.md|plotly\.min\.js)", "figures", RECOMPUTED),
-    (rf"notebooks/{_ID}\.ipynb", "notebooks", SAFE),
-    (rf"logs/({_ID}\.log|schedule\.json)", "logs", SAFE),
-    (r"submitit/.+", "submitit", KEEP),
+    (_rx(_S.params_file), "book", SAFE),
+    (_rx(_S.lock_file), "book", KEEP),
+    (re.escape(KERNEL_LOCK), "book", KEEP),
+    (_rx(_S.book_timing), "book", SAFE),
+    (_rx(_S.book_log), "book", SAFE),
+    (_rx(_S.progress_file), "book", SAFE),
+    (_any(_S.data_dir / MANIFEST, _S.data_report, _S.data_file("@dataset@", "@split@")), "data", RECOMPUTED),
+    (_rx(_S.arm_dir(A), "/(" + "|".join(re.escape(n) for n in ARM_FILES) + ")"), "arm {arm}", KEEP),
+    (_rx(_S.arm_dir(A), "/(" + "|".join(re.escape(p.name) for p in (_S.arm_model_dir(A), _S.arm_adapter_dir(A)))
+         + ")/.+"), "arm {arm}", KEEP),
+    (_rx(_S.replay_dir(A), "/(" + "|".join(re.escape(p.name) for p in (_S.replay_file(A), _S.replay_summary(A)))
+         + r"|generations(\.rank\d+)?\.jsonl)"), "arm {arm}", KEEP),
+    (_rx(_S.arm_checkpoints_dir(A), "/.+"), "arm {arm}", KEEP),  # safe once the arm is done
+    (_rx(_S.arm_tracker_dir(A), "/.+"), "arm {arm}", SAFE),
+    (_rx(_S.eval_summary), "eval summary", RECOMPUTED),
+    (_rx(_S.eval_tasks_dir("@suite@"), "/.+"), "eval tasks {suite}", RECOMPUTED),
+    (_rx(_S.alpacaeval_dir, f"/(answers-{_ID}\\.jsonl|judge-{_ID}/.+)"), "eval alpacaeval", RECOMPUTED),
+    (_rx(_S.eval_samples(M)), "eval {model}", RECOMPUTED),
+    (_rx(_S.eval_result(M)), "eval {model}", RECOMPUTED),
+    (_any(_S.des_file, _S.mpd_file, _S.similarity_summary), "similarity", RECOMPUTED),
+    (_rx(_S.similarity_embeddings("@dataset@", "@key@")), "similarity", RECOMPUTED),
+    (_any(_S.representations_summary, _S.representations_file("@set@", "@model@")), "representations", RECOMPUTED),
+    (_rx(_S.heldout_loss_file), "held-out loss", RECOMPUTED),
+    (_rx(_S.losses_before_training_file), "losses before training", RECOMPUTED),
+    (_any(_S.findings_json, _S.findings_md), "findings", RECOMPUTED),
+    (_rx(_S.figures_dir, rf"/({_ID}\.(html|png|svg|pdf|jpe?g|webp)|findings\.md|plotly\.min\.js)"), "figures", RECOMPUTED),
+    (_rx(_S.notebooks_dir, rf"/{_ID}\.ipynb"), "notebooks", SAFE),
+    (_rx(_S.logs_dir, rf"/{_ID}\.log") + "|" + _rx(_S.schedule_file), "logs", SAFE),
+    (_rx(_S.submitit_dir, "/.+"), "submitit", KEEP),
 )
 _PLACES = [(re.compile(p), stage, delete) for p, stage, delete in PLACES]
 _RANK = {stage: i for i, (_, stage, _) in reversed(list(enumerate(PLACES)))}  # a stage's first place

@@ -133,6 +133,9 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+MANIFEST = "manifest.json"  # a stage's status and input hash, in the stage's folder
+
+
 class Stage:
     """One unit of work in the run store with an input hash and a status.
 
@@ -153,7 +156,7 @@ class Stage:
     def __init__(self, directory: Path, input_hash: str, commit_root: Path | None = None):
         self.dir = Path(directory)
         self.input_hash = input_hash
-        self.manifest_path = self.dir / "manifest.json"
+        self.manifest_path = self.dir / MANIFEST
         self._commit_root = commit_root
 
     @property
@@ -228,9 +231,10 @@ class RunStore:
     """The folder of one run (``params.run_dir``) and the one place that names its paths (the
     module docstring draws the layout). The accessors only name paths; writers create folders."""
 
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, create: bool = True):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if create:  # (create=False: the layout alone, relative paths, for cft_helpers.inventory)
+            self.root.mkdir(parents=True, exist_ok=True)
 
     # ---- the book
     @property
