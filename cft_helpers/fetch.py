@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if ns.prepare:
         report = prepare_datasets(params)
-        print(f"data prepared in {params.run_path / 'data'}: {report_totals(report)}")
+        print(f"data prepared in {RunStore(params.run_path).data_dir}: {report_totals(report)}")
     return 0
 
 

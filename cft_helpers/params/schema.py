@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from cft_helpers import mitigation as strategies
 from cft_helpers.cache import Cache
+from cft_helpers.runs import RunStore
 from cft_helpers.params.arms import ArmQueries
 from cft_helpers.params.base import BUILTIN_LANGUAGES, Strict
 from cft_helpers.params.measures import (Benchmark, BuiltinParallel, Evaluation, Figures, Findings, PlanSettings,
@@ -255,7 +256,7 @@ class Params(ArmQueries, Strict):
         and executed notebooks go to <run_dir>/seeds/seed-<seed>/. Empty for ``seed`` itself."""
         if seed == self.seed:
             return {}
-        folder = self.run_path / "seeds" / f"seed-{seed}"
+        folder = RunStore(self.run_path, create=False).seed_dir(seed)
         return {"seed": seed, "training.seed": self.training.seed + seed - self.seed, "run_dir": str(folder),
                 "figures.dir": str(folder / "figures"), "seeds": None}
 
@@ -270,7 +271,7 @@ class Params(ArmQueries, Strict):
 
     @property
     def figures_path(self) -> Path:
-        return self.path(self.figures.dir) if self.figures.dir else self.run_path / "figures"
+        return self.path(self.figures.dir) if self.figures.dir else RunStore(self.run_path, create=False).figures_dir
 
     def resolved(self) -> dict[str, Any]:
         """The fully resolved parameter set as plain data (what the run store records)."""
