@@ -20,14 +20,16 @@ stage after stage in one process. ``--job train:p1_alpaca`` runs one job in a fr
 When a job fails, the running ones finish, no new one starts, and the error names the job, its
 exit code and its log's last lines; the failed job's worker is not reused.
 
-The jobs of a book are those of the notebooks it runs (:func:`book_jobs`): 02 trains Phase 1,
-03 Phase 2 / mixture / reverse order, 04 the mitigations with what they compare (and evaluates
-those), 06 evaluates every model, 07 computes each model's activations, and 03, 04 and 05 read
-held-out losses of their models. Other stages (similarity, projections, figures) stay in the
-notebooks. From a shell::
+The jobs of a book are those of the notebooks it runs, as the job graph declares them
+(:mod:`cft_helpers.jobs`); what a job does is :func:`cft_helpers.job_runner.run_job`. Other stages
+(similarity, projections, figures) stay in the notebooks. From a shell::
 
-    python -m cft_helpers.schedule --params default --plan        # the jobs and what each needs
-    python -m cft_helpers.schedule --params default --workers 2   # run them (no notebooks)
+    python -m cft_helpers.schedule --params default --plan                 # the jobs and what each needs
+    python -m cft_helpers.schedule --params default --workers 2            # run them (no notebooks)
+    python -m cft_helpers.schedule --params P --executor slurm [--wait]    # as Slurm jobs (submitit)
+    python -m cft_helpers.schedule --params P --executor local             # submitit's local processes
+
+The last two are :mod:`cft_helpers.executors`.
 """
 
 from __future__ import annotations
