@@ -167,7 +167,7 @@ def submit_slurm(params: Params, jobs: dict[str, Job], store: RunStore | None = 
     status = _outside_status(params, store, jobs)
     source, overrides = _job_params(params)
     overrides.update(_slurm_overrides(params))
-    executor = submitit.SlurmExecutor(folder=str(_folder(params, store) / "%j"), max_num_timeout=params.slurm.max_requeues)
+    folder = str(_folder(params, store) / "%j")
     ids: dict[str, str] = {}   # job -> the id its dependants wait on (in flight or submitted now)
     last_of_group: dict[str, str] = {}  # jobs of one group run one after the other (afterany)
     out: dict[str, Any] = {"done": [], "in_flight": {}, "submitted": {}, "left_out": []}
@@ -190,9 +190,10 @@ def submit_slurm(params: Params, jobs: dict[str, Job], store: RunStore | None = 
             after = ["afterok:" + ":".join(ids[n] for n in waits)] if waits else []
             if job.group in last_of_group:  # AlpacaEval's judge caches: one writer at a time
                 after.append(f"afterany:{last_of_group[job.group]}")
-            resources["dependency"] = ",".join(after) or None
-            if resources["dependency"] is None:
-                del resources["dependency"]
+            if after:
+                resources["dependency"] = ",".join(after)
+            # one executor per job: parameters set for one job (a dependency) never carry over
+            executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=params.slurm.max_requeues)
             executor.update_parameters(**resources)
             submitted = executor.submit(GraphJob(), source, overrides, name, None)
             ids[name] = out["submitted"][name] = str(submitted.job_id)
@@ -236,9 +237,10 @@ def follow_slurm(params: Params, store: RunStore | None = None, poll_s: float = 
 def run_local(params: Params, jobs: dict[str, Job], workers: int, store: RunStore | None = None,
               poll_s: float = 0.5, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``jobs`` through submitit's local executor, each once the jobs it needs are done, at
-    most ``workers`` at a time; returns {"done", "ran", "failed", "stopped"}. A failed job's
-    dependants are not started (stopped); the others go on. The caller holds the run lock,
-    whose token the jobs inherit."""
+    most ``workers`` at a time; returns {"done", "ran", "failed", "stopped", "left_out"}. A failed
+    job's dependants are not started (stopped); the others go on. A job that needs work outside
+    ``jobs`` that is not done is left out. The caller holds the run lock, whose token the jobs
+    inherit."""
     store = store or RunStore(params.run_path)
     status = _outside_status(params, store, jobs)
     source, overrides = _job_params(params)
@@ -248,8 +250,15 @@ def run_local(params: Params, jobs: dict[str, Job], workers: int, store: RunStor
     record = read_submitted(store)
     record["executor"] = "local"
     done = {n for n, ok in status.items() if ok}
-    out: dict[str, Any] = {"done": [n for n in jobs if n in done], "ran": {}, "failed": {}, "stopped": []}
-    pending = [n for n in jobs if n not in done]
+    out: dict[str, Any] = {"done": [n for n in jobs if n in done], "ran": {}, "failed": {}, "stopped": [],
+                           "left_out": []}
+    pending = []
+    for name in (n for n in jobs if n not in done):  # in plan order: what a job needs comes first
+        needs = jobs[name].needs
+        if any(n in out["left_out"] or (n not in jobs and n not in done) for n in needs):
+            out["left_out"].append(name)
+        else:
+            pending.append(name)
     weight = descendants({n: jobs[n] for n in pending})
     running: dict[str, tuple[Any, float]] = {}
     blocked: set[str] = set()
@@ -278,10 +287,9 @@ def run_local(params: Params, jobs: dict[str, Job], workers: int, store: RunStor
                 del running[name]
                 try:
                     handle.result()
-                except Exception as exc:  # the job's traceback is in its submitit log
-                    out["failed"][name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}; " \
-                                          f"log {handle.paths.stderr}"
-                    log(f"[local] FAILED {name}; log {handle.paths.stderr}")
+                except Exception:  # the job's traceback is in its submitit log: its last line says why
+                    out["failed"][name] = f"{_last_error(handle.paths.stderr)}; log {handle.paths.stderr}"
+                    log(f"[local] FAILED {name}: {out['failed'][name]}")
                     continue
                 done.add(name)
                 out["ran"][name] = round(time.perf_counter() - started, 1)
@@ -289,6 +297,16 @@ def run_local(params: Params, jobs: dict[str, Job], workers: int, store: RunStor
             if running:
                 time.sleep(poll_s)
     return out
+
+
+def _last_error(log: Path) -> str:
+    """The last line of a traceback in a job's log (``KeyError: ...``), or what there is."""
+    try:
+        lines = [x for x in Path(log).read_text(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return "no log"
+    errors = [x for x in lines if not x.startswith((" ", "\t", "Traceback")) and ":" in x]
+    return (errors or lines or ["empty log"])[-1][:500]
 
 
 def summary_lines(kind: str, out: dict[str, Any]) -> list[str]:

@@ -77,6 +77,7 @@ def test_slurm_jobs_wait_for_what_they_need_a_preempted_one_resumes_a_failed_one
         assert o["kill-on-invalid-dep"] == "yes" and o["job-name"] == name and o["nodes"] == "1"
         assert "echo setup-ran" in Path(job["script"]).read_text()
     assert "dependency" not in slurm["train:p1_alpaca"]["options"]
+    assert "dependency" not in slurm["train:p1_instruct"]["options"]  # (none carried over from p2_alpaca)
     assert slurm["train:p2_alpaca"]["options"]["dependency"] == f"afterok:{ids['train:p1_alpaca']}"
     assert slurm["train:p2_instruct"]["options"]["dependency"] == f"afterok:{ids['train:p1_instruct']}"
 
@@ -160,6 +161,24 @@ def test_slurm_resources_of_a_multi_gpu_job(tmp_path, model_cache):
     assert executors._slurm_overrides(params) == {"runtime.processes": 4}
 
 
+def test_local_executor_stops_the_dependants_of_a_failed_job_and_leaves_out_what_it_cannot_run(
+        tmp_path, model_cache, monkeypatch):
+    from cft_helpers.jobs import Job
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(x for x in (str(ROOT), os.environ.get("PYTHONPATH")) if x))
+    params = _prepared(tmp_path, model_cache)
+    jobs = {"train:ghost": Job("train:ghost", "train", "ghost"),                      # no such arm: fails
+            "eval:ghost": Job("eval:ghost", "eval", "ghost", ("train:ghost",)),       # stopped by it
+            "eval:p2_alpaca": Job("eval:p2_alpaca", "eval", "p2_alpaca", ("train:p2_alpaca",))}  # its arm: not done
+    lines: list[str] = []
+    out = executors.run_local(params, jobs, 2, log=lines.append, poll_s=0.2)
+    assert list(out["failed"]) == ["train:ghost"] and "KeyError" in out["failed"]["train:ghost"]
+    assert out["stopped"] == ["eval:ghost"] and out["left_out"] == ["eval:p2_alpaca"] and not out["ran"]
+    summary = executors.summary_lines("local", out)
+    assert summary[0] == "[local] 0 done, 0 ran, 1 failed, 1 stopped, 1 left out"
+    assert any("a job they need failed: eval:ghost" in x for x in summary)
+
+
 def test_local_executor_then_the_book_give_the_recorded_numbers(tmp_path, model_cache):
     """`schedule --executor local` runs every job of the graph through submitit's local processes;
     the book then finds them done, and its numbers are the recorded ones (tests/expected)."""
@@ -173,7 +192,7 @@ def test_local_executor_then_the_book_give_the_recorded_numbers(tmp_path, model_
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     params = load_params(path)
     jobs = plan_jobs(params)
-    assert f"[local] 0 done, {len(jobs)} ran, 0 failed, 0 stopped" in proc.stdout
+    assert f"[local] 0 done, {len(jobs)} ran, 0 failed, 0 stopped, 0 left out" in proc.stdout
     recorded = executors.read_submitted(RunStore(params.run_path))
     assert recorded["executor"] == "local" and set(recorded["jobs"]) == set(jobs)
     run_book(str(path), progress=False)
