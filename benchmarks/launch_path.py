@@ -42,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.gpu_paper_path import adapted_weights, build_params, saved_dtype, tensor_shapes, unchanged
+from benchmarks.paper_path_setup import adapted_weights, build_params, saved_dtype, tensor_shapes, unchanged
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_ARMS = {"p1": ("phase1", "base", "instruct", None), "p2": ("phase2", "p1", "multialpaca", None),

@@ -93,7 +93,7 @@ def test_checkpoint_comparisons(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from benchmarks.gpu_paper_path import adapted_weights, saved_dtype, unchanged
+    from benchmarks.paper_path_setup import adapted_weights, saved_dtype, unchanged
 
     a, b, ad = tmp_path / "a", tmp_path / "b", tmp_path / "adapter"
     for d in (a, b, ad):
