@@ -138,7 +138,10 @@ def test_representation_summary_schema_and_reports(smoke):
     assert (summary["layers"], summary["hidden"]) == (3, 8)
     assert summary["covariance_mode"] == smoke.representations.covariance
     assert set(summary) == {"prompts", "layers", "hidden", "covariance_mode", "projections", "phase2_covariance",
-                            "mitigation_covariance", "cross_lingual"}
+                            "mitigation_covariance", "cross_lingual", "mitigation_baseline"}
+    # Figure D3's dashed curve: the label of the registry's baseline arm (plain Phase 2)
+    baseline = next(a for a in smoke.strategy_arms() if smoke.arms[a].strategy == "vanilla")
+    assert summary["mitigation_baseline"] == f"vanilla ({smoke.arms[baseline].label or baseline})"
     assert shift_report(projections) == "ALPACA -> MULTIALPACA: mean relative shift of a layer's mean activation 1.0000"
     assert covariance_report({"a": [1.0, 3.0]}, {}).splitlines()[1] == f"  {'a':40s} 2"
     # what notebook 07 trains: the models it reads less the start models, in training order
