@@ -1,6 +1,6 @@
 """The book's worker processes against concurrent.futures and loky, on the smoke params' jobs.
 
-    python -m benchmarks.bench_workers [--kill-after 4]
+    python -m benchmarks.bench_workers [--kill-after 0.5]
 
 The same six jobs (held-out losses, activations and evaluation of the base model and of a
 trained Phase-1 arm) run in two persistent processes three ways, each on its own copy of one run
@@ -13,7 +13,7 @@ store (data prepared, the arm trained):
 - ``loky``: joblib's loky reusable executor, the same way.
 
 Printed per way: wall seconds with nothing going wrong; then the same run with one worker
-SIGKILLed ``--kill-after`` seconds in (a lost node, the OOM killer), and what came of each job:
+SIGKILLed ``--kill-after`` seconds after the first job started (a lost node, the OOM killer), and what came of each job:
 ``ok``, ``failed`` (its own worker was killed, or the executor failed it with the killed one) or
 ``not started``. The numbers are the reason cft_helpers/schedule.py keeps its own protocol (see
 the comment above ``_Worker``).
@@ -64,8 +64,12 @@ def _children(marker: str) -> list[int]:
     return sorted(out)
 
 
-def _killer(marker: str, after: float, killed: list) -> threading.Thread:
+def _killer(marker: str, trigger: Path, after: float, killed: list) -> threading.Thread:
+    """SIGKILL a worker ``after`` seconds once ``trigger`` (the first job's log) exists: a job runs."""
     def run():
+        deadline = time.monotonic() + 600
+        while not trigger.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         time.sleep(after)
         pids = _children(marker)
         if pids:
@@ -122,7 +126,7 @@ def run_ours(path: Path, kill_after: float | None) -> dict:
     jobs = {n: everything[n] for n in JOBS}
     killed: list = []
     if kill_after is not None:
-        _killer("--serve", kill_after, killed)
+        _killer("--serve", params.run_path / "logs" / jobs[JOBS[0]].log_name, kill_after, killed)
     t0 = time.perf_counter()
     try:
         summary = run_jobs(params, jobs, 2, progress=False)
@@ -154,7 +158,7 @@ def run_pool(kind: str, path: Path, kill_after: float | None) -> dict:
     t0 = time.perf_counter()
     futures = {n: executor.submit(_pool_job, str(path), n, str(logs / f"{n.replace(':', '-')}.log")) for n in JOBS}
     if kill_after is not None:
-        _killer(marker, kill_after, killed)
+        _killer(marker, logs / f"{JOBS[0].replace(':', '-')}.log", kill_after, killed)
     out: dict = {"ok": [], "failed": [], "not_started": []}
     for name, fut in futures.items():
         try:
@@ -169,7 +173,8 @@ def run_pool(kind: str, path: Path, kill_after: float | None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--kill-after", type=float, default=4.0, help="seconds before one worker is SIGKILLed")
+    ap.add_argument("--kill-after", type=float, default=0.5,
+                    help="seconds after the first job starts that one worker is SIGKILLed")
     ns = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ["PYTHONPATH"] = os.pathsep.join(x for x in (str(ROOT), os.environ.get("PYTHONPATH")) if x)

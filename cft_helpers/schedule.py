@@ -68,6 +68,13 @@ def worker_command(params: Params) -> list[str]:
             *override_args(params), "--serve"]
 
 
+# Why not concurrent.futures' ProcessPoolExecutor or loky, which also keep their workers: when
+# one worker dies (SIGKILL, the OOM killer), both fail every job at once, the one running on the
+# other worker included (BrokenProcessPool, TerminatedWorkerError), and neither can retire just
+# the worker of a failed job. Here a killed worker fails its own job only; the others finish.
+# python -m benchmarks.bench_workers (benchmarks/results/bench_workers.txt): six smoke jobs on two
+# workers, one killed 0.5 s in: ours 1 failed, 1 finished, 4 not started (left to a rerun);
+# ProcessPoolExecutor and loky 6 failed. Without a kill the three take 6-8 s for the six jobs.
 class _Worker:
     """One worker process. It imports torch and the libraries once and runs jobs one after the
     other: the parent writes ``<job>\t<log file>`` to its stdin, it answers ``<job>\t<code>``
