@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 LIGHT = ["params", "runs", "book", "schedule", "lock", "progress", "mitigation", "plan", "train", "heldout",
-         "reports", "data.validate", "launch", "findings"]
+         "reports", "data.validate", "relaunch", "findings", "jobs", "job_runner", "executors", "inventory", "files",
+         "cache", "intervals", "findings_report", "weights"]
 
 
 def test_light_modules_import_without_torch():
