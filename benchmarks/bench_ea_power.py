@@ -77,7 +77,6 @@ def evaluate(params_name: str, seed: int, run_dir: Path, n_instructions: int, n_
     from cft_helpers.evaluation.harness import evaluate_model
     from cft_helpers.intervals import item_scores
     from cft_helpers.params import load_params
-    from cft_helpers.runs import RunStore
 
     slots = {"ifeval": {"source": "offline", "task": "instructions", "metric": "instructions_followed",
                         "n": n_instructions, "max_gen_toks": max_gen_toks},
@@ -98,14 +97,13 @@ def evaluate(params_name: str, seed: int, run_dir: Path, n_instructions: int, n_
         if cache_dir:
             overrides["cache_dir"] = cache_dir
         params = load_params(params_name, overrides=overrides)
-        store = RunStore(params.run_path)
         seconds[group] = {}
         for m in MODELS:
-            record = evaluate_model(params, m, store, progress=False)
+            record = evaluate_model(params, m, progress=False)
             seconds[group][m] = record["wall_s"]
             print(f"  {group:12s} {m:12s} lm-eval {record['wall_s']:7.1f} s  items "
                   f"{ {t: v['n'] for t, v in record['tasks'].items()} }", flush=True)
-            scores[m].update(item_scores(params, store, m))
+            scores[m].update(item_scores(params, m))
     return scores, seconds
 
 

@@ -41,20 +41,18 @@ def part(run_dir: str, suite: str, engine: str, model_name: str, out: str) -> No
 
     from cft_helpers.evaluation import harness
     from cft_helpers.models import load_model, load_tokenizer, resolve_model
-    from cft_helpers.runs import RunStore
     from cft_helpers.files import write_jsonl
 
     torch.set_num_threads(1)
     p = _params(run_dir, suite, engine)
-    store = RunStore(p.run_path)
-    ckpt, _, template = resolve_model(p, store, model_name)
+    ckpt, _, template = resolve_model(p, model_name)
     tok = load_tokenizer(ckpt, chat_template=template)
     model = load_model(ckpt).eval()
-    folder = harness.write_suite(p, store)
+    folder = harness.write_suite(p)
     harness._task_manager((str(folder),), False)  # the task index: once per process, off the clock
     samples: list[dict] = []
     t0 = time.perf_counter()
-    res = harness._run_lm_eval(p, store, model, tok, "cpu", harness.task_plan(p), samples)
+    res = harness._run_lm_eval(p, model, tok, "cpu", harness.task_plan(p), samples)
     wall = time.perf_counter() - t0
     write_jsonl(Path(out), samples)
     emit({"engine": engine, "items": res["items"], "eval_s": wall, "items_per_s": res["items"] / wall,

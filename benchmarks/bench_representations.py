@@ -134,7 +134,7 @@ def part(side: str, models: Sequence[str]) -> None:
         on_prompts, on_parallel, sets_s = {}, {}, {"prompts": 0.0, "parallel": 0.0}
         jobs = [(n, "prompts", prompts, True) for n in names] + [(n, "parallel", parallel, False) for n in starts]
         for name, set_name, texts, chat in jobs:   # the notebook before issue 17: a load per model and set
-            ckpt, _, template = resolve_model(params, store, name)
+            ckpt, _, template = resolve_model(params, name)
             tok = load_tokenizer(ckpt, chat_template=template)
             model = cm.load_model(ckpt, dtype="float32")
             t = time.perf_counter()
@@ -148,7 +148,7 @@ def part(side: str, models: Sequence[str]) -> None:
         from cft_helpers.representations import model_activations
 
         scratch, store = scratch_store(params)
-        on_prompts, on_parallel = model_activations(scratch, store, names, prompts, sentences, starts, force=True,
+        on_prompts, on_parallel = model_activations(scratch, names, prompts, sentences, starts, force=True,
                                                     progress=False)
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez(OUT / f"{side}.npz", **{f"prompts/{k}": v for k, v in on_prompts.items()},

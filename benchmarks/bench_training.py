@@ -42,15 +42,14 @@ def _params(steps: int, precision: str = "auto"):
 
 
 def part(name: str, steps: int) -> None:
-    from cft_helpers.runs import RunStore
     from cft_helpers.runtime import configure_runtime
     from cft_helpers.train import build_trainer
 
     params = _params(steps, "bf16" if name == "ours_bf16" else "auto")
     configure_runtime(params)
-    store = RunStore(params.run_path)
+    store = params.store
     out = Path(tempfile.mkdtemp(prefix=f"bench-train-{name}-"))
-    trainer = build_trainer(params, ARM, store, out, "cpu", progress=False).trainer
+    trainer = build_trainer(params, ARM, out, "cpu", progress=False).trainer
     if not name.startswith("ours"):  # the same model, tokenizer and rows, handed to a plain SFTTrainer
         from trl import SFTConfig, SFTTrainer
 

@@ -97,9 +97,8 @@ def template(folder: Path) -> Path:
     train_arms(params, ["p1_alpaca"], progress=False)
     from cft_helpers.job_runner import prepare_shared
     from cft_helpers.jobs import plan_jobs
-    from cft_helpers.runs import RunStore
 
-    prepare_shared(params, RunStore(params.run_path), plan_jobs(params, arms=[], models=["base", "p1_alpaca"]))
+    prepare_shared(params, plan_jobs(params, arms=[], models=["base", "p1_alpaca"]))
     return path
 
 

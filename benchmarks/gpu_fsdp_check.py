@@ -69,15 +69,14 @@ def main() -> int:
     from cft_helpers.checkpoints import read_tensor, tensor_files
     from cft_helpers.data import prepare_datasets
     from cft_helpers.params import load_params
-    from cft_helpers.runs import RunStore
     from cft_helpers.relaunch import launch_arm
     from cft_helpers.train import train_arm
 
     root = Path(tempfile.mkdtemp(prefix="gpu-fsdp-"))
     p = load_params(params_file(root, ns.steps, ns.processes))
     prepare_datasets(p, progress=False)
-    store = RunStore(p.run_path)
-    train_arm(p, "p1", store, progress=False)  # one process, no FSDP: the common start
+    store = p.store
+    train_arm(p, "p1", progress=False)  # one process, no FSDP: the common start
     start = tensor_files(store.arm_checkpoint("p1"))
     results, ok = [], True
     for strategy in ARMS:

@@ -70,19 +70,18 @@ def main() -> int:
     from cft_helpers.data import prepare_datasets
     from cft_helpers.models import load_model
     from cft_helpers.params import load_params
-    from cft_helpers.runs import RunStore
     from cft_helpers.train import train_arm
 
     root = Path(tempfile.mkdtemp(prefix="gpu-mit-"))
     p = load_params(params_file(root, ns.steps, ns.device, ns.hidden))
     prepare_datasets(p, progress=False)
-    store = RunStore(p.run_path)
-    train_arm(p, "p1", store, progress=False)
+    store = p.store
+    train_arm(p, "p1", progress=False)
     start = store.arm_checkpoint("p1")
     results, ok = [], True
     for strategy in STRATEGIES:
         arm = strategy.lower()
-        m = train_arm(p, arm, store, progress=False)
+        m = train_arm(p, arm, progress=False)
         name = torch.cuda.get_device_name() if ns.device == "cuda" else "cpu"
         r = {"strategy": strategy, "device": name, "bf16": m["bf16"],
              "trainable_params": m["trainable_params"], "total_params": m["total_params"], "rows": m["examples"],

@@ -140,7 +140,6 @@ def run_check(ns, out: dict) -> None:
     from cft_helpers.models import model_checkpoint
     from cft_helpers.params import Evaluation, load_params
     from cft_helpers.replay import replay_count
-    from cft_helpers.runs import RunStore
     from cft_helpers.files import read_json
     from cft_helpers.train import train_arm
 
@@ -149,7 +148,7 @@ def run_check(ns, out: dict) -> None:
     root.mkdir(parents=True, exist_ok=True)
     has_eval_dtype = "dtype" in Evaluation.model_fields
     p = load_params(build_params(root, ns.tiny, ns.steps, ns.p1_steps, has_eval_dtype))
-    store = RunStore(p.run_path)
+    store = p.store
     stages = Stages(cuda)
     want_precision, want_eval = ("fp32", "float32") if ns.tiny else ("bf16", "bfloat16")
     out.update({
@@ -164,7 +163,7 @@ def run_check(ns, out: dict) -> None:
     save, check = recorder(ns, out)
 
     def setup():
-        prepare_datasets(p, store, progress=False)
+        prepare_datasets(p, progress=False)
         base = model_checkpoint(p, "base", progress=False)
         out["model_params"] = sum(math.prod(shape) for shape in tensor_shapes(base).values())
     stages.run("setup", setup)
@@ -174,7 +173,7 @@ def run_check(ns, out: dict) -> None:
     engine = generation_backend(p.runtime.generation)
     out["generation_engine"] = engine  # what runtime.generation 'auto' chose for GR_5
     for arm in ("p1", *ARMS):
-        m = stages.run(arm, lambda arm=arm: train_arm(p, arm, store, progress=False))
+        m = stages.run(arm, lambda arm=arm: train_arm(p, arm, progress=False))
         ckpt = store.arm_checkpoint(arm)
         a = out["arms"][arm] = {
             "strategy": p.arms[arm].strategy, "precision": "bf16" if m["bf16"] else "fp32",
@@ -228,15 +227,15 @@ def run_check(ns, out: dict) -> None:
     seen: list[str] = []
     run_lm_eval = harness._run_lm_eval
 
-    def observed(params, store_, model, *args, **kw):
+    def observed(params, model, *args, **kw):
         seen.append(str(next(model.parameters()).dtype).removeprefix("torch."))
-        return run_lm_eval(params, store_, model, *args, **kw)
+        return run_lm_eval(params, model, *args, **kw)
 
     harness._run_lm_eval = observed
     try:
         for model in EVALUATED:
             seen.clear()
-            rec = stages.run(f"eval_{model}", lambda model=model: harness.evaluate_model(p, model, store,
+            rec = stages.run(f"eval_{model}", lambda model=model: harness.evaluate_model(p, model,
                                                                                           progress=False))
             scores = {b: v["score"] for b, v in rec["benchmarks"].items()}
             e = out["evaluation"][model] = {

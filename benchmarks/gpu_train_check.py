@@ -127,7 +127,6 @@ def check(run: str, steps: int, cache: Path) -> dict:
     from cft_helpers.data import prepare_datasets
     from cft_helpers.models import model_checkpoint
     from cft_helpers.params import load_params
-    from cft_helpers.runs import RunStore
     from cft_helpers.train import train_arm
 
     root = Path(tempfile.mkdtemp(prefix=f"gpu-{run}-"))
@@ -139,7 +138,7 @@ def check(run: str, steps: int, cache: Path) -> dict:
     torch.cuda.reset_peak_memory_stats()
     timer = StepTimer()
     m = train_arm(p, "p", callbacks=[timer], progress=False)
-    store = RunStore(p.run_path)
+    store = p.store
     from safetensors import safe_open
 
     ckpt = store.arm_checkpoint("p")

@@ -95,20 +95,19 @@ def run_launch_check(ns, out: dict, save, check, stages) -> None:
     from cft_helpers.models import model_checkpoint
     from cft_helpers.params import load_params
     from cft_helpers.plan import plan
-    from cft_helpers.runs import RunStore
     from cft_helpers.files import read_json
 
     cuda = not ns.tiny
     root = Path(ns.run_dir)
     root.mkdir(parents=True, exist_ok=True)
     p = load_params(launch_params(root, ns.tiny, ns.steps))
-    store = RunStore(p.run_path)
+    store = p.store
     want_precision = "fp32" if ns.tiny else "bf16"
     out.update({"mode": "launch-" + ("tiny-cpu" if ns.tiny else "gpu"), "steps": ns.steps,
                 "engine": "ddp (gloo), 2 processes" if ns.tiny else "fsdp.yaml, 1 process", "arms": {}})
 
     def setup():  # the data, and the base model built once here (as train_arms does before launches)
-        prepare_datasets(p, store, progress=False)
+        prepare_datasets(p, progress=False)
         base = model_checkpoint(p, "base", progress=False)
         out["model_params"] = sum(math.prod(s) for s in tensor_shapes(base).values())
         return base
@@ -173,7 +172,7 @@ def run_launch_check(ns, out: dict, save, check, stages) -> None:
                   processes=summary.get("generation_processes", 1))
         save()
 
-    rec = stages.run("eval_lora", lambda: harness.evaluate_model(p, "lora", store, progress=False))
+    rec = stages.run("eval_lora", lambda: harness.evaluate_model(p, "lora", progress=False))
     scores = {b: v["score"] for b, v in rec["benchmarks"].items()}
     want_eval = "float32" if ns.tiny else "bfloat16"
     check("eval_lora_bf16" if cuda else "eval_lora_fp32", rec.get("dtype") == want_eval and all(
@@ -188,8 +187,8 @@ def run_launch_check(ns, out: dict, save, check, stages) -> None:
             out["zero3"] = f"not run: deepspeed does not import ({type(exc).__name__})"
             return
         z = load_params(launch_params(root / "zero3", False, 1, zero3=True))
-        zstore = RunStore(z.run_path)
-        prepare_datasets(z, zstore, progress=False)
+        zstore = z.store
+        prepare_datasets(z, progress=False)
         model_checkpoint(z, "base", progress=False)
         for arm in ("p1", "p2"):
             code = stages.run(f"zero3_{arm}", lambda arm=arm: _launch(z, arm))

@@ -23,7 +23,6 @@ def peak_tokens(run: str, steps: int) -> dict:
     from benchmarks.gpu_train_check import RUNS, params_for
     from cft_helpers.data import prepare_datasets
     from cft_helpers.params import load_params
-    from cft_helpers.runs import RunStore
     from cft_helpers.train import build_trainer
 
     cfg = RUNS[run]
@@ -38,7 +37,7 @@ def peak_tokens(run: str, steps: int) -> dict:
                                      "models.base.config.num_attention_heads": 8,
                                      "models.base.config.num_key_value_heads": 4})
     prepare_datasets(p, progress=False)
-    built = build_trainer(p, "p", RunStore(p.run_path), root / "out", device="cpu", progress=False)
+    built = build_trainer(p, "p", root / "out", device="cpu", progress=False)
     per_step = p.training.global_batch_size // p.training.micro_batch_size   # one process
     shapes = []
     for i, batch in enumerate(built.trainer.get_train_dataloader()):

@@ -35,7 +35,6 @@ from cft_helpers.jobs import DATA_PREP, FINDINGS
 from cft_helpers.lock import RunLock, RunLocked
 from cft_helpers.params import ParamsError, cpu_cores, for_seed, load_params, parse_overrides
 from cft_helpers.progress import ENV, NOTEBOOK_ENV, BookProgress, format_seconds
-from cft_helpers.runs import RunStore
 from cft_helpers.files import atomic_write_json, read_json
 
 
@@ -108,7 +107,7 @@ def run_book(params: str, overrides: Sequence[str] | str | None = None, force: b
     # One lock for the whole book, every seed's store included (they lie under run_dir/seeds/);
     # the papermill kernels and scheduler workers inherit its token.
     with RunLock(p.run_path):
-        busy = in_flight(RunStore(p.run_path))  # Slurm jobs are no children: they hold no lock
+        busy = in_flight(p.store)  # Slurm jobs are no children: they hold no lock
         if busy:
             raise BookError(f"Slurm jobs submitted on this run store still run or wait: "
                             f"{', '.join(f'{n} (job {i})' for n, i in busy.items())}; wait for them "
@@ -151,7 +150,7 @@ def _run_notebooks(p, notebooks: list[Path], overrides: dict, force: bool, progr
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    store = RunStore(p.run_path)
+    store = p.store
     store.save_params(p.resolved())
     out_dir = store.notebooks_dir
     out_dir.mkdir(parents=True, exist_ok=True)

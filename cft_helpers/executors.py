@@ -128,7 +128,8 @@ def _job_environment(params: Params) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def _folder(params: Params, store: RunStore) -> Path:
+def _folder(params: Params) -> Path:
+    store = params.store
     return params.path(params.slurm.folder) if params.slurm.folder else store.submitit_dir
 
 
@@ -147,27 +148,27 @@ def slurm_resources(params: Params, job: Job) -> dict[str, Any]:
     return out
 
 
-def _outside_status(params: Params, store: RunStore, jobs: dict[str, Job]) -> dict[str, bool]:
+def _outside_status(params: Params, jobs: dict[str, Job]) -> dict[str, bool]:
     """Done or not, for every job of the plan and every job they need outside it."""
     outside = {n for j in jobs.values() for n in j.needs if n not in jobs}
-    status = {n: job_done(params, store, Job(n, *n.split(":", 1))) for n in outside}
+    status = {n: job_done(params, Job(n, *n.split(":", 1))) for n in outside}
     for name, job in jobs.items():  # in plan order: what a job needs comes before it
-        status[name] = all(status.get(n, False) for n in job.needs) and job_done(params, store, job)
+        status[name] = all(status.get(n, False) for n in job.needs) and job_done(params, job)
     return status
 
 
-def submit_slurm(params: Params, jobs: dict[str, Job], store: RunStore | None = None,
+def submit_slurm(params: Params, jobs: dict[str, Job],
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Submit every job of ``jobs`` that is neither done nor in flight, with its dependencies;
     returns {"done", "in_flight", "submitted", "left_out"} (job names; submitted: job -> id)."""
-    store = store or RunStore(params.run_path)
+    store = params.store
     record = read_submitted(store)
     known = {n: e["id"] for n, e in record["jobs"].items()}
     states = slurm_states(sorted(set(known.values())))
-    status = _outside_status(params, store, jobs)
+    status = _outside_status(params, jobs)
     source, overrides = _job_params(params)
     overrides.update(_slurm_overrides(params))
-    folder = str(_folder(params, store) / "%j")
+    folder = str(_folder(params) / "%j")
     ids: dict[str, str] = {}   # job -> the id its dependants wait on (in flight or submitted now)
     last_of_group: dict[str, str] = {}  # jobs of one group run one after the other (afterany)
     out: dict[str, Any] = {"done": [], "in_flight": {}, "submitted": {}, "left_out": []}
@@ -206,12 +207,12 @@ def submit_slurm(params: Params, jobs: dict[str, Job], store: RunStore | None = 
     return out
 
 
-def follow_slurm(params: Params, store: RunStore | None = None, poll_s: float = 60.0,
+def follow_slurm(params: Params, poll_s: float = 60.0,
                  log: Callable[[str], None] = print, timeout_s: float | None = None) -> dict[str, Any]:
     """Wait until no recorded job is in flight; returns {"completed", "failed", "stopped"}: job ->
     its final Slurm state (stopped: cancelled because a job it needs failed). ``timeout_s``: give
     up waiting (ExecutorError) after that long."""
-    store = store or RunStore(params.run_path)
+    store = params.store
     record = read_submitted(store)
     ids = {n: e["id"] for n, e in record["jobs"].items()}
     t0 = time.monotonic()
@@ -234,17 +235,17 @@ def follow_slurm(params: Params, store: RunStore | None = None, poll_s: float = 
     return out
 
 
-def run_local(params: Params, jobs: dict[str, Job], workers: int, store: RunStore | None = None,
+def run_local(params: Params, jobs: dict[str, Job], workers: int,
               poll_s: float = 0.5, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``jobs`` through submitit's local executor, each once the jobs it needs are done, at
     most ``workers`` at a time; returns {"done", "ran", "failed", "stopped", "left_out"}. A failed
     job's dependants are not started (stopped); the others go on. A job that needs work outside
     ``jobs`` that is not done is left out. The caller holds the run lock, whose token the jobs
     inherit."""
-    store = store or RunStore(params.run_path)
-    status = _outside_status(params, store, jobs)
+    store = params.store
+    status = _outside_status(params, jobs)
     source, overrides = _job_params(params)
-    folder = _folder(params, store)
+    folder = _folder(params)
     executor = submitit.LocalExecutor(folder=str(folder / "%j"))
     executor.update_parameters(timeout_min=max(params.slurm.train_time_min, params.slurm.eval_time_min))
     record = read_submitted(store)

@@ -42,7 +42,6 @@ from cft_helpers.data.prepare import prepare_datasets, report_totals
 from cft_helpers.hub import HubRequest
 from cft_helpers.models import hub_request
 from cft_helpers.params import HubDataset, HubModel, HubParallel, HubPrompts, Params, ParamsError, load_params
-from cft_helpers.runs import RunStore
 from cft_helpers.files import atomic_write_json
 
 # A sentence-transformers model's files (modules, pooling and dense layers, tokenizer, safetensors),
@@ -130,7 +129,7 @@ def fetch_benchmarks(params: Params, say=print) -> list[str]:
     if names:
         from lm_eval.tasks import TaskManager
 
-        folder = write_suite(params, RunStore(params.run_path))  # the cft tasks' YAML
+        folder = write_suite(params)  # the cft tasks' YAML
         include = [str(folder), *(str(params.path(p)) for p in params.evaluation.include_paths)]
         manager = TaskManager(include_path=include,
                               include_defaults=any(b.source == "lm_eval" for b in benches.values()))
@@ -207,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if ns.prepare:
         report = prepare_datasets(params)
-        print(f"data prepared in {RunStore(params.run_path).data_dir}: {report_totals(report)}")
+        print(f"data prepared in {params.store.data_dir}: {report_totals(report)}")
     return 0
 
 

@@ -37,7 +37,7 @@ from cft_helpers import mitigation, paper_results as pr
 from cft_helpers.evaluation.harness import ability_components, suite_hash, task_plan
 from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Params, for_seed
 from cft_helpers.representations import load_representation_summary
-from cft_helpers.runs import MissingArtifact, RunStore
+from cft_helpers.runs import MissingArtifact
 from cft_helpers.similarity import load_similarity_summary
 from cft_helpers.intervals import (CHANCE, CONTRADICTED, INCONCLUSIVE, MISSING, NO_INTERVAL, NOT_RUN, REPRODUCED,
                                    SEED_ONLY_MIN_SEEDS, Estimate, SeedRun, SeedScores, estimate, seeds_needed,
@@ -80,7 +80,7 @@ def seed_runs(params: Params) -> list[SeedRun]:
     runs = []
     for seed in params.seed_list():
         p = for_seed(params, seed)
-        runs.append(SeedRun(p, RunStore(p.run_path)))
+        runs.append(SeedRun(p))
     return runs
 
 

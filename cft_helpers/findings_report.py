@@ -12,10 +12,10 @@ from pathlib import Path
 from dataclasses import asdict
 from typing import Any, Sequence
 
-from cft_helpers.files import atomic_write_json, atomic_write_text, read_json
+from cft_helpers.files import atomic_write_json, atomic_write_text
 from cft_helpers.findings import MODELS, Claim
 from cft_helpers.intervals import CONTRADICTED, REPRODUCED
-from cft_helpers.runs import MissingArtifact, RunStore
+from cft_helpers.runs import RunStore, read_saved
 
 
 # --------------------------------------------------------------------------- output
@@ -156,10 +156,7 @@ def write_findings(store: RunStore, claims: Sequence[Claim], meta: dict[str, Any
 
 
 def load_findings(store: RunStore) -> dict[str, Any]:
-    path = store.findings_json
-    if not path.exists():
-        raise MissingArtifact(f"no findings in the run store ({path}); run notebook 09_findings")
-    return read_json(path)
+    return read_saved(store.findings_json, "findings", "09_findings")
 
 
 def phase2_pairs(meta: dict[str, Any]) -> dict[str, tuple[str, str]]:

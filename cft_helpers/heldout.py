@@ -19,7 +19,6 @@ from cft_helpers.jobs import TABLE_PHASES, table_models
 from cft_helpers.models import load_model, load_tokenizer, resolve_model
 from cft_helpers.params import Params
 from cft_helpers.progress import StageProgress
-from cft_helpers.runs import RunStore
 from cft_helpers.files import KeyedCache
 
 
@@ -76,37 +75,39 @@ def heldout_datasets(params: Params) -> list[str]:
     return [d for d, spec in params.datasets.items() if spec.n_heldout and d in trained_on]
 
 
-def _cache_keys(params: Params, store: RunStore, model: str, datasets: Sequence[str], n: int) -> dict[str, str]:
+def _cache_keys(params: Params, model: str, datasets: Sequence[str], n: int) -> dict[str, str]:
     """One cache key per dataset: the checkpoint's identity, the held-out data's content hash
     and the row count, so that any change of either recomputes."""
-    ident = resolve_model(params, store, model)[1]
+    store = params.store
+    ident = resolve_model(params, model)[1]
     return {d: f"{model}|{ident}|{d}|{store.data_hash(d, 'heldout')}|{n}" for d in datasets}
 
 
-def heldout_pending(params: Params, store: RunStore, model: str,
+def heldout_pending(params: Params, model: str,
                     datasets: Sequence[str] | None = None) -> list[str]:
     """The datasets (default: every one with a held-out split) whose loss under ``model`` is not
     cached yet: what a ``heldout:<model>`` job of the book's scheduler would compute."""
+    store = params.store
     datasets = heldout_datasets(params) if datasets is None else list(datasets)
-    keys = _cache_keys(params, store, model, datasets, heldout_rows(params))
+    keys = _cache_keys(params, model, datasets, heldout_rows(params))
     cached = KeyedCache(store.heldout_loss_file).lookup(keys.values())
     return [d for d in datasets if keys[d] not in cached]
 
 
-def model_heldout_losses(params: Params, model: str, datasets: Sequence[str] | None = None, n: int | None = None,
-                         store: RunStore | None = None) -> dict[str, float]:
+def model_heldout_losses(params: Params, model: str, datasets: Sequence[str] | None = None,
+                         n: int | None = None) -> dict[str, float]:
     """Held-out response loss of one model (a ``models:`` name or a finished arm) on each of
     ``datasets`` (default: every one with a held-out split); dataset -> loss.
 
     Cached in ``<run_dir>/heldout_loss.json`` (a ``KeyedCache``); what is missing is computed
     with one load of the checkpoint and merged into the file under a lock, so that the
     scheduler's parallel ``heldout:<model>`` jobs lose none of each other's entries."""
-    store = store or RunStore(params.run_path)
+    store = params.store
     datasets = heldout_datasets(params) if datasets is None else list(datasets)
     n = heldout_rows(params) if n is None else n
 
     def compute(missing: list[str]) -> dict[str, float]:
-        ckpt, _, template = resolve_model(params, store, model)
+        ckpt, _, template = resolve_model(params, model)
         tok, loaded = load_tokenizer(ckpt, chat_template=template), load_model(ckpt)
         out = {}
         with StageProgress(f"held-out loss {model}", total=len(missing), unit="dataset", enabled=False) as bar:
@@ -116,11 +117,11 @@ def model_heldout_losses(params: Params, model: str, datasets: Sequence[str] | N
                 bar.update(1)
         return out
 
-    return KeyedCache(store.heldout_loss_file).get_many(_cache_keys(params, store, model, datasets, n), compute)
+    return KeyedCache(store.heldout_loss_file).get_many(_cache_keys(params, model, datasets, n), compute)
 
 
 def heldout_loss_table(params: Params, models: Sequence[str], datasets: Sequence[str], n: int = 16,
-                       store: RunStore | None = None, progress: bool = True):
+                       progress: bool = True):
     """Held-out response loss of each model (a ``models:`` name or a finished arm) on each dataset.
 
     Results are cached in ``<run_dir>/heldout_loss.json`` keyed by the checkpoint's inputs and
@@ -129,26 +130,24 @@ def heldout_loss_table(params: Params, models: Sequence[str], datasets: Sequence
     models, columns: datasets)."""
     import pandas as pd
 
-    store = store or RunStore(params.run_path)
     it = models
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(models, desc="held-out loss", unit="model")
-    table = {m: model_heldout_losses(params, m, datasets, n, store) for m in it}
+    table = {m: model_heldout_losses(params, m, datasets, n) for m in it}
     return pd.DataFrame.from_dict(table, orient="index")[list(datasets)]
 
 
-def training_heldout_table(params: Params, store: RunStore | None = None, progress: bool = True):
+def training_heldout_table(params: Params, progress: bool = True):
     """Notebook 03's table: the held-out response loss of the Phase-1, Phase-2, mixture and
     reverse-order arms trained so far, and of their start models, on every held-out dataset
     these arms train on."""
-    store = store or RunStore(params.run_path)
+    store = params.store
     arms = store.finished_arms(params.arms_in_phase(*TABLE_PHASES))
     trained_on = {d for a in arms for d in params.arms[a].datasets}
     datasets = [d for d in heldout_datasets(params) if d in trained_on]  # in the params' order
-    return heldout_loss_table(params, table_models(params, arms), datasets, n=heldout_rows(params),
-                              store=store, progress=progress)
+    return heldout_loss_table(params, table_models(params, arms), datasets, n=heldout_rows(params), progress=progress)
 
 
 def phase2_changes(params: Params, losses, moved=None):
@@ -171,7 +170,7 @@ def phase2_changes(params: Params, losses, moved=None):
     return pd.DataFrame(rows).set_index(["arm", "dataset"]) if rows else pd.DataFrame()
 
 
-def phase1_heldout_change(params: Params, arms: Sequence[str], store: RunStore | None = None,
+def phase1_heldout_change(params: Params, arms: Sequence[str],
                           progress: bool = True):
     """What each Phase-2 arm forgot of its Phase-1 data: the held-out response loss on the
     Phase-1 dataset (``Params.phase1_dataset``) at the Phase-1 model and after Phase 2
@@ -179,14 +178,13 @@ def phase1_heldout_change(params: Params, arms: Sequence[str], store: RunStore |
     A pandas DataFrame indexed by arm; arms whose Phase-1 data is unknown are left out."""
     import pandas as pd
 
-    store = store or RunStore(params.run_path)
     rows = {}
     for arm in arms:
         start = params.arms[arm].start
         d1 = params.phase1_dataset(start) if start in params.arms else None
         if d1 is None or not params.datasets[d1].n_heldout:
             continue
-        t = heldout_loss_table(params, [start, arm], [d1], n=heldout_rows(params), store=store,
+        t = heldout_loss_table(params, [start, arm], [d1], n=heldout_rows(params),
                                progress=progress)
         rows[arm] = {"start": start, "dataset": d1, "loss_start": float(t.loc[start, d1]),
                      "loss_after": float(t.loc[arm, d1])}

@@ -189,12 +189,13 @@ def _item_value(bench: str, metric: str, row: dict) -> float | None:
     return float(value)
 
 
-def item_scores(params: Params, store: RunStore, name: str) -> dict[str, dict[str, dict[Any, float]]]:
+def item_scores(params: Params, name: str) -> dict[str, dict[str, dict[Any, float]]]:
     """Per-item scores of one evaluated model: benchmark -> task -> doc_id -> score, for every
     benchmark that ran, with the benchmark's own metric (acc, f1, rougeL, ...).
 
     A benchmark group (e.g. lm-eval's mmlu) pools its subtasks' items, as lm-eval's size-weighted
     group mean does. Raises ``MissingArtifact`` when the model has no per-item file."""
+    store = params.store
     path = store.eval_samples(name)
     if not path.exists():
         raise MissingArtifact(f"{name!r} has no per-item scores ({path}); run notebook 06_evaluation")
@@ -221,10 +222,14 @@ def item_scores(params: Params, store: RunStore, name: str) -> dict[str, dict[st
 
 @dataclass
 class SeedRun:
-    """One seed's parameter set and run store (every seed's arms live in their own arm folders)."""
+    """One seed's parameter set, and through it its run store (every seed's arms live in their
+    own arm folders)."""
 
     params: Params
-    store: RunStore
+
+    @property
+    def store(self) -> RunStore:
+        return self.params.store
 
 
 # --------------------------------------------------------------------------- the bootstrap
@@ -298,7 +303,7 @@ class SeedScores:
         self.missing: dict[str, str] = {}
         for name in dict.fromkeys(n for n in names if n):
             try:
-                self.scores[name] = item_scores(run.params, run.store, name)
+                self.scores[name] = item_scores(run.params, name)
             except MissingArtifact as exc:
                 self.missing[name] = str(exc)
         self.boot = ItemBootstrap(run.params, self.scores, replicates, rng) if self.scores else None

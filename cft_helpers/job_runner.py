@@ -21,31 +21,32 @@ from cft_helpers.models import model_checkpoint
 from cft_helpers.params import Params
 from cft_helpers.progress import NOTEBOOK_ENV
 from cft_helpers.representations import activation_sets, activations_pending, notebook_sets
-from cft_helpers.runs import RunStore
 from cft_helpers.train import arm_input_hash, train_arms
 
 
-def data_ready(params: Params, store: RunStore) -> bool:
+def data_ready(params: Params) -> bool:
     """Whether the prepared data of these parameters is in the store (every job reads it)."""
+    store = params.store
     return store.stage("data", data_input_hash(params)).is_done()
 
 
-def job_done(params: Params, store: RunStore, job: Job) -> bool:
+def job_done(params: Params, job: Job) -> bool:
     """Whether the run store holds this job's result for the current inputs (what makes
     ``train_arm`` skip an arm and ``evaluate_model`` return its cached record)."""
+    store = params.store
     try:
         if job.kind == "train":
-            return store.stage(f"arms/{job.target}", arm_input_hash(params, store, job.target)).is_done()
+            return store.stage(f"arms/{job.target}", arm_input_hash(params, job.target)).is_done()
         if job.kind == "act":
-            return not activations_pending(params, store, job.target)
+            return not activations_pending(params, job.target)
         if job.kind == "heldout":
-            return not heldout_pending(params, store, job.target)
-        return evaluation_done(params, job.target, store)
+            return not heldout_pending(params, job.target)
+        return evaluation_done(params, job.target)
     except (RuntimeError, KeyError, ValueError, OSError):  # upstream not done, unreadable record
         return False
 
 
-def prepare_shared(params: Params, store: RunStore, jobs: dict[str, Job]) -> None:
+def prepare_shared(params: Params, jobs: dict[str, Job]) -> None:
     """Build what several jobs would otherwise build at once, in this process: the model
     checkpoints of ``models:`` entries (conversion, random init) and the evaluation suite's files."""
     names: list[str] = []
@@ -58,7 +59,7 @@ def prepare_shared(params: Params, store: RunStore, jobs: dict[str, Job]) -> Non
     for name in dict.fromkeys(names):
         model_checkpoint(params, name, progress=False)
     if any(j.kind == "eval" for j in jobs.values()):
-        write_suite(params, store)
+        write_suite(params)
 
 
 def run_job(params: Params, name: str) -> None:

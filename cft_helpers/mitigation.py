@@ -23,7 +23,7 @@ Adding a strategy is one :func:`register` call plus its function(s)::
 Imports: :mod:`cft_helpers.params` imports this module to validate ``arms.<arm>.strategy``, so
 this module imports nothing that imports the params (the standard library,
 :mod:`cft_helpers.freezing`, :mod:`cft_helpers.spectrum`, :mod:`cft_helpers.files`). What a
-strategy reads of the run store comes through the store it is given, a model's checkpoint
+strategy reads of the run store comes through ``params.store``, a model's checkpoint
 through ``checkpoint`` (:func:`freeze_plan`); peft, which is slow to import, is imported where
 LoRA needs it.
 """
@@ -145,11 +145,11 @@ def replay_fraction(name: str) -> float:
     return replay.fraction if replay is not None else 0.0
 
 
-def settings(params: Params, arm: str, store: RunStore | None = None) -> dict[str, Any] | None:
+def settings(params: Params, arm: str) -> dict[str, Any] | None:
     """The settings that shape an arm's strategy, part of its input hash (None for vanilla
-    training); with ``store``, a replay strategy's entry also holds its English dataset's hash."""
+    training); a replay strategy's entry also holds its English dataset's hash."""
     entry = of_arm(params, arm)
-    return entry.settings(params, arm, store) if entry.settings is not None else None
+    return entry.settings(params, arm) if entry.settings is not None else None
 
 
 def models_read(params: Params, arm: str) -> list[str]:
@@ -230,13 +230,13 @@ def _layer_freezing_settings(params: Params) -> dict[str, Any]:
     return lf
 
 
-def _lf_h1_settings(params: Params, arm: str, store: RunStore | None) -> dict[str, Any]:
+def _lf_h1_settings(params: Params, arm: str) -> dict[str, Any]:
     lf = _layer_freezing_settings(params)
     del lf["granularity"]  # granularity never shapes LF_H1
     return {"layer_freezing": lf, "seed": params.seed}
 
 
-def _lf_h2_settings(params: Params, arm: str, store: RunStore | None) -> dict[str, Any]:
+def _lf_h2_settings(params: Params, arm: str) -> dict[str, Any]:
     lf = _layer_freezing_settings(params)
     if lf["granularity"] == "projection":
         del lf["granularity"]
@@ -296,7 +296,7 @@ def _reads_lf_h2_base(params: Params, arm: str) -> list[str]:
 # --------------------------------------------------------------------------- Spectrum
 
 
-def _spectrum_settings(params: Params, arm: str, store: RunStore | None) -> dict[str, Any]:
+def _spectrum_settings(params: Params, arm: str) -> dict[str, Any]:
     return {"spectrum": params.mitigation.spectrum.model_dump()}
 
 
@@ -329,10 +329,11 @@ def _spectrum_estimate(x: FreezeInputs) -> FreezePlan:
 SELECTION_VERSION = 2
 
 
-def _replay_settings(params: Params, arm: str, store: RunStore | None) -> dict[str, Any]:
+def _replay_settings(params: Params, arm: str) -> dict[str, Any]:
+    store = params.store
     m = params.mitigation
     english = m.replay.english_for(params.arms[arm].datasets)
-    data = store.data_hash(english) if (english and store is not None) else None
+    data = store.data_hash(english) if english else None
     # this arm's English dataset, not the whole mapping: other setups' entries change nothing here
     return {"replay": {**m.replay.model_dump(), "english_dataset": english}, "english_data": data,
             "selection": SELECTION_VERSION}
@@ -342,7 +343,7 @@ def _lora_settings(params: Params) -> LoraSettings:
     return params.mitigation.lora
 
 
-def _lora_hash_settings(params: Params, arm: str, store: RunStore | None) -> dict[str, Any]:
+def _lora_hash_settings(params: Params, arm: str) -> dict[str, Any]:
     return {"lora": params.mitigation.lora.model_dump()}
 
 

@@ -80,11 +80,12 @@ def model_checkpoint(params: Params, name: str, progress: bool = True) -> Path:
     raise ModelError(f"models.{name}: unsupported source {spec.source!r}")  # pragma: no cover
 
 
-def resolve_model(params: Params, store, name: str) -> tuple[Path, str, str | None]:
+def resolve_model(params: Params, name: str) -> tuple[Path, str, str | None]:
     """(checkpoint folder, identity hash, chat template override) of a model or a trained arm.
 
     The identity changes whenever the weights could: an arm's input hash, a model entry's hash.
     Raises when ``name`` is an arm that is not trained or a name the params do not know."""
+    store = params.store
     if name in params.arms:
         manifest = store.arm_manifest(name)
         if not manifest or manifest.get("status") != "done":

@@ -39,11 +39,12 @@ def replay_count(n_phase2: int, fraction: float) -> int:
     return max(1, math.floor(n_phase2 * fraction + 0.5))
 
 
-def english_counterparts(params: Params, store: RunStore, arm: str, count: int) -> list[dict]:
+def english_counterparts(params: Params, arm: str, count: int) -> list[dict]:
     """``count`` English rows (instruction and original response) for the arm's Phase-2 data: the
     first ``count`` of one seeded order of the candidates that depends on the seed and the source
     (English dataset, or Phase-2 datasets) only, never on the arm or its strategy; so arms of one
     source and seed that replay n rows replay the first n of the same order."""
+    store = params.store
     spec = params.arms[arm]
     seed = params.arm_training(arm).seed
     source = params.mitigation.replay.english_for(spec.datasets)
@@ -70,7 +71,7 @@ def english_counterparts(params: Params, store: RunStore, arm: str, count: int) 
     return out
 
 
-def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None,
+def build_replay(params: Params, arm: str, model=None, tok=None,
                  progress: bool = True, vllm_checkpoint=None, trust_remote_code: bool = False,
                  load_generator: Callable[[], Any] | None = None,
                  procs: Processes | None = None, model_id: str | None = None) -> tuple[list[dict], dict[str, Any]]:
@@ -93,6 +94,7 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
     key (an earlier launch of another size), every process takes the lowest rank's, so all train
     on the same rows. Only the main process writes the replay set and its summary.
     """
+    store = params.store
     import time
 
     procs = procs or Processes()
@@ -103,7 +105,7 @@ def build_replay(params: Params, store: RunStore, arm: str, model=None, tok=None
     fraction = replay.fraction
     n_phase2 = sum(len(load_prepared(store, d, "train")) for d in params.arms[arm].datasets)
     count = replay_count(n_phase2, fraction)
-    rows = english_counterparts(params, store, arm, count)
+    rows = english_counterparts(params, arm, count)
     if procs.is_main:
         store.replay_dir(arm).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

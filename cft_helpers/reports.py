@@ -17,7 +17,6 @@ from cft_helpers.models import model_checkpoint
 from cft_helpers.paper_results import paper_strategy_columns
 from cft_helpers.params import Params
 from cft_helpers.replay import replay_count
-from cft_helpers.runs import RunStore
 from cft_helpers.files import read_json, read_jsonl
 
 ARM_COLUMNS = ["label", "phase", "start", "datasets", "examples", "steps", "trained_tokens",
@@ -26,11 +25,11 @@ ARM_COLUMNS = ["label", "phase", "start", "datasets", "examples", "steps", "trai
                "resumed_from"]
 
 
-def arm_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
+def arm_table(params: Params, arms: Sequence[str]):
     """Metrics of finished arms as a pandas DataFrame indexed by arm name."""
     import pandas as pd
 
-    store = store or RunStore(params.run_path)
+    store = params.store
     rows = []
     for arm in arms:
         spec = params.arms[arm]
@@ -41,20 +40,20 @@ def arm_table(params: Params, arms: Sequence[str], store: RunStore | None = None
     return pd.DataFrame(rows).set_index("arm")[ARM_COLUMNS]
 
 
-def training_log(params: Params, arm: str, store: RunStore | None = None) -> list[dict]:
-    store = store or RunStore(params.run_path)
+def training_log(params: Params, arm: str) -> list[dict]:
+    store = params.store
     path = store.arm_file(arm, "train_log.jsonl")
     return read_jsonl(path) if path.exists() else []
 
 
-def loss_curves(params: Params, arms: Sequence[str], store: RunStore | None = None,
+def loss_curves(params: Params, arms: Sequence[str],
                 title: str = "Training loss (response tokens)"):
     """Training loss per optimizer step for each arm (plotly figure)."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for arm in arms:
-        log = [e for e in training_log(params, arm, store) if "loss" in e]
+        log = [e for e in training_log(params, arm) if "loss" in e]
         if log:
             fig.add_trace(go.Scatter(x=[e["step"] for e in log], y=[e["loss"] for e in log],
                                      mode="lines+markers", name=params.arms[arm].label or arm))
@@ -63,13 +62,13 @@ def loss_curves(params: Params, arms: Sequence[str], store: RunStore | None = No
     return fig
 
 
-def arm_plan(params: Params, arms: Sequence[str], store: RunStore | None = None):
+def arm_plan(params: Params, arms: Sequence[str]):
     """What each arm will do before it runs: start, data, rows, hyperparameters, optimizer steps."""
     import math
 
     import pandas as pd
 
-    store = store or RunStore(params.run_path)
+    store = params.store
     report = read_json(store.data_report)["datasets"]
     rows = []
     for arm in arms:
@@ -87,11 +86,11 @@ def arm_plan(params: Params, arms: Sequence[str], store: RunStore | None = None)
     return pd.DataFrame(rows).set_index("arm")
 
 
-def weight_change_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
+def weight_change_table(params: Params, arms: Sequence[str]):
     """How far each trained arm's final weights moved from its start (streamed, tensor by tensor)."""
     import pandas as pd
 
-    store = store or RunStore(params.run_path)
+    store = params.store
     rows = []
     for arm in arms:
         spec = params.arms[arm]
@@ -104,13 +103,13 @@ def weight_change_table(params: Params, arms: Sequence[str], store: RunStore | N
     return pd.DataFrame(rows).set_index("arm")
 
 
-def compute_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
+def compute_table(params: Params, arms: Sequence[str]):
     """Compute accounting per arm (paper D.5): trainable parameters, rows and tokens trained,
     replay generation time, training wall time, and each relative to vanilla Phase 2 (the
     vanilla arm among ``arms``; NaN when there is none)."""
     import pandas as pd
 
-    store = store or RunStore(params.run_path)
+    store = params.store
     rows = []
     for arm in arms:
         m = dict(store.arm_metrics(arm))
@@ -137,7 +136,7 @@ def compute_table(params: Params, arms: Sequence[str], store: RunStore | None = 
     return df
 
 
-def frozen_share_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
+def frozen_share_table(params: Params, arms: Sequence[str]):
     """Per arm, the share of its parameters that Phase 2 left frozen, from the parameter counts
     the arm saved (metrics.json: the model's values and those with requires_grad when training
     began, after its freeze.json was applied):
@@ -152,7 +151,7 @@ def frozen_share_table(params: Params, arms: Sequence[str], store: RunStore | No
     NaN for an arm that saved no counts (not trained yet)."""
     import pandas as pd
 
-    store = store or RunStore(params.run_path)
+    store = params.store
     rows = []
     for arm in arms:
         strategy = params.arms[arm].strategy
@@ -203,11 +202,10 @@ def mitigation_table(params: Params, arms: Sequence[str], losses, english: Seque
     return pd.DataFrame(rows).set_index("arm")
 
 
-def mitigation_loss_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
+def mitigation_loss_table(params: Params, arms: Sequence[str]):
     """``mitigation_table`` on held-out losses computed here: the English side is the arms' Phase-1
     data (``Params.phase1_dataset``), or every English dataset when that is unknown (a Phase-1
     model used as is); the multilingual side is the arms' own training data."""
-    store = store or RunStore(params.run_path)
     held = {d for d, spec in params.datasets.items() if spec.n_heldout}
     starts = sorted({params.arms[a].start for a in arms})
     english = sorted({params.phase1_dataset(s) for s in starts if s in params.arms} & held) \
@@ -216,16 +214,16 @@ def mitigation_loss_table(params: Params, arms: Sequence[str], store: RunStore |
     if not english or not multilingual:
         raise ValueError("held-out rows are needed on English and on Phase-2 data (datasets.*.n_heldout)")
     losses = heldout_loss_table(params, starts + list(arms), english + multilingual,
-                                n=params.training.n_eval or 16, store=store)
+                                n=params.training.n_eval or 16)
     return mitigation_table(params, arms, losses, english, multilingual)
 
 
-def freeze_table(params: Params, arms: Sequence[str], store: RunStore | None = None):
+def freeze_table(params: Params, arms: Sequence[str]):
     """Per layer-freezing arm, the decoder layers touched and how many tensors were frozen (for
     LF_H2 at head granularity: tensors frozen in part, and the (tensor, head) slices frozen)."""
     import pandas as pd
 
-    store = store or RunStore(params.run_path)
+    store = params.store
     rows = []
     for arm in arms:
         path = store.arm_file(arm, "freeze.json")
@@ -254,9 +252,9 @@ def heldout_loss_summary(table) -> str:
         for _, row in table.iterrows() if row["eval_loss_before"] is not None)
 
 
-def replay_overview(params: Params, arms: Sequence[str], store: RunStore | None = None) -> str:
+def replay_overview(params: Params, arms: Sequence[str]) -> str:
     """Per arm with a replay set (GR, ER): its size and its first row, as text (notebook 04)."""
-    store = store or RunStore(params.run_path)
+    store = params.store
     blocks = []
     for arm in arms:
         path = store.replay_file(arm)
@@ -266,14 +264,14 @@ def replay_overview(params: Params, arms: Sequence[str], store: RunStore | None 
     return "\n".join(blocks) or f"no replay set among {list(arms)}"
 
 
-def compute_tables(params: Params, by_table: dict[str, Sequence[str]], store: RunStore | None = None):
+def compute_tables(params: Params, by_table: dict[str, Sequence[str]]):
     """``compute_table`` per mitigation table: table -> DataFrame."""
-    return {t: compute_table(params, arms, store) for t, arms in by_table.items()}
+    return {t: compute_table(params, arms) for t, arms in by_table.items()}
 
 
-def mitigation_loss_tables(params: Params, by_table: dict[str, Sequence[str]], store: RunStore | None = None):
+def mitigation_loss_tables(params: Params, by_table: dict[str, Sequence[str]]):
     """``mitigation_loss_table`` per mitigation table: table -> DataFrame."""
-    return {t: mitigation_loss_table(params, arms, store) for t, arms in by_table.items()}
+    return {t: mitigation_loss_table(params, arms) for t, arms in by_table.items()}
 
 
 def show_tables(frames: dict, footnotes: bool = False, digits: int = 3) -> None:

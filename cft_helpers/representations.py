@@ -42,10 +42,9 @@ from cft_helpers.mitigation import is_baseline
 from cft_helpers.jobs import base_models, model_pairs, needed_models
 from cft_helpers.models import fetch_wheel, load_model, load_tokenizer, resolve_model
 from cft_helpers.params import BuiltinParallel, FilePrompts, HubParallel, HubPrompts, MtBenchPrompts, Params
-from cft_helpers.files import stable_hash
 from cft_helpers.progress import StageProgress
-from cft_helpers.runs import MissingArtifact, RunStore
-from cft_helpers.files import KeyedFile, atomic_write_json, read_json
+from cft_helpers.runs import MissingArtifact, RunStore, read_saved
+from cft_helpers.files import KeyedFile, atomic_write_json, stable_hash
 from cft_helpers.runtime import configure_runtime
 
 # Bump when what is computed changes, so cached activations are recomputed. Not bumped for the
@@ -256,7 +255,7 @@ def _texts_hash(texts: Sequence[str]) -> str:
     return hashlib.sha256("\x1e".join(texts).encode("utf-8")).hexdigest()[:16]
 
 
-def activations(params: Params, name: str, store: RunStore | None = None, *, texts: Sequence[str] | None = None,
+def activations(params: Params, name: str, *, texts: Sequence[str] | None = None,
                 set_name: str = "prompts", chat: bool = True, force: bool = False,
                 progress: bool = True) -> np.ndarray:
     """Per-prompt, per-layer mean activations (n, layers, hidden) of a model or trained arm on a
@@ -265,20 +264,19 @@ def activations(params: Params, name: str, store: RunStore | None = None, *, tex
     The cache is reused while the model (its identity hash), the texts and the settings are the
     same; otherwise it is recomputed and replaced atomically."""
     texts = list(prompt_texts(params) if texts is None else texts)
-    return activation_sets(params, name, {set_name: (texts, chat)}, store, force=force, progress=progress)[set_name]
+    return activation_sets(params, name, {set_name: (texts, chat)}, force=force, progress=progress)[set_name]
 
 
-def activation_sets(params: Params, name: str, sets: dict[str, tuple[Sequence[str], bool]],
-                    store: RunStore | None = None, *, force: bool = False,
+def activation_sets(params: Params, name: str, sets: dict[str, tuple[Sequence[str], bool]], *, force: bool = False,
                     progress: bool = True) -> dict[str, np.ndarray]:
     """``activations`` of one model on several text sets at once: set name -> (texts, chat).
 
     Each set has its own cache file and key, exactly as ``activations`` gives it; the model is
     loaded once for all the sets whose cache is missing or stale."""
-    store = store or RunStore(params.run_path)
-    ckpt, _, template = resolve_model(params, store, name)
+    store = params.store
+    ckpt, _, template = resolve_model(params, name)
     cfg = params.representations
-    out, todo = _cached_sets(params, store, name, sets, force)
+    out, todo = _cached_sets(params, name, sets, force)
     if not todo:
         return out
     device = configure_runtime(params)
@@ -296,10 +294,11 @@ def activation_sets(params: Params, name: str, sets: dict[str, tuple[Sequence[st
     return out
 
 
-def _cached_sets(params: Params, store: RunStore, name: str, sets: dict[str, tuple[Sequence[str], bool]],
+def _cached_sets(params: Params, name: str, sets: dict[str, tuple[Sequence[str], bool]],
                  force: bool = False) -> tuple[dict[str, np.ndarray], dict[str, tuple[list[str], bool, str]]]:
     """(set -> activations read from a valid cache, set -> (texts, chat, key) still to compute)."""
-    _, ident, template = resolve_model(params, store, name)
+    store = params.store
+    _, ident, template = resolve_model(params, name)
     out: dict[str, np.ndarray] = {}
     todo: dict[str, tuple[list[str], bool, str]] = {}
     for set_name, (texts, chat) in sets.items():
@@ -328,12 +327,12 @@ def notebook_sets(params: Params, name: str) -> dict[str, tuple[list[str], bool]
     return sets
 
 
-def activations_pending(params: Params, store: RunStore, name: str) -> bool:
+def activations_pending(params: Params, name: str) -> bool:
     """Whether notebook 07 would compute activations of ``name`` (a set missing or stale)."""
-    return bool(_cached_sets(params, store, name, notebook_sets(params, name))[1])
+    return bool(_cached_sets(params, name, notebook_sets(params, name))[1])
 
 
-def model_activations(params: Params, store: RunStore, models: Sequence[str], prompts: Sequence[str],
+def model_activations(params: Params, models: Sequence[str], prompts: Sequence[str],
                       sentences: dict[str, list[str]] | None = None, parallel_models: Sequence[str] = (), *,
                       force: bool = False,
                       progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -348,7 +347,7 @@ def model_activations(params: Params, store: RunStore, models: Sequence[str], pr
         sets = {"prompts": (prompts, True)} if name in models else {}
         if name in parallel_models and parallel:
             sets["parallel"] = (parallel, False)
-        got = activation_sets(params, name, sets, store, force=force, progress=progress)
+        got = activation_sets(params, name, sets, force=force, progress=progress)
         if "prompts" in got:
             on_prompts[name] = got["prompts"]
         if "parallel" in got:
@@ -513,7 +512,7 @@ def covariance_curves(params: Params, acts: dict[str, np.ndarray], pairs: Sequen
             for p1, p2 in pairs}
 
 
-def cross_lingual(params: Params, store: RunStore, models: Sequence[str], sentences: dict[str, list[str]],
+def cross_lingual(params: Params, models: Sequence[str], sentences: dict[str, list[str]],
                   force: bool = False, progress: bool = True,
                   acts: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
     """Figure 4's data per model: t-SNE of per-sentence vectors at one layer over all languages,
@@ -529,7 +528,7 @@ def cross_lingual(params: Params, store: RunStore, models: Sequence[str], senten
             if len(model_acts) != len(texts):
                 raise ValueError(f"{name}: {len(model_acts)} activation rows for {len(texts)} parallel sentences")
         else:  # every language in one call: one model load, one cache file per model
-            model_acts = activations(params, name, store, texts=texts, set_name="parallel", chat=False,
+            model_acts = activations(params, name, texts=texts, set_name="parallel", chat=False,
                                      force=force, progress=progress)
         bounds = np.cumsum([0] + [len(v) for v in sentences.values()])
         by_lang = {lang: model_acts[bounds[i]:bounds[i + 1]] for i, lang in enumerate(sentences)}
@@ -561,11 +560,7 @@ def save_representation_summary(store: RunStore, summary: dict[str, Any]) -> Pat
 
 def load_representation_summary(store: RunStore) -> dict[str, Any]:
     """What notebook 07 saved (read only); raises ``MissingArtifact`` when it has not run."""
-    path = store.representations_summary
-    if not path.exists():
-        raise MissingArtifact(f"no representation analysis in the run store ({path}); run notebook "
-                              "07_representations first")
-    return read_json(path)
+    return read_saved(store.representations_summary, "representation analysis", "07_representations")
 
 
 # --------------------------------------------------------------------------- the summary (notebooks 07, 08)

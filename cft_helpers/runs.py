@@ -104,6 +104,14 @@ class MissingArtifact(FileNotFoundError):
     missing and which notebook writes it."""
 
 
+def read_saved(path: Path, what: str, notebook: str) -> dict[str, Any]:
+    """A summary a notebook saved in the run store, read back by a later one (notebooks 08, 09):
+    raises MissingArtifact naming ``what`` and the ``notebook`` that writes it when it is absent."""
+    if not path.exists():
+        raise MissingArtifact(f"no {what} in the run store ({path}); run notebook {notebook} first")
+    return read_json(path)
+
+
 def git_commit(root: Path | str | None = None) -> dict[str, Any]:
     """The commit the code ran at, and whether the work tree had uncommitted changes."""
     root = str(root or Path(__file__).resolve().parents[1])

@@ -42,8 +42,8 @@ from cft_helpers.embedders import load_embedder
 from cft_helpers.paper_results import paper_des, paper_mpd
 from cft_helpers.params import Params, load_params
 from cft_helpers.files import stable_hash
-from cft_helpers.runs import MissingArtifact, RunStore
-from cft_helpers.files import KeyedCache, KeyedFile, atomic_write_json, read_json
+from cft_helpers.runs import RunStore, read_saved
+from cft_helpers.files import KeyedCache, KeyedFile, atomic_write_json
 
 MPD_DEFINITION = ("MPD = mean over named tensors (tied weights once) of the L2 norm of the "
                   "flattened difference between the two checkpoints")
@@ -124,14 +124,14 @@ def des(rows_a: Sequence[dict], rows_b: Sequence[dict], embedder, *, n: int = 50
             "n": n, "seed": seed, "text": text, "embedder": embedder.name}
 
 
-def dataset_embeddings(params: Params, names: Sequence[str], store: RunStore | None = None,
+def dataset_embeddings(params: Params, names: Sequence[str],
                        embedder=None, progress: bool = True) -> dict[str, np.ndarray]:
     """Row embeddings of the train split of each prepared dataset, cached in the run store.
 
     The cache key holds the embedder, N, seed, text field and the data's content hash, so a
     change to any of them re-embeds only the datasets concerned.
     """
-    store = store or RunStore(params.run_path)
+    store = params.store
     cfg = params.similarity
     seed = params.seed if cfg.seed is None else cfg.seed
     out: dict[str, np.ndarray] = {}
@@ -154,18 +154,18 @@ def dataset_embeddings(params: Params, names: Sequence[str], store: RunStore | N
     return out
 
 
-def des_matrix(params: Params, names: Sequence[str] | None = None, store: RunStore | None = None,
+def des_matrix(params: Params, names: Sequence[str] | None = None,
                embedder=None, progress: bool = True) -> dict[str, Any]:
     """DES for every pair of the given datasets (default: all in the params), Table 3's numbers.
 
     Returns ``{"matrix": {a: {b: des}}, "sd": {a: {b: bootstrap sd}}, "rows": {name: n}, ...}`` and
     writes it to ``<run_dir>/similarity/des.json``.
     """
-    store = store or RunStore(params.run_path)
+    store = params.store
     names = list(names or params.datasets)
     cfg = params.similarity
     seed = params.seed if cfg.seed is None else cfg.seed
-    emb = dataset_embeddings(params, names, store, embedder, progress)
+    emb = dataset_embeddings(params, names, embedder, progress)
     matrix = {a: {b: des_from_embeddings(emb[a], emb[b]) for b in names} for a in names}
     sd = {a: {a: 0.0} for a in names}
     for i, a in enumerate(names):
@@ -331,13 +331,13 @@ def mpd_arms(params: Params) -> tuple[str, list[str]]:
     return ref, others
 
 
-def mpd_run_table(params: Params, store: RunStore | None = None, progress: bool = True):
+def mpd_run_table(params: Params, progress: bool = True):
     """Table 4 for the run: MPD of every single-dataset arm from the base against the reference.
 
     Cached in ``<run_dir>/similarity/mpd.json`` keyed by the arms' input hashes."""
     import pandas as pd
 
-    store = store or RunStore(params.run_path)
+    store = params.store
     ref, others = mpd_arms(params)
     if not others:
         raise SimilarityError(f"no arm to compare with the MPD reference {ref!r}: Table 4 needs arms trained "
@@ -442,10 +442,7 @@ def save_similarity_summary(store: RunStore, **tables) -> Path:
 
 def load_similarity_summary(store: RunStore) -> dict[str, Any]:
     """What notebook 05 saved (read only); raises ``MissingArtifact`` when it has not run."""
-    path = store.similarity_summary
-    if not path.exists():
-        raise MissingArtifact(f"no similarity tables in the run store ({path}); run notebook 05_similarity first")
-    return read_json(path)
+    return read_saved(store.similarity_summary, "similarity tables", "05_similarity")
 
 
 def forgetting_correlations(points) -> dict[str, dict[str, Any]]:

@@ -70,12 +70,13 @@ from cft_helpers.weights import final_state_dict, generation_model, parameter_co
 TRACKING_FIELDS = ("report_to", "run_name")
 
 
-def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:
+def arm_input_hash(params: Params, arm: str) -> str:
     """Everything that determines an arm's result: spec, hyperparameters, start point, data.
 
     Raises RuntimeError when the prepared data in the run store was made from other dataset
     parameters (rerun data preparation) or the start arm is not done (train it first).
     """
+    store = params.store
     data_stage = store.stage("data", data_input_hash(params))
     if not data_stage.is_done():
         raise RuntimeError(
@@ -104,7 +105,7 @@ def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:
         "data": {d: store.data_hash(d) for d in spec.datasets},
         "seed": params.seed,
     }
-    settings = mitigation.settings(params, arm, store)
+    settings = mitigation.settings(params, arm)
     if settings is not None:
         inputs["mitigation"] = settings
     if entry.replay is not None and entry.replay.generated and uses_vllm(params):
@@ -112,7 +113,8 @@ def arm_input_hash(params: Params, store: RunStore, arm: str) -> str:
     return stable_hash(inputs)
 
 
-def start_checkpoint(params: Params, store: RunStore, arm: str) -> Path:
+def start_checkpoint(params: Params, arm: str) -> Path:
+    store = params.store
     start = params.arms[arm].start
     return store.arm_checkpoint(start) if start in params.arms else model_checkpoint(params, start)
 
@@ -223,11 +225,11 @@ def _eval_losses(trainer, names: Sequence[str] | None = None) -> dict[str, float
     return {name: out[f"eval_{name}_loss"] for name in names}
 
 
-def _eval_set_keys(params: Params, store: RunStore, arm: str, trainer, world_size: int) -> dict[str, str]:
+def _eval_set_keys(params: Params, arm: str, trainer, world_size: int) -> dict[str, str]:
     """Per evaluation set, what its loss before training depends on: the start model's identity,
     the tokenized rows and the evaluation settings. Arms that start from the same model on the
     same rows (every mitigation from the Phase-1 model, on the held-out rows) share the value."""
-    _, ident, _ = resolve_model(params, store, params.arms[arm].start)
+    _, ident, _ = resolve_model(params, params.arms[arm].start)
     args = trainer.args
     settings = {"start": ident, "batch": args.per_device_eval_batch_size, "max_length": args.max_length,
                 "padding_free": bool(getattr(trainer.data_collator, "padding_free", False)), "bf16": args.bf16,
@@ -241,7 +243,7 @@ def _eval_set_keys(params: Params, store: RunStore, arm: str, trainer, world_siz
     return keys
 
 
-def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bool = False,
+def train_arm(params: Params, arm: str, force: bool = False,
               callbacks: Sequence[Any] = (), progress: bool = True) -> dict[str, Any]:
     """Train one arm (or reuse it when done for the same inputs); returns its metrics.
 
@@ -251,9 +253,9 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
     """
     if arm not in params.arms:
         raise KeyError(f"unknown arm {arm!r}; valid: {sorted(params.arms)}")
-    store = store or RunStore(params.run_path)
+    store = params.store
     spec = params.arms[arm]
-    stage = store.stage(f"arms/{arm}", arm_input_hash(params, store, arm))
+    stage = store.stage(f"arms/{arm}", arm_input_hash(params, arm))
     # under accelerate launch: the main process alone writes the run store, and takes every
     # choice that reads it, for all (Processes.decide; docs/CLUSTER.md, "One choice, every rank")
     procs = Processes(params.runtime.dist_timeout_s)
@@ -277,10 +279,10 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
     # The main process first: it may build or convert the start model into the cache (one
     # process, not every rank racing), which the others then find (a launch started by hand).
     if procs.is_main:
-        start = start_checkpoint(params, store, arm)
+        start = start_checkpoint(params, arm)
     procs.wait()
     if not procs.is_main:
-        start = start_checkpoint(params, store, arm)
+        start = start_checkpoint(params, arm)
 
     # begin() empties the folder unless it resumes: the main process's answer holds for all
     resumable = procs.decide(lambda: stage.begin(force=force, keep=("checkpoints", "replay", "tracker")))
@@ -297,7 +299,7 @@ def train_arm(params: Params, arm: str, store: RunStore | None = None, force: bo
                 stage.finish({"checkpoint": str(start)})
             procs.wait()
             return metrics
-        metrics = _run_training(params, arm, store, stage.dir, device, resumable, callbacks, progress, procs)
+        metrics = _run_training(params, arm, stage.dir, device, resumable, callbacks, progress, procs)
         if procs.is_main:
             kill_point("train:before-finish")
             stage.finish(_stage_outputs(metrics))
@@ -321,12 +323,13 @@ class BuiltTrainer(NamedTuple):
     info: dict[str, Any]  # what the strategy did (frozen tensors, replay) and the parameter counts
 
 
-def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, device: str | None = None,
+def build_trainer(params: Params, arm: str, output_dir: Path, device: str | None = None,
                   callbacks: Sequence[Any] = (), progress: bool = True, procs=None) -> BuiltTrainer:
     """The SFTTrainer of one arm, with its model, tokenizer and data loaded (not yet trained),
     and the arm's strategy applied. Exposed so tests can check exactly what the trainer is fed
     (e.g. which tokens carry loss).
     """
+    store = params.store
     from trl import SFTTrainer
 
     from cft_helpers.trainer_callbacks import MaskedRowsCheck
@@ -337,7 +340,7 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
     training = params.arm_training(arm)
     accumulation_steps(training, procs.world_size)  # a batch that does not divide: before any load
     trust = trusts_remote_code(params, arm)
-    start = start_checkpoint(params, store, arm)
+    start = start_checkpoint(params, arm)
     chat_template = getattr(params.models.get(spec.start), "chat_template", None)
     tok = load_tokenizer(start, chat_template=chat_template, trust_remote_code=trust)
     rows = training_examples(store, spec.datasets, seed=training.seed)
@@ -353,8 +356,8 @@ def build_trainer(params: Params, arm: str, store: RunStore, output_dir: Path, d
         # engine loads the training model sharded. Its fp32 weights equal the training model's
         # before training, so the answers are those the training model would give.
         vllm = entry.replay.generated and uses_vllm(params)
-        _, start_id, _ = resolve_model(params, store, spec.start)  # (names the answering model in the cache)
-        replay, summary = build_replay(params, store, arm, None, tok, progress=progress,
+        _, start_id, _ = resolve_model(params, spec.start)  # (names the answering model in the cache)
+        replay, summary = build_replay(params, arm, None, tok, progress=progress,
                                        vllm_checkpoint=start if vllm else None, trust_remote_code=trust,
                                        load_generator=lambda: generation_model(start, device, trust), procs=procs,
                                        model_id=start_id)
@@ -456,24 +459,26 @@ def rows_without_response(tok, rows: list[dict], max_length: int, batch: int = 2
     return dropped
 
 
-def _run_training(params, arm, store, arm_dir: Path, device: str, resumable: bool, callbacks,
+def _run_training(params, arm, arm_dir: Path, device: str, resumable: bool, callbacks,
                   progress: bool, procs) -> dict[str, Any]:
-    built = build_trainer(params, arm, store, store.arm_checkpoints_dir(arm), device, callbacks, progress, procs)
+    store = params.store
+    built = build_trainer(params, arm, store.arm_checkpoints_dir(arm), device, callbacks, progress, procs)
     try:
-        return _train_and_save(params, arm, store, arm_dir, device, resumable, procs, built)
+        return _train_and_save(params, arm, arm_dir, device, resumable, procs, built)
     finally:  # the next arm of this process (a launch of several arms) starts from an empty device
         built.trainer.accelerator.free_memory()
         del built  # the trainer's reference cycles hold the model until a collection
         release_memory()
 
 
-def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: bool, procs,
+def _train_and_save(params, arm, arm_dir: Path, device: str, resumable: bool, procs,
                     built: BuiltTrainer) -> dict[str, Any]:
+    store = params.store
     from cft_helpers.trainer_callbacks import Fp32StartMasters, LossesBeforeTraining, TrainingProgress
 
     spec = params.arms[arm]
     ckpt_dir = store.arm_checkpoints_dir(arm)
-    start = start_checkpoint(params, store, arm)
+    start = start_checkpoint(params, arm)
     trainer, n_rows, n_held, info = built
     trainer.add_callback(TrainingProgress(f"training {arm}"))
     if procs.is_main:
@@ -493,7 +498,7 @@ def _train_and_save(params, arm, store, arm_dir: Path, device: str, resumable: b
             return resume, json.loads(before_file.read_text()), None
         if n_held and resume is None:  # (a resumed model is no longer the start model)
             cache = KeyedCache(cache_file).load()
-            keys = _eval_set_keys(params, store, arm, trainer, procs.world_size)
+            keys = _eval_set_keys(params, arm, trainer, procs.world_size)
             return None, {n: cache[k] for n, k in keys.items() if k in cache}, \
                 {n: k for n, k in keys.items() if k not in cache}
         return resume, {}, None
@@ -614,7 +619,7 @@ def train_arms(params: Params, arms: Sequence[str], force: bool = False,
 
     With ``runtime.processes`` above 1 (and not already inside a launched process), each arm
     not done yet is trained by ``accelerate launch`` in that many processes (:func:`launch_arm`)."""
-    store = RunStore(params.run_path)
+    store = params.store
     order = [a for a in params.arm_order() if a in arms]
     if params.runtime.processes > 1 and not launched():
         for a in order:  # before any launch: a batch the processes cannot share fails at once
@@ -626,12 +631,12 @@ def train_arms(params: Params, arms: Sequence[str], force: bool = False,
                 model_checkpoint(params, params.arms[a].start)
         out = {}
         for a in order:
-            stage = store.stage(f"arms/{a}", arm_input_hash(params, store, a))
+            stage = store.stage(f"arms/{a}", arm_input_hash(params, a))
             if force or not stage.is_done():
                 launch_arm(params, a, force=force)
             out[a] = store.arm_metrics(a)
         return out
-    return {a: train_arm(params, a, store, force=force, progress=progress) for a in order}
+    return {a: train_arm(params, a, force=force, progress=progress) for a in order}
 
 
 def arms_named(params: Params, names: Sequence[str]) -> list[str]:

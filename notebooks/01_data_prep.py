@@ -43,10 +43,9 @@ from cft_helpers.data import prepare_datasets
 from cft_helpers.data.prepare import (dataset_overview, english_counterpart, first_examples, language_table,
                                       report_totals, task_table)
 from cft_helpers.params import load_params
-from cft_helpers.runs import RunStore
 
 P = load_params(params, overrides=overrides)
-store = RunStore(P.run_path)
+store = P.store
 print(f"parameter set {P.name!r} from {P.source_path}; run store {P.run_path}")
 
 # %% [markdown]
@@ -64,14 +63,14 @@ dataset_overview(P)
 # in any language.
 
 # %%
-report = prepare_datasets(P, store, force=force)
+report = prepare_datasets(P, force=force)
 language_table(report)
 
 # %% [markdown]
 # ## What the examples look like
 
 # %%
-print(first_examples(P, store))
+print(first_examples(P))
 
 # %% [markdown]
 # ## The similar pair encodes the same instructions
@@ -80,7 +79,7 @@ print(first_examples(P, store))
 # numbers. This English counterpart is what English replay (ER_10) trains on later.
 
 # %%
-counterpart = english_counterpart(P, store)   # None without a multilingual built-in dataset
+counterpart = english_counterpart(P)  # None without a multilingual built-in dataset
 if counterpart:
     print(counterpart)
 

@@ -38,11 +38,9 @@ overrides = ""
 # %%
 from cft_helpers.params import load_params
 from cft_helpers.reports import arm_plan, arm_table, heldout_loss_summary, loss_curves
-from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arms
 
 P = load_params(params, overrides=overrides)
-store = RunStore(P.run_path)
 phase1 = P.arms_in_phase("phase1")
 print(f"parameter set {P.name!r}: Phase-1 arms {phase1}")
 
@@ -50,7 +48,7 @@ print(f"parameter set {P.name!r}: Phase-1 arms {phase1}")
 # ## The plan
 
 # %%
-arm_plan(P, phase1, store)
+arm_plan(P, phase1)
 
 # %% [markdown]
 # ## Train
@@ -65,10 +63,10 @@ metrics = train_arms(P, phase1, force=force)
 # training (same masking as in training: response tokens only).
 
 # %%
-loss_curves(P, phase1, store, title="Phase 1: training loss")
+loss_curves(P, phase1, title="Phase 1: training loss")
 
 # %%
-table = arm_table(P, phase1, store)
+table = arm_table(P, phase1)
 table
 
 # %%

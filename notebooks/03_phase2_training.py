@@ -41,11 +41,9 @@ overrides = ""
 from cft_helpers.heldout import phase2_changes, training_heldout_table
 from cft_helpers.params import load_params
 from cft_helpers.reports import arm_plan, arm_table, loss_curves, weight_change_table
-from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arms
 
 P = load_params(params, overrides=overrides)
-store = RunStore(P.run_path)
 arms = P.arms_in_phase("phase2", "mixture", "reverse1", "reverse2")
 print(f"parameter set {P.name!r}: arms {arms}")
 
@@ -53,7 +51,7 @@ print(f"parameter set {P.name!r}: arms {arms}")
 # ## The plan
 
 # %%
-arm_plan(P, arms, store)
+arm_plan(P, arms)
 
 # %% [markdown]
 # ## Train
@@ -62,10 +60,10 @@ arm_plan(P, arms, store)
 
 # %%
 metrics = train_arms(P, arms, force=force)
-loss_curves(P, arms, store, title="Phase 2, mixture and reverse order: training loss")
+loss_curves(P, arms, title="Phase 2, mixture and reverse order: training loss")
 
 # %%
-arm_table(P, arms, store)
+arm_table(P, arms)
 
 # %% [markdown]
 # ## Did Phase 2 move the model?
@@ -74,7 +72,7 @@ arm_table(P, arms, store)
 # by tensor from the safetensors checkpoints.
 
 # %%
-moved = weight_change_table(P, arms, store)
+moved = weight_change_table(P, arms)
 moved
 
 # %% [markdown]
@@ -89,7 +87,7 @@ moved
 # the notebook ran, as `heldout:<model>` jobs; the notebook reads them.)
 
 # %%
-losses = training_heldout_table(P, store)
+losses = training_heldout_table(P)
 losses.round(3)
 
 # %% [markdown]

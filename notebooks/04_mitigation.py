@@ -56,7 +56,6 @@ from cft_helpers.jobs import mitigation_selection
 from cft_helpers.params import load_params
 from cft_helpers.reports import (arm_plan, compute_tables, freeze_table, loss_curves, mitigation_loss_tables,
                                  replay_overview, show_tables)
-from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arms
 
 P = load_params(params, overrides=overrides)
@@ -64,8 +63,7 @@ P = load_params(params, overrides=overrides)
 # Phase-2 arm. An unknown strategy or table fails here.
 selection = mitigation_selection(P, strategy, table)
 arms, compared = selection.arms, selection.compared
-store = RunStore(P.run_path)
-prepare_datasets(P, store)
+prepare_datasets(P)
 print(f"parameter set {P.name!r}, strategy {strategy!r}, tables {selection.tables}: arms {arms}")
 
 # %% [markdown]
@@ -74,7 +72,7 @@ print(f"parameter set {P.name!r}, strategy {strategy!r}, tables {selection.table
 # Replay arms train on more rows than vanilla (the replay is added, not swapped in).
 
 # %%
-arm_plan(P, arms, store)
+arm_plan(P, arms)
 
 # %% [markdown]
 # ## Train
@@ -85,7 +83,7 @@ arm_plan(P, arms, store)
 
 # %%
 metrics = train_arms(P, P.with_upstream(compared), force=force)
-loss_curves(P, arms, store, title="Phase 2 with each strategy: training loss")
+loss_curves(P, arms, title="Phase 2 with each strategy: training loss")
 
 # %% [markdown]
 # ## What each strategy froze
@@ -95,7 +93,7 @@ loss_curves(P, arms, store, title="Phase 2 with each strategy: training loss")
 # per module type). The complete lists are in each arm's `freeze.json`.
 
 # %%
-freeze_table(P, arms, store)
+freeze_table(P, arms)
 
 # %% [markdown]
 # ## The replay sets
@@ -103,7 +101,7 @@ freeze_table(P, arms, store)
 # English counterparts of Phase-2 instructions; for GR the response is the Phase-1 model's own.
 
 # %%
-print(replay_overview(P, arms, store))
+print(replay_overview(P, arms))
 
 # %% [markdown]
 # ## Compute cost (paper D.5)
@@ -112,7 +110,7 @@ print(replay_overview(P, arms, store))
 # relative to vanilla Phase 2 of the same table.
 
 # %%
-show_tables(compute_tables(P, selection.by_table, store))
+show_tables(compute_tables(P, selection.by_table))
 
 # %% [markdown]
 # ## A quick look before the benchmarks: held-out losses
@@ -125,7 +123,7 @@ show_tables(compute_tables(P, selection.by_table, store))
 # optimizer steps separate the arms: read differences against the seed-to-seed spread.
 
 # %%
-show_tables(mitigation_loss_tables(P, selection.by_table, store))
+show_tables(mitigation_loss_tables(P, selection.by_table))
 
 # %% [markdown]
 # ## Table 5 (and D8): English and Multilingual Ability per strategy
@@ -139,5 +137,5 @@ show_tables(mitigation_loss_tables(P, selection.by_table, store))
 # stayed frozen (for LoRA: of the base model's weights; its trainable parameters are the adapters).
 
 # %%
-results = evaluate_models(P, compared, store, force=False)
-show_tables(strategy_tables(P, results, selection.tables, store=store), footnotes=True)
+results = evaluate_models(P, compared, force=False)
+show_tables(strategy_tables(P, results, selection.tables, frozen_share=True), footnotes=True)

@@ -46,7 +46,6 @@ from cft_helpers.paper_results import similarity_forgetting_points
 from cft_helpers.params import load_params
 from cft_helpers.plots import (des_heatmap, similarity_vs_forgetting as forgetting_figure,
                                use_notebook_renderer)
-from cft_helpers.runs import RunStore
 from cft_helpers.similarity import (correlation_report, des_matrix, des_table, forgetting_correlations, mpd_arms,
                                     mpd_run_table, paper_forgetting_correlation, phase_pairs_table,
                                     save_similarity_summary, similarity_vs_forgetting)
@@ -54,8 +53,8 @@ from cft_helpers.train import train_arms
 
 P = load_params(params, overrides=overrides)
 use_notebook_renderer(P.figures.notebook_png)   # figures: interactive, plus a PNG for GitHub/nbviewer
-store = RunStore(P.run_path)
-prepare_datasets(P, store)
+store = P.store
+prepare_datasets(P)
 cfg = P.similarity
 print(f"parameter set {P.name!r}: embedder {cfg.embedder}, n={cfg.n}, "
       f"seed={P.seed if cfg.seed is None else cfg.seed}, embedding the {cfg.text}")
@@ -68,7 +67,7 @@ print(f"parameter set {P.name!r}: embedder {cfg.embedder}, n={cfg.n}, "
 # a different task family well below.
 
 # %%
-des = des_matrix(P, store=store)
+des = des_matrix(P)
 print("rows embedded per dataset:", des["rows"])
 des_table(des).round(3)
 
@@ -94,7 +93,7 @@ pairs.round(3)
 # %%
 reference, compared = mpd_arms(P)
 train_arms(P, [reference, *compared], force=force)
-mpd = mpd_run_table(P, store)
+mpd = mpd_run_table(P)
 print(f"reference: {reference} ({P.arms[reference].label or reference}); compared: {compared}")
 mpd.round(4)
 
@@ -108,7 +107,7 @@ mpd.round(4)
 # directions: read the direction of each panel, not the values.
 
 # %%
-change = phase1_heldout_change(P, P.arms_in_phase("phase2"), store)
+change = phase1_heldout_change(P, P.arms_in_phase("phase2"))
 points = similarity_vs_forgetting(P, des, mpd, change)
 points.round(4)
 

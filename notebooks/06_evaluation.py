@@ -52,11 +52,9 @@ from cft_helpers.evaluation.answers import instruction_kinds, span_report
 from cft_helpers.evaluation.tables import phase_table, strategy_tables, throughput_table
 from cft_helpers.params import load_params
 from cft_helpers.reports import show_tables
-from cft_helpers.runs import RunStore
 
 P = load_params(params, overrides=overrides)
-store = RunStore(P.run_path)
-ready, not_trained = evaluable_models(P, store)
+ready, not_trained = evaluable_models(P)
 print(f"parameter set {P.name!r}: evaluating {ready}")
 if not_trained:
     print(f"not trained yet, so not evaluated: {not_trained}")
@@ -74,7 +72,7 @@ benchmark_table(P)
 # it runs, reuses the loaded model for its answers and then asks the judge.
 
 # %%
-results = evaluate_models(P, ready, store, force=force)
+results = evaluate_models(P, ready, force=force)
 throughput_table(results).round(2)
 
 # %% [markdown]
@@ -104,7 +102,7 @@ phase_table(P, results).round(3)
 # The frozen share is of each arm's parameters (for LoRA: of the base model's weights).
 
 # %%
-show_tables(strategy_tables(P, results, store=store), footnotes=True)
+show_tables(strategy_tables(P, results, frozen_share=True), footnotes=True)
 
 # %% [markdown]
 # ## Per language (Tables B5-B7)
@@ -121,7 +119,7 @@ print(language_report(results))
 # assessed; the count assessed is in the last column.
 
 # %%
-fidelity = fidelity_table(P, list(results), store)
+fidelity = fidelity_table(P, list(results))
 print(fidelity.attrs["footnote"])
 fidelity.round(2)
 
@@ -135,7 +133,7 @@ fidelity.round(2)
 # format kinds).
 
 # %%
-kinds = instruction_kinds(P, store, list(results))
+kinds = instruction_kinds(P, list(results))
 print(kinds.attrs.get("footnote", ""))
 kinds.round(2)
 
@@ -148,7 +146,7 @@ kinds.round(2)
 # among other words, or miss it (docs/METHODS.md, "The multilingual slots").
 
 # %%
-span_report(P, store, list(results), span_benchmark).round(3)
+span_report(P, list(results), span_benchmark).round(3)
 
 # %%
-print(f"wrote {save_eval_summary(P, results, store)}")
+print(f"wrote {save_eval_summary(P, results)}")

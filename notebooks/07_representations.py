@@ -56,12 +56,11 @@ from cft_helpers.representations import (activations_overview, base_models, cova
                                          model_pairs, needed_arms, needed_models, parallel_sentences, prompt_texts,
                                          representation_summary, save_representation_summary, shift_report,
                                          text_sets_overview)
-from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arms
 
 P = load_params(params, overrides=overrides)
 use_notebook_renderer(P.figures.notebook_png)   # figures: interactive, plus a PNG for GitHub/nbviewer
-store = RunStore(P.run_path)
+store = P.store
 cfg = P.representations
 pairs = model_pairs(P)
 models = needed_models(P)
@@ -81,7 +80,7 @@ train_arms(P, needed_arms(P), force=False)
 prompts = prompt_texts(P)
 sentences = parallel_sentences(P)
 print(text_sets_overview(prompts, sentences))
-acts, parallel_acts = model_activations(P, store, models, prompts, sentences, base_models(P), force=force)
+acts, parallel_acts = model_activations(P, models, prompts, sentences, base_models(P), force=force)
 print(activations_overview(acts))
 
 # %% [markdown]
@@ -107,7 +106,7 @@ print(covariance_report(phase2_cov, mitigation_cov))
 # ## Figure 4: English and other languages in the start model
 
 # %%
-crossling = cross_lingual(P, store, base_models(P), sentences, force=force, acts=parallel_acts)
+crossling = cross_lingual(P, base_models(P), sentences, force=force, acts=parallel_acts)
 print(cross_lingual_report(crossling))
 
 # %% [markdown]

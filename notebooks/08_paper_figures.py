@@ -46,13 +46,12 @@ from cft_helpers.plots import (ability_tradeoff_figure, des_heatmap, representat
                                similarity_vs_forgetting as forgetting_figure, use_notebook_renderer,
                                written_table)
 from cft_helpers.representations import check_summary, load_representation_summary
-from cft_helpers.runs import RunStore
 from cft_helpers.similarity import load_similarity_summary, similarity_vs_forgetting
 
 P = load_params(params, overrides=overrides)
 use_notebook_renderer(P.figures.notebook_png)   # figures: interactive, plus a PNG for GitHub/nbviewer
-store = RunStore(P.run_path)
-results = load_results(P, store)          # fails naming the first model without results
+store = P.store
+results = load_results(P)  # fails naming the first model without results
 similarity = load_similarity_summary(store)
 representations = load_representation_summary(store)
 check_summary(P, representations)        # fails naming an arm the analysis lacks

@@ -70,10 +70,9 @@ from cft_helpers.findings import benchmark_changes, decide_claims, seed_runs
 from cft_helpers.findings_report import (claims_frame, construct_report, phase2_pairs, precision_report, verdict_lines,
                                          write_findings)
 from cft_helpers.params import load_params
-from cft_helpers.runs import RunStore
 
 P = load_params(params, overrides=overrides)
-store = RunStore(P.run_path)
+store = P.store
 runs = seed_runs(P)   # the params' seeds (`seeds:`, or the book's --seeds), each with its run store
 print(f"parameter set {P.name!r}: seeds {P.seed_list()}, "
       f"{P.findings.n_bootstrap} bootstrap replicates, {P.findings.confidence:.0%} intervals")

@@ -36,6 +36,11 @@ def write_params(tmp_path: Path, model_cache: Path, preset: str = "smoke", **cha
     return path
 
 
+def on_run_dir(params, folder: Path):
+    """The same parameters on another run store (``params.store`` follows ``run_dir``)."""
+    return params.model_copy(update={"run_dir": str(folder)}, deep=True)
+
+
 @pytest.fixture(scope="session")
 def book_run(tmp_path_factory, model_cache):
     """The whole smoke book, run once per test session: (params, seconds per notebook)."""

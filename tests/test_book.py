@@ -80,7 +80,7 @@ def test_book_runs_every_notebook_into_the_run_store(book_run):
 
 def test_every_arm_done_with_loss_going_down(book_run):
     params, _ = book_run
-    store = RunStore(params.run_path)
+    store = params.store
     for arm in params.arms:
         m = store.arm_metrics(arm)
         assert store.arm_manifest(arm)["status"] == "done", arm
@@ -93,7 +93,7 @@ def test_every_arm_done_with_loss_going_down(book_run):
 
 def test_phase2_checkpoint_differs_from_phase1(book_run):
     params, _ = book_run
-    store = RunStore(params.run_path)
+    store = params.store
     for arm in params.arms_in_phase("phase2"):
         change = weight_change(store.arm_checkpoint(params.arms[arm].start), store.arm_checkpoint(arm))
         assert change["tensors_changed"] == change["tensors"] > 0
@@ -102,7 +102,7 @@ def test_phase2_checkpoint_differs_from_phase1(book_run):
 
 def test_rerun_skips_done_stages(book_run):
     params, timing = book_run
-    store = RunStore(params.run_path)
+    store = params.store
     before = {a: store.arm_manifest(a)["finished"] for a in params.arms}
     run_book(params.source_path, only=["02"], progress=False)
     assert {a: store.arm_manifest(a)["finished"] for a in params.arms} == before
@@ -182,7 +182,7 @@ def test_book_with_seeds_fills_one_run_store_per_seed(tmp_path, model_cache):
     # another seed: other generated rows, another training order, so other weights
     rows0 = (params.run_path / "data" / "alpaca.train.jsonl").read_text()
     assert rows0 != (seed1 / "data" / "alpaca.train.jsonl").read_text()
-    change = weight_change(RunStore(params.run_path).arm_checkpoint("p1_alpaca"),
+    change = weight_change(params.store.arm_checkpoint("p1_alpaca"),
                            RunStore(seed1).arm_checkpoint("p1_alpaca"))
     assert change["tensors_changed"] > 0
 
@@ -198,7 +198,7 @@ def test_headline_strategy_command_from_an_empty_store(tmp_path, model_cache):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     params = load_params(path)
-    store = RunStore(params.run_path)
+    store = params.store
     assert store.finished_arms(list(params.arms)) == ["p1_instruct", "p2_instruct", "lf_h2"]
     assert {p.stem for p in (params.run_path / "eval").glob("*.json")} >= {"p2_instruct", "lf_h2"}
     assert "paper Mistral-7B EA" in (tmp_path / "out.ipynb").read_text()
@@ -206,7 +206,7 @@ def test_headline_strategy_command_from_an_empty_store(tmp_path, model_cache):
 
 def test_every_strategy_arm_trained_its_own_way(book_run):
     params, _ = book_run
-    store = RunStore(params.run_path)
+    store = params.store
     by_strategy = {params.arms[a].strategy: store.arm_metrics(a) for a in params.strategy_arms()}
     assert set(by_strategy) == {"vanilla", "LF_H1", "LF_H2", "Spectrum", "GR_5", "GR_10", "ER_10", "LoRA"}
     full = by_strategy["vanilla"]["trainable_params"]

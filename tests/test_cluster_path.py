@@ -20,7 +20,6 @@ from safetensors.torch import load_file
 
 from cft_helpers.data import prepare_datasets
 from cft_helpers.params import load_params
-from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arm, train_arms
 from cft_helpers.weights import final_state_dict, merge_adapter, save_gathered
 
@@ -147,7 +146,7 @@ def launched(tmp_path_factory, model_cache):
         train_arms(two, ["lf_h1", "gr_10", "lora"], progress=False)
     finally:
         mp.undo()
-    return two, RunStore(two.run_path), log
+    return two, two.store, log
 
 
 def _writes(log: Path, rank: int) -> list[tuple[str, Path]]:
@@ -371,7 +370,7 @@ def test_the_trainer_config_exists_before_the_model_loads(prepared, monkeypatch)
     real_config, real_load = train.sft_config, train.load_model
     monkeypatch.setattr(train, "sft_config", lambda *a, **k: order.append("config") or real_config(*a, **k))
     monkeypatch.setattr(train, "load_model", lambda *a, **k: order.append("model") or real_load(*a, **k))
-    train.build_trainer(prepared, "p1_alpaca", RunStore(prepared.run_path), Path(prepared.run_path) / "tmp_out",
+    train.build_trainer(prepared, "p1_alpaca", Path(prepared.run_path) / "tmp_out",
                         progress=False)
     assert order == ["config", "model"]
 

@@ -103,9 +103,8 @@ def test_replay_rows_are_the_first_of_one_seeded_order_of_the_source(prepared, m
     from cft_helpers.data.loaders import normalise_rows
     from cft_helpers.data.prepare import load_prepared
     from cft_helpers.replay import english_counterparts
-    from cft_helpers.runs import RunStore
 
-    store = RunStore(prepared.run_path)
+    store = prepared.store
     rows = load_prepared(store, "multialpaca", "train")
     seed = prepared.arm_training("gr_10").seed
 
@@ -114,7 +113,7 @@ def test_replay_rows_are_the_first_of_one_seeded_order_of_the_source(prepared, m
         random.Random(f"{seed}|replay|{key}").shuffle(idx)
         return idx
 
-    got = english_counterparts(prepared, store, "gr_10", 3)
+    got = english_counterparts(prepared, "gr_10", 3)
     picked = [rows[i] for i in order("multialpaca")[:3]]
     assert [r["id"] for r in got] == [f"replay-{r['id']}" for r in picked]
     for r, src in zip(got, picked):
@@ -123,13 +122,13 @@ def test_replay_rows_are_the_first_of_one_seeded_order_of_the_source(prepared, m
         assert r["messages"] == en["messages"] and r["lang"] == "en"
         assert r["source"] == f"replay:counterpart:{src['id']}"
     # every row may be replayed; one more is refused
-    assert len(english_counterparts(prepared, store, "gr_10", len(rows))) == len(rows)
+    assert len(english_counterparts(prepared, "gr_10", len(rows))) == len(rows)
     with pytest.raises(ValueError, match=f"replay needs {len(rows) + 1} rows but 'multialpaca' has {len(rows)}"):
-        english_counterparts(prepared, store, "gr_10", len(rows) + 1)
+        english_counterparts(prepared, "gr_10", len(rows) + 1)
     # from an English dataset named per Phase-2 dataset: its rows, tagged with it
     prepared.mitigation.replay.english_dataset = {"multialpaca": "alpaca"}
     try:
-        got = english_counterparts(prepared, store, "gr_10", 2)
+        got = english_counterparts(prepared, "gr_10", 2)
     finally:
         prepared.mitigation.replay.english_dataset = None
     alpaca = load_prepared(store, "alpaca", "train")
@@ -140,7 +139,7 @@ def test_replay_rows_are_the_first_of_one_seeded_order_of_the_source(prepared, m
     both = rows + load_prepared(store, "alpaca", "train")
     prepared.arms["gr_10"].datasets = ["multialpaca", "alpaca"]
     try:
-        got = english_counterparts(prepared, store, "gr_10", 4)
+        got = english_counterparts(prepared, "gr_10", 4)
     finally:
         prepared.arms["gr_10"].datasets = ["multialpaca"]
     idx = list(range(len(both)))
@@ -150,7 +149,7 @@ def test_replay_rows_are_the_first_of_one_seeded_order_of_the_source(prepared, m
     broken = [{**rows[0], "meta": {"task": rows[0]["meta"]["task"]}}]
     monkeypatch.setattr("cft_helpers.replay.load_prepared", lambda *a, **k: broken)
     with pytest.raises(ValueError, match="no built-in task metadata"):
-        english_counterparts(prepared, store, "gr_10", 1)
+        english_counterparts(prepared, "gr_10", 1)
 
 
 # --------------------------------------------------------------------------- layer freezing
@@ -758,11 +757,11 @@ def test_head_masking_needs_weight_decay_zero():
 def test_item_scores_pick_each_benchmarks_metric_and_pool_mmlu_subtasks(tmp_path):
     from cft_helpers.intervals import item_scores
     from cft_helpers.params import load_params
-    from cft_helpers.runs import MissingArtifact, RunStore
+    from cft_helpers.runs import MissingArtifact
     from cft_helpers.files import write_jsonl
 
     p = load_params("smoke", overrides={"run_dir": str(tmp_path / "run")})
-    store = RunStore(p.run_path)
+    store = p.store
     write_jsonl(store.root / "eval" / "m.samples.jsonl", [
         {"task": "cft_mc", "doc_id": 0, "acc": 1.0, "p_correct": 0.9},
         {"task": "cft_mc", "doc_id": 1, "acc": [0.0]},
@@ -773,7 +772,7 @@ def test_item_scores_pick_each_benchmarks_metric_and_pool_mmlu_subtasks(tmp_path
         {"task": "mmlu_anatomy", "doc_id": 0, "acc": 1.0},                  # mmlu is offline here
         {"task": "alpacaeval", "doc_id": 0, "preference": 2.0},             # AlpacaEval is off here
     ])
-    assert item_scores(p, store, "m") == {
+    assert item_scores(p, "m") == {
         "mmlu": {"cft_mc": {("cft_mc", 0): 1.0, ("cft_mc", 1): 0.0}},
         "hellaswag": {"cft_completion": {("cft_completion", 0): 1.0}},
         "mlqa": {"cft_qa_lookup_ar": {("cft_qa_lookup_ar", 0): 0.5}}}
@@ -784,9 +783,9 @@ def test_item_scores_pick_each_benchmarks_metric_and_pool_mmlu_subtasks(tmp_path
     write_jsonl(store.root / "eval" / "g.samples.jsonl", [
         {"task": "mmlu_anatomy", "doc_id": 0, "acc": 1.0}, {"task": "mmlu_law", "doc_id": 0, "acc": 0.0},
         {"task": "mmluX", "doc_id": 0, "acc": 1.0}])
-    assert item_scores(q, store, "g") == {"mmlu": {"mmlu": {("mmlu_anatomy", 0): 1.0, ("mmlu_law", 0): 0.0}}}
+    assert item_scores(q, "g") == {"mmlu": {"mmlu": {("mmlu_anatomy", 0): 1.0, ("mmlu_law", 0): 0.0}}}
     with pytest.raises(MissingArtifact, match="06_evaluation"):
-        item_scores(p, store, "nobody")
+        item_scores(p, "nobody")
 
 
 def test_spectrum_score_worked_by_hand():
@@ -912,17 +911,16 @@ def test_lf_h2_freezes_each_projection_where_it_moved_most_and_records_it():
 def test_alpacaeval_preferences_enter_the_item_scores(tmp_path):
     from cft_helpers.intervals import item_scores
     from cft_helpers.params import load_params
-    from cft_helpers.runs import RunStore
     from cft_helpers.files import write_jsonl
 
     p = load_params("smoke", overrides={"run_dir": str(tmp_path / "run")})
     p.evaluation.benchmarks["alpacaeval"].source = "alpaca_eval"     # as a judged run has it
     p.evaluation.benchmarks["alpacaeval"].metric = "discrete_win_rate"
-    store = RunStore(p.run_path)
+    store = p.store
     write_jsonl(store.root / "eval" / "m.samples.jsonl", [
         {"task": "alpacaeval", "doc_id": 0, "preference": 2.0}, {"task": "alpacaeval", "doc_id": 1, "preference": 1.5},
         {"task": "alpacaeval", "doc_id": 2, "preference": None}, {"task": "cft_mc", "doc_id": 0, "acc": 1.0}])
-    assert item_scores(p, store, "m") == {"alpacaeval": {"alpacaeval": {("alpacaeval", 0): 1.0, ("alpacaeval", 1): 0.5}},
+    assert item_scores(p, "m") == {"alpacaeval": {"alpacaeval": {("alpacaeval", 0): 1.0, ("alpacaeval", 1): 0.5}},
                                           "mmlu": {"cft_mc": {("cft_mc", 0): 1.0}}}
 
 

@@ -58,7 +58,7 @@ def test_two_processes_train_to_the_one_process_result(tmp_path, model_cache):
         prepare_datasets(params, progress=False)
         train_arms(params, ["p1_alpaca", "p2_alpaca"], progress=False)
         runs[n] = params
-    metrics = {n: RunStore(p.run_path).arm_metrics("p2_alpaca") for n, p in runs.items()}
+    metrics = {n: p.store.arm_metrics("p2_alpaca") for n, p in runs.items()}
     assert metrics[1]["processes"] == 1 and metrics[2]["processes"] == 2
     assert metrics[2]["steps"] == metrics[1]["steps"] == 5
     assert metrics[2]["trained_tokens"] == metrics[1]["trained_tokens"]

@@ -144,10 +144,9 @@ def test_language_identification_of_our_languages():
 def test_fidelity_counts_answers_in_the_wrong_language(smoke_params):
     """An English answer to a Thai item is not in language; a bare number is not assessed."""
     from cft_helpers.evaluation.fidelity import fidelity
-    from cft_helpers.runs import RunStore
     from cft_helpers.files import write_jsonl
 
-    store = RunStore(smoke_params.run_path)
+    store = smoke_params.store
     write_jsonl(store.root / "eval" / "m.samples.jsonl", [
         {"task": "cft_qa_facts_th", "doc_id": 0, "response": "วันถัดจากวันอาทิตย์คือวันจันทร์"},
         {"task": "cft_qa_facts_th", "doc_id": 1, "response": "The day after Sunday is Monday."},
@@ -155,7 +154,7 @@ def test_fidelity_counts_answers_in_the_wrong_language(smoke_params):
         {"task": "cft_summary_es", "doc_id": 0, "response": "El día después del domingo es el lunes."},
         {"task": "cft_mc", "doc_id": 0, "response": None},  # English benchmark: not counted
     ])
-    f = fidelity(smoke_params, "m", store)
+    f = fidelity(smoke_params, "m")
     assert f["th"] == {"answers": 3, "assessed": 2, "in_language": 1, "rate": 0.5}
     assert f["es"]["rate"] == 1.0 and set(f) == {"th", "es"}
 

@@ -18,7 +18,6 @@ def test_two_processes_give_the_scores_of_one(tmp_path, model_cache, judge_serve
     (on the smoke suite and a stub judge) runs once, on the main process."""
     from cft_helpers.evaluation.harness import evaluate_model
     from cft_helpers.params import load_params
-    from cft_helpers.runs import RunStore
 
     monkeypatch.setenv("CFT_TEST_JUDGE_KEY", KEY)  # (the launched processes inherit it)
     refs = tmp_path / "ref"
@@ -54,7 +53,7 @@ def test_two_processes_give_the_scores_of_one(tmp_path, model_cache, judge_serve
         for metric, value in entry["metrics"].items():
             if not metric.endswith("_stderr"):  # (bootstrap: resampled in the order items were gathered)
                 assert parallel["tasks"][task]["metrics"][metric] == pytest.approx(value, abs=1e-6), (task, metric)
-    rows = [[json.loads(line) for line in RunStore(p.run_path).eval_samples("base").read_text().splitlines()]
+    rows = [[json.loads(line) for line in p.store.eval_samples("base").read_text().splitlines()]
             for p in (one, two)]
     assert len(rows[1]) == len(rows[0]) == sum(e["n"] for e in single["tasks"].values())
     for a, b in zip(rows[0], rows[1]):  # every item once, in one process's order, same answer and score

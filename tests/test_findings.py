@@ -18,7 +18,6 @@ from cft_helpers import findings_report as R
 from scipy import stats
 from cft_helpers.evaluation.harness import task_plan
 from cft_helpers.params import load_params
-from cft_helpers.runs import RunStore
 from cft_helpers.files import atomic_write_json, write_jsonl
 
 N_ITEMS = 40  # per task
@@ -46,7 +45,7 @@ def base_scores(seed=0):
 
 def write_store(params, scores_by_model):
     """Write one samples file per model; ``scores_by_model[name][(bench, task)]`` is the array."""
-    store = RunStore(params.run_path)
+    store = params.store
     for name, scores in scores_by_model.items():
         rows = []
         for (bench, task), arr in scores.items():
@@ -54,6 +53,12 @@ def write_store(params, scores_by_model):
             rows += [{"task": task, "doc_id": i, metric: float(v)} for i, v in enumerate(arr)]
         write_jsonl(store.root / "eval" / f"{name}.samples.jsonl", rows)
     return store
+
+
+def stored_run(params, scores_by_model) -> F.SeedRun:
+    """``write_store``, then the seed run that reads that store."""
+    write_store(params, scores_by_model)
+    return F.SeedRun(params)
 
 
 def same_everywhere(delta=None):
@@ -66,8 +71,11 @@ def same_everywhere(delta=None):
     return out
 
 
-def decide(params, store, **kw):
-    claims, meta = F.decide_claims([F.SeedRun(params, store)], **kw)
+def decide(params, scores_by_model=None, **kw):
+    """The claims on ``params``' store, after writing ``scores_by_model`` there when given."""
+    if scores_by_model is not None:
+        write_store(params, scores_by_model)
+    claims, meta = F.decide_claims([F.SeedRun(params)], **kw)
     return {c.id: c for c in claims}, meta
 
 
@@ -89,8 +97,8 @@ def test_rule_on_intervals():
 def test_dissimilar_worse_on_every_item_similar_unchanged_reproduces_c3(params):
     # p2_instruct scores 0.3 lower than p1_instruct on every English item: EA drops by 0.3 in
     # every replicate, whatever items are drawn; the similar pair is unchanged.
-    store = write_store(params, same_everywhere({"p2_instruct": -0.3}))
-    c, meta = decide(params, store)
+    write_store(params, same_everywhere({"p2_instruct": -0.3}))
+    c, meta = decide(params)
     assert c["C3a"].value == pytest.approx(0.3)
     assert (c["C3a"].lo, c["C3a"].hi) == (pytest.approx(0.3), pytest.approx(0.3))
     assert c["C3a"].verdict == "reproduced" and c["C3b"].verdict == "reproduced"
@@ -102,26 +110,26 @@ def test_dissimilar_worse_on_every_item_similar_unchanged_reproduces_c3(params):
 
 
 def test_p2_equal_to_p1_is_inconclusive(params):
-    store = write_store(params, same_everywhere())
-    c, _ = decide(params, store)
+    write_store(params, same_everywhere())
+    c, _ = decide(params)
     assert c["C3a"].value == 0.0 and c["C3a"].verdict == "inconclusive"
     assert c["C3b"].verdict == "inconclusive" and c["C1"].verdict == "inconclusive"
 
 
 def test_opposite_sign_is_contradicted(params):
-    store = write_store(params, same_everywhere({"p2_instruct": +0.2}))
-    c, _ = decide(params, store)
+    write_store(params, same_everywhere({"p2_instruct": +0.2}))
+    c, _ = decide(params)
     assert c["C3a"].value == pytest.approx(-0.2) and c["C3a"].verdict == "contradicted"
     assert c["C3b"].verdict == "contradicted"
 
 
 def test_c2_drop_within_the_margin_is_reproduced_beyond_it_contradicted(params):
-    store = write_store(params, same_everywhere({"p2_alpaca": -0.01}))
-    c, _ = decide(params, store)
+    write_store(params, same_everywhere({"p2_alpaca": -0.01}))
+    c, _ = decide(params)
     assert c["C2"].value == pytest.approx(-0.01) and c["C2"].margin == 0.02
     assert c["C2"].verdict == "reproduced"
-    store = write_store(params, same_everywhere({"p2_alpaca": -0.05}))
-    c, _ = decide(params, store)
+    write_store(params, same_everywhere({"p2_alpaca": -0.05}))
+    c, _ = decide(params)
     assert c["C2"].verdict == "contradicted"
 
 
@@ -139,8 +147,8 @@ def test_interval_width_matches_the_paired_standard_error(params):
     for name in MODELS:
         scores[name][mmlu] = p1.copy()
     scores["p2_instruct"][mmlu] = p2
-    store = write_store(params, scores)
-    c, _ = decide(params, store, replicates=4000)
+    write_store(params, scores)
+    c, _ = decide(params, replicates=4000)
     d = p1 - p2
     expected_half = 1.96 * d.std(ddof=0) / math.sqrt(n) / 3
     assert c["C3a"].value == pytest.approx(d.mean() / 3)
@@ -156,7 +164,7 @@ def seed_stores(tmp_path, deltas, **overrides):
     for i, delta in enumerate(deltas):
         p = load_params("smoke", overrides={"run_dir": str(tmp_path / f"seed{i}"), "seed": i,
                                             "findings.n_bootstrap": 400, **overrides})
-        runs.append(F.SeedRun(p, write_store(p, same_everywhere({"p2_instruct": -delta}))))
+        runs.append(stored_run(p, same_everywhere({"p2_instruct": -delta})))
     return runs
 
 
@@ -195,8 +203,8 @@ def test_two_seeds_of_opposite_sign_are_inconclusive_with_one_degree_of_freedom(
 def test_c7b_er10_must_lead_every_other_strategy(params):
     # ER_10 0.2 above every strategy in EA: combined = (EA + MA) / 2, so each lead is +0.1, with a
     # zero-width interval (the same items); all six leads above 0: reproduced
-    store = write_store(params, same_everywhere({"er_10": +0.2}))
-    c, _ = decide(params, store)
+    write_store(params, same_everywhere({"er_10": +0.2}))
+    c, _ = decide(params)
     leads = [x for x in c if x.startswith("C7b vs ")]
     assert sorted(leads) == sorted(f"C7b vs {s}" for s in ("LF_H1", "LF_H2", "Spectrum", "GR_5", "GR_10", "LoRA"))
     assert all(c[x].value == pytest.approx(0.1) and c[x].verdict == "reproduced" for x in leads)
@@ -204,8 +212,8 @@ def test_c7b_er10_must_lead_every_other_strategy(params):
     assert c["C7b"].share == 1.0 and "100.0% of the bootstrap replicates" in c["C7b"].note
     # GR_5 0.2 above the rest: ER_10 trails GR_5 by 0.1 (contradicted) and ties the others
     # (inconclusive): one lead below 0 is enough to contradict C7b
-    store = write_store(params, same_everywhere({"gr_5": +0.2}))
-    c, _ = decide(params, store)
+    write_store(params, same_everywhere({"gr_5": +0.2}))
+    c, _ = decide(params)
     assert c["C7b vs GR_5"].value == pytest.approx(-0.1) and c["C7b vs GR_5"].verdict == "contradicted"
     assert c["C7b vs LF_H1"].verdict == "inconclusive"
     assert c["C7b"].verdict == "contradicted" and c["C7b"].share == 0.0
@@ -214,8 +222,8 @@ def test_c7b_er10_must_lead_every_other_strategy(params):
     assert "from the mean of the four EA scores" in c["C7b vs GR_5"].paper_note   # ER_10's misprint: 0.345 - 0.357
     assert "Mistral-7B -0.012" in c["C7b vs GR_5"].paper_note
     # ER_10 above four strategies but tied with two: not all leads above 0, none below: inconclusive
-    store = write_store(params, same_everywhere({"er_10": +0.2, "gr_5": +0.2, "lora": +0.2}))
-    c, _ = decide(params, store)
+    write_store(params, same_everywhere({"er_10": +0.2, "gr_5": +0.2, "lora": +0.2}))
+    c, _ = decide(params)
     assert c["C7b"].verdict == "inconclusive"
 
 
@@ -226,13 +234,13 @@ def test_reverse_order_claims_follow_appendix_c(params):
     for k in scores["rev2"]:
         if k[0] not in ENGLISH:
             scores["rev2"][k] = scores["rev2"][k] - 0.2
-    store = write_store(params, scores)
-    c, _ = decide(params, store)
+    write_store(params, scores)
+    c, _ = decide(params)
     for cid, value in (("C8a", 0.2), ("C8b", 0.2), ("C8c", 0.2), ("C8d", 0.1)):
         assert c[cid].value == pytest.approx(value) and c[cid].verdict == "reproduced", cid
     # a parameter set without the reverse order: every C8 row is "not run", naming the arm
     del params.arms["rev2"]
-    c, _ = decide(params, store)
+    c, _ = decide(params)
     assert all(c[x].verdict == "not run" and "'rev2'" in c[x].note for x in ("C8a", "C8b", "C8c", "C8d"))
     assert c["C3a"].verdict != "not run"
 
@@ -240,8 +248,8 @@ def test_reverse_order_claims_follow_appendix_c(params):
 def test_missing_evaluation_names_the_notebook(params):
     scores = same_everywhere()
     del scores["mixture"]
-    store = write_store(params, scores)
-    c, _ = decide(params, store)
+    write_store(params, scores)
+    c, _ = decide(params)
     assert c["C1"].verdict == "missing" and "06_evaluation" in c["C1"].note
 
 
@@ -259,7 +267,7 @@ def test_similarity_claims_one_seed(params):
     write_similarity(store)
     atomic_write_json(store.root / "representations" / "summary.json", {
         "phase2_covariance": {"ALPACA -> MULTIALPACA": [1.0, 2.0, 3.0], "Instruct -> MULTIALPACA": [2.0, 4.0, 6.0]}})
-    c, _ = decide(params, store)
+    c, _ = decide(params)
     # C4: 0.93 - 0.44 = 0.49, sd = hypot(0.03, 0.04) = 0.05: a normal 95% interval 0.49 +- 0.098
     assert c["C4"].value == pytest.approx(0.49)
     assert c["C4"].lo == pytest.approx(0.49 - 1.96 * 0.05, abs=0.01)
@@ -300,7 +308,7 @@ def test_appendix_c_comparisons_have_the_papers_values():
 
 def test_findings_files(params):
     store = write_store(params, same_everywhere({"p2_instruct": -0.3}))
-    claims, meta = F.decide_claims([F.SeedRun(params, store)])
+    claims, meta = F.decide_claims([F.SeedRun(params)])
     paths = R.write_findings(store, claims, meta, title="smoke")
     md = open(paths["md"], encoding="utf-8").read()
     assert "| C3a |" in md and "**reproduced**" in md and "+0.300 [+0.300, +0.300]" in md
@@ -313,8 +321,8 @@ def test_findings_files(params):
 def test_benchmark_changes_break_ea_down(params):
     # p2_instruct drops 0.3 on every English item: each English benchmark changes by -0.3, EA by
     # -0.3, MA by 0; the similar pair does not move.
-    store = write_store(params, same_everywhere({"p2_instruct": -0.3}))
-    df = F.benchmark_changes([F.SeedRun(params, store)], {"similar": ("p1_alpaca", "p2_alpaca"),
+    write_store(params, same_everywhere({"p2_instruct": -0.3}))
+    df = F.benchmark_changes([F.SeedRun(params)], {"similar": ("p1_alpaca", "p2_alpaca"),
                                                           "dissimilar": ("p1_instruct", "p2_instruct")})
     for bench in ("ifeval", "mmlu", "hellaswag", "EA"):
         row = df.loc[("dissimilar", bench)]
@@ -339,8 +347,8 @@ def test_a_multiple_choice_slot_at_chance_is_left_out_of_ea(params):
     at_chance = np.array([1.0] * 10 + [0.0] * 30)
     scores["p1_alpaca"][mmlu] = at_chance
     scores["p2_instruct"][mmlu] = scores["p2_instruct"][mmlu] - 0.5    # would move EA if mmlu counted
-    store = write_store(params, with_base(scores))
-    c, meta = decide(params, store)
+    write_store(params, with_base(scores))
+    c, meta = decide(params)
     check = meta["slot_checks"]["mmlu"]
     assert check["chance"] == 0.25 and check["line"] == pytest.approx(0.30) and check["counts"] is False
     assert check["p1"]["p1_alpaca"]["value"] == pytest.approx(0.25) and check["p1"]["p1_alpaca"]["lo"] < 0.30
@@ -352,22 +360,22 @@ def test_a_multiple_choice_slot_at_chance_is_left_out_of_ea(params):
     assert "(left out: mmlu)" in md
     # with p1_alpaca at 0.75 on mmlu (interval well above 0.30) the slot counts again
     scores["p1_alpaca"][mmlu] = np.array([1.0] * 30 + [0.0] * 10)
-    _, meta = decide(params, write_store(params, with_base(scores)))
+    _, meta = decide(params, with_base(scores))
     assert meta["dropped"] == [] and meta["slot_checks"]["mmlu"]["counts"] is True
 
 
 def test_phase1_not_above_its_base_makes_c2_and_c3_compare_nothing(params):
     # p1_alpaca and p1_instruct score as the base on every English item: Phase 1 taught nothing
     # EA can see, and the notes say so
-    store = write_store(params, with_base(same_everywhere()))
-    c, meta = decide(params, store)
+    write_store(params, with_base(same_everywhere()))
+    c, meta = decide(params)
     assert meta["phase1_against_base"]["p1_alpaca"]["above"] is False
     assert meta["phase1_against_base"]["p1_alpaca"]["EA"]["value"] == pytest.approx(0.0)
     assert "compares nothing: p1_alpaca is not above its base 'base'" in c["C2"].note
     assert "p1_instruct is not above its base" in c["C3a"].note and "p1_alpaca" in c["C3b"].note
     # a base 0.2 below both Phase-1 models: they are above it, no such note
-    store = write_store(params, with_base(same_everywhere(), delta=-0.2))
-    c, meta = decide(params, store)
+    write_store(params, with_base(same_everywhere(), delta=-0.2))
+    c, meta = decide(params)
     assert meta["phase1_against_base"]["p1_instruct"]["EA"]["lo"] == pytest.approx(0.2)
     assert meta["phase1_against_base"]["p1_instruct"]["above"] is True and "compares nothing" not in c["C2"].note
     md = R.findings_markdown(list(c.values()), meta, "t")
@@ -377,17 +385,17 @@ def test_phase1_not_above_its_base_makes_c2_and_c3_compare_nothing(params):
 def test_similarity_effect_line_and_familywise_survivors(params):
     # the dissimilar pair drops 0.3, the similar pair nothing: C2 (non-inferior), C3a, C3b all
     # reproduced: the similarity effect is reproduced, and the zero-width intervals survive
-    store = write_store(params, same_everywhere({"p2_instruct": -0.3}))
-    c, meta = decide(params, store)
+    write_store(params, same_everywhere({"p2_instruct": -0.3}))
+    c, meta = decide(params)
     assert meta["similarity_effect"] == {"claims": "reproduced", "familywise": "reproduced"}
     md = R.findings_markdown(list(c.values()), meta, "t")
     assert "**The similarity effect** (C2, C3a and C3b together" in md and ": **reproduced**; family-wise" in md
     assert "**Verdicts that survive family-wise:** " in md and "C3a (reproduced)" in md
     # nothing forgets at all: C2 holds alone, which is not the effect
-    c, meta = decide(params, write_store(params, same_everywhere()))
+    c, meta = decide(params, same_everywhere())
     assert c["C2"].verdict == "reproduced" and meta["similarity_effect"]["claims"] == "inconclusive"
     # the dissimilar pair gains: C3b contradicted, so is the effect
-    c, meta = decide(params, write_store(params, same_everywhere({"p2_instruct": +0.3})))
+    c, meta = decide(params, same_everywhere({"p2_instruct": +0.3}))
     assert meta["similarity_effect"]["claims"] == "contradicted"
     # every row with an interval has a family-wise verdict
     assert all(x.verdict_familywise is not None for x in c.values() if x.lo is not None)
@@ -428,13 +436,13 @@ def test_item_scores_keep_reading_after_a_row_of_another_task(params, tmp_path):
     # a row of a task outside the plan, then more rows: every later row is still read (a `break`
     # would drop them silently); a task that merely starts with "mmlu_" is not pooled when mmlu is
     # not lm-eval's group
-    store = RunStore(params.run_path)
+    store = params.store
     write_jsonl(store.root / "eval" / "m.samples.jsonl", [
         {"task": "unknown_task", "doc_id": 0, "acc": 1.0},
         {"task": "cft_mc", "doc_id": 0, "acc": 1.0},
         {"task": "mmlu_anatomy", "doc_id": 0, "acc": 1.0},
         {"task": "cft_completion", "doc_id": 3, "acc_norm": 0.0}])
-    got = I.item_scores(params, store, "m")
+    got = I.item_scores(params, "m")
     assert got == {"mmlu": {"cft_mc": {("cft_mc", 0): 1.0}},
                    "hellaswag": {"cft_completion": {("cft_completion", 3): 0.0}}}
 
@@ -450,8 +458,8 @@ def test_figures_plot_the_findings_intervals(params):
     rng = np.random.default_rng(5)
     ifeval = next(k for k in scores["p2_alpaca"] if k[0] == "ifeval")
     scores["p2_alpaca"][ifeval] = (rng.random(N_ITEMS) < 0.6).astype(float)
-    store = write_store(params, with_base(scores, delta=-0.3))
-    run = F.SeedRun(params, store)
+    write_store(params, with_base(scores, delta=-0.3))
+    run = F.SeedRun(params)
     claims, meta = F.decide_claims([run])
     c = {x.id: x for x in claims}
     plotted = F.plotted_intervals([run])
@@ -517,13 +525,13 @@ def test_figure_labels_neither_overlap_nor_leave_their_panel():
 def test_c7b_is_contradicted_by_one_lead_below_zero_even_with_another_missing(params):
     scores = same_everywhere({"gr_5": +0.2})
     del scores["lora"]
-    c, _ = decide(params, write_store(params, scores))
+    c, _ = decide(params, scores)
     assert c["C7b vs GR_5"].verdict == "contradicted" and c["C7b vs LoRA"].verdict == "missing"
     assert c["C7b"].verdict == "contradicted" and c["C7b"].verdict_familywise == "contradicted"
     # with no lead below 0, a missing one leaves C7b missing
     scores = same_everywhere()
     del scores["lora"]
-    c, _ = decide(params, write_store(params, scores))
+    c, _ = decide(params, scores)
     assert c["C7b"].verdict == "missing" and "06_evaluation" in c["C7b"].note
 
 
@@ -532,7 +540,7 @@ def test_rows_without_a_finite_interval_are_not_counted_family_wise(tmp_path):
     # the m rows that set the family-wise level
     off = {f"evaluation.benchmarks.{b}": {"source": "off"} for b in ENGLISH}
     p = load_params("smoke", overrides={"run_dir": str(tmp_path / "run"), "findings.n_bootstrap": 300, **off})
-    c, meta = decide(p, write_store(p, same_everywhere()))
+    c, meta = decide(p, same_everywhere())
     assert c["C2"].verdict == "inconclusive (no interval)" and c["C2"].verdict_familywise is None
     counted = [x for x in c.values() if x.verdict_familywise is not None and x.id != "C7b"]
     assert meta["claims_tested"] == len(counted) and "C8a" in [x.id for x in counted]

@@ -13,10 +13,9 @@ from scipy import stats
 
 from cft_helpers import findings as F
 from cft_helpers.params import load_params
-from cft_helpers.runs import RunStore
 from cft_helpers.files import atomic_write_json
 
-from test_findings import base_scores, same_everywhere, write_store
+from test_findings import base_scores, same_everywhere, stored_run, write_store
 
 
 @pytest.fixture
@@ -76,7 +75,7 @@ def test_claims_carry_the_papers_values_and_their_strategy():
 def test_missing_similarity_and_representation_values_become_their_reasons(params):
     store = write_store(params, same_everywhere())
     roles = F.claim_roles(params)
-    run = F.SeedRun(params, store)
+    run = F.SeedRun(params)
     out = F._seed_values(run, roles)
     assert isinstance(out["C4"], str) and out["C4"] == out["C5"] and "05_similarity" in out["C4"]
     assert isinstance(out["C6"], str) and "07_representations" in out["C6"]
@@ -109,14 +108,14 @@ def _without(scores_by_model, bench=None, models=()):
 def test_slot_checks_on_partial_stores(params, tmp_path):
     roles = F.claim_roles(params)
     # no MMLU at all: HellaSwag is still checked
-    store = write_store(params, _without(same_everywhere(), "mmlu"))
-    seeds = [F.SeedScores(F.SeedRun(params, store), F._wanted(roles), 100, np.random.default_rng(0))]
+    write_store(params, _without(same_everywhere(), "mmlu"))
+    seeds = [F.SeedScores(F.SeedRun(params), F._wanted(roles), 100, np.random.default_rng(0))]
     checks = F.slot_checks(seeds, roles, 0.95, 0.05)
     assert set(checks) == {"hellaswag"} and checks["hellaswag"]["counts"]
     # the similar Phase-1 model missing: it is listed as None, the other one still checked
     p2 = load_params("smoke", overrides={"run_dir": str(tmp_path / "two")})
-    store = write_store(p2, _without(same_everywhere(), models=("p1_alpaca",)))
-    seeds = [F.SeedScores(F.SeedRun(p2, store), F._wanted(roles), 100, np.random.default_rng(0))]
+    write_store(p2, _without(same_everywhere(), models=("p1_alpaca",)))
+    seeds = [F.SeedScores(F.SeedRun(p2), F._wanted(roles), 100, np.random.default_rng(0))]
     checks = F.slot_checks(seeds, roles, 0.95, 0.05)
     assert checks["mmlu"]["p1"]["p1_alpaca"] is None and checks["mmlu"]["p1"]["p1_instruct"]["value"] > 0.5
     assert not checks["mmlu"]["counts"]
@@ -125,8 +124,8 @@ def test_slot_checks_on_partial_stores(params, tmp_path):
     on_line = same_everywhere()
     for name in ("p1_alpaca", "p1_instruct"):
         on_line[name] = {k: (np.full_like(v, 0.5) if k[0] == "mmlu" else v) for k, v in on_line[name].items()}
-    store = write_store(p3, on_line)
-    seeds = [F.SeedScores(F.SeedRun(p3, store), F._wanted(roles), 100, np.random.default_rng(0))]
+    write_store(p3, on_line)
+    seeds = [F.SeedScores(F.SeedRun(p3), F._wanted(roles), 100, np.random.default_rng(0))]
     checks = F.slot_checks(seeds, roles, 0.95, 0.25)
     assert checks["mmlu"]["line"] == 0.5 and checks["mmlu"]["p1"]["p1_alpaca"]["lo"] == 0.5
     assert not checks["mmlu"]["counts"]
@@ -135,15 +134,15 @@ def test_slot_checks_on_partial_stores(params, tmp_path):
 def test_phase1_against_base_without_the_base_and_with_a_slot_left_out(params):
     roles = F.claim_roles(params)
     models = same_everywhere({"p1_alpaca": 0.1})
-    store = write_store(params, models)            # no base model scored
-    seeds = [F.SeedScores(F.SeedRun(params, store), F._wanted(roles), 100, np.random.default_rng(0))]
+    write_store(params, models)  # no base model scored
+    seeds = [F.SeedScores(F.SeedRun(params), F._wanted(roles), 100, np.random.default_rng(0))]
     out = F.phase1_against_base(seeds, roles, 0.95, frozenset())
     assert out == {"p1_alpaca": {"base": "base", "above": None}, "p1_instruct": {"base": "base", "above": None}}
     # the base scored as p1_instruct; p1_alpaca 0.1 above it on every English item but MMLU
     models["base"] = models["p1_instruct"]
     models["p1_alpaca"] = {k: (models["base"][k] if k[0] == "mmlu" else v) for k, v in models["p1_alpaca"].items()}
-    store = write_store(params, models)
-    seeds = [F.SeedScores(F.SeedRun(params, store), [*F._wanted(roles), "base"], 100, np.random.default_rng(0))]
+    write_store(params, models)
+    seeds = [F.SeedScores(F.SeedRun(params), [*F._wanted(roles), "base"], 100, np.random.default_rng(0))]
     full = F.phase1_against_base(seeds, roles, 0.95, frozenset())
     left = F.phase1_against_base(seeds, roles, 0.95, frozenset({"mmlu"}))
     assert "mmlu" in full["p1_alpaca"] and "mmlu" not in left["p1_alpaca"]
@@ -161,8 +160,8 @@ def _noisy(params):
 
 
 def test_benchmark_changes_default_draws_and_a_left_out_slot(params):
-    store = _noisy(params)
-    runs, pairs = [F.SeedRun(params, store)], {"similar": ("p1_alpaca", "p2_alpaca"),
+    _noisy(params)
+    runs, pairs = [F.SeedRun(params)], {"similar": ("p1_alpaca", "p2_alpaca"),
                                               "dissimilar": ("p1_instruct", "p2_instruct")}
     default = F.benchmark_changes(runs, pairs)
     same = F.benchmark_changes(runs, pairs, replicates=params.findings.n_bootstrap, seed=params.seed)
@@ -184,10 +183,10 @@ def test_benchmark_changes_default_draws_and_a_left_out_slot(params):
 
 def test_plotted_intervals_arguments(params, tmp_path):
     empty = load_params("smoke", overrides={"run_dir": str(tmp_path / "empty")})
-    assert F.plotted_intervals([F.SeedRun(empty, RunStore(empty.run_path))]) == \
+    assert F.plotted_intervals([F.SeedRun(empty)]) == \
         {"dropped": [], "abilities": {}, "ea_change": {}}
-    store = _noisy(params)
-    runs = [F.SeedRun(params, store)]
+    _noisy(params)
+    runs = [F.SeedRun(params)]
     some = F.plotted_intervals(runs, names=["nope", "p2_instruct"])
     assert set(some["abilities"]) == {"p2_instruct"}
     default, other = F.plotted_intervals(runs), F.plotted_intervals(runs, seed=params.seed + 1)
@@ -201,8 +200,8 @@ def test_plotted_intervals_leave_out_a_slot_at_chance(params):
     for name in models:   # MMLU at chance for every model; p2_instruct loses 0.2 on it
         models[name] = {k: ((rng.random(len(v)) < 0.25).astype(float) - (0.2 if name == "p2_instruct" else 0.0)
                             if k[0] == "mmlu" else v) for k, v in models[name].items()}
-    store = write_store(params, models)
-    out = F.plotted_intervals([F.SeedRun(params, store)])
+    write_store(params, models)
+    out = F.plotted_intervals([F.SeedRun(params)])
     assert out["dropped"] == ["mmlu"]
     assert out["ea_change"]["p2_instruct"][0] == pytest.approx(0.0, abs=1e-12)   # MMLU's loss left out
     ea = out["abilities"]["p1_instruct"]["EA"][0]
@@ -211,7 +210,8 @@ def test_plotted_intervals_leave_out_a_slot_at_chance(params):
 
 
 def test_decide_claims_draws_from_the_params_seed_by_default(params):
-    runs = [F.SeedRun(params, _noisy(params))]
+    _noisy(params)
+    runs = [F.SeedRun(params)]
     default = {c.id: (c.lo, c.hi) for c in F.decide_claims(runs)[0]}
     same = {c.id: (c.lo, c.hi) for c in F.decide_claims(runs, seed=params.seed)[0]}
     other = {c.id: (c.lo, c.hi) for c in F.decide_claims(runs, seed=params.seed + 1)[0]}
@@ -223,7 +223,7 @@ def test_decide_claims_draws_from_the_params_seed_by_default(params):
 def test_a_claim_whose_arm_the_params_lack_says_which_setting(tmp_path, setting, note):
     p = load_params("smoke", overrides={"run_dir": str(tmp_path / "run"), "findings.similar": setting,
                                         "findings.n_bootstrap": 100})
-    c = {x.id: x for x in F.decide_claims([F.SeedRun(p, write_store(p, same_everywhere()))])[0]}
+    c = {x.id: x for x in F.decide_claims([stored_run(p, same_everywhere())])[0]}
     for cid in ("C1", "C2", "C3b", "C8b"):
         assert c[cid].verdict == F.NOT_RUN and c[cid].note == note, cid
     assert c["C3a"].verdict != F.NOT_RUN
@@ -240,16 +240,16 @@ def test_roles_of_a_pair_whose_phase1_is_a_model_not_an_arm(tmp_path):
 
 def test_c3b_subtracts_the_similar_pairs_loss(params):
     """C3b = [EA(P1) - EA(P2)] dissimilar - [EA(P1) - EA(P2)] similar: 0.3 - 0.1 = 0.2."""
-    store = write_store(params, same_everywhere({"p2_instruct": -0.3, "p2_alpaca": -0.1}))
-    c = {x.id: x for x in F.decide_claims([F.SeedRun(params, store)])[0]}
+    write_store(params, same_everywhere({"p2_instruct": -0.3, "p2_alpaca": -0.1}))
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(params)])[0]}
     assert c["C3a"].value == pytest.approx(0.3) and c["C3b"].value == pytest.approx(0.2)
     assert c["C2"].interval.startswith(f"paired bootstrap over evaluation items, {params.findings.n_bootstrap} "
                                        "replicates")
 
 
 def test_benchmark_changes_start_from_the_point_scores(params):
-    store = _noisy(params)
-    df = F.benchmark_changes([F.SeedRun(params, store)], {"dissimilar": ("p1_instruct", "p2_instruct")})
+    _noisy(params)
+    df = F.benchmark_changes([F.SeedRun(params)], {"dissimilar": ("p1_instruct", "p2_instruct")})
     for bench, task in (("hellaswag", "cft_completion"), ("ifeval", "cft_instructions")):
         assert df.loc[("dissimilar", bench), "before"] == pytest.approx(base_scores()[(bench, task)].mean(), abs=1e-12)
 
@@ -262,7 +262,7 @@ def test_compares_nothing_joins_both_phase1_models_after_an_earlier_note(tmp_pat
     runs = []
     for i, delta in enumerate((0.05, -0.02)):
         p = load_params("smoke", overrides={"run_dir": str(tmp_path / f"s{i}"), "seed": i, "findings.n_bootstrap": 100})
-        runs.append(F.SeedRun(p, write_store(p, with_base(same_everywhere({"p2_instruct": -delta})))))
+        runs.append(stored_run(p, with_base(same_everywhere({"p2_instruct": -delta}))))
     c = {x.id: x for x in F.decide_claims(runs)[0]}
     assert c["C3b"].verdict == "inconclusive"
     first, _, rest = c["C3b"].note.partition("; compares nothing: ")
@@ -273,7 +273,7 @@ def test_compares_nothing_joins_both_phase1_models_after_an_earlier_note(tmp_pat
 def test_similarity_claims_lacking_an_arm_or_a_seeds_value(tmp_path):
     p = load_params("smoke", overrides={"run_dir": str(tmp_path / "a"), "findings.similar": None,
                                         "findings.n_bootstrap": 100})
-    c = {x.id: x for x in F.decide_claims([F.SeedRun(p, write_store(p, same_everywhere()))])[0]}
+    c = {x.id: x for x in F.decide_claims([stored_run(p, same_everywhere())])[0]}
     assert [c[k].note for k in ("C4", "C5", "C6")] == ["findings.similar names no arm"] * 3
     # two seeds, the second without a similarity summary: C4 says what the second one lacks
     runs = []
@@ -285,7 +285,7 @@ def test_similarity_claims_lacking_an_arm_or_a_seeds_value(tmp_path):
                 "des": {"matrix": {"alpaca": {"multialpaca": 0.9}, "instruct": {"multialpaca": 0.4}},
                         "sd": {"alpaca": {"multialpaca": 0.0}, "instruct": {"multialpaca": 0.0}}},
                 "mpd": {"p1_alpaca": {"mpd_normalised": 0.5}, "p1_instruct": {"mpd_normalised": 1.0}}})
-        runs.append(F.SeedRun(q, store))
+        runs.append(F.SeedRun(q))
     c = {x.id: x for x in F.decide_claims(runs)[0]}
     assert c["C4"].verdict == F.MISSING and "05_similarity" in c["C4"].note and c["C4"].value is None
 
@@ -293,7 +293,7 @@ def test_similarity_claims_lacking_an_arm_or_a_seeds_value(tmp_path):
 def test_mitigation_claims_without_a_vanilla_arm_say_so(tmp_path):
     p = load_params("smoke", overrides={"run_dir": str(tmp_path / "run"), "arms.p2_instruct.start": "p1_alpaca",
                                         "findings.n_bootstrap": 100})
-    c = {x.id: x for x in F.decide_claims([F.SeedRun(p, write_store(p, same_everywhere()))])[0]}
+    c = {x.id: x for x in F.decide_claims([stored_run(p, same_everywhere())])[0]}
     assert c["C7a LF_H1"].verdict == F.NOT_RUN
     assert c["C7a LF_H1"].note == "the parameter set has no vanilla Phase-2 arm beside its mitigation arms"
 
@@ -305,7 +305,7 @@ def test_des_interval_text_and_figure2_scale(params, tmp_path):
     write_similarity(store)
     atomic_write_json(store.root / "representations" / "summary.json", {
         "phase2_covariance": {"ALPACA -> MULTIALPACA": [1.0, 3.0], "Instruct -> MULTIALPACA": [2.0, 6.0]}})
-    c = {x.id: x for x in F.decide_claims([F.SeedRun(params, store)])[0]}
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(params)])[0]}
     assert c["C4"].interval == "normal from DES's bootstrap sd (rows resampled; the two DES treated as independent)"
     assert c["C6"].extra["mean_change_similar_dissimilar"] == [(2.0, 4.0)]
     runs = []
@@ -315,7 +315,7 @@ def test_des_interval_text_and_figure2_scale(params, tmp_path):
         atomic_write_json(s.root / "similarity" / "summary.json", {
             "des": {"matrix": {"alpaca": {"multialpaca": 0.9 + 0.01 * i}, "instruct": {"multialpaca": 0.4}},
                     "sd": {"alpaca": {"multialpaca": 0.03}, "instruct": {"multialpaca": 0.04}}}})
-        runs.append(F.SeedRun(q, s))
+        runs.append(F.SeedRun(q))
     c4 = next(x for x in F.decide_claims(runs)[0] if x.id == "C4")
     assert c4.interval == ("t over 3 seed values (2 df); 3 of 3 seeds in the paper's direction; "
                            "standard error at least DES's own bootstrap sd")
@@ -326,8 +326,8 @@ def test_des_interval_text_and_figure2_scale(params, tmp_path):
 
 
 def test_c7b_paper_values_notes_share_and_ranking(params):
-    store = write_store(params, same_everywhere({"er_10": +0.2}))
-    c = {x.id: x for x in F.decide_claims([F.SeedRun(params, store)])[0]}["C7b"]
+    write_store(params, same_everywhere({"er_10": +0.2}))
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(params)])[0]}["C7b"]
     assert c.paper == {"Mistral-7B": 1.0, "Llama-3-8B": 1.0}          # ER_10 first as printed, in both
     assert c.paper_note == ("first by combined score as printed: Mistral-7B ER_10, Llama-3-8B ER_10; with each "
                             "misprinted EA average replaced by the mean of its four scores: Mistral-7B GR_5, "
@@ -339,25 +339,25 @@ def test_c7b_paper_values_notes_share_and_ranking(params):
     rng = np.random.default_rng(11)
     models["er_10"] = {k: ((rng.random(len(v)) < 0.83).astype(float) if k[0] == "ifeval" else v)
                        for k, v in models["er_10"].items()}
-    c = {x.id: x for x in F.decide_claims([F.SeedRun(params, write_store(params, models))])[0]}["C7b"]
+    c = {x.id: x for x in F.decide_claims([stored_run(params, models)])[0]}["C7b"]
     assert 0.0 < c.share < 1.0 and f"{c.share:.1%} of the bootstrap replicates" in c.note
 
 
 def test_c7b_contradicted_with_a_lead_missing_takes_the_smallest_lead(params):
     scores = same_everywhere({"gr_5": +0.2})
     del scores["lora"]
-    c = {x.id: x for x in F.decide_claims([F.SeedRun(params, write_store(params, scores))])[0]}["C7b"]
+    c = {x.id: x for x in F.decide_claims([stored_run(params, scores)])[0]}["C7b"]
     assert c.value == pytest.approx(-0.1) and c.interval == "the rows above: a lead below 0 (others missing)"
 
 
 def test_c7b_without_er10_or_without_another_strategy(tmp_path):
     p = load_params("smoke", overrides={"run_dir": str(tmp_path / "a"), "arms.er_10.table": "D8",
                                         "findings.n_bootstrap": 100})
-    c = {x.id: x for x in F.decide_claims([F.SeedRun(p, write_store(p, same_everywhere()))])[0]}["C7b"]
+    c = {x.id: x for x in F.decide_claims([stored_run(p, same_everywhere())])[0]}["C7b"]
     assert (c.verdict, c.note) == (F.NOT_RUN, "the parameter set has no ER_10 arm among its mitigation arms")
     others = {f"arms.{a}.table": "D8" for a in ("lf_h1", "lf_h2", "spectrum", "gr_5", "gr_10", "lora")}
     p = load_params("smoke", overrides={"run_dir": str(tmp_path / "b"), "findings.n_bootstrap": 100, **others})
-    c = {x.id: x for x in F.decide_claims([F.SeedRun(p, write_store(p, same_everywhere()))])[0]}["C7b"]
+    c = {x.id: x for x in F.decide_claims([stored_run(p, same_everywhere())])[0]}["C7b"]
     assert (c.verdict, c.note) == (F.NOT_RUN, "the parameter set has no other strategy to compare ER_10 with")
 
 
@@ -365,8 +365,8 @@ def test_one_seed_familywise_intervals_are_normal_from_the_replicates(params):
     """At the family-wise level a percentile of 2000 replicates rests on a few per tail: one
     seed's family-wise interval is the normal one, symmetric about the value, wider than the
     percentile interval at 95%."""
-    store = _noisy(params)
-    claims, meta = F.decide_claims([F.SeedRun(params, store)])
+    _noisy(params)
+    claims, meta = F.decide_claims([F.SeedRun(params)])
     c = next(x for x in claims if x.id == "C3a")
     assert meta["familywise_confidence"] == pytest.approx(1 - 0.05 / meta["claims_tested"])
     assert c.hi_familywise - c.value == pytest.approx(c.value - c.lo_familywise, abs=1e-12)
@@ -422,17 +422,17 @@ def test_c7b_and_c8a_notes_name_each_recomputed_value():
 def test_dissimilar_pair_unset_and_similarity_values_missing_in_every_claim(tmp_path):
     p = load_params("smoke", overrides={"run_dir": str(tmp_path / "a"), "findings.dissimilar": None,
                                         "findings.n_bootstrap": 100})
-    c = {x.id: x for x in F.decide_claims([F.SeedRun(p, write_store(p, same_everywhere()))])[0]}
+    c = {x.id: x for x in F.decide_claims([stored_run(p, same_everywhere())])[0]}
     assert (c["C3a"].verdict, c["C3a"].note) == (F.NOT_RUN, "findings.dissimilar names no arm")
     q = load_params("smoke", overrides={"run_dir": str(tmp_path / "b"), "findings.n_bootstrap": 100})
-    c = {x.id: x for x in F.decide_claims([F.SeedRun(q, write_store(q, same_everywhere()))])[0]}
+    c = {x.id: x for x in F.decide_claims([stored_run(q, same_everywhere())])[0]}
     assert [c[k].verdict for k in ("C4", "C5", "C6")] == [F.MISSING] * 3
     assert "07_representations" in c["C6"].note
 
 
 def test_c7b_ranking_familywise_and_what_decide_claims_leaves_behind(params, tmp_path):
-    store = write_store(params, same_everywhere({"er_10": +0.2, "lora": +0.1}))
-    claims, meta = F.decide_claims([F.SeedRun(params, store)])
+    write_store(params, same_everywhere({"er_10": +0.2, "lora": +0.1}))
+    claims, meta = F.decide_claims([F.SeedRun(params)])
     c = {x.id: x for x in claims}
     assert c["C7b"].extra["point_ranking"] == ["ER_10", "LoRA", "LF_H1", "LF_H2", "Spectrum", "GR_5", "GR_10"]
     assert not any("estimate" in x.extra for x in claims)
@@ -446,7 +446,7 @@ def test_c7b_ranking_familywise_and_what_decide_claims_leaves_behind(params, tmp
     scores = same_everywhere()
     del scores["lora"]
     q = load_params("smoke", overrides={"run_dir": str(tmp_path / "no_lora"), "findings.n_bootstrap": 100})
-    c = {x.id: x for x in F.decide_claims([F.SeedRun(q, write_store(q, scores))])[0]}
+    c = {x.id: x for x in F.decide_claims([stored_run(q, scores)])[0]}
     assert c["C7b"].verdict_familywise is None and c["C7b vs GR_5"].verdict_familywise is not None
 
 
@@ -464,7 +464,7 @@ def test_items_per_task_follow_the_params_order_with_alpacaeval_last(tmp_path):
     for path in (store.root / "eval").glob("*.samples.jsonl"):
         rows = read_jsonl(path) + [{"task": "alpacaeval", "doc_id": i, "preference": 1.0 + (i % 2)} for i in range(6)]
         path.write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
-    _, meta = F.decide_claims([F.SeedRun(p, store)])
+    _, meta = F.decide_claims([F.SeedRun(p)])
     got = [(b, list(tasks.items())) for b, tasks in meta["items_per_task"].items()]
     assert got == [("ifeval", [("cft_instructions", 40)]), ("mmlu", [("cft_mc", 40)]),
                    ("hellaswag", [("cft_completion", 40)]),
@@ -472,5 +472,5 @@ def test_items_per_task_follow_the_params_order_with_alpacaeval_last(tmp_path):
                    ("xquad", [("cft_qa_facts_th", 40), ("cft_qa_facts_vi", 40)]),
                    ("xlsum", [("cft_summary_ja", 40), ("cft_summary_es", 40)]), ("alpacaeval", [("alpacaeval", 6)])]
     empty = load_params("smoke", overrides={"run_dir": str(tmp_path / "empty")})
-    claims, meta = F.decide_claims([F.SeedRun(empty, RunStore(empty.run_path))])
+    claims, meta = F.decide_claims([F.SeedRun(empty)])
     assert meta["items_per_task"] == {} and {c.id: c.verdict for c in claims}["C3a"] == F.MISSING

@@ -23,7 +23,6 @@ from cft_helpers.data.generator import (FAMILY_INSTRUCTIONS, INSTRUCTIONS, TASKS
 from cft_helpers.data.lexicon import LANGUAGES
 from cft_helpers.data.schema import to_messages
 from cft_helpers.params import load_params
-from cft_helpers.runs import RunStore
 from cft_helpers.files import write_jsonl
 
 N = 64
@@ -128,7 +127,7 @@ def _inst(doc, response):
 def write_samples(params, answers: dict[str, list[str]], rows, score):
     """Every model's per-item scores: the IFEval slot from its answers (the checkers' scores), the
     other slots equal for every model and well above chance."""
-    store = RunStore(params.run_path)
+    store = params.store
     rng = np.random.default_rng(0)
     others = {}
     from cft_helpers.evaluation.harness import task_plan
@@ -165,10 +164,10 @@ def test_dropping_a_stated_instruction_on_half_the_prompts_is_seen_and_decides_c
     answers = {m: references for m in MODELS}
     answers["base"] = ["The answer is 7."] * N
     answers["p2_instruct"] = dropped
-    store = write_samples(params, answers, rows, score)
-    claims, meta = F.decide_claims([F.SeedRun(params, store)])
+    write_samples(params, answers, rows, score)
+    claims, meta = F.decide_claims([F.SeedRun(params)])
     c = {x.id: x for x in claims}
-    changes = F.benchmark_changes([F.SeedRun(params, store)], {"dissimilar": ("p1_instruct", "p2_instruct")},
+    changes = F.benchmark_changes([F.SeedRun(params)], {"dissimilar": ("p1_instruct", "p2_instruct")},
                                   exclude=meta["dropped"])
     slot = changes.loc[("dissimilar", "ifeval")]
     assert slot["change"] < -0.1 and slot["high"] < 0
@@ -177,8 +176,8 @@ def test_dropping_a_stated_instruction_on_half_the_prompts_is_seen_and_decides_c
     assert "compares nothing" not in c["C3a"].note
     # the same store with no drop: nothing to see
     answers["p2_instruct"] = references
-    store = write_samples(params, answers, rows, score)
-    c = {x.id: x for x in F.decide_claims([F.SeedRun(params, store)])[0]}
+    write_samples(params, answers, rows, score)
+    c = {x.id: x for x in F.decide_claims([F.SeedRun(params)])[0]}
     assert c["C3a"].value == pytest.approx(0.0) and c["C3a"].verdict == "inconclusive"
 
 
@@ -191,14 +190,14 @@ def test_instruction_kinds_breaks_the_slot_down_by_kind(task, tmp_path, model_ca
 
     rows, score = task
     params = load_params("smoke", overrides={"run_dir": str(tmp_path / "run"), "cache_dir": str(model_cache)})
-    store = RunStore(params.run_path)
+    store = params.store
     write_instructions_task(store.eval_tasks_dir(suite_hash(params)), Cache(model_cache), N, 0, 64, 1)
     dropped = [without_one(r) if i % 2 == 0 else r["response"] for i, r in enumerate(rows)]
     for name, texts in (("ref", [r["response"] for r in rows]), ("plain", ["The answer is 7."] * N),
                         ("dropped", dropped)):
         write_jsonl(store.eval_samples(name), [{"task": "cft_instructions", "doc_id": i, "response": t}
                                                for i, t in enumerate(texts)])
-    table = instruction_kinds(params, store, ["ref", "plain", "dropped"])
+    table = instruction_kinds(params, ["ref", "plain", "dropped"])
     stated = Counter(x["kind"] for r in rows for x in r["instructions"])
     assert table["stated"].to_dict() == dict(stated)
     assert (table["ref"] == 1.0).all()
@@ -209,4 +208,4 @@ def test_instruction_kinds_breaks_the_slot_down_by_kind(task, tmp_path, model_ca
         assert table.loc[kind, "dropped"] == pytest.approx(1 - n / stated[kind]), kind
     off = load_params("smoke", overrides={"run_dir": str(tmp_path / "run"),
                                           "evaluation.benchmarks.ifeval": {"source": "off"}})
-    assert instruction_kinds(off, store, ["ref"]).empty
+    assert instruction_kinds(off, ["ref"]).empty

@@ -12,7 +12,6 @@ import torch
 from cft_helpers import freezing
 from cft_helpers.checkpoints import read_tensor, tensor_files
 from cft_helpers.params import LayerFreezing, ParamsError, load_params
-from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arm
 
 from conftest import tiny_llama
@@ -157,13 +156,13 @@ def test_new_settings_enter_the_hash_only_when_not_default(tmp_path, model_cache
     for label, overrides in {"default": None, "explicit": "mitigation.layer_freezing.granularity=projection",
                              "head": HEAD, "fraction": "mitigation.layer_freezing={fraction: 0.5}"}.items():
         params = load_params(path, overrides=overrides)
-        store = RunStore(params.run_path)
+        store = params.store
         if label == "default":
             prepare_datasets(params, progress=False)
-            stage = store.stage("arms/p1_instruct", arm_input_hash(params, store, "p1_instruct"))
+            stage = store.stage("arms/p1_instruct", arm_input_hash(params, "p1_instruct"))
             stage.begin()
             stage.finish()  # what the Phase-2 arms' hashes read of their start: done, with its input hash
-        hashes[label] = (arm_input_hash(params, store, "lf_h2"), arm_input_hash(params, store, "lf_h1"))
+        hashes[label] = (arm_input_hash(params, "lf_h2"), arm_input_hash(params, "lf_h1"))
     assert hashes["default"] == hashes["explicit"] == (LF_H2_HASH, LF_H1_HASH)
     assert hashes["head"] == (LF_H2_HEAD_HASH, LF_H1_HASH)   # granularity never shapes LF_H1
     assert hashes["fraction"][0] not in (LF_H2_HASH, LF_H2_HEAD_HASH) and hashes["fraction"][1] != LF_H1_HASH
@@ -189,8 +188,8 @@ def test_head_granularity_training_keeps_frozen_rows_bit_identical(head_params):
     from cft_helpers.checkpoints import checkpoint_numel
     from cft_helpers.reports import compute_table, freeze_table, frozen_share_table
 
-    store = RunStore(head_params.run_path)
-    m = train_arm(head_params, "lf_h2", store, progress=False)
+    store = head_params.store
+    m = train_arm(head_params, "lf_h2", progress=False)
     record = json.loads((store.arm_dir("lf_h2") / "freeze.json").read_text())
     assert record["details"]["granularity"] == "head" and record["n_frozen"] == 0
     masked = record["masked"]
@@ -221,10 +220,10 @@ def test_head_granularity_training_keeps_frozen_rows_bit_identical(head_params):
     total = checkpoint_numel(store.arm_checkpoint("lf_h2"))
     assert m["total_params"] == total and m["masked_params"] == rows * 64
     assert m["trainable_params"] == total - rows * 64 and m["optimizer_params"] == total
-    share = frozen_share_table(head_params, ["lf_h2"], store).loc["lf_h2", "frozen share"]
+    share = frozen_share_table(head_params, ["lf_h2"]).loc["lf_h2", "frozen share"]
     assert share == pytest.approx(rows * 64 / total) and 0 < share < 1
-    assert compute_table(head_params, ["lf_h2"], store).loc["lf_h2", "partly frozen tensors"] == len(masked)
-    ft = freeze_table(head_params, ["lf_h2"], store).loc["lf_h2"]
+    assert compute_table(head_params, ["lf_h2"]).loc["lf_h2", "partly frozen tensors"] == len(masked)
+    ft = freeze_table(head_params, ["lf_h2"]).loc["lf_h2"]
     assert ft["frozen heads"] == 8 and ft["rule"]["granularity"] == "head"
 
 
@@ -232,7 +231,7 @@ def test_head_granularity_refuses_weight_decay(head_params):
     params = head_params.model_copy(deep=True)
     params.arms["lf_h2"].training.weight_decay = 0.1
     with pytest.raises(ValueError, match=r"granularity 'head'.*weight_decay is 0.1.*set training.weight_decay to 0"):
-        train_arm(params, "lf_h2", RunStore(params.run_path), progress=False)
+        train_arm(params, "lf_h2", progress=False)
 
 
 def test_planner_counts_masked_rows_as_frozen_but_not_their_optimizer_state(tmp_path, model_cache, capsys):
@@ -265,7 +264,7 @@ def test_a_mask_that_does_not_hold_fails_the_arm(head_params, monkeypatch):
     instead of reporting them as frozen. (Last in the module: it retrains lf_h2.)"""
     monkeypatch.setattr(freezing, "_zero_rows", lambda rows: (lambda grad: grad))
     with pytest.raises(RuntimeError, match="rows frozen by gradient masks moved"):
-        train_arm(head_params, "lf_h2", RunStore(head_params.run_path), force=True, progress=False)
+        train_arm(head_params, "lf_h2", force=True, progress=False)
 
 
 def test_masks_hold_under_ddp(tmp_path, model_cache):
@@ -284,7 +283,7 @@ def test_masks_hold_under_ddp(tmp_path, model_cache):
     params = load_params(params.source_path, overrides=f"{HEAD}; training.micro_batch_size=2; "
                                                         "training.max_steps=3; runtime.processes=2")
     train_arms(params, ["lf_h2"], progress=False)
-    store = RunStore(params.run_path)
+    store = params.store
     assert store.arm_metrics("lf_h2")["processes"] == 2
     masked = json.loads((store.arm_dir("lf_h2") / "freeze.json").read_text())["masked"]
     start, final = tensor_files(store.arm_checkpoint("p1_instruct")), tensor_files(store.arm_checkpoint("lf_h2"))

@@ -157,9 +157,8 @@ def test_mapping_to_an_absent_column_and_empty_response_fail(tmp_path):
 
 def test_builtin_splits_match_the_params(prepared):
     from cft_helpers.data import load_prepared
-    from cft_helpers.runs import RunStore
 
-    store = RunStore(prepared.run_path)
+    store = prepared.store
     for name, spec in prepared.datasets.items():
         train, held = load_prepared(store, name, "train"), load_prepared(store, name, "heldout")
         assert len(train) == spec.n and len(held) == spec.n_heldout
@@ -189,9 +188,8 @@ def test_bad_rows_drop_policy_leaves_them_out_and_counts_them(tmp_path):
 
 def test_a_prepared_file_changed_after_preparation_is_refused(prepared):
     from cft_helpers.data import load_prepared
-    from cft_helpers.runs import RunStore
 
-    store = RunStore(prepared.run_path)
+    store = prepared.store
     path = store.data_dir / "alpaca.train.jsonl"
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:-1]))          # a truncated file, e.g. a disk that filled up

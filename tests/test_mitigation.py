@@ -14,10 +14,9 @@ from cft_helpers import freezing, spectrum
 from cft_helpers.checkpoints import read_tensor, tensor_files
 from cft_helpers.params import ParamsError
 from cft_helpers.replay import build_replay, replay_count
-from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arm
 
-from conftest import tiny_llama
+from conftest import tiny_llama, on_run_dir
 
 
 # --------------------------------------------------------------------------- layer selection
@@ -167,11 +166,11 @@ HASHES_KEPT = {"p1_instruct": "c9033bb62c26dcc3", "p2_instruct": "4cd95b62a07956
 def test_replay_selection_change_retrains_the_replay_arms_only(prepared):
     from cft_helpers.train import arm_input_hash
 
-    store = RunStore(prepared.run_path)
-    stage = store.stage("arms/p1_instruct", arm_input_hash(prepared, store, "p1_instruct"))
+    store = prepared.store
+    stage = store.stage("arms/p1_instruct", arm_input_hash(prepared, "p1_instruct"))
     stage.begin()
     stage.finish()  # what the Phase-2 arms' hashes read of their start: done, with its input hash
-    now = {a: arm_input_hash(prepared, store, a) for a in [*HASHES_KEPT, *HASHES_BEFORE_SELECTION]}
+    now = {a: arm_input_hash(prepared, a) for a in [*HASHES_KEPT, *HASHES_BEFORE_SELECTION]}
     assert {a: now[a] for a in HASHES_KEPT} == HASHES_KEPT
     for arm, before in HASHES_BEFORE_SELECTION.items():
         assert now[arm] != before, arm
@@ -183,19 +182,19 @@ def test_er_10_replays_gr_10s_instructions_with_their_original_responses(prepare
     from cft_helpers.data.prepare import load_prepared
     from cft_helpers.replay import english_counterparts
 
-    store = RunStore(prepared.run_path)
-    gr_5, gr_10 = english_counterparts(prepared, store, "gr_5", 1), english_counterparts(prepared, store, "gr_10", 2)
-    er_10, _ = build_replay(prepared, store, "er_10", progress=False)  # the rows ER_10 trains on
+    store = prepared.store
+    gr_5, gr_10 = english_counterparts(prepared, "gr_5", 1), english_counterparts(prepared, "gr_10", 2)
+    er_10, _ = build_replay(prepared, "er_10", progress=False)  # the rows ER_10 trains on
     assert [r["id"] for r in er_10] == [r["id"] for r in gr_10] and len(set(r["id"] for r in gr_10)) == 2
     assert [r["messages"] for r in er_10] == [r["messages"] for r in gr_10]  # instruction and original answer
     assert all(r["lang"] == "en" for r in er_10)
     assert gr_5 == gr_10[:1]
-    assert english_counterparts(prepared, store, "gr_5", 5) == english_counterparts(prepared, store, "er_10", 10)[:5]
+    assert english_counterparts(prepared, "gr_5", 5) == english_counterparts(prepared, "er_10", 10)[:5]
     # from an English dataset: its rows, with the dataset's own responses
     prepared.mitigation.replay.english_dataset = "alpaca"
     try:
-        er_10, _ = build_replay(prepared, store, "er_10", progress=False)
-        gr_10 = english_counterparts(prepared, store, "gr_10", 2)
+        er_10, _ = build_replay(prepared, "er_10", progress=False)
+        gr_10 = english_counterparts(prepared, "gr_10", 2)
     finally:
         prepared.mitigation.replay.english_dataset = None
     alpaca = {r["id"]: r for r in load_prepared(store, "alpaca", "train")}
@@ -208,14 +207,14 @@ def test_frozen_share_reads_what_each_arm_saved(smoke_params):
     from cft_helpers.reports import frozen_share_table
     from cft_helpers.files import atomic_write_json
 
-    store = RunStore(smoke_params.run_path)
+    store = smoke_params.store
     saved = {"p2_instruct": {"total_params": 1000, "trainable_params": 1000},
              "lf_h1": {"total_params": 1000, "trainable_params": 640, "frozen_tensors": 9},  # 360 values frozen
              "lora": {"total_params": 1100, "trainable_params": 100},  # 1000 base weights, 100 adapter values
              "gr_5": {"examples": 23}}  # an arm trained before the counts were recorded
     for arm, metrics in saved.items():
         atomic_write_json(store.arm_dir(arm) / "metrics.json", metrics)
-    df = frozen_share_table(smoke_params, smoke_params.strategy_arms(), store)
+    df = frozen_share_table(smoke_params, smoke_params.strategy_arms())
     assert df.loc["lf_h1", "frozen share"] == pytest.approx(0.36) and df.loc["lf_h1", "trainable params"] == 640
     assert df.loc["p2_instruct", "frozen share"] == 0.0 and df.loc["gr_5", "frozen share"] == 0.0
     assert df.loc["lora", "frozen share"] == 1.0 and df.loc["lora", "trainable params"] == 100
@@ -224,7 +223,7 @@ def test_frozen_share_reads_what_each_arm_saved(smoke_params):
     from cft_helpers.evaluation.tables import strategy_table
 
     record = {"benchmarks": {"ifeval": {"score": 0.5}, "mlqa": {"score": 0.2}}}
-    table5 = strategy_table(smoke_params, {a: record for a in saved}, store=store)
+    table5 = strategy_table(smoke_params, {a: record for a in saved}, frozen_share=True)
     assert table5.loc["lf_h1", "frozen share"] == pytest.approx(0.36) and table5.loc["lora", "trainable params"] == 100
     assert "LoRA" in table5.attrs["footnote"]
 
@@ -299,8 +298,8 @@ def _changed(start: Path, final: Path) -> dict[str, bool]:
 
 @pytest.mark.parametrize("arm", ["lf_h1", "lf_h2", "spectrum"])
 def test_frozen_parameters_stay_bit_identical(trained, arm):
-    store = RunStore(trained.run_path)
-    m = train_arm(trained, arm, store, progress=False)
+    store = trained.store
+    m = train_arm(trained, arm, progress=False)
     plan = json.loads((store.arm_dir(arm) / "freeze.json").read_text())
     assert plan["n_frozen"] == m["frozen_tensors"] > 0
     changed = _changed(store.arm_checkpoint("p1_instruct"), store.arm_checkpoint(arm))
@@ -319,20 +318,20 @@ def test_frozen_parameters_stay_bit_identical(trained, arm):
 
     files = tensor_files(store.arm_checkpoint(arm))
     frozen = sum(math.prod(tensor_shape(files[n], n)) for n in plan["frozen"])
-    share = frozen_share_table(trained, [arm], store).loc[arm, "frozen share"]
+    share = frozen_share_table(trained, [arm]).loc[arm, "frozen share"]
     assert share == pytest.approx(frozen / checkpoint_numel(store.arm_checkpoint(arm))) and 0 < share < 1
 
 
 def test_english_replay_adds_english_counterparts(trained):
-    store = RunStore(trained.run_path)
-    rows, summary = build_replay(trained, store, "er_10", progress=False)
+    store = trained.store
+    rows, summary = build_replay(trained, "er_10", progress=False)
     assert summary["phase2_rows"] == 22 and summary["replay_rows"] == len(rows) == 2
     phase2 = {r["meta"]["key"]: r for r in (json.loads(l) for l in
               (store.data_dir / "multialpaca.train.jsonl").read_text().splitlines())}
     for r in rows:
         assert r["lang"] == "en" and r["meta"]["key"] in phase2  # the same instance, in English
         assert phase2[r["meta"]["key"]]["messages"][0]["content"] != r["messages"][0]["content"]
-    m = train_arm(trained, "er_10", store, progress=False)
+    m = train_arm(trained, "er_10", progress=False)
     assert m["examples"] == 22 + 2 and m["replay"]["replay_rows"] == 2
 
 
@@ -341,14 +340,14 @@ def test_lora_merge_gives_the_adapter_logits(trained):
 
     from cft_helpers.models import load_model
 
-    store = RunStore(trained.run_path)
-    m = train_arm(trained, "lora", store, progress=False)
+    store = trained.store
+    m = train_arm(trained, "lora", progress=False)
     assert m["trainable_params"] < m["total_params"] / 2
     from cft_helpers.reports import frozen_share_table
 
     # rank 8 on every linear layer but lm_head, 2 layers: q, o 64->64; k, v 64->32; gate, up 64->128; down 128->64
     adapters = 2 * 8 * (2 * (64 + 64) + 2 * (64 + 32) + 3 * (64 + 128))
-    share = frozen_share_table(trained, ["lora"], store).loc["lora"]
+    share = frozen_share_table(trained, ["lora"]).loc["lora"]
     assert share["frozen share"] == 1.0 and share["trainable params"] == m["trainable_params"] == adapters
     start = store.arm_checkpoint("p1_instruct")
     adapted = PeftModel.from_pretrained(load_model(start), str(store.arm_dir("lora") / "adapter")).eval()
@@ -373,7 +372,7 @@ def gr_trained(tmp_path_factory, model_cache):
     answer strips to "": replay tests on it compare "" with "". With ``initializer_range`` 0.3 the
     layers dominate and greedy answers depend on the whole prompt, both before and after the
     Phase-1 training (whose optimizer steps change them). The Instruct Phase-1 arm is trained once
-    for this module; tests copy its run store (``_own_store``) so that each has its own
+    for this module; tests copy its run store (``_own_run``) so that each has its own
     generation cache (``<arm>/replay/generations.jsonl``).
     """
     import yaml
@@ -391,12 +390,13 @@ def gr_trained(tmp_path_factory, model_cache):
     return params
 
 
-def _own_store(params, folder: Path) -> RunStore:
-    """A copy of the fixture's run store (data and the trained Phase-1 arm), for one test alone."""
+def _own_run(params, folder: Path):
+    """The fixture's parameters on a copy of its run store (data and the trained Phase-1 arm), for
+    one test alone."""
     import shutil
 
     shutil.copytree(params.run_path, folder)
-    return RunStore(folder)
+    return on_run_dir(params, folder)
 
 
 def _greedy_answers(checkpoint: Path, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
@@ -420,15 +420,15 @@ def test_generative_replay_comes_from_the_phase1_model(gr_trained, tmp_path):
     from cft_helpers.models import load_model, load_tokenizer, model_checkpoint
     from cft_helpers.replay import english_counterparts
 
-    params = gr_trained
-    store = _own_store(params, tmp_path / "run")
-    m = train_arm(params, "gr_10", store, progress=False)
+    params = _own_run(gr_trained, tmp_path / "run")
+    store = params.store
+    m = train_arm(params, "gr_10", progress=False)
     folder = store.arm_dir("gr_10") / "replay"
     rows = [json.loads(line) for line in (folder / "replay.jsonl").read_text().splitlines()]
     assert len(rows) == m["replay"]["replay_rows"] == 2 and m["examples"] == 22 + 2
     assert m["replay"]["engine"] == "hf" and m["replay"]["empty_responses"] == 0
     # the English counterparts, in their order, with the dataset's answers kept aside
-    english = english_counterparts(params, store, "gr_10", 2)
+    english = english_counterparts(params, "gr_10", 2)
     assert [r["id"] for r in rows] == [r["id"] for r in english]
     assert [r["messages"][:-1] for r in rows] == [r["messages"][:-1] for r in english]
     assert [r["meta"]["original_response"] for r in rows] == [r["messages"][-1]["content"] for r in english]
@@ -442,14 +442,14 @@ def test_generative_replay_comes_from_the_phase1_model(gr_trained, tmp_path):
         assert row["messages"][-1]["content"] != row["meta"]["original_response"]  # not the dataset's answer
     # ... and not another model's: the base model (a GR arm built from it, in a store of its own)
     # answers these prompts otherwise, so the check above tells the two apart
-    other = _own_store(params, tmp_path / "other")
+    other = _own_run(gr_trained, tmp_path / "other")
     base = model_checkpoint(params, "base")
-    from_base, _ = build_replay(params, other, "gr_10", load_model(base), load_tokenizer(base), progress=False)
+    from_base, _ = build_replay(other, "gr_10", load_model(base), load_tokenizer(base), progress=False)
     assert [r["id"] for r in from_base] == [r["id"] for r in rows]
     for mine, theirs in zip(rows, from_base):
         assert theirs["messages"][-1]["content"] != mine["messages"][-1]["content"], mine["id"]
     # ER_10 replays these instructions with the original responses GR_10 replaced (Table 5's caption)
-    er_10, _ = build_replay(params, store, "er_10", progress=False)
+    er_10, _ = build_replay(params, "er_10", progress=False)
     assert [r["id"] for r in er_10] == [r["id"] for r in rows]
     assert [r["messages"][:-1] for r in er_10] == [r["messages"][:-1] for r in rows]
     assert [r["messages"][-1]["content"] for r in er_10] == [r["meta"]["original_response"] for r in rows]
@@ -460,11 +460,11 @@ def test_replay_answers_are_cached_per_answering_model(gr_trained, tmp_path):
     its own, not the first one's read back from the cache (the keys name the model)."""
     from cft_helpers.models import load_model, load_tokenizer, model_checkpoint
 
-    params = gr_trained
-    store = _own_store(params, tmp_path / "run")
+    params = _own_run(gr_trained, tmp_path / "run")
+    store = params.store
     start, base = store.arm_checkpoint("p1_instruct"), model_checkpoint(params, "base")
-    first, _ = build_replay(params, store, "gr_10", load_model(start), load_tokenizer(start), progress=False)
-    second, _ = build_replay(params, store, "gr_10", load_model(base), load_tokenizer(base), progress=False)
+    first, _ = build_replay(params, "gr_10", load_model(start), load_tokenizer(start), progress=False)
+    second, _ = build_replay(params, "gr_10", load_model(base), load_tokenizer(base), progress=False)
     answers = [r["messages"][-1]["content"] for r in second]
     assert answers == _greedy_answers(base, [r["messages"][:-1] for r in second], params.mitigation.replay.max_new_tokens)
     assert answers != [r["messages"][-1]["content"] for r in first]
@@ -478,11 +478,11 @@ def test_generative_replay_with_vllm_gives_the_same_rows(gr_trained, monkeypatch
     from cft_helpers.generation import model_identity, prompt_key
     from cft_helpers.models import load_model, load_tokenizer
 
-    params = gr_trained
-    store = _own_store(params, tmp_path / "run")
+    params = _own_run(gr_trained, tmp_path / "run")
+    store = params.store
     start = store.arm_checkpoint("p1_instruct")
     max_new = params.mitigation.replay.max_new_tokens
-    hf_rows, hf_summary = build_replay(params, store, "gr_10", load_model(start), load_tokenizer(start),
+    hf_rows, hf_summary = build_replay(params, "gr_10", load_model(start), load_tokenizer(start),
                                        progress=False)
     folder = store.arm_dir("gr_10") / "replay"
     hf_cache = (folder / "generations.jsonl").read_text().splitlines()
@@ -492,7 +492,7 @@ def test_generative_replay_with_vllm_gives_the_same_rows(gr_trained, monkeypatch
     fake = str(Path(__file__).parent / "fake_vllm")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [fake, os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("FAKE_VLLM_LOG", str(tmp_path / "calls.jsonl"))
-    rows, summary = build_replay(params, store, "gr_10", None, load_tokenizer(start), progress=False,
+    rows, summary = build_replay(params, "gr_10", None, load_tokenizer(start), progress=False,
                                  vllm_checkpoint=start)
     assert summary["engine"] == "vllm" and summary["empty_responses"] == 0
     calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
@@ -511,11 +511,11 @@ def test_generative_replay_with_vllm_gives_the_same_rows(gr_trained, monkeypatch
     from cft_helpers.train import arm_input_hash
 
     monkeypatch.syspath_prepend(fake)
-    as_hf = {a: arm_input_hash(params, store, a) for a in ("gr_10", "lf_h1")}
+    as_hf = {a: arm_input_hash(params, a) for a in ("gr_10", "lf_h1")}
     params.runtime.generation = "vllm"
     try:
-        assert arm_input_hash(params, store, "gr_10") != as_hf["gr_10"]
-        assert arm_input_hash(params, store, "lf_h1") == as_hf["lf_h1"]
+        assert arm_input_hash(params, "gr_10") != as_hf["gr_10"]
+        assert arm_input_hash(params, "lf_h1") == as_hf["lf_h1"]
     finally:
         params.runtime.generation = "auto"
 

@@ -17,9 +17,9 @@ from cft_helpers.jobs import mitigation_selection
 from cft_helpers.reports import heldout_loss_summary, replay_overview, show_tables
 from cft_helpers.representations import (covariance_report, needed_arms, needed_models, representation_summary,
                                          shift_report)
-from cft_helpers.runs import RunStore
 from cft_helpers.files import write_jsonl
 from cft_helpers.similarity import correlation_report, forgetting_correlations, paper_forgetting_correlation
+from conftest import on_run_dir
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +78,10 @@ def test_heldout_loss_summary_lists_only_arms_with_a_loss():
 
 
 def test_data_overviews(prepared):
-    store = RunStore(prepared.run_path)
-    assert first_examples(prepared, store) == "\n".join(
+    store = prepared.store
+    assert first_examples(prepared) == "\n".join(
         format_example(load_prepared(store, name)[0]) for name in prepared.datasets)
-    counterpart = english_counterpart(prepared, store)
+    counterpart = english_counterpart(prepared)
     assert "English counterpart: " in counterpart and " -> " in counterpart
     report = {"datasets": {"a": {"train": {"rows": 3, "by_lang": {"en": 3}}, "heldout": {"rows": 1}},
                            "b": {"train": {"rows": 4, "by_lang": {"de": 2, "en": 2}}, "heldout": {"rows": 2}}}}
@@ -89,13 +89,14 @@ def test_data_overviews(prepared):
 
 
 def test_replay_overview(smoke, tmp_path):
-    store = RunStore(tmp_path)
+    smoke = on_run_dir(smoke, tmp_path)
+    store = smoke.store
     row = {"id": "r1", "lang": "en", "messages": [{"role": "user", "content": "hi"},
                                                   {"role": "assistant", "content": "hello"}]}
     write_jsonl(store.replay_file("gr_5"), [row, row])
     first = f"gr_5: 2 replay rows; the first:\n{format_example(row)}\n"
-    assert replay_overview(smoke, ["lf_h2", "gr_5"], store) == first
-    assert replay_overview(smoke, ["lf_h2"], store) == "no replay set among ['lf_h2']"
+    assert replay_overview(smoke, ["lf_h2", "gr_5"]) == first
+    assert replay_overview(smoke, ["lf_h2"]) == "no replay set among ['lf_h2']"
 
 
 def test_findings_text(smoke):

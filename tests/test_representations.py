@@ -99,21 +99,19 @@ def test_activations_have_shape_prompts_layers_hidden_and_are_cached(trained, mo
     assert len(loads) == 1 and np.array_equal(both["t"], acts) and both["u"].shape == (2, 2, 64)
     # notebook 07's call: the arm on the prompts, the start model on the parallel sentences only
     from cft_helpers.representations import cross_lingual, model_activations
-    from cft_helpers.runs import RunStore
 
-    store = RunStore(trained.run_path)
     sentences = {"en": ["one house", "two cats", "a red car"], "fr": ["une maison", "deux chats", "une voiture rouge"]}
-    on_prompts, on_parallel = model_activations(trained, store, ["p1_alpaca"], texts, sentences, ["base"],
+    on_prompts, on_parallel = model_activations(trained, ["p1_alpaca"], texts, sentences, ["base"],
                                                 progress=False)
     assert len(loads) == 3 and set(on_prompts) == {"p1_alpaca"} and set(on_parallel) == {"base"}
     assert on_parallel["base"].shape == (6, 2, 64)
-    again = activations(trained, "base", store, texts=sentences["en"] + sentences["fr"], set_name="parallel",
+    again = activations(trained, "base", texts=sentences["en"] + sentences["fr"], set_name="parallel",
                         chat=False, progress=False)
     assert np.array_equal(on_parallel["base"], again)
     assert len(loads) == 3                                             # read back from its cache
-    assert cross_lingual(trained, store, ["base"], sentences, acts=on_parallel)["base"]["sentences"] == 3
+    assert cross_lingual(trained, ["base"], sentences, acts=on_parallel)["base"]["sentences"] == 3
     with pytest.raises(ValueError, match="5 activation rows for 6"):
-        cross_lingual(trained, store, ["base"], sentences, acts={"base": on_parallel["base"][:5]})
+        cross_lingual(trained, ["base"], sentences, acts={"base": on_parallel["base"][:5]})
 
     monkeypatch.setattr(representations_module, "load_model", no_loading)
     again = activations(trained, "p1_alpaca", texts=texts, set_name="t", progress=False)
@@ -126,9 +124,8 @@ def test_activations_have_shape_prompts_layers_hidden_and_are_cached(trained, mo
 
 def test_padding_and_batching_do_not_change_activations(trained):
     from cft_helpers.models import load_model, load_tokenizer, resolve_model
-    from cft_helpers.runs import RunStore
 
-    ckpt, _, template = resolve_model(trained, RunStore(trained.run_path), "p1_alpaca")
+    ckpt, _, template = resolve_model(trained, "p1_alpaca")
     tok, model = load_tokenizer(ckpt, template), load_model(ckpt)
     texts = ["short", "a much longer prompt with many more tokens in it than the first", "mid length one",
              "word " * 40]

@@ -8,7 +8,6 @@ import json
 from cft_helpers.data import prepare_datasets
 from cft_helpers.evaluation.harness import evaluate_model
 from cft_helpers.params import load_params
-from cft_helpers.runs import RunStore
 from cft_helpers.train import train_arm
 
 from conftest import write_params
@@ -37,7 +36,7 @@ def test_two_runs_of_the_same_params_agree_apart_from_clocks_and_paths(tmp_path,
         prepare_datasets(params, progress=False)
         metrics = train_arm(params, "p1_alpaca", progress=False)
         record = evaluate_model(params, "p1_alpaca", progress=False)
-        runs.append((RunStore(params.run_path), metrics, record))
+        runs.append((params.store, metrics, record))
     (s1, m1, r1), (s2, m2, r2) = runs
     for f in sorted(s1.data_dir.glob("*.jsonl")):                      # identical data, byte for byte
         assert f.read_bytes() == (s2.data_dir / f.name).read_bytes(), f.name

@@ -14,7 +14,6 @@ import pytest
 
 from cft_helpers.lock import ENV, LOCK_NAME, RunLock, RunLocked, check_run_lock, read_lock
 from cft_helpers.params import load_params
-from cft_helpers.runs import RunStore
 from cft_helpers.jobs import plan_jobs
 from cft_helpers.schedule import ScheduleError, run_jobs
 from cft_helpers.job_runner import prepare_shared
@@ -81,10 +80,9 @@ def test_representation_jobs_follow_notebook_07(prepared):
     assert {n for n, j in jobs.items() if j.kind == "train"} == {f"train:{m}" for m in needed_models(p) if m in p.arms} \
         | {f"train:{a}" for m in needed_models(p) if m in p.arms for a in [p.arms[m].start] if a in p.arms}
     assert set(notebook_sets(p, "base")) == {"prompts", "parallel"}  # the start model also reads Figure 4's set
-    store = RunStore(p.run_path)
-    assert activations_pending(p, store, "base") and not job_done(p, store, jobs["act:base"])
+    assert activations_pending(p, "base") and not job_done(p, jobs["act:base"])
     run_job(p, "act:base")
-    assert not activations_pending(p, store, "base") and job_done(p, store, jobs["act:base"])
+    assert not activations_pending(p, "base") and job_done(p, jobs["act:base"])
 
 
 def test_heldout_jobs_fill_what_the_notebooks_read(prepared):
@@ -105,22 +103,22 @@ def test_heldout_jobs_fill_what_the_notebooks_read(prepared):
     assert heldout_models(p, ["05_similarity"]) == [*p.arms_in_phase("phase2"), "p1_alpaca", "p1_instruct"]
     assert "heldout:lf_h2" in book_jobs(p, ["04_mitigation"])  # the mitigation tables' rows
 
-    store = RunStore(p.run_path)
+    store = p.store
     everything = heldout_datasets(p)
     assert everything == ["alpaca", "multialpaca", "instruct"]  # minstruct: no arm trains on it
-    assert heldout_pending(p, store, "base") == everything and not job_done(p, store, jobs["heldout:base"])
+    assert heldout_pending(p, "base") == everything and not job_done(p, jobs["heldout:base"])
     before = os.environ.get("CFT_NOTEBOOK")
     run_job(p, "heldout:base")
     assert os.environ.get("CFT_NOTEBOOK") == before  # set for the job's progress lines only
-    assert heldout_pending(p, store, "base") == [] and job_done(p, store, jobs["heldout:base"])
+    assert heldout_pending(p, "base") == [] and job_done(p, jobs["heldout:base"])
     # the job's numbers are the loss itself, and the table reads them (no second computation)
     ckpt = model_checkpoint(p, "base")
     tok, model = load_tokenizer(ckpt), load_model(ckpt)
     direct = response_loss(model, tok, load_prepared(store, "instruct", "heldout")[:heldout_rows(p)],
                            max_length=p.training.max_length)
-    table = heldout_loss_table(p, ["base"], everything, n=heldout_rows(p), store=store, progress=False)
+    table = heldout_loss_table(p, ["base"], everything, n=heldout_rows(p), progress=False)
     assert table.loc["base", "instruct"] == pytest.approx(direct, rel=1e-6) and direct > 0
-    assert training_heldout_table(p, store, progress=False).empty  # no arm trained yet: no rows
+    assert training_heldout_table(p, progress=False).empty  # no arm trained yet: no rows
 
 
 def test_a_worker_serves_jobs_in_turn_and_a_dead_one_fails_its_job(prepared, tmp_path):
@@ -241,7 +239,7 @@ def test_scheduled_jobs_give_the_sequential_results(tmp_path, model_cache, capsy
                           "heldout:base", "heldout:gr_5"]
     capsys.readouterr()
     with RunLock(par.run_path):  # as in the book: the workers carry its token and pass
-        prepare_shared(par, RunStore(par.run_path), jobs)
+        prepare_shared(par, jobs)
         summary = run_jobs(par, jobs, workers=2)
     out = capsys.readouterr().out
     assert set(summary["ran"]) == set(jobs) and not summary["already_done"] and not summary["failed"]
@@ -250,7 +248,7 @@ def test_scheduled_jobs_give_the_sequential_results(tmp_path, model_cache, capsy
     for job in jobs.values():
         assert (par.run_path / "logs" / job.log_name).stat().st_size > 0
 
-    s_store, p_store = RunStore(seq.run_path), RunStore(par.run_path)
+    s_store, p_store = seq.store, par.store
     for arm in arms:
         a, b = _tensors(s_store.arm_checkpoint(arm)), _tensors(p_store.arm_checkpoint(arm))
         assert a.keys() == b.keys() and a, arm
@@ -281,7 +279,7 @@ def test_a_failing_job_is_named_with_its_log(tmp_path, model_cache):
     with open(p.run_path / "data" / "instruct.train.jsonl", "a") as f:  # changed after preparation
         f.write('{"id": "extra"}\n')
     jobs = plan_jobs(p, ["p1_alpaca", "p1_instruct", "p2_instruct"], [])
-    prepare_shared(p, RunStore(p.run_path), jobs)
+    prepare_shared(p, jobs)
     with pytest.raises(ScheduleError) as e:
         run_jobs(p, jobs, workers=2, progress=False)
     msg = str(e.value)
@@ -290,7 +288,7 @@ def test_a_failing_job_is_named_with_its_log(tmp_path, model_cache):
     assert "changed since it was prepared" in msg  # from the log's last lines
     assert "not started: train:p2_instruct" in msg and not (p.run_path / "logs" / "train-p2_instruct.log").exists()
     # the job running beside it finished; the failed one is recorded as failed
-    store = RunStore(p.run_path)
+    store = p.store
     assert store.finished_arms(["p1_alpaca", "p1_instruct"]) == ["p1_alpaca"]
     assert store.arm_manifest("p1_instruct")["status"] == "failed"
 
@@ -306,7 +304,7 @@ def test_book_schedules_after_data_preparation(tmp_path, model_cache, capsys):
     assert list(timing) == ["01_data_prep", "scheduler", "02_phase1_training"]
     assert out.index("[book 1/2] 01_data_prep") < out.index("start train:p1_alpaca") < out.index("[book 2/2]")
     params = load_params(path)
-    store = RunStore(params.run_path)
+    store = params.store
     assert store.finished_arms(["p1_alpaca", "p1_instruct"]) == ["p1_alpaca", "p1_instruct"]
     assert (params.run_path / "logs" / "train-p1_alpaca.log").exists()
     nb = (params.run_path / "notebooks" / "02_phase1_training.ipynb").read_text()

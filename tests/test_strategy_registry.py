@@ -11,7 +11,6 @@ from cft_helpers import mitigation
 from cft_helpers.checkpoints import read_tensor, tensor_files
 from cft_helpers.freezing import FreezePlan, n_layers_of
 from cft_helpers.params import ParamsError, load_params
-from cft_helpers.runs import RunStore
 
 from conftest import write_params
 
@@ -61,9 +60,9 @@ def test_a_registered_strategy_trains_on_the_smoke_params(toy_strategy, tmp_path
     params = load_params(write_params(tmp_path, model_cache), overrides={"arms.toy": arm, "training.max_steps": 2})
     assert params.strategy_arms(toy_strategy) == ["toy"]
     prepare_datasets(params, progress=False)
-    store = RunStore(params.run_path)
-    train_arm(params, "p1_instruct", store, progress=False)
-    m = train_arm(params, "toy", store, progress=False)
+    store = params.store
+    train_arm(params, "p1_instruct", progress=False)
+    m = train_arm(params, "toy", progress=False)
 
     plan = json.loads((store.arm_dir("toy") / "freeze.json").read_text())
     assert plan["strategy"] == TOY and m["strategy"] == TOY and m["steps"] == 2
@@ -80,9 +79,9 @@ def test_a_registered_strategy_trains_on_the_smoke_params(toy_strategy, tmp_path
     assert (total, trainable, with_grad, note) == (m["total_params"], m["trainable_params"], trainable, "")
     assert trainable == 3 * 64 * 128
 
-    toy_hash = arm_input_hash(params, store, "toy")
+    toy_hash = arm_input_hash(params, "toy")
     params.arms["toy"].strategy = "vanilla"  # the same arm trained plainly is another arm
-    assert arm_input_hash(params, store, "toy") != toy_hash
+    assert arm_input_hash(params, "toy") != toy_hash
 
 
 def test_an_unregistered_strategy_is_refused(tmp_path, model_cache):

@@ -1,5 +1,6 @@
-"""The package's structure: no import cycles (imports inside functions counted) and no module
-over 700 lines (docs/ENGINEERING.md, "Where the code is")."""
+"""The package's structure: no import cycles (imports inside functions counted), no module over
+700 lines, and the run store reached through the parameters (docs/ENGINEERING.md, "Where the code
+is")."""
 
 from __future__ import annotations
 
@@ -131,3 +132,31 @@ def test_no_module_is_over_700_lines():
              if "__pycache__" not in p.parts}
     over = {m: n for m, n in sizes.items() if n > MAX_LINES and m not in TEMPLATES}
     assert not over, f"modules over {MAX_LINES} lines (split them by what they do): {over}"
+
+
+def params_and_store(package: Path = PACKAGE) -> list[str]:
+    """Functions whose parameters include both the parameter set (first, ``params`` or ``p``) and a
+    ``store``: the store is ``params.store``, so a second one could only name another run."""
+    found = []
+    for path in sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                names = [x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs]]
+                if names and names[0] in ("params", "p") and "store" in names:
+                    found.append(f"{module_name(path, package)}.{node.name}")
+    return found
+
+
+def test_a_function_given_the_parameters_takes_no_store(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f(params, arm, store=None):\n    pass\n\n"
+                              "def g(params, *, store):\n    pass\n\n"
+                              "def h(store, params):\n    pass\n\n"
+                              "def k(params, arm):\n    store = params.store\n")
+    assert params_and_store(pkg) == ["pkg.a.f", "pkg.a.g"]
+    found = params_and_store()
+    assert not found, ("these take the parameters and a run store; read the store as params.store "
+                       f"(docs/ENGINEERING.md, \"Where the code is\"): {found}")

@@ -24,8 +24,8 @@ def test_a_tensorboard_arm_leaves_event_files_with_its_losses_in_the_arm_folder(
 
     params = load_params(prepared.source_path, overrides={"training.report_to": "tensorboard",
                                                           "training.max_steps": 3})
-    store = RunStore(params.run_path)
-    metrics = train_arm(params, "p1_alpaca", store, progress=False)
+    store = params.store
+    metrics = train_arm(params, "p1_alpaca", progress=False)
     assert metrics["steps"] == 3
 
     tracker = store.arm_tracker_dir("p1_alpaca")
@@ -91,15 +91,14 @@ def test_sft_config_passes_the_tracker_and_the_run_name(smoke_params, tmp_path):
 def test_tracker_settings_leave_the_arm_input_hash_unchanged(prepared):
     from cft_helpers.train import arm_input_hash
 
-    store = RunStore(prepared.run_path)
     # pinned in tests/test_mitigation.py (HASHES_KEPT): run stores made before trackers stay valid
-    assert arm_input_hash(prepared, store, "p1_instruct") == "c9033bb62c26dcc3"
+    assert arm_input_hash(prepared, "p1_instruct") == "c9033bb62c26dcc3"
     for overrides in ({"training.report_to": "tensorboard"}, {"training.report_to": "wandb"},
                       {"training.run_name": "mine-{arm}"}):
         other = load_params(prepared.source_path, overrides=overrides)
-        assert arm_input_hash(other, store, "p1_instruct") == "c9033bb62c26dcc3", overrides
+        assert arm_input_hash(other, "p1_instruct") == "c9033bb62c26dcc3", overrides
     changed = load_params(prepared.source_path, overrides={"training.learning_rate": 1e-3})
-    assert arm_input_hash(changed, store, "p1_instruct") != "c9033bb62c26dcc3"  # a real setting does
+    assert arm_input_hash(changed, "p1_instruct") != "c9033bb62c26dcc3"  # a real setting does
 
 
 def test_tracker_folder_is_a_place_of_the_layout(tmp_path):

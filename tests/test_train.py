@@ -7,14 +7,13 @@ import json
 import pytest
 import torch
 
-from cft_helpers.runs import RunStore
 from cft_helpers.train import build_trainer, train_arm
 
 
 def test_only_response_tokens_carry_loss(prepared, tmp_path):
     """Labels are -100 on system/user/template tokens and equal the ids on the response."""
-    store = RunStore(prepared.run_path)
-    trainer, n_rows, _, _ = build_trainer(prepared, "p1_instruct", store, tmp_path / "out", "cpu",
+    store = prepared.store
+    trainer, n_rows, _, _ = build_trainer(prepared, "p1_instruct", tmp_path / "out", "cpu",
                                           progress=False)
     tok = trainer.processing_class
     from cft_helpers.data import training_examples
@@ -52,13 +51,13 @@ def test_only_response_tokens_carry_loss(prepared, tmp_path):
 
 
 def test_done_arm_is_skipped_force_retrains_changed_inputs_retrain(prepared):
-    store = RunStore(prepared.run_path)
-    m1 = train_arm(prepared, "p1_alpaca", store, progress=False)
+    store = prepared.store
+    m1 = train_arm(prepared, "p1_alpaca", progress=False)
     finished = store.arm_manifest("p1_alpaca")["finished"]
     assert m1["trained"] and m1["steps"] == 4
-    m2 = train_arm(prepared, "p1_alpaca", store, progress=False)
+    m2 = train_arm(prepared, "p1_alpaca", progress=False)
     assert m2 == m1 and store.arm_manifest("p1_alpaca")["finished"] == finished
-    m3 = train_arm(prepared, "p1_alpaca", store, force=True, progress=False)
+    m3 = train_arm(prepared, "p1_alpaca", force=True, progress=False)
     assert store.arm_manifest("p1_alpaca")["status"] == "done"
     assert m3["wall_s"] != m1["wall_s"]
     # a different learning rate is a different arm result: not skipped
@@ -66,7 +65,7 @@ def test_done_arm_is_skipped_force_retrains_changed_inputs_retrain(prepared):
 
     changed = load_params(prepared.source_path, overrides="training.learning_rate=1e-3")
     old_hash = store.arm_manifest("p1_alpaca")["input_hash"]
-    train_arm(changed, "p1_alpaca", store, progress=False)
+    train_arm(changed, "p1_alpaca", progress=False)
     assert store.arm_manifest("p1_alpaca")["input_hash"] != old_hash
 
 
@@ -99,16 +98,16 @@ def _weights(path):
 def test_interrupted_run_resumes_from_its_last_checkpoint(prepared, tmp_path_factory):
     """Crash after the step-2 checkpoint of the mixture arm (10 steps), rerun: it resumes and
     ends with the weights of an uninterrupted run."""
-    store = RunStore(prepared.run_path)
+    store = prepared.store
     with pytest.raises(_Crash):
-        train_arm(prepared, "mixture", store, callbacks=[_crash_after_save(2)], progress=False)
+        train_arm(prepared, "mixture", callbacks=[_crash_after_save(2)], progress=False)
     m = store.arm_manifest("mixture")
     assert m["status"] == "failed" and "simulated crash" in m["error"]
     assert (store.arm_dir("mixture") / "checkpoints" / "checkpoint-2").is_dir()
     with pytest.raises(RuntimeError, match="not done"):
         store.arm_checkpoint("mixture")
 
-    resumed = train_arm(prepared, "mixture", store, progress=False)
+    resumed = train_arm(prepared, "mixture", progress=False)
     assert resumed["resumed_from"] == "checkpoint-2"
     assert resumed["steps"] == 10 and store.arm_manifest("mixture")["status"] == "done"
     assert not (store.arm_dir("mixture") / "checkpoints").exists()
@@ -121,7 +120,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(prepared, tmp_path_fac
     prepare_datasets(other, progress=False)
     clean = train_arm(other, "mixture", progress=False)
     assert clean["resumed_from"] is None
-    a, b = _weights(store.arm_checkpoint("mixture")), _weights(RunStore(other.run_path).arm_checkpoint("mixture"))
+    a, b = _weights(store.arm_checkpoint("mixture")), _weights(other.store.arm_checkpoint("mixture"))
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5)
@@ -133,8 +132,8 @@ def test_heldout_response_loss_matches_the_trainers_loss(prepared, tmp_path):
     from cft_helpers.data import load_prepared
     from cft_helpers.heldout import response_loss
 
-    store = RunStore(prepared.run_path)
-    trainer = build_trainer(prepared, "p1_instruct", store, tmp_path / "out", "cpu", progress=False).trainer
+    store = prepared.store
+    trainer = build_trainer(prepared, "p1_instruct", tmp_path / "out", "cpu", progress=False).trainer
     rows = load_prepared(store, "instruct", "heldout")[:4]  # one eval batch: token-weighted mean
     from cft_helpers.train import _to_dataset
 
@@ -155,7 +154,6 @@ def test_training_refuses_to_start_without_disk_space_for_its_checkpoints(prepar
     import shutil as _shutil
     from collections import namedtuple
 
-    from cft_helpers.runs import RunStore
     from cft_helpers.files import DiskSpaceError
     from cft_helpers.train import checkpoint_bytes, train_arm
 
@@ -163,7 +161,7 @@ def test_training_refuses_to_start_without_disk_space_for_its_checkpoints(prepar
     monkeypatch.setattr(_shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(DiskSpaceError, match=r"training arm 'p1_alpaca' needs about .* GB under .* only 0.00 GB"):
         train_arm(prepared, "p1_alpaca", progress=False)
-    assert RunStore(prepared.run_path).arm_manifest("p1_alpaca")["status"] == "failed"
+    assert prepared.store.arm_manifest("p1_alpaca")["status"] == "failed"
     assert checkpoint_bytes(100, 10) == pytest.approx(1.1 * (2 * (400 + 80) + 400))
 
 
@@ -174,15 +172,14 @@ def test_examples_longer_than_max_length_are_counted_not_truncated_silently(tmp_
     from cft_helpers.data.prepare import training_examples
     from cft_helpers.models import load_tokenizer
     from cft_helpers.params import load_params
-    from cft_helpers.runs import RunStore
     from cft_helpers.train import start_checkpoint, train_arm
 
     params = load_params(write_params(tmp_path, model_cache), overrides={"training.max_length": 48})
     prepare_datasets(params, progress=False)
     with pytest.warns(UserWarning, match=r"longer than training.max_length=48 tokens and will be truncated"):
         metrics = train_arm(params, "p1_alpaca", progress=False)
-    store = RunStore(params.run_path)
-    tok = load_tokenizer(start_checkpoint(params, store, "p1_alpaca"))
+    store = params.store
+    tok = load_tokenizer(start_checkpoint(params, "p1_alpaca"))
     lengths = [len(tok(tok.apply_chat_template(r["messages"], tokenize=False), add_special_tokens=False)["input_ids"])
                for r in training_examples(store, ["alpaca"], seed=params.training.seed)]
     assert metrics["rows_over_max_length"] == sum(n > 48 for n in lengths) > 0
@@ -193,7 +190,6 @@ def test_checkpoints_hold_no_pickle_and_remote_code_stays_off(prepared, monkeypa
     unpickle; the model is loaded with trust_remote_code=False unless its params entry says true."""
     import transformers
 
-    from cft_helpers.runs import RunStore
     from cft_helpers.train import train_arm
 
     seen = []
@@ -206,7 +202,7 @@ def test_checkpoints_hold_no_pickle_and_remote_code_stays_off(prepared, monkeypa
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
     train_arm(prepared, "p1_alpaca", progress=False)
     assert seen and not any(seen)
-    model_dir = RunStore(prepared.run_path).arm_checkpoint("p1_alpaca")
+    model_dir = prepared.store.arm_checkpoint("p1_alpaca")
     suffixes = {f.suffix for f in model_dir.iterdir()}
     assert ".safetensors" in suffixes and (model_dir / "training_args.json").exists()
     assert not suffixes & {".bin", ".pt", ".pth", ".pkl", ".pickle"}, suffixes
@@ -217,7 +213,6 @@ def test_a_final_save_without_weights_fails_the_arm_instead_of_leaving_an_empty_
     the training core switched it to a full one) must not become a 'done' arm."""
     from trl import SFTTrainer
 
-    from cft_helpers.runs import RunStore
     from cft_helpers.train import train_arm
 
     original = SFTTrainer.save_model
@@ -229,7 +224,7 @@ def test_a_final_save_without_weights_fails_the_arm_instead_of_leaving_an_empty_
     monkeypatch.setattr(SFTTrainer, "save_model", no_final_weights)
     with pytest.raises(RuntimeError, match=r"arm 'p1_alpaca': the final checkpoint .* holds no safetensors"):
         train_arm(prepared, "p1_alpaca", force=True, progress=False)
-    store = RunStore(prepared.run_path)
+    store = prepared.store
     assert store.arm_manifest("p1_alpaca")["status"] == "failed"
     assert not (store.arm_dir("p1_alpaca") / "model").exists()
 
@@ -239,11 +234,10 @@ def test_padding_free_batches_give_the_padded_losses_and_compute_no_padding(prep
     gradient equal the padded batch's (examples do not attend to each other), with no pad tokens."""
     from cft_helpers.params import load_params
 
-    store = RunStore(prepared.run_path)
     flat = load_params(prepared.source_path, overrides={"training.padding_free": True})
     padded_p = load_params(prepared.source_path, overrides={"training.padding_free": False})
-    padded_tr = build_trainer(padded_p, "p1_instruct", store, tmp_path / "a", "cpu", progress=False).trainer
-    flat_tr = build_trainer(flat, "p1_instruct", store, tmp_path / "b", "cpu", progress=False).trainer
+    padded_tr = build_trainer(padded_p, "p1_instruct", tmp_path / "a", "cpu", progress=False).trainer
+    flat_tr = build_trainer(flat, "p1_instruct", tmp_path / "b", "cpu", progress=False).trainer
     examples = [padded_tr.train_dataset[i] for i in range(4)]
     lengths = [len(e["input_ids"]) for e in examples]
     assert len(set(lengths)) > 1  # the padded batch does carry padding
@@ -277,8 +271,8 @@ def test_arms_from_the_same_model_share_the_loss_before_training(prepared, monke
     and gets the value a fresh evaluation gives."""
     import cft_helpers.train as train
 
-    store = RunStore(prepared.run_path)
-    train_arm(prepared, "p1_instruct", store, progress=False)
+    store = prepared.store
+    train_arm(prepared, "p1_instruct", progress=False)
     evaluated = []
     original = train._eval_losses
 
@@ -288,10 +282,10 @@ def test_arms_from_the_same_model_share_the_loss_before_training(prepared, monke
         return out
 
     monkeypatch.setattr(train, "_eval_losses", spy)
-    vanilla = train_arm(prepared, "p2_instruct", store, progress=False)
+    vanilla = train_arm(prepared, "p2_instruct", progress=False)
     assert evaluated == [["heldout", "train"], ["heldout", "train"]]  # before and after, nothing cached
     evaluated.clear()
-    frozen = train_arm(prepared, "lf_h1", store, progress=False)
+    frozen = train_arm(prepared, "lf_h1", progress=False)
     assert evaluated == [["heldout", "train"]]  # after training only: both sets came from the cache
     assert frozen["eval_loss_before"] == vanilla["eval_loss_before"]
     assert frozen["train_rows_loss_before"] == vanilla["train_rows_loss_before"]
@@ -299,7 +293,7 @@ def test_arms_from_the_same_model_share_the_loss_before_training(prepared, monke
     # the cached value is what evaluating the start model gives
     monkeypatch.setattr(train, "_eval_losses", original)
     (store.root / "losses_before_training.json").unlink()
-    fresh = train_arm(prepared, "lf_h1", store, force=True, progress=False)
+    fresh = train_arm(prepared, "lf_h1", force=True, progress=False)
     assert fresh["eval_loss_before"] == pytest.approx(vanilla["eval_loss_before"], rel=1e-6)
 
 
@@ -329,7 +323,7 @@ def test_a_kill_before_the_stage_is_marked_done_resumes_instead_of_retraining(pr
     import subprocess
     import sys
 
-    store = RunStore(prepared.run_path)
+    store = prepared.store
     env = {**os.environ, "CFT_KILL_AT": "train:before-finish", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "cft_helpers.train", "--params", str(prepared.source_path),
                            "--arm", "p1_alpaca"],
@@ -341,7 +335,7 @@ def test_a_kill_before_the_stage_is_marked_done_resumes_instead_of_retraining(pr
     steps = json.loads(written)["steps"]
     assert (store.arm_checkpoints_dir("p1_alpaca") / f"checkpoint-{steps}").is_dir()
 
-    rerun = train_arm(prepared, "p1_alpaca", store, progress=False)
+    rerun = train_arm(prepared, "p1_alpaca", progress=False)
     assert rerun == json.loads(written) and store.arm_file("p1_alpaca", "metrics.json").read_text() == written
     m = store.arm_manifest("p1_alpaca")
     assert m["status"] == "done" and m["outputs"]["checkpoint"] == rerun["checkpoint"]
@@ -352,5 +346,5 @@ def test_a_kill_before_the_stage_is_marked_done_resumes_instead_of_retraining(pr
     # the other window: done, checkpoints left behind by the kill; a rerun trains nothing
     left = store.arm_checkpoints_dir("p1_alpaca") / f"checkpoint-{steps}"
     left.mkdir(parents=True)
-    assert train_arm(prepared, "p1_alpaca", store, progress=False) == store.arm_metrics("p1_alpaca")
+    assert train_arm(prepared, "p1_alpaca", progress=False) == store.arm_metrics("p1_alpaca")
     assert not store.arm_checkpoints_dir("p1_alpaca").exists()

@@ -36,10 +36,10 @@ def data_input_hash(params: Params) -> str:
                         "seed": params.seed, "generator_version": GENERATOR_VERSION})
 
 
-def prepare_datasets(params: Params, store: RunStore | None = None, force: bool = False,
+def prepare_datasets(params: Params, force: bool = False,
                      progress: bool = True) -> dict[str, Any]:
     """Load, normalise and split every dataset in the params; returns the data report."""
-    store = store or RunStore(params.run_path)
+    store = params.store
     stage = store.stage("data", data_input_hash(params))
     if stage.is_done() and not force:
         return read_json(stage.dir / "report.json")
@@ -168,15 +168,17 @@ def format_example(example: dict) -> str:
     return "\n".join(lines)
 
 
-def first_examples(params: Params, store: RunStore) -> str:
+def first_examples(params: Params) -> str:
     """The first prepared training example of every dataset of the params, as text (notebook 01)."""
+    store = params.store
     return "\n".join(format_example(load_prepared(store, name)[0]) for name in params.datasets)
 
 
-def english_counterpart(params: Params, store: RunStore) -> str | None:
+def english_counterpart(params: Params) -> str | None:
     """The first example of the first multilingual built-in dataset, and its English rendering:
     the same task and numbers, which English replay (ER_10) trains on. None when the params have
     no multilingual built-in dataset (external data carries no task to render)."""
+    store = params.store
     multilingual = [n for n, d in params.datasets.items()
                     if getattr(d, "family", None) == "general" and d.langs != ["en"]]
     if not multilingual:

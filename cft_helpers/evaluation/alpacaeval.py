@@ -341,11 +341,12 @@ def reference_label(ref: AlpacaEvalData | None) -> str:
     return f"{ref.path}" + (f" ({ref.data_files})" if ref.data_files else "")
 
 
-def run_alpaca_eval(params: Params, store, name: str, model, tok, ident: str, progress: bool = True,
+def run_alpaca_eval(params: Params, name: str, model, tok, ident: str, progress: bool = True,
                     vllm_checkpoint=None) -> dict[str, Any]:
     """AlpacaEval for one model: answers (cached; HF generate on ``model``, or vLLM on
     ``vllm_checkpoint``), verdicts (cached), win rate. Returns ``{"benchmark": ..., "task":
     ..., "samples": [...], "wall_s": ...}`` for the results record."""
+    store = params.store
     alpaca_eval = _import_alpaca_eval()
 
     spec: Benchmark = params.evaluation.benchmarks["alpacaeval"]

@@ -26,13 +26,14 @@ from cft_helpers.evaluation.harness import suite_hash, task_plan
 from cft_helpers.evaluation.ifeval_offline import use_punkt_data
 from cft_helpers.evaluation.scoring import normalize, tokens
 from cft_helpers.params import Params
-from cft_helpers.runs import MissingArtifact, RunStore
+from cft_helpers.runs import MissingArtifact
 from cft_helpers.files import read_jsonl
 
 
-def span_items(params: Params, store: RunStore, model: str, benchmark: str) -> list[dict]:
+def span_items(params: Params, model: str, benchmark: str) -> list[dict]:
     """One row per item of ``benchmark`` (an extractive QA benchmark): language, gold span,
     answer, F1 as scored, whether the answer holds the gold span, and its tokens."""
+    store = params.store
     plan = dict(task_plan(params).get(benchmark, []))
     if not plan:
         raise ValueError(f"{benchmark!r} does not run under these params; it has none of its tasks to read")
@@ -52,7 +53,7 @@ def span_items(params: Params, store: RunStore, model: str, benchmark: str) -> l
     return rows
 
 
-def span_report(params: Params, store: RunStore, models: Sequence[str], benchmark: str = "mlqa"):
+def span_report(params: Params, models: Sequence[str], benchmark: str = "mlqa"):
     """Per model: items, mean F1, the share of answers that are the span exactly (F1 1), that hold
     it among other words, that miss it, and the mean answer length in tokens (empty, saying so,
     when the benchmark does not run)."""
@@ -64,7 +65,7 @@ def span_report(params: Params, store: RunStore, models: Sequence[str], benchmar
         return empty
     out = {}
     for m in models:
-        items = span_items(params, store, m, benchmark)
+        items = span_items(params, m, benchmark)
         n = len(items) or 1
         exact = sum(i["f1"] == 1.0 for i in items)
         held = sum(i["holds_span"] and i["f1"] < 1.0 for i in items)
@@ -74,10 +75,11 @@ def span_report(params: Params, store: RunStore, models: Sequence[str], benchmar
     return pd.DataFrame.from_dict(out, orient="index")
 
 
-def instruction_kinds(params: Params, store: RunStore, models: Sequence[str]):
+def instruction_kinds(params: Params, models: Sequence[str]):
     """Per kind of stated instruction (rows) and model (columns): the share of the IFEval slot's
     prompts stating it whose answer follows it, by lm-eval's strict checker; the column "stated"
     counts the prompts. Empty, saying so, when the IFEval slot is not ``task: instructions``."""
+    store = params.store
     import pandas as pd
 
     spec = params.evaluation.benchmarks.get("ifeval")

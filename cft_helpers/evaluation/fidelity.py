@@ -17,7 +17,6 @@ from typing import Any
 
 from cft_helpers.evaluation.harness import task_plan
 from cft_helpers.params import MULTILINGUAL_BENCHMARKS, Params
-from cft_helpers.runs import RunStore
 from cft_helpers.files import read_jsonl
 
 MIN_LETTERS = 12
@@ -37,9 +36,9 @@ def detect_language(text: str) -> tuple[str, float]:
     return best["lang"].split("-")[0].lower(), float(best["score"])
 
 
-def fidelity(params: Params, model: str, store: RunStore | None = None) -> dict[str, dict[str, Any]]:
+def fidelity(params: Params, model: str) -> dict[str, dict[str, Any]]:
     """Per language: generated answers assessed, how many were in the asked language, the rate."""
-    store = store or RunStore(params.run_path)
+    store = params.store
     path = store.eval_samples(model)
     if not path.exists():
         raise FileNotFoundError(f"no evaluation samples for {model!r} ({path}); run notebook 06 first")
@@ -61,18 +60,18 @@ def fidelity(params: Params, model: str, store: RunStore | None = None) -> dict[
     return out
 
 
-def fidelity_table(params: Params, models: list[str], store: RunStore | None = None):
+def fidelity_table(params: Params, models: list[str]):
     """Rate of answers in the asked language per model (rows) and language (columns), with the
     overall rate and the number of answers assessed."""
     import pandas as pd
 
-    store = store or RunStore(params.run_path)
+    store = params.store
     rows = {}
     for m in models:
         if not store.eval_samples(m).exists():
             rows[m] = {"all": float("nan"), "assessed": 0}  # nothing generated (no benchmark ran)
             continue
-        f = fidelity(params, m, store)
+        f = fidelity(params, m)
         assessed = sum(e["assessed"] for e in f.values())
         row = {lang: e["rate"] for lang, e in sorted(f.items())}
         row["all"] = sum(e["in_language"] for e in f.values()) / assessed if assessed else float("nan")

@@ -48,7 +48,7 @@ from cft_helpers.params import ENGLISH_BENCHMARKS, MULTILINGUAL_BENCHMARKS, Para
 from cft_helpers.files import stable_hash
 from cft_helpers.evaluation.alpacaeval import alpaca_spec, reference_label, run_alpaca_eval
 from cft_helpers.models import load_model, load_tokenizer, resolve_model
-from cft_helpers.runs import MissingArtifact, RunStore
+from cft_helpers.runs import MissingArtifact
 from cft_helpers.files import KeyedFile, atomic_write_json, read_json, write_jsonl
 from cft_helpers.relaunch import launch_evaluation, launched
 from cft_helpers.runtime import configure_runtime, release_memory
@@ -114,8 +114,9 @@ def task_plan(params: Params) -> dict[str, list[tuple[str, str | None]]]:
     return plan
 
 
-def write_suite(params: Params, store: RunStore) -> Path:
+def write_suite(params: Params) -> Path:
     """Write the offline tasks of the suite (data + lm-eval YAML) once per suite hash."""
+    store = params.store
     folder = store.eval_tasks_dir(suite_hash(params))
     done = folder / "written.json"
     if done.exists():
@@ -165,13 +166,14 @@ def evaluation_key(params: Params, model_identity: str) -> str:
     return stable_hash({"model": model_identity, "suite": suite_hash(params)})
 
 
-def evaluation_done(params: Params, name: str, store: RunStore) -> bool:
+def evaluation_done(params: Params, name: str) -> bool:
     """Whether ``<run_dir>/eval/<name>.json`` holds this model's results on this suite (what
     makes ``evaluate_model`` return the cached record)."""
+    store = params.store
     result = KeyedFile(store.eval_result(name))
     if not result.path.exists():  # (before resolve_model, which refuses an arm not trained yet)
         return False
-    return result.read(evaluation_key(params, resolve_model(params, store, name)[1])) is not None
+    return result.read(evaluation_key(params, resolve_model(params, name)[1])) is not None
 
 
 def _processes(params: Params):
@@ -207,7 +209,7 @@ def _process_device(device: str) -> str:
     return device
 
 
-def evaluate_model(params: Params, name: str, store: RunStore | None = None, force: bool = False,
+def evaluate_model(params: Params, name: str, force: bool = False,
                    progress: bool = True) -> dict[str, Any]:
     """Run the suite on one model or arm (cached); returns its results record.
 
@@ -215,11 +217,11 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
     runs in that many processes (:func:`cft_helpers.relaunch.launch_evaluation`); inside a launch,
     every process calls this, each evaluates its shard, and every process returns the record the
     main one wrote."""
-    store = store or RunStore(params.run_path)
+    store = params.store
     procs = _processes(params)
     if not procs.is_main:
         procs.wait()  # the main process resolves first: it may build the checkpoint (a model cache entry)
-    ckpt, ident, template = resolve_model(params, store, name)
+    ckpt, ident, template = resolve_model(params, name)
     if procs.is_main:
         procs.wait()
     key = evaluation_key(params, ident)
@@ -261,14 +263,14 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
         if alpaca and alpaca_first:
             if not vllm:
                 model = load_model(ckpt, dtype).to(device).eval()
-            _add_alpaca_eval(params, store, name, model, tok, ident, record, alpaca_samples, progress,
+            _add_alpaca_eval(params, name, model, tok, ident, record, alpaca_samples, progress,
                              vllm_checkpoint=ckpt if vllm else None)
         if plan:
             if procs.is_main:
-                write_suite(params, store)
+                write_suite(params)
             procs.wait()  # (the others read the task files the main process wrote)
             model = model if model is not None else load_model(ckpt, dtype).to(device).eval()
-            lm = _run_lm_eval(params, store, model, tok, device, plan, samples, name, dtype)
+            lm = _run_lm_eval(params, model, tok, device, plan, samples, name, dtype)
             if lm is not None:  # None in every process but the main one
                 record["benchmarks"].update(lm.pop("benchmarks"))
                 record["tasks"].update(lm.pop("tasks"))
@@ -280,7 +282,7 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
                 release_memory()
             elif model is None:
                 model = load_model(ckpt, dtype).to(device).eval()
-            _add_alpaca_eval(params, store, name, model, tok, ident, record, alpaca_samples, progress,
+            _add_alpaca_eval(params, name, model, tok, ident, record, alpaca_samples, progress,
                              vllm_checkpoint=ckpt if vllm else None)
         if procs.is_main:
             write_jsonl(store.eval_samples(name), alpaca_samples + samples)
@@ -296,10 +298,10 @@ def evaluate_model(params: Params, name: str, store: RunStore | None = None, for
     return result.read(key)
 
 
-def _add_alpaca_eval(params, store, name, model, tok, ident, record, samples, progress,
+def _add_alpaca_eval(params, name, model, tok, ident, record, samples, progress,
                      vllm_checkpoint=None) -> None:
     """AlpacaEval's entry in the record (generation + judge: outside lm-eval's items/s)."""
-    out = run_alpaca_eval(params, store, name, model, tok, ident, progress=progress, vllm_checkpoint=vllm_checkpoint)
+    out = run_alpaca_eval(params, name, model, tok, ident, progress=progress, vllm_checkpoint=vllm_checkpoint)
     record["benchmarks"]["alpacaeval"] = {**out["benchmark"], "scorer": "judge"}
     record["tasks"]["alpacaeval"] = out["task"]
     record["alpacaeval_wall_s"] = out["wall_s"]
@@ -332,13 +334,13 @@ def make_lm(params: Params, model, tok, device: str, dtype: str = "float32"):
                device=device, stop_token_ids=stop_token_ids(tok, model), **extra)
 
 
-def _run_lm_eval(params, store, model, tok, device, plan, samples, name: str = "",
+def _run_lm_eval(params, model, tok, device, plan, samples, name: str = "",
                  dtype: str = "float32") -> dict[str, Any] | None:
     """lm-eval's calls for the suite; the results record's lm-eval part, or None in every
     process of a launch but the main one (lm-eval gathers the results there)."""
     import lm_eval
 
-    folder = write_suite(params, store)
+    folder = write_suite(params)
     cfg = params.evaluation
     lm = make_lm(params, model, tok, device, dtype)
     lm.stage = f"evaluating {name}".strip()  # the book's progress lines (our engine reports them)
@@ -386,22 +388,22 @@ def _run_lm_eval(params, store, model, tok, device, plan, samples, name: str = "
             "lm_eval_version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None}
 
 
-def evaluable_models(params: Params, store: RunStore | None = None) -> tuple[list[str], list[str]]:
+def evaluable_models(params: Params) -> tuple[list[str], list[str]]:
     """(models ready to evaluate, arms not trained yet) among ``params.evaluated_models()``."""
-    store = store or RunStore(params.run_path)
+    store = params.store
     names = params.evaluated_models()
     arms = [n for n in names if n in params.arms]
     done = set(store.finished_arms(arms))
     return [n for n in names if n not in params.arms or n in done], [n for n in arms if n not in done]
 
 
-def load_results(params: Params, store: RunStore | None = None, names: Sequence[str] | None = None
+def load_results(params: Params, names: Sequence[str] | None = None
                  ) -> dict[str, dict[str, Any]]:
     """The evaluation records already in the run store (read only: nothing is evaluated).
 
     Raises ``MissingArtifact`` naming the first model or arm without results, or with results
     from another evaluation suite than these params', and the notebook that writes them."""
-    store = store or RunStore(params.run_path)
+    store = params.store
     names = list(names) if names is not None else params.evaluated_models()
     suite = suite_hash(params)
     out = {}
@@ -419,9 +421,9 @@ def load_results(params: Params, store: RunStore | None = None, names: Sequence[
     return out
 
 
-def save_eval_summary(params: Params, results: dict[str, dict[str, Any]], store: RunStore | None = None) -> Path:
+def save_eval_summary(params: Params, results: dict[str, dict[str, Any]]) -> Path:
     """EA, MA, combined and per-benchmark scores of every model in ``<run_dir>/eval/summary.json``."""
-    store = store or RunStore(params.run_path)
+    store = params.store
     out = {name: {"benchmarks": {b: v["score"] for b, v in r.get("benchmarks", {}).items()},
                   **abilities(params, r), "items_per_s": r.get("items_per_s")} for name, r in results.items()}
     path = store.eval_summary
@@ -454,16 +456,15 @@ def _samples(out: dict, task: str, metrics: dict) -> list[dict]:
     return rows
 
 
-def evaluate_models(params: Params, names: Sequence[str] | None = None, store: RunStore | None = None,
+def evaluate_models(params: Params, names: Sequence[str] | None = None,
                     force: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
-    store = store or RunStore(params.run_path)
     names = list(names) if names is not None else params.evaluated_models()
     it = names
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(names, desc="evaluating", unit="model")
-    return {n: evaluate_model(params, n, store, force=force, progress=progress) for n in it}
+    return {n: evaluate_model(params, n, force=force, progress=progress) for n in it}
 
 
 def abilities(params: Params, record: dict[str, Any]) -> dict[str, Any]:

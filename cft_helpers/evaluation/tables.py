@@ -34,13 +34,15 @@ def phase_table(params: Params, results: dict[str, dict[str, Any]]):
     return pd.DataFrame(rows).set_index("arm") if rows else pd.DataFrame()
 
 
-def strategy_table(params: Params, results: dict[str, dict[str, Any]], table: str = "T5", store=None):
+def strategy_table(params: Params, results: dict[str, dict[str, Any]], table: str = "T5",
+                   frozen_share: bool = False):
     """Table 5's shape for one mitigation table (``table`` "T5": Table 5, on MULTIALPACA; "D8":
     Table D8, on MOPENORCA; never pooled): per strategy arm, EA, MA and combined, the paper's
     values for the same table beside, as printed. A printed value the paper's own scores
     contradict is kept and marked: the recomputed value in "paper <model> EA (mean of its
-    benchmarks)", the reason in "paper note" and in ``df.attrs["footnote"]``. With the run
-    ``store``, each arm's frozen share of parameters beside (reports.frozen_share_table)."""
+    benchmarks)", the reason in "paper note" and in ``df.attrs["footnote"]``. With
+    ``frozen_share``, each arm's frozen share of parameters beside, from the run store
+    (reports.frozen_share_table)."""
     import pandas as pd
 
     arms = [a for a in params.strategy_arms(table=table) if a in results]
@@ -60,8 +62,8 @@ def strategy_table(params: Params, results: dict[str, dict[str, Any]], table: st
     if not rows:
         return pd.DataFrame()
     df = pd.DataFrame(rows).set_index("arm")
-    if store is not None:
-        frozen = frozen_share_table(params, arms, store)
+    if frozen_share:
+        frozen = frozen_share_table(params, arms)
         df = df.join(frozen[["frozen share", "frozen share of", "trainable params"]])
         notes.append("frozen share: of the model's weights; for LoRA of the base model's weights, which "
                      "all stay frozen while the adapters (trainable params) train")
@@ -119,10 +121,10 @@ def tradeoff_points(params: Params, results: dict[str, dict[str, Any]],
 
 
 def strategy_tables(params: Params, results: dict[str, dict[str, Any]], tables: Sequence[str] | None = None,
-                    store=None) -> dict[str, Any]:
+                    frozen_share: bool = False) -> dict[str, Any]:
     """``strategy_table`` per mitigation table (default: every one the params define)."""
     tables = params.mitigation_tables() if tables is None else tables
-    return {t: strategy_table(params, results, t, store=store) for t in tables}
+    return {t: strategy_table(params, results, t, frozen_share) for t in tables}
 
 
 def ea_change(params: Params, results: dict[str, dict[str, Any]], intervals: dict[str, Any] | None = None):

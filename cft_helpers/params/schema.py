@@ -261,6 +261,12 @@ class Params(ArmQueries, Strict):
                 "figures.dir": str(folder / "figures"), "seeds": None}
 
     @property
+    def store(self) -> RunStore:
+        """The run store of ``run_dir`` (cft_helpers.runs): every function that takes the
+        parameters reads and writes the run through this, so the two never disagree."""
+        return RunStore(self.run_path)
+
+    @property
     def cache_path(self) -> Path:
         return self.path(self.cache_dir)
 
