@@ -213,6 +213,16 @@ def book_jobs(params: Params, notebooks: Sequence[str]) -> dict[str, Job]:
     return plan_jobs(params, arms, models, list(dict.fromkeys(activations)), heldout)
 
 
+def grid_jobs(params: Params) -> dict[str, Job]:
+    """The whole book's jobs: every arm trained, every evaluated model evaluated, and the
+    activations and held-out losses its notebooks read (what ``python -m cft_helpers.schedule``
+    plans and submits; the book then finds each stage done)."""
+    stems = [*TRAINING_NOTEBOOKS, SIMILARITY_NOTEBOOK, EVALUATION_NOTEBOOK, REPRESENTATIONS_NOTEBOOK]
+    book = book_jobs(params, stems)
+    return plan_jobs(params, activations=[j.target for j in book.values() if j.kind == "act"],
+                     heldout=[j.target for j in book.values() if j.kind == "heldout"])
+
+
 def descendants(jobs: dict[str, Job]) -> dict[str, int]:
     """How many jobs wait, directly or not, on each job (what to start first)."""
     children: dict[str, list[str]] = {n: [] for n in jobs}

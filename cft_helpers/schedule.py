@@ -24,7 +24,7 @@ The jobs of a book are those of the notebooks it runs, as the job graph declares
 (:mod:`cft_helpers.jobs`); what a job does is :func:`cft_helpers.job_runner.run_job`. Other stages
 (similarity, projections, figures) stay in the notebooks. From a shell::
 
-    python -m cft_helpers.schedule --params default --plan                 # the jobs and what each needs
+    python -m cft_helpers.schedule --params default --plan                 # the whole book's jobs (jobs.grid_jobs)
     python -m cft_helpers.schedule --params default --workers 2            # run them (no notebooks)
     python -m cft_helpers.schedule --params P --executor slurm [--wait]    # as Slurm jobs (submitit)
     python -m cft_helpers.schedule --params P --executor local             # submitit's local processes
@@ -49,11 +49,10 @@ from cft_helpers.data import prepare_datasets
 from cft_helpers.executors import EXECUTORS, ExecutorError, follow_slurm, run_local, submit_slurm, summary_lines
 from cft_helpers.files import atomic_write_json, read_json
 from cft_helpers.job_runner import data_ready, job_done, prepare_shared, run_job, worker_env
-from cft_helpers.jobs import Job, book_jobs, descendants, plan_jobs
+from cft_helpers.jobs import Job, book_jobs, descendants, grid_jobs
 from cft_helpers.lock import RunLock, RunLocked, check_run_lock
 from cft_helpers.params import Params, ParamsError, load_params
 from cft_helpers.relaunch import override_args
-from cft_helpers.runs import RunStore
 
 TAIL_LINES = 20
 
@@ -161,7 +160,7 @@ class Remaining:
         return total / self.workers
 
 
-def run_jobs(params: Params, jobs: dict[str, Job], workers: int, store: RunStore | None = None,
+def run_jobs(params: Params, jobs: dict[str, Job], workers: int,
              progress: bool = True, poll_s: float = 0.2, log=None,
              remaining: list | None = None) -> dict[str, Any]:
     """Run ``jobs`` in up to ``workers`` worker processes, each job once what it needs is done.
@@ -171,7 +170,7 @@ def run_jobs(params: Params, jobs: dict[str, Job], workers: int, store: RunStore
     ScheduleError after the running jobs finished when any job failed. Returns a summary.
     ``log``: called with each line (instead of printing it); ``remaining``: a list that gets this
     run's :class:`Remaining` (the book's progress shows its estimate)."""
-    store = store or RunStore(params.run_path)
+    store = params.store
     log_dir = store.logs_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -188,9 +187,9 @@ def run_jobs(params: Params, jobs: dict[str, Job], workers: int, store: RunStore
             print(line, flush=True)
 
     outside = {n for j in jobs.values() for n in j.needs if n not in jobs}
-    status = {n: job_done(params, store, Job(n, *n.split(":", 1))) for n in outside}
+    status = {n: job_done(params, Job(n, *n.split(":", 1))) for n in outside}
     for name, job in jobs.items():  # in plan order: what a job needs comes before it
-        status[name] = all(status.get(n, False) for n in job.needs) and job_done(params, store, job)
+        status[name] = all(status.get(n, False) for n in job.needs) and job_done(params, job)
     already = [n for n in jobs if status[n]]
     left_out: list[str] = []
     todo: list[str] = []
@@ -306,14 +305,13 @@ def schedule_book(params: Params, notebooks: Sequence[str], progress: bool = Tru
     jobs = book_jobs(params, notebooks)
     if not jobs:
         return None
-    store = RunStore(params.run_path)
-    if not data_ready(params, store):
+    if not data_ready(params):
         if progress:
             print("[schedule] the prepared data is not in the run store for these parameters: no jobs "
                   "scheduled, the notebooks run every stage in order", flush=True)
         return None
-    prepare_shared(params, store, jobs)
-    return run_jobs(params, jobs, workers, store, progress=progress, log=log, remaining=remaining)
+    prepare_shared(params, jobs)
+    return run_jobs(params, jobs, workers, progress=progress, log=log, remaining=remaining)
 
 
 def _run_logged(params: Params, name: str, log: Path) -> int:
@@ -383,27 +381,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return serve(params)
             run_job(params, ns.job)
             return 0
-        jobs = plan_jobs(params)
+        jobs = grid_jobs(params)
         if ns.plan:
             for job in jobs.values():
                 print(f"{job.name}" + (f"  <- {', '.join(job.needs)}" if job.needs else ""))
             return 0
-        store = RunStore(params.run_path)
         workers = ns.workers or params.runtime.worker_count()
         with RunLock(params.run_path):
-            prepare_datasets(params, store, progress=False)
-            prepare_shared(params, store, jobs)
+            prepare_datasets(params, progress=False)
+            prepare_shared(params, jobs)
             if ns.executor == "workers":
-                run_jobs(params, jobs, workers, store)
+                run_jobs(params, jobs, workers)
                 return 0
             if ns.executor == "local":
-                out = run_local(params, jobs, workers, store)
+                out = run_local(params, jobs, workers)
             else:
-                out = submit_slurm(params, jobs, store)
+                out = submit_slurm(params, jobs)
         for line in summary_lines(ns.executor, out):
             print(line)
         if ns.executor == "slurm" and ns.wait:
-            out = follow_slurm(params, store)
+            out = follow_slurm(params)
             for line in summary_lines("slurm", out):
                 print(line)
         return 1 if out.get("failed") else 0

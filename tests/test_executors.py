@@ -15,7 +15,7 @@ import pytest
 from conftest import write_params
 
 from cft_helpers import executors
-from cft_helpers.jobs import plan_jobs
+from cft_helpers.jobs import grid_jobs, plan_jobs
 from cft_helpers.params import load_params
 from cft_helpers.runs import RunStore
 
@@ -58,13 +58,13 @@ def _prepared(tmp_path, model_cache, **changes):
 def test_slurm_jobs_wait_for_what_they_need_a_preempted_one_resumes_a_failed_one_stops_its_dependants(
         tmp_path, model_cache, fake_slurm, monkeypatch):
     params = _prepared(tmp_path, model_cache)
-    store = RunStore(params.run_path)
+    store = params.store
     monkeypatch.setenv("FAKE_SLURM_PREEMPT", "train:p1_alpaca@train:metrics-written")  # Slurm's USR2, once
     monkeypatch.setenv("FAKE_SLURM_FAIL", "train:p1_instruct")
     jobs = plan_jobs(params, arms=["p1_alpaca", "p2_alpaca", "p1_instruct", "p2_instruct"], models=[])
-    out = executors.submit_slurm(params, jobs, store, log=lambda _: None)
+    out = executors.submit_slurm(params, jobs, log=lambda _: None)
     assert list(out["submitted"]) == list(jobs) and not out["done"] and not out["left_out"]
-    follow = executors.follow_slurm(params, store, poll_s=0.5, log=lambda _: None, timeout_s=900)
+    follow = executors.follow_slurm(params, poll_s=0.5, log=lambda _: None, timeout_s=900)
     slurm = fake_slurm()
 
     # resources and dependencies, as sbatch got them
@@ -101,10 +101,10 @@ def test_slurm_jobs_wait_for_what_they_need_a_preempted_one_resumes_a_failed_one
 
     # rerun after the failure: only what is not done is submitted again, with its dependency
     monkeypatch.delenv("FAKE_SLURM_FAIL")
-    again = executors.submit_slurm(params, jobs, store, log=lambda _: None)
+    again = executors.submit_slurm(params, jobs, log=lambda _: None)
     assert again["done"] == ["train:p1_alpaca", "train:p2_alpaca"]
     assert list(again["submitted"]) == ["train:p1_instruct", "train:p2_instruct"]
-    executors.follow_slurm(params, store, poll_s=0.5, log=lambda _: None, timeout_s=900)
+    executors.follow_slurm(params, poll_s=0.5, log=lambda _: None, timeout_s=900)
     slurm = fake_slurm()
     assert slurm["train:p2_instruct"]["options"]["dependency"] == f"afterok:{again['submitted']['train:p1_instruct']}"
     assert store.finished_arms(["p1_instruct", "p2_instruct"]) == ["p1_instruct", "p2_instruct"]
@@ -117,7 +117,7 @@ def test_a_rerun_leaves_jobs_in_flight_alone_and_waits_on_them(tmp_path, model_c
     again; what needs them waits on their ids, and jobs of one group (AlpacaEval's judge caches)
     run one after the other."""
     params = _prepared(tmp_path, model_cache)
-    store = RunStore(params.run_path)
+    store = params.store
     state_dir = Path(os.environ["FAKE_SLURM_DIR"])
     # jobs 77 and 78 were submitted earlier and still run (no runner: they stay so)
     running = {"options": {}, "state": "RUNNING", "runs": 1, "requeue": False, "pid": None, "started": [time.time()]}
@@ -128,7 +128,7 @@ def test_a_rerun_leaves_jobs_in_flight_alone_and_waits_on_them(tmp_path, model_c
         "train:p1_alpaca": {"id": "77"}, "eval:base": {"id": "78"}}}))
     jobs = plan_jobs(params, arms=["p1_alpaca", "p2_alpaca"], models=["base", "p1_alpaca"])
     jobs = {n: dataclasses.replace(j, group="judge" if j.kind == "eval" else None) for n, j in jobs.items()}
-    out = executors.submit_slurm(params, jobs, store, log=lambda _: None)
+    out = executors.submit_slurm(params, jobs, log=lambda _: None)
     assert out["in_flight"] == {"train:p1_alpaca": "77", "eval:base": "78"}
     assert list(out["submitted"]) == ["train:p2_alpaca", "eval:p1_alpaca"]
     slurm = fake_slurm()
@@ -191,9 +191,9 @@ def test_local_executor_then_the_book_give_the_recorded_numbers(tmp_path, model_
                            "--workers", "2"], capture_output=True, text=True, timeout=1800, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     params = load_params(path)
-    jobs = plan_jobs(params)
+    jobs = grid_jobs(params)
     assert f"[local] 0 done, {len(jobs)} ran, 0 failed, 0 stopped, 0 left out" in proc.stdout
-    recorded = executors.read_submitted(RunStore(params.run_path))
+    recorded = executors.read_submitted(params.store)
     assert recorded["executor"] == "local" and set(recorded["jobs"]) == set(jobs)
     run_book(str(path), progress=False)
     numbers = record_expectations().collect(params.run_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cft_helpers.jobs import (MITIGATION_NOTEBOOK, book_jobs, mitigation_selection, notebook_of, parse_job,
+from cft_helpers.jobs import (MITIGATION_NOTEBOOK, book_jobs, grid_jobs, mitigation_selection, notebook_of, parse_job,
                               training_notebook)
 from cft_helpers.params import load_params
 
@@ -36,3 +36,19 @@ def test_notebook_04_trains_what_its_tables_compare_with_their_upstream():
     assert [j.target for j in jobs.values() if j.kind == "eval"] == compared
     assert compared[0] == "p2_instruct"  # vanilla first: the row every strategy is compared with
     assert book_jobs(p, ["01_data_prep", "08_paper_figures", "09_findings"]) == {}
+
+
+def test_the_grid_is_every_job_the_whole_book_would_run():
+    """What ``schedule`` plans and submits: every arm and evaluated model, and the activations and
+    held-out losses of every model the notebooks read, so that the book then computes none."""
+    from cft_helpers.book import list_notebooks, notebook_dir
+
+    p = load_params("smoke")
+    grid = grid_jobs(p)
+    stems = [nb.stem for nb in list_notebooks(notebook_dir())]
+    assert set(book_jobs(p, stems)) <= set(grid)
+    kinds = {k: [j.target for j in grid.values() if j.kind == k] for k in ("train", "eval", "act", "heldout")}
+    assert kinds["train"] == p.arm_order() and kinds["eval"] == p.evaluated_models()
+    assert "base" in kinds["act"] and "lora" in kinds["act"] and "mixture" not in kinds["act"]  # Fig. 1, 4, D3
+    assert "mixture" in kinds["heldout"] and "base" in kinds["heldout"]   # notebook 03's table, from the base
+    assert grid["act:lf_h1"].needs == ("train:lf_h1",) and grid["heldout:base"].needs == ()
