@@ -267,8 +267,8 @@ def activations(params: Params, name: str, *, texts: Sequence[str] | None = None
     return activation_sets(params, name, {set_name: (texts, chat)}, force=force, progress=progress)[set_name]
 
 
-def activation_sets(params: Params, name: str, sets: dict[str, tuple[Sequence[str], bool]], *, force: bool = False,
-                    progress: bool = True) -> dict[str, np.ndarray]:
+def activation_sets(params: Params, name: str, sets: dict[str, tuple[Sequence[str], bool]], *,
+                    force: bool = False, progress: bool = True) -> dict[str, np.ndarray]:
     """``activations`` of one model on several text sets at once: set name -> (texts, chat).
 
     Each set has its own cache file and key, exactly as ``activations`` gives it; the model is
@@ -334,8 +334,7 @@ def activations_pending(params: Params, name: str) -> bool:
 
 def model_activations(params: Params, models: Sequence[str], prompts: Sequence[str],
                       sentences: dict[str, list[str]] | None = None, parallel_models: Sequence[str] = (), *,
-                      force: bool = False,
-                      progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                      force: bool = False, progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """What notebook 07 reads, one model load per model: every model of ``models`` on the prompts
     (chat template), and those of ``parallel_models`` also on the parallel ``sentences`` (all
     languages in one set, without template; for ``cross_lingual``). Returns (prompt activations,
