@@ -181,11 +181,13 @@ def test_local_executor_stops_the_dependants_of_a_failed_job_and_leaves_out_what
 
 def test_local_executor_then_the_book_give_the_recorded_numbers(tmp_path, model_cache):
     """`schedule --executor local` runs every job of the graph through submitit's local processes;
-    the book then finds them done, and its numbers are the recorded ones (tests/expected)."""
+    the book then finds them done, and its numbers are the recorded ones (tests/expected). The
+    figures stay interactive only (no PNG or SVG through Chrome): the book fixture of test_book.py
+    checks their export, and here they would only add time."""
     from cft_helpers.book import run_book
     from test_book import _assert_recorded, record_expectations
 
-    path = write_params(tmp_path, model_cache)
+    path = write_params(tmp_path, model_cache, figures={"formats": ["html"], "notebook_png": False})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(x for x in (str(ROOT), os.environ.get("PYTHONPATH")) if x)}
     proc = subprocess.run([sys.executable, "-m", "cft_helpers.schedule", "--params", str(path), "--executor", "local",
                            "--workers", "2"], capture_output=True, text=True, timeout=1800, env=env, cwd=ROOT)
