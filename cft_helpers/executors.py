@@ -40,7 +40,7 @@ from submitit.helpers import Checkpointable
 from submitit.slurm.slurm import SlurmInfoWatcher
 
 from cft_helpers.files import atomic_write_json, read_json
-from cft_helpers.job_runner import job_done, run_job, worker_env
+from cft_helpers.job_runner import graph_status, run_job, worker_env
 from cft_helpers.jobs import Job, descendants
 from cft_helpers.lock import ENV, check_run_lock
 from cft_helpers.params import Params, load_params
@@ -148,15 +148,6 @@ def slurm_resources(params: Params, job: Job) -> dict[str, Any]:
     return out
 
 
-def _outside_status(params: Params, jobs: dict[str, Job]) -> dict[str, bool]:
-    """Done or not, for every job of the plan and every job they need outside it."""
-    outside = {n for j in jobs.values() for n in j.needs if n not in jobs}
-    status = {n: job_done(params, Job(n, *n.split(":", 1))) for n in outside}
-    for name, job in jobs.items():  # in plan order: what a job needs comes before it
-        status[name] = all(status.get(n, False) for n in job.needs) and job_done(params, job)
-    return status
-
-
 def submit_slurm(params: Params, jobs: dict[str, Job],
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Submit every job of ``jobs`` that is neither done nor in flight, with its dependencies;
@@ -165,7 +156,7 @@ def submit_slurm(params: Params, jobs: dict[str, Job],
     record = read_submitted(store)
     known = {n: e["id"] for n, e in record["jobs"].items()}
     states = slurm_states(sorted(set(known.values())))
-    status = _outside_status(params, jobs)
+    status = graph_status(params, jobs)
     source, overrides = _job_params(params)
     overrides.update(_slurm_overrides(params))
     folder = str(_folder(params) / "%j")
@@ -243,7 +234,7 @@ def run_local(params: Params, jobs: dict[str, Job], workers: int,
     ``jobs`` that is not done is left out. The caller holds the run lock, whose token the jobs
     inherit."""
     store = params.store
-    status = _outside_status(params, jobs)
+    status = graph_status(params, jobs)
     source, overrides = _job_params(params)
     folder = _folder(params)
     executor = submitit.LocalExecutor(folder=str(folder / "%j"))

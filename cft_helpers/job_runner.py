@@ -46,6 +46,16 @@ def job_done(params: Params, job: Job) -> bool:
         return False
 
 
+def graph_status(params: Params, jobs: dict[str, Job]) -> dict[str, bool]:
+    """Done or not, for every job of the plan and every job they need outside it: a job counts
+    as done only when what it needs is done too (every executor's starting point)."""
+    outside = {n for j in jobs.values() for n in j.needs if n not in jobs}
+    status = {n: job_done(params, Job(n, *n.split(":", 1))) for n in outside}
+    for name, job in jobs.items():  # in plan order: what a job needs comes before it
+        status[name] = all(status.get(n, False) for n in job.needs) and job_done(params, job)
+    return status
+
+
 def prepare_shared(params: Params, jobs: dict[str, Job]) -> None:
     """Build what several jobs would otherwise build at once, in this process: the model
     checkpoints of ``models:`` entries (conversion, random init) and the evaluation suite's files."""

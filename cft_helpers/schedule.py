@@ -48,7 +48,7 @@ from typing import Any, Sequence
 from cft_helpers.data import prepare_datasets
 from cft_helpers.executors import EXECUTORS, ExecutorError, follow_slurm, run_local, submit_slurm, summary_lines
 from cft_helpers.files import atomic_write_json, read_json
-from cft_helpers.job_runner import data_ready, job_done, prepare_shared, run_job, worker_env
+from cft_helpers.job_runner import data_ready, graph_status, prepare_shared, run_job, worker_env
 from cft_helpers.jobs import Job, book_jobs, descendants, grid_jobs
 from cft_helpers.lock import RunLock, RunLocked, check_run_lock
 from cft_helpers.params import Params, ParamsError, load_params
@@ -186,10 +186,7 @@ def run_jobs(params: Params, jobs: dict[str, Job], workers: int,
         elif progress:
             print(line, flush=True)
 
-    outside = {n for j in jobs.values() for n in j.needs if n not in jobs}
-    status = {n: job_done(params, Job(n, *n.split(":", 1))) for n in outside}
-    for name, job in jobs.items():  # in plan order: what a job needs comes before it
-        status[name] = all(status.get(n, False) for n in job.needs) and job_done(params, job)
+    status = graph_status(params, jobs)
     already = [n for n in jobs if status[n]]
     left_out: list[str] = []
     todo: list[str] = []
